@@ -1,0 +1,485 @@
+//! Write refract projections in Rust.
+//!
+//! A projection turns events into JSON documents of a read model. With this
+//! crate you implement [`Projection`] on a plain type and call [`export!`]
+//! once; the crate takes care of the WebAssembly component glue
+//! (`refract:projection/projector` world).
+//!
+//! ```
+//! use refract_sdk::{Context, Error, Event, Manifest, Projection};
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// Counts how often each counter stream was incremented.
+//! #[derive(Default)]
+//! struct Counters;
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Counter {
+//!     value: i64,
+//! }
+//!
+//! #[derive(Deserialize)]
+//! struct Incremented {
+//!     by: i64,
+//! }
+//!
+//! impl Projection for Counters {
+//!     fn manifest() -> Manifest {
+//!         Manifest::new("counters", "1.0.0")
+//!             .event_types(["Incremented"])
+//!             .stream_prefix("counter-")
+//!             .collection("counters", ["value"])
+//!     }
+//!
+//!     fn handle(&mut self, event: &Event, ctx: &mut Context) -> Result<(), Error> {
+//!         let Incremented { by } = event.payload()?;
+//!         ctx.update("counters", &event.stream_id, |counter: &mut Counter| {
+//!             counter.value += by;
+//!         })
+//!     }
+//! }
+//!
+//! refract_sdk::export!(Counters);
+//! ```
+//!
+//! Build the plugin as a `cdylib` for `wasm32-wasip2`
+//! (`cargo build --release --target wasm32-wasip2`); the resulting `.wasm`
+//! file is the component the host loads.
+#![deny(missing_docs)]
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use __bindings::exports::refract::projection::projection as wit_export;
+use __bindings::refract::projection::{host, types as wit};
+
+/// Generated WIT bindings; used by [`export!`], not part of the public API.
+#[doc(hidden)]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "projector",
+        // The export macro is expanded in the plugin crate, so it must be
+        // public and find these bindings through the SDK's path.
+        pub_export_macro: true,
+        default_bindings_module: "refract_sdk::__bindings",
+    });
+}
+
+/// A projection: turns events, one at a time and in global order, into
+/// changes of its read model.
+///
+/// The host creates the value with [`Default`] the first time a batch arrives
+/// and keeps it for later batches of the same component instance, but it may
+/// re-instantiate the component at any time (after an error, a restart, a
+/// rebuild). Keep real state in the read model (through [`Context`]), and use
+/// fields only for caches that can be rebuilt.
+pub trait Projection: Default + 'static {
+    /// Describes the projection: its name, the events it receives and the
+    /// collections it writes. Called when the host loads the component.
+    fn manifest() -> Manifest;
+
+    /// Projects one event. Returning an error fails the whole batch: none of
+    /// its changes are applied and the host reports the error with this
+    /// event's position.
+    fn handle(&mut self, event: &Event, ctx: &mut Context) -> Result<(), Error>;
+}
+
+/// One event read from the event store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Gapless global position of the event, starting at 1.
+    pub position: u64,
+    /// Identifier of the stream the event belongs to, e.g. `account-42`.
+    pub stream_id: String,
+    /// Version of the stream after this event, starting at 1.
+    pub stream_version: u64,
+    /// Event type name, e.g. `MoneyDeposited`.
+    pub event_type: String,
+    /// Time the event was appended, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// Event body as JSON text.
+    pub payload: String,
+    /// Event metadata as JSON text (`{}` when the writer gave none).
+    pub metadata: String,
+}
+
+impl Event {
+    /// Decodes the JSON payload.
+    ///
+    /// ```
+    /// # use refract_sdk::Event;
+    /// #[derive(serde::Deserialize)]
+    /// struct MoneyDeposited { amount: i64 }
+    ///
+    /// # fn f(event: &Event) -> Result<(), refract_sdk::Error> {
+    /// let MoneyDeposited { amount } = event.payload()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn payload<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        self.decode("payload", &self.payload)
+    }
+
+    /// Decodes the JSON metadata.
+    pub fn metadata<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        self.decode("metadata", &self.metadata)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, what: &str, json: &str) -> Result<T, Error> {
+        serde_json::from_str(json).map_err(|err| {
+            Error::msg(format!(
+                "cannot decode {what} of {} event at position {}: {err}",
+                self.event_type, self.position
+            ))
+        })
+    }
+}
+
+impl From<wit::Event> for Event {
+    fn from(event: wit::Event) -> Self {
+        Event {
+            position: event.position,
+            stream_id: event.stream_id,
+            stream_version: event.stream_version,
+            event_type: event.event_type,
+            timestamp: event.timestamp,
+            payload: event.payload,
+            metadata: event.metadata,
+        }
+    }
+}
+
+/// What a projection is, what it reads and what it writes.
+///
+/// ```
+/// # use refract_sdk::Manifest;
+/// let manifest = Manifest::new("order-summary", "1.0.0")
+///     .event_types(["OrderPlaced", "OrderShipped"])
+///     .stream_prefix("order-")
+///     .collection("orders", ["customer", "status"])
+///     .collection("customers", ["order_count"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    name: String,
+    version: String,
+    event_types: Vec<String>,
+    stream_prefixes: Vec<String>,
+    collections: Vec<(String, Vec<String>)>,
+}
+
+impl Manifest {
+    /// Starts a manifest that receives every event and writes no collection.
+    ///
+    /// `name` must be unique in a host (lowercase ASCII letters, digits, `-`
+    /// and `_`); `version` is a free-form version of the projection's logic.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Manifest {
+            name: name.into(),
+            version: version.into(),
+            event_types: Vec::new(),
+            stream_prefixes: Vec::new(),
+            collections: Vec::new(),
+        }
+    }
+
+    /// Adds event types to receive. Without any, every type is received.
+    pub fn event_types<I>(mut self, types: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.event_types.extend(types.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a stream-id prefix to receive. Without any, every stream is
+    /// received. An event is delivered when it matches both filters.
+    pub fn stream_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.stream_prefixes.push(prefix.into());
+        self
+    }
+
+    /// Declares a collection the projection writes, with the JSON field paths
+    /// (e.g. `balance`, `owner.name`) the host indexes for queries.
+    pub fn collection<I>(mut self, name: impl Into<String>, indexes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let indexes = indexes.into_iter().map(Into::into).collect();
+        self.collections.push((name.into(), indexes));
+        self
+    }
+}
+
+impl From<Manifest> for wit::Manifest {
+    fn from(manifest: Manifest) -> Self {
+        wit::Manifest {
+            name: manifest.name,
+            version: manifest.version,
+            event_types: manifest.event_types,
+            stream_prefixes: manifest.stream_prefixes,
+            collections: manifest
+                .collections
+                .into_iter()
+                .map(|(name, indexes)| wit::CollectionSpec { name, indexes })
+                .collect(),
+        }
+    }
+}
+
+/// Severity of a [`Context::log`] message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Very detailed diagnostics.
+    Trace,
+    /// Diagnostics useful while developing.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected that the projection recovered from.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl From<LogLevel> for wit::LogLevel {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Trace => wit::LogLevel::Trace,
+            LogLevel::Debug => wit::LogLevel::Debug,
+            LogLevel::Info => wit::LogLevel::Info,
+            LogLevel::Warn => wit::LogLevel::Warn,
+            LogLevel::Error => wit::LogLevel::Error,
+        }
+    }
+}
+
+/// Why an event could not be projected: a human-readable message.
+///
+/// ```
+/// # use refract_sdk::Error;
+/// let err = Error::msg("amount must be positive");
+/// assert_eq!(err.to_string(), "amount must be positive");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    message: String,
+}
+
+impl Error {
+    /// Creates an error with the given message.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Error { message: message.into() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::msg(err.to_string())
+    }
+}
+
+impl From<wit::GetError> for Error {
+    fn from(err: wit::GetError) -> Self {
+        Error::msg(match err {
+            wit::GetError::UnknownCollection(name) => format!("unknown collection `{name}`"),
+            wit::GetError::Unavailable(reason) => format!("read model unavailable: {reason}"),
+        })
+    }
+}
+
+/// Reads and writes the read model while a batch of events is projected.
+///
+/// The host only sees what was committed before the batch, so the context
+/// keeps the batch's own writes and answers [`get`](Context::get) from them
+/// first: a read-modify-write sees the changes of earlier events of the same
+/// batch. All writes are applied together when the batch succeeds.
+pub struct Context {
+    /// Collections declared in the manifest; the only ones the host lets the
+    /// projection touch, so writes elsewhere are caught here, near their cause.
+    collections: Rc<[String]>,
+    /// Latest write per document in this batch; `None` marks a deletion.
+    overlay: HashMap<(String, String), Option<String>>,
+    /// Every write in the order it was made; the host keeps the last per key.
+    changes: Vec<wit::Change>,
+}
+
+impl Context {
+    fn new(collections: Rc<[String]>) -> Self {
+        Context { collections, overlay: HashMap::new(), changes: Vec::new() }
+    }
+
+    /// Reads a document, including the changes made earlier in this batch.
+    /// Returns `None` when it does not exist.
+    pub fn get<T: DeserializeOwned>(&self, collection: &str, id: &str) -> Result<Option<T>, Error> {
+        self.check_collection(collection)?;
+        let key = (collection.to_owned(), id.to_owned());
+        let body = match self.overlay.get(&key) {
+            Some(body) => body.clone(),
+            None => host::get(collection, id)?,
+        };
+        body.map(|body| {
+            serde_json::from_str(&body)
+                .map_err(|err| Error::msg(format!("cannot decode document `{id}` of `{collection}`: {err}")))
+        })
+        .transpose()
+    }
+
+    /// Inserts a document, or replaces it if its id exists.
+    pub fn upsert<T: Serialize>(&mut self, collection: &str, id: &str, doc: &T) -> Result<(), Error> {
+        self.check_collection(collection)?;
+        let body = serde_json::to_string(doc)?;
+        self.overlay.insert((collection.to_owned(), id.to_owned()), Some(body.clone()));
+        self.changes.push(wit::Change::Upsert(wit::Document {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            body,
+        }));
+        Ok(())
+    }
+
+    /// Loads a document (or `T::default()` when it does not exist), lets `f`
+    /// modify it and upserts the result.
+    ///
+    /// ```
+    /// # use refract_sdk::{Context, Error};
+    /// #[derive(Default, serde::Serialize, serde::Deserialize)]
+    /// struct Account { balance: i64 }
+    ///
+    /// # fn f(ctx: &mut Context) -> Result<(), Error> {
+    /// ctx.update("accounts", "account-7", |account: &mut Account| account.balance += 10)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn update<T>(&mut self, collection: &str, id: &str, f: impl FnOnce(&mut T)) -> Result<(), Error>
+    where
+        T: Default + Serialize + DeserializeOwned,
+    {
+        let mut doc = self.get(collection, id)?.unwrap_or_default();
+        f(&mut doc);
+        self.upsert(collection, id, &doc)
+    }
+
+    /// Removes a document if it exists.
+    pub fn delete(&mut self, collection: &str, id: &str) -> Result<(), Error> {
+        self.check_collection(collection)?;
+        self.overlay.insert((collection.to_owned(), id.to_owned()), None);
+        self.changes
+            .push(wit::Change::Delete(wit::DocumentKey { collection: collection.to_owned(), id: id.to_owned() }));
+        Ok(())
+    }
+
+    /// Writes a message to the host's log, tagged with the projection's name.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        host::log(level.into(), message);
+    }
+
+    fn check_collection(&self, collection: &str) -> Result<(), Error> {
+        if self.collections.iter().any(|name| name == collection) {
+            Ok(())
+        } else {
+            Err(Error::msg(format!("collection `{collection}` is not declared in the manifest")))
+        }
+    }
+}
+
+/// Exports a [`Projection`] as the component's `refract:projection/projection`
+/// implementation. Call it exactly once per plugin crate, at module level;
+/// see the [crate documentation](crate) for a complete example.
+#[macro_export]
+macro_rules! export {
+    ($projection:ty) => {
+        const _: () = {
+            // The generated export macro only accepts an identifier.
+            type __RefractExport = $crate::__Export<$projection>;
+            // Component export names (`ns:pkg/iface@ver#func`) are not valid
+            // native symbol names, so the exports only exist on wasm; native
+            // builds (e.g. `cargo test --workspace`) still type-check the glue.
+            #[cfg(target_arch = "wasm32")]
+            $crate::__bindings::export! { __RefractExport with_types_in $crate::__bindings }
+            #[cfg(not(target_arch = "wasm32"))]
+            $crate::__check_export::<__RefractExport>();
+        };
+    };
+}
+
+/// Lets [`export!`] type-check the glue where it cannot export it.
+#[doc(hidden)]
+pub const fn __check_export<G: wit_export::Guest>() {}
+
+/// Implements the WIT `projection` interface for a [`Projection`]; named by
+/// [`export!`], not part of the public API.
+#[doc(hidden)]
+pub struct __Export<P>(PhantomData<P>);
+
+/// The projection value of this instance and what `handle` needs from its
+/// manifest, created on first use.
+struct Instance<P> {
+    projection: P,
+    collections: Rc<[String]>,
+}
+
+thread_local! {
+    // A component exports one projection, so one untyped slot is enough; the
+    // type is only known in the generic glue.
+    static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+impl<P: Projection> __Export<P> {
+    fn handle_batch(
+        instance: &mut Instance<P>,
+        batch: Vec<wit::Event>,
+    ) -> Result<Vec<wit::Change>, wit::ProjectionError> {
+        let mut ctx = Context::new(instance.collections.clone());
+        for event in batch {
+            let event = Event::from(event);
+            instance
+                .projection
+                .handle(&event, &mut ctx)
+                .map_err(|err| wit::ProjectionError { position: event.position, message: err.to_string() })?;
+        }
+        Ok(ctx.changes)
+    }
+}
+
+impl<P: Projection> wit_export::Guest for __Export<P> {
+    fn describe() -> wit::Manifest {
+        P::manifest().into()
+    }
+
+    fn handle(batch: Vec<wit::Event>) -> Result<Vec<wit::Change>, wit::ProjectionError> {
+        INSTANCE.with_borrow_mut(|slot| {
+            let instance = slot
+                .get_or_insert_with(|| {
+                    let collections = P::manifest().collections.into_iter().map(|(name, _)| name).collect();
+                    Box::new(Instance { projection: P::default(), collections })
+                })
+                .downcast_mut::<Instance<P>>()
+                .expect("a component exports a single projection type");
+            let result = Self::handle_batch(instance, batch);
+            if result.is_err() {
+                // The host discards the failed batch and will redeliver it;
+                // drop the fields too, since earlier events of the batch may
+                // have changed them.
+                *slot = None;
+            }
+            result
+        })
+    }
+}
