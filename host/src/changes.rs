@@ -1,0 +1,194 @@
+//! Changes returned by a projection, checked and reduced before they are stored.
+
+use std::collections::BTreeMap;
+
+use serde::de::IgnoredAny;
+
+use crate::manifest::Manifest;
+
+/// Longest document id, in bytes.
+pub const MAX_ID_LEN: usize = 512;
+
+/// One change a projection asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Insert or replace a document.
+    Upsert {
+        /// Target collection.
+        collection: String,
+        /// Document id.
+        id: String,
+        /// JSON object text.
+        body: String,
+    },
+    /// Remove a document if present.
+    Delete {
+        /// Target collection.
+        collection: String,
+        /// Document id.
+        id: String,
+    },
+}
+
+/// A change the host refuses to store; the whole batch is refused with it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChangeError {
+    /// The projection wrote to a collection it did not declare.
+    #[error("undeclared collection `{0}`: a projection may only write the collections in its manifest")]
+    UndeclaredCollection(String),
+    /// The document id is empty or too long.
+    #[error("invalid document id in collection `{collection}`: ids must be 1 to {MAX_ID_LEN} bytes")]
+    InvalidId {
+        /// Target collection.
+        collection: String,
+    },
+    /// The document body is not a JSON object.
+    #[error("invalid document `{id}` in collection `{collection}`: {reason}")]
+    InvalidDocument {
+        /// Target collection.
+        collection: String,
+        /// Document id.
+        id: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+/// The net effect of one batch on one collection: each id at most once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollectionChanges {
+    /// Documents to insert or replace, as `(id, JSON text)`.
+    pub upserts: Vec<(String, String)>,
+    /// Ids to delete.
+    pub deletes: Vec<String>,
+}
+
+/// The net effect of one batch, per collection. Later changes to the same
+/// document win, so the store can apply upserts and deletes in any order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    /// Changes keyed by collection name.
+    pub collections: BTreeMap<String, CollectionChanges>,
+}
+
+impl ChangeSet {
+    /// Checks each change against the manifest and keeps the last change per document.
+    ///
+    /// ```
+    /// use refract::{Change, ChangeSet};
+    /// # let manifest = refract::Manifest { name: "p".into(), version: "1".into(),
+    /// #   subscription: Default::default(),
+    /// #   collections: vec![refract::CollectionSpec { name: "c".into(), indexes: vec![] }] };
+    /// let set = ChangeSet::from_changes(vec![
+    ///     Change::Upsert { collection: "c".into(), id: "1".into(), body: r#"{"n":1}"#.into() },
+    ///     Change::Delete { collection: "c".into(), id: "1".into() },
+    /// ], &manifest).unwrap();
+    /// assert_eq!(set.collections["c"].deletes, vec!["1".to_string()]);
+    /// ```
+    pub fn from_changes(changes: Vec<Change>, manifest: &Manifest) -> Result<Self, ChangeError> {
+        let mut net: BTreeMap<String, BTreeMap<String, Option<String>>> = BTreeMap::new();
+        for change in changes {
+            let (collection, id, body) = match change {
+                Change::Upsert { collection, id, body } => (collection, id, Some(body)),
+                Change::Delete { collection, id } => (collection, id, None),
+            };
+            if manifest.collection(&collection).is_none() {
+                return Err(ChangeError::UndeclaredCollection(collection));
+            }
+            if id.is_empty() || id.len() > MAX_ID_LEN {
+                return Err(ChangeError::InvalidId { collection });
+            }
+            if let Some(body) = &body {
+                check_document(body).map_err(|reason| ChangeError::InvalidDocument {
+                    collection: collection.clone(),
+                    id: id.clone(),
+                    reason,
+                })?;
+            }
+            net.entry(collection).or_default().insert(id, body);
+        }
+        let collections = net
+            .into_iter()
+            .map(|(name, docs)| {
+                let mut out = CollectionChanges::default();
+                for (id, body) in docs {
+                    match body {
+                        Some(body) => out.upserts.push((id, body)),
+                        None => out.deletes.push(id),
+                    }
+                }
+                (name, out)
+            })
+            .collect();
+        Ok(Self { collections })
+    }
+
+    /// Whether the batch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.collections.is_empty()
+    }
+}
+
+fn check_document(body: &str) -> Result<(), String> {
+    if !body.trim_start().starts_with('{') {
+        return Err("a document must be a JSON object".into());
+    }
+    serde_json::from_str::<IgnoredAny>(body).map(|_| ()).map_err(|e| format!("not valid JSON ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::CollectionSpec;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "p".into(),
+            version: "1".into(),
+            subscription: Default::default(),
+            collections: vec![CollectionSpec { name: "c".into(), indexes: vec![] }],
+        }
+    }
+
+    fn upsert(id: &str, body: &str) -> Change {
+        Change::Upsert { collection: "c".into(), id: id.into(), body: body.into() }
+    }
+
+    #[test]
+    fn last_change_per_document_wins() {
+        let set = ChangeSet::from_changes(
+            vec![
+                upsert("a", r#"{"v":1}"#),
+                Change::Delete { collection: "c".into(), id: "a".into() },
+                upsert("a", r#"{"v":2}"#),
+                upsert("b", r#"{"v":1}"#),
+                Change::Delete { collection: "c".into(), id: "b".into() },
+            ],
+            &manifest(),
+        )
+        .unwrap();
+        let c = &set.collections["c"];
+        assert_eq!(c.upserts, vec![("a".to_string(), r#"{"v":2}"#.to_string())]);
+        assert_eq!(c.deletes, vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn refuses_bad_changes() {
+        let m = manifest();
+        let undeclared = Change::Delete { collection: "other".into(), id: "a".into() };
+        assert_eq!(
+            ChangeSet::from_changes(vec![undeclared], &m),
+            Err(ChangeError::UndeclaredCollection("other".into()))
+        );
+        assert!(matches!(ChangeSet::from_changes(vec![upsert("", "{}")], &m), Err(ChangeError::InvalidId { .. })));
+        for body in ["{", "[1]", "42", "{\"a\":}"] {
+            assert!(
+                matches!(
+                    ChangeSet::from_changes(vec![upsert("a", body)], &m),
+                    Err(ChangeError::InvalidDocument { .. })
+                ),
+                "{body}"
+            );
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Loading projection components, checking them against the world, and calling them.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{self, GetError, LogLevel, Projector, ProjectorPre};
+use crate::changes::Change;
+use crate::event::{Event, Subscription};
+use crate::manifest::{CollectionSpec, Manifest, ManifestError};
+use crate::store::{ModelKey, ReadModelStore};
+
+/// The export every projection must provide.
+const PROJECTION_EXPORT: &str = "refract:projection/projection@0.1.0";
+
+/// Errors loading or running a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// Plugin file.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not WebAssembly at all.
+    #[error("{path}: not a WebAssembly file (no `\\0asm` header)")]
+    NotWasm {
+        /// Plugin file.
+        path: PathBuf,
+    },
+    /// The file is a core module, not a component.
+    #[error(
+        "{path}: a core WebAssembly module, not a component: build the plugin for `wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule {
+        /// Plugin file.
+        path: PathBuf,
+    },
+    /// The component failed to compile.
+    #[error("{path}: invalid component: {reason}")]
+    Compile {
+        /// Plugin file.
+        path: PathBuf,
+        /// Compiler message.
+        reason: String,
+    },
+    /// The component does not implement the `projector` world.
+    #[error("{path}: does not implement the refract:projection@0.1.0 `projector` world: {reason}")]
+    WrongWorld {
+        /// Plugin file.
+        path: PathBuf,
+        /// What is missing or mismatched.
+        reason: String,
+    },
+    /// `describe` returned a manifest the host refuses.
+    #[error("{path}: bad manifest: {source}")]
+    Manifest {
+        /// Plugin file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: ManifestError,
+    },
+    /// The guest trapped (panic, unreachable, out-of-bounds access...).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The projection returned an error for an event.
+    #[error("projection failed at position {position}: {message}")]
+    Failed {
+        /// Global position of the failing event.
+        position: u64,
+        /// The projection's message.
+        message: String,
+    },
+}
+
+/// What a running instance may reach through the `get` import: its own
+/// collections of its own generation, nothing else.
+#[derive(Clone)]
+pub(crate) struct ModelAccess {
+    pub store: Arc<dyn ReadModelStore>,
+    pub key: ModelKey,
+    pub collections: HashSet<String>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// Per-instance state behind the host imports.
+pub(crate) struct HostState {
+    projection: String,
+    access: Option<ModelAccess>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    fn new(projection: String, access: Option<ModelAccess>) -> Self {
+        // An empty WasiCtx: no preopened directories, environment, arguments
+        // or sockets. Guests built with Rust std import WASI interfaces, so
+        // they must be linked, but they reach nothing of the host.
+        Self { projection, access, wasi: WasiCtx::builder().build(), table: ResourceTable::new() }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl bindings::refract::projection::types::Host for HostState {}
+
+impl bindings::refract::projection::host::Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        let p = &self.projection;
+        match level {
+            LogLevel::Trace => tracing::trace!(projection = %p, "{message}"),
+            LogLevel::Debug => tracing::debug!(projection = %p, "{message}"),
+            LogLevel::Info => tracing::info!(projection = %p, "{message}"),
+            LogLevel::Warn => tracing::warn!(projection = %p, "{message}"),
+            LogLevel::Error => tracing::error!(projection = %p, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn get(&mut self, collection: String, id: String) -> wasmtime::Result<Result<Option<String>, GetError>> {
+        let Some(access) = &self.access else {
+            return Ok(Err(GetError::Unavailable("no read model is attached during describe".into())));
+        };
+        if !access.collections.contains(&collection) {
+            return Ok(Err(GetError::UnknownCollection(collection)));
+        }
+        // Plugin calls run on a blocking thread, so waiting on the async store is allowed.
+        match access.runtime.block_on(access.store.get(&access.key, &collection, &id)) {
+            Ok(doc) => Ok(Ok(doc)),
+            Err(e) => {
+                // The plugin gets a generic message: no SQL text or file paths.
+                tracing::warn!(projection = %self.projection, error = %e, "get failed");
+                Ok(Err(GetError::Unavailable("the read model store is unavailable".into())))
+            }
+        }
+    }
+}
+
+/// Compiles and links plugins. One per host; cheap to clone.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+}
+
+impl PluginRuntime {
+    /// An engine with WASI (empty context) and the refract host imports linked.
+    pub fn new() -> wasmtime::Result<Self> {
+        let engine = crate::engine::new_engine()?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        Projector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        Ok(Self { engine, linker: Arc::new(linker) })
+    }
+
+    /// Loads, checks and describes the plugin at `path`.
+    pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Io { path: path.to_owned(), source })?;
+        self.load_bytes(path, &bytes)
+    }
+
+    /// Loads a plugin from bytes; `path` only names it in messages.
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        let path = path.to_owned();
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(PluginError::CoreModule { path }),
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(PluginError::NotWasm { path }),
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Compile { path: path.clone(), reason: format!("{e:#}") })?;
+        self.check_world(&path, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(ProjectorPre::new)
+            .map_err(|e| PluginError::WrongWorld { path: path.clone(), reason: format!("{e:#}") })?;
+        let hash = hex(&Sha256::digest(bytes));
+        let mut instance = Instance::new(&pre, "describe".into(), None)?;
+        let manifest = instance
+            .bindings
+            .refract_projection_projection()
+            .call_describe(&mut instance.store)
+            .map_err(|e| PluginError::Trap(format!("in describe: {e:#}")))?;
+        let manifest = convert_manifest(manifest);
+        if let Err(source) = manifest.validate() {
+            return Err(PluginError::Manifest { path, source });
+        }
+        Ok(Plugin { path, hash, pre, manifest })
+    }
+
+    /// Names what the component lacks or imports that the host cannot give,
+    /// before wasmtime's own (less specific) linking errors.
+    fn check_world(&self, path: &Path, component: &Component) -> Result<(), PluginError> {
+        let ty = component.component_type();
+        let wrong = |reason: String| PluginError::WrongWorld { path: path.to_owned(), reason };
+        if ty.get_export(&self.engine, PROJECTION_EXPORT).is_none() {
+            let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
+            return Err(wrong(format!(
+                "missing export `{PROJECTION_EXPORT}` (it exports: {})",
+                if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
+            )));
+        }
+        for (name, _) in ty.imports(&self.engine) {
+            let known = name.starts_with("wasi:") || name.starts_with("refract:projection/");
+            if !known {
+                return Err(wrong(format!(
+                    "imports `{name}`, which the host does not provide (only `refract:projection/host` and WASI)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn convert_manifest(m: bindings::Manifest) -> Manifest {
+    Manifest {
+        name: m.name,
+        version: m.version,
+        subscription: Subscription { event_types: m.event_types, stream_prefixes: m.stream_prefixes },
+        collections: m.collections.into_iter().map(|c| CollectionSpec { name: c.name, indexes: c.indexes }).collect(),
+    }
+}
+
+/// A compiled, checked projection plugin.
+pub struct Plugin {
+    path: PathBuf,
+    hash: String,
+    pre: ProjectorPre<HostState>,
+    manifest: Manifest,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .field("manifest", &self.manifest)
+            .finish()
+    }
+}
+
+impl Plugin {
+    /// The manifest returned by `describe`.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// SHA-256 of the module bytes, hex: identifies the module across restarts.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Where the plugin was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn instantiate(&self, access: ModelAccess) -> Result<Instance, PluginError> {
+        Instance::new(&self.pre, self.manifest.name.clone(), Some(access))
+    }
+}
+
+/// A live instance of a plugin, reused across batches until it traps.
+pub(crate) struct Instance {
+    store: Store<HostState>,
+    bindings: Projector,
+}
+
+impl Instance {
+    fn new(
+        pre: &ProjectorPre<HostState>,
+        projection: String,
+        access: Option<ModelAccess>,
+    ) -> Result<Self, PluginError> {
+        let mut store = Store::new(pre.engine(), HostState::new(projection, access));
+        let bindings =
+            pre.instantiate(&mut store).map_err(|e| PluginError::Trap(format!("during instantiation: {e:#}")))?;
+        Ok(Self { store, bindings })
+    }
+
+    /// Projects one batch. Blocks: call from a blocking thread.
+    pub fn handle(&mut self, events: &[Event]) -> Result<Vec<Change>, PluginError> {
+        let batch: Vec<bindings::Event> = events
+            .iter()
+            .map(|e| bindings::Event {
+                position: e.position,
+                stream_id: e.stream_id.clone(),
+                stream_version: e.stream_version,
+                event_type: e.event_type.clone(),
+                payload: e.payload.clone(),
+                metadata: e.metadata.clone(),
+                timestamp: e.timestamp,
+            })
+            .collect();
+        let result = self
+            .bindings
+            .refract_projection_projection()
+            .call_handle(&mut self.store, &batch)
+            .map_err(|e| PluginError::Trap(format!("{e:#}")))?;
+        let changes = result.map_err(|e| PluginError::Failed { position: e.position, message: e.message })?;
+        Ok(changes
+            .into_iter()
+            .map(|c| match c {
+                bindings::Change::Upsert(d) => Change::Upsert { collection: d.collection, id: d.id, body: d.body },
+                bindings::Change::Delete(k) => Change::Delete { collection: k.collection, id: k.id },
+            })
+            .collect())
+    }
+}

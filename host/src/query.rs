@@ -1,0 +1,330 @@
+//! Read-model queries: filters, order, limit and cursor pagination.
+//!
+//! The types here are backend-neutral; each `ReadModelStore` turns them into
+//! its own SQL.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::manifest::CollectionSpec;
+
+/// Largest page a query may ask for.
+pub const MAX_LIMIT: u32 = 10_000;
+/// Page size when the caller gives none.
+pub const DEFAULT_LIMIT: u32 = 100;
+
+/// A query that cannot be run as written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QueryError {
+    /// A filter expression could not be parsed.
+    #[error(
+        "bad filter `{0}`: write field=value, field!=value, field>value, field>=value, field<value, field<=value or field=in:[v1,v2]"
+    )]
+    BadFilter(String),
+    /// A filter or order uses a field that is not indexed.
+    #[error("field `{field}` is not indexed in collection `{collection}` (queryable: id{})", list_fields(.indexes))]
+    NotIndexed {
+        /// Collection queried.
+        collection: String,
+        /// Field asked for.
+        field: String,
+        /// Indexed fields of the collection.
+        indexes: Vec<String>,
+    },
+    /// The value cannot be compared with that operator.
+    #[error("bad value for `{field}`: {reason}")]
+    BadValue {
+        /// Field of the filter.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The limit is out of range.
+    #[error("limit must be between 1 and {MAX_LIMIT}, not {0}")]
+    BadLimit(u32),
+    /// The cursor was not produced by this query's order.
+    #[error("bad cursor: pass the `next_cursor` of a previous page of the same query")]
+    BadCursor,
+}
+
+fn list_fields(fields: &[String]) -> String {
+    fields.iter().map(|f| format!(", {f}")).collect()
+}
+
+/// Comparison operator of a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// `=`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `=in:[...]`: equal to one of a list.
+    In,
+}
+
+impl Op {
+    /// The SQL operator for scalar comparisons (not for `In`).
+    pub(crate) fn sql(self) -> &'static str {
+        match self {
+            Op::Eq | Op::In => "=",
+            Op::Ne => "<>",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+        }
+    }
+}
+
+/// One condition on a JSON field (or `id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Filter {
+    /// Field path, e.g. `balance` or `owner.name`, or `id`.
+    pub field: String,
+    /// Operator.
+    pub op: Op,
+    /// Scalar value, or an array for `In`.
+    pub value: Value,
+}
+
+impl Filter {
+    /// Parses `field<op>value`. The value is read as JSON when it is valid
+    /// JSON (`100`, `true`, `"x"`, `null`) and as a plain string otherwise.
+    ///
+    /// ```
+    /// use refract::{Filter, Op};
+    /// let f = Filter::parse("balance>=100").unwrap();
+    /// assert_eq!((f.field.as_str(), f.op, f.value), ("balance", Op::Ge, serde_json::json!(100)));
+    /// let f = Filter::parse("owner=ada").unwrap();
+    /// assert_eq!(f.value, serde_json::json!("ada"));
+    /// ```
+    pub fn parse(expr: &str) -> Result<Self, QueryError> {
+        let bad = || QueryError::BadFilter(expr.to_owned());
+        let at = expr.find(['=', '!', '<', '>']).ok_or_else(bad)?;
+        let (field, rest) = expr.split_at(at);
+        let (op, raw) = [
+            ("!=", Op::Ne),
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("=in:", Op::In),
+            ("=", Op::Eq),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ]
+        .into_iter()
+        .find_map(|(token, op)| rest.strip_prefix(token).map(|raw| (op, raw)))
+        .ok_or_else(bad)?;
+        let field = field.trim();
+        if field.is_empty() {
+            return Err(bad());
+        }
+        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+        let filter = Filter { field: field.to_owned(), op, value };
+        filter.check_value()?;
+        Ok(filter)
+    }
+
+    fn check_value(&self) -> Result<(), QueryError> {
+        let bad = |reason: &str| QueryError::BadValue { field: self.field.clone(), reason: reason.to_owned() };
+        match (&self.op, &self.value) {
+            (Op::In, Value::Array(items)) if items.iter().all(is_scalar) => Ok(()),
+            (Op::In, _) => Err(bad("`in` takes a JSON array of scalars, e.g. in:[\"a\",\"b\"]")),
+            (_, v) if !is_scalar(v) => Err(bad("compare with a number, string, boolean or null")),
+            (Op::Eq | Op::Ne, _) => Ok(()),
+            (_, Value::Null | Value::Bool(_)) => Err(bad("order comparisons take a number or a string")),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn is_scalar(v: &Value) -> bool {
+    !matches!(v, Value::Array(_) | Value::Object(_))
+}
+
+/// Sort order of a query. Ties are broken by document id, so pages are stable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Field path or `id`.
+    pub field: String,
+    /// Largest first.
+    pub descending: bool,
+}
+
+impl Order {
+    /// Parses `field` (ascending) or `-field` (descending).
+    pub fn parse(expr: &str) -> Self {
+        match expr.strip_prefix('-') {
+            Some(field) => Order { field: field.to_owned(), descending: true },
+            None => Order { field: expr.to_owned(), descending: false },
+        }
+    }
+}
+
+/// A query over one collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Query {
+    /// All must hold.
+    pub filters: Vec<Filter>,
+    /// Sort order; by id when absent.
+    pub order: Option<Order>,
+    /// Page size.
+    pub limit: u32,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        Self { filters: Vec::new(), order: None, limit: DEFAULT_LIMIT, cursor: None }
+    }
+}
+
+impl Query {
+    /// Checks fields against the collection's indexes, the values and the limit.
+    pub fn validate(&self, spec: &CollectionSpec) -> Result<(), QueryError> {
+        for field in self.filters.iter().map(|f| &f.field).chain(self.order.iter().map(|o| &o.field)) {
+            if !spec.is_queryable(field) {
+                return Err(QueryError::NotIndexed {
+                    collection: spec.name.clone(),
+                    field: field.clone(),
+                    indexes: spec.indexes.clone(),
+                });
+            }
+        }
+        for f in &self.filters {
+            f.check_value()?;
+        }
+        if self.limit == 0 || self.limit > MAX_LIMIT {
+            return Err(QueryError::BadLimit(self.limit));
+        }
+        Ok(())
+    }
+
+    /// The effective order: by the given field, or by id.
+    pub fn order_or_id(&self) -> Order {
+        self.order.clone().unwrap_or(Order { field: "id".into(), descending: false })
+    }
+}
+
+/// A stored document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// Document id.
+    pub id: String,
+    /// JSON text.
+    pub body: String,
+}
+
+/// One page of a query's results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    /// Documents in order.
+    pub documents: Vec<Document>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Position after the last row of a page: the order key and the id.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Cursor {
+    pub key: Value,
+    pub id: String,
+}
+
+impl Cursor {
+    /// Opaque text form (hex of a JSON pair), safe in URLs and shells.
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(&(&self.key, &self.id)).expect("a JSON value always serializes");
+        json.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn decode(text: &str) -> Result<Self, QueryError> {
+        if text.len() % 2 != 0 || !text.is_ascii() {
+            return Err(QueryError::BadCursor);
+        }
+        let bytes = (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| QueryError::BadCursor)?;
+        let (key, id): (Value, String) = serde_json::from_slice(&bytes).map_err(|_| QueryError::BadCursor)?;
+        if !is_scalar(&key) {
+            return Err(QueryError::BadCursor);
+        }
+        Ok(Cursor { key, id })
+    }
+}
+
+/// Reads a dotted field path out of a JSON document.
+pub(crate) fn field_value<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(doc, |v, part| v.get(part))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_every_operator() {
+        let cases = [
+            ("a=1", Op::Eq, json!(1)),
+            ("a!=x", Op::Ne, json!("x")),
+            ("a<2.5", Op::Lt, json!(2.5)),
+            ("a<=2", Op::Le, json!(2)),
+            ("a>\"2\"", Op::Gt, json!("2")),
+            ("a>=0", Op::Ge, json!(0)),
+            ("a=in:[1,\"b\"]", Op::In, json!([1, "b"])),
+            ("a=true", Op::Eq, json!(true)),
+            ("a=", Op::Eq, json!("")),
+        ];
+        for (expr, op, value) in cases {
+            let f = Filter::parse(expr).unwrap();
+            assert_eq!((f.field.as_str(), f.op, f.value), ("a", op, value), "{expr}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_filters() {
+        assert!(matches!(Filter::parse("balance"), Err(QueryError::BadFilter(_))));
+        assert!(matches!(Filter::parse("=3"), Err(QueryError::BadFilter(_))));
+        assert!(matches!(Filter::parse("a=in:3"), Err(QueryError::BadValue { .. })));
+        assert!(matches!(Filter::parse("a>true"), Err(QueryError::BadValue { .. })));
+        assert!(matches!(Filter::parse("a={\"x\":1}"), Err(QueryError::BadValue { .. })));
+    }
+
+    #[test]
+    fn only_indexed_fields_are_queryable() {
+        let spec = CollectionSpec { name: "c".into(), indexes: vec!["balance".into()] };
+        let q = |f: &str| Query { filters: vec![Filter::parse(f).unwrap()], ..Query::default() };
+        assert_eq!(q("balance>1").validate(&spec), Ok(()));
+        assert_eq!(q("id=x").validate(&spec), Ok(()));
+        let err = q("owner=x").validate(&spec).unwrap_err();
+        assert_eq!(err.to_string(), "field `owner` is not indexed in collection `c` (queryable: id, balance)");
+        let q = Query { limit: 0, ..Query::default() };
+        assert_eq!(q.validate(&spec), Err(QueryError::BadLimit(0)));
+    }
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let c = Cursor { key: json!(12.5), id: "a\"b".into() };
+        assert_eq!(Cursor::decode(&c.encode()), Ok(c));
+        for bad in ["", "zz", "abc", "5b5d"] {
+            assert_eq!(Cursor::decode(bad), Err(QueryError::BadCursor), "{bad}");
+        }
+    }
+
+    #[test]
+    fn order_parses_direction() {
+        assert_eq!(Order::parse("-balance"), Order { field: "balance".into(), descending: true });
+        assert_eq!(Order::parse("id"), Order { field: "id".into(), descending: false });
+    }
+}

@@ -1,0 +1,141 @@
+//! Where events come from: the `EventSource` (read) and `EventStore` (append) traits.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteEventStore;
+
+use crate::event::{AppendRequest, Event, ExpectedVersion, Subscription};
+
+/// Longest stream id, in bytes.
+pub const MAX_STREAM_ID_LEN: usize = 256;
+
+/// Errors from reading or appending events.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Optimistic concurrency check failed; nothing was appended.
+    #[error(
+        "version conflict on stream `{stream_id}`: expected version {expected}, but it is at {actual}; nothing was appended"
+    )]
+    Conflict {
+        /// Stream whose version differed.
+        stream_id: String,
+        /// Version the writer expected.
+        expected: u64,
+        /// Version the stream is at.
+        actual: u64,
+    },
+    /// An event to append is malformed; nothing was appended.
+    #[error("invalid event #{index} for stream `{stream_id}`: {reason}; nothing was appended")]
+    InvalidEvent {
+        /// Stream of the event.
+        stream_id: String,
+        /// Zero-based index of the event in the append.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The underlying database failed.
+    #[error("event store error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Appended {
+    /// Global position of the first appended event.
+    pub first_position: u64,
+    /// Global position of the last appended event: a consistency token.
+    pub last_position: u64,
+    /// Stream version after the append.
+    pub stream_version: u64,
+}
+
+/// A readable, ordered stream of all events.
+#[async_trait]
+pub trait EventSource: Send + Sync + 'static {
+    /// Position of the newest event, 0 when there is none.
+    async fn head(&self) -> Result<u64, SourceError>;
+
+    /// Up to `limit` subscribed events with `after < position <= up_to`, in order.
+    async fn read(
+        &self,
+        after: u64,
+        up_to: u64,
+        subscription: &Subscription,
+        limit: usize,
+    ) -> Result<Vec<Event>, SourceError>;
+}
+
+/// An event source that can also append, with optimistic concurrency.
+#[async_trait]
+pub trait EventStore: EventSource {
+    /// Appends all requests atomically: every stream's expected version is
+    /// checked and every event validated before anything is written.
+    /// Returns one result per request.
+    async fn append(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, SourceError>;
+
+    /// Current version of a stream, 0 if it does not exist.
+    async fn stream_version(&self, stream_id: &str) -> Result<u64, SourceError>;
+}
+
+/// Checks what can be checked without the database, so a bad event in an
+/// append is reported before any version check or write.
+pub(crate) fn validate_append(requests: &[AppendRequest]) -> Result<(), SourceError> {
+    for r in requests {
+        let invalid =
+            |index: usize, reason: String| SourceError::InvalidEvent { stream_id: r.stream_id.clone(), index, reason };
+        if r.stream_id.is_empty() || r.stream_id.len() > MAX_STREAM_ID_LEN {
+            return Err(invalid(0, format!("stream id must be 1 to {MAX_STREAM_ID_LEN} bytes")));
+        }
+        if r.events.is_empty() {
+            return Err(invalid(0, "an append needs at least one event".into()));
+        }
+        for (i, e) in r.events.iter().enumerate() {
+            if e.event_type.is_empty() {
+                return Err(invalid(i, "event type is empty".into()));
+            }
+            for (what, text) in [("payload", &e.payload), ("metadata", &e.metadata)] {
+                serde_json::from_str::<serde::de::IgnoredAny>(text)
+                    .map_err(|err| invalid(i, format!("{what} of `{}` is not valid JSON ({err})", e.event_type)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks an expected version against the stream's actual one.
+pub(crate) fn check_version(stream_id: &str, expected: ExpectedVersion, actual: u64) -> Result<(), SourceError> {
+    match expected {
+        ExpectedVersion::Exact(v) if v != actual => {
+            Err(SourceError::Conflict { stream_id: stream_id.to_owned(), expected: v, actual })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NewEvent;
+
+    #[test]
+    fn bad_json_names_the_event() {
+        let r = AppendRequest {
+            stream_id: "s".into(),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent::new("Ok", "{}"), NewEvent::new("Broken", "{not json")],
+        };
+        let err = validate_append(&[r]).unwrap_err().to_string();
+        assert!(err.starts_with("invalid event #1 for stream `s`: payload of `Broken` is not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn version_check() {
+        assert!(check_version("s", ExpectedVersion::Any, 5).is_ok());
+        assert!(check_version("s", ExpectedVersion::Exact(5), 5).is_ok());
+        let err = check_version("s", ExpectedVersion::Exact(0), 5).unwrap_err();
+        assert!(matches!(err, SourceError::Conflict { expected: 0, actual: 5, .. }));
+    }
+}

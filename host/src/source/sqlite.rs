@@ -1,0 +1,171 @@
+//! The embedded event store: one SQLite file, no server.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
+use crate::event::{AppendRequest, Event, Subscription};
+use crate::sqlite::SqliteDb;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY,
+    stream_id      TEXT    NOT NULL,
+    stream_version INTEGER NOT NULL,
+    event_type     TEXT    NOT NULL,
+    payload        TEXT    NOT NULL,
+    metadata       TEXT    NOT NULL,
+    timestamp      INTEGER NOT NULL,
+    UNIQUE (stream_id, stream_version)
+)";
+
+/// Events in a SQLite file, with a gapless global position.
+///
+/// Positions are assigned inside the single write transaction as
+/// `max(position) + 1`, so they have no gaps and a reader can never see a
+/// later position commit before an earlier one.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), refract::SourceError> {
+/// use refract::{AppendRequest, EventStore, ExpectedVersion, NewEvent, SqliteEventStore};
+/// let store = SqliteEventStore::open("data/events.db".as_ref()).await?;
+/// store.append(&[AppendRequest {
+///     stream_id: "account-1".into(),
+///     expected: ExpectedVersion::Exact(0),
+///     events: vec![NewEvent::new("AccountOpened", r#"{"owner":"ada"}"#)],
+/// }]).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteEventStore {
+    db: SqliteDb,
+}
+
+impl SqliteEventStore {
+    /// Opens or creates the event store file.
+    pub async fn open(path: &Path) -> Result<Self, SourceError> {
+        let db = SqliteDb::open(path).await?;
+        sqlx::query(SCHEMA).execute(&db.writer).await?;
+        Ok(Self { db })
+    }
+
+    /// Closes the connections.
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[async_trait]
+impl EventSource for SqliteEventStore {
+    async fn head(&self) -> Result<u64, SourceError> {
+        let head: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(&self.db.readers).await?;
+        Ok(head as u64)
+    }
+
+    async fn read(
+        &self,
+        after: u64,
+        up_to: u64,
+        subscription: &Subscription,
+        limit: usize,
+    ) -> Result<Vec<Event>, SourceError> {
+        let mut sql = String::from(
+            "SELECT position, stream_id, stream_version, event_type, payload, metadata, timestamp \
+             FROM events WHERE position > ? AND position <= ?",
+        );
+        if !subscription.event_types.is_empty() {
+            let marks = vec!["?"; subscription.event_types.len()].join(",");
+            sql.push_str(&format!(" AND event_type IN ({marks})"));
+        }
+        if !subscription.stream_prefixes.is_empty() {
+            // substr, not LIKE: LIKE is case-insensitive and treats `_` and `%` specially.
+            let tests = vec!["substr(stream_id, 1, ?) = ?"; subscription.stream_prefixes.len()].join(" OR ");
+            sql.push_str(&format!(" AND ({tests})"));
+        }
+        sql.push_str(" ORDER BY position LIMIT ?");
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(after as i64).bind(up_to as i64);
+        for t in &subscription.event_types {
+            query = query.bind(t.as_str());
+        }
+        for p in &subscription.stream_prefixes {
+            query = query.bind(p.chars().count() as i64).bind(p.as_str());
+        }
+        let rows = query.bind(limit as i64).fetch_all(&self.db.readers).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    position: r.try_get::<i64, _>(0)? as u64,
+                    stream_id: r.try_get(1)?,
+                    stream_version: r.try_get::<i64, _>(2)? as u64,
+                    event_type: r.try_get(3)?,
+                    payload: r.try_get(4)?,
+                    metadata: r.try_get(5)?,
+                    timestamp: r.try_get::<i64, _>(6)? as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, SourceError> {
+        validate_append(requests)?;
+        let mut tx = self.db.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut position: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(&mut *tx).await?;
+        let timestamp = now_ms();
+        let mut results = Vec::with_capacity(requests.len());
+        for r in requests {
+            let current: i64 =
+                sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?")
+                    .bind(&r.stream_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            // Dropping `tx` on error rolls back everything appended so far.
+            check_version(&r.stream_id, r.expected, current as u64)?;
+            let first_position = position + 1;
+            let mut version = current;
+            for e in &r.events {
+                position += 1;
+                version += 1;
+                sqlx::query(
+                    "INSERT INTO events (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(position)
+                .bind(&r.stream_id)
+                .bind(version)
+                .bind(&e.event_type)
+                .bind(&e.payload)
+                .bind(&e.metadata)
+                .bind(timestamp)
+                .execute(&mut *tx)
+                .await?;
+            }
+            results.push(Appended {
+                first_position: first_position as u64,
+                last_position: position as u64,
+                stream_version: version as u64,
+            });
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<u64, SourceError> {
+        let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?")
+            .bind(stream_id)
+            .fetch_one(&self.db.readers)
+            .await?;
+        Ok(v as u64)
+    }
+}

@@ -1,0 +1,64 @@
+//! SQLite connection setup shared by the embedded event store and read-model store.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+/// How long a writer waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent readers per database file.
+const READERS: u32 = 4;
+
+/// A database file opened as one writer connection plus a pool of readers.
+///
+/// SQLite allows one writer at a time; funnelling this process's writes
+/// through a single connection turns lock contention into a queue, while
+/// WAL mode lets readers run next to it. Other processes (a CLI `append`
+/// beside a running host) wait on the busy timeout, and writers start with
+/// `BEGIN IMMEDIATE` so they never deadlock upgrading a read lock.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteDb {
+    pub writer: SqlitePool,
+    pub readers: SqlitePool,
+}
+
+impl SqliteDb {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+        }
+        // synchronous=NORMAL in WAL mode: a killed process loses nothing that
+        // committed; only a power cut may lose the last commits, and then the
+        // changes and their checkpoint are lost together, never one without the other.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .pragma("cache_size", "-65536");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        let readers = SqlitePoolOptions::new().max_connections(READERS).connect_with(options.read_only(true)).await?;
+        Ok(Self { writer, readers })
+    }
+
+    /// Closes both pools, letting SQLite checkpoint the WAL into the main file.
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Quotes an identifier for SQL. Callers pass only validated names; the
+/// doubling of `"` is a second line of defence.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

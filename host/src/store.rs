@@ -1,0 +1,205 @@
+//! Where read models live: the `ReadModelStore` trait and its backends.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteReadModelStore;
+
+use crate::changes::ChangeSet;
+use crate::manifest::{CollectionSpec, Manifest};
+use crate::query::{Filter, Page, Query, QueryError};
+
+/// Errors from the read-model store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No projection of that name was ever registered.
+    #[error("unknown projection `{0}`")]
+    UnknownProjection(String),
+    /// The projection has no collection of that name.
+    #[error("projection `{projection}` has no collection `{collection}` (it has: {known})")]
+    UnknownCollection {
+        /// Projection asked for.
+        projection: String,
+        /// Collection asked for.
+        collection: String,
+        /// Collections it does have, comma-separated.
+        known: String,
+    },
+    /// The query is invalid for this collection.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// Another writer moved the checkpoint (two hosts running one projection);
+    /// the batch was not applied.
+    #[error(
+        "checkpoint of `{projection}` is no longer at {expected}: another host may be running it; batch not applied"
+    )]
+    CheckpointMoved {
+        /// Projection whose checkpoint moved.
+        projection: String,
+        /// Checkpoint the writer started from.
+        expected: u64,
+    },
+    /// Stored registry data could not be read back.
+    #[error("corrupt registry entry for `{projection}`: {reason}")]
+    Corrupt {
+        /// Projection whose entry is bad.
+        projection: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The underlying database failed.
+    #[error("read-model store error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Lifecycle state of a projection, as recorded in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectionState {
+    /// A host is (or was, if it was killed) projecting events.
+    Running,
+    /// Stopped on an error; see `last_error`. Other projections keep running.
+    Faulted,
+    /// A host shut down cleanly.
+    Stopped,
+}
+
+impl ProjectionState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Faulted => "faulted",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [Self::Running, Self::Faulted, Self::Stopped].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ProjectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which read model a call addresses: a projection and one of its generations.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ModelKey {
+    /// Projection name.
+    pub projection: String,
+    /// Generation number; each distinct module gets a new one.
+    pub generation: u32,
+}
+
+/// A projection as recorded in the store's registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectionRecord {
+    /// Projection name and active generation.
+    pub key: ModelKey,
+    /// The manifest the module declared.
+    pub manifest: Manifest,
+    /// SHA-256 of the module, hex.
+    pub module_hash: String,
+    /// Position of the last event whose effect is stored.
+    pub checkpoint: u64,
+    /// Lifecycle state.
+    pub state: ProjectionState,
+    /// Error that faulted the projection, if any.
+    pub last_error: Option<String>,
+    /// Last registry update, ms since the Unix epoch.
+    pub updated_at: u64,
+}
+
+impl ProjectionRecord {
+    /// The declared collection `name`, or an error naming the known ones.
+    pub fn collection(&self, name: &str) -> Result<&CollectionSpec, StoreError> {
+        self.manifest.collection(name).ok_or_else(|| StoreError::UnknownCollection {
+            projection: self.key.projection.clone(),
+            collection: name.to_owned(),
+            known: self.manifest.collections.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+/// Storage for read models and projection checkpoints.
+///
+/// A backend keeps, per projection generation and collection, JSON documents
+/// keyed by id, with an index for each field the manifest declares, and a
+/// registry of projections with their checkpoints. `commit` must write a
+/// batch's changes and the new checkpoint in one transaction: that is what
+/// makes projection exactly-once across crashes.
+#[async_trait]
+pub trait ReadModelStore: Send + Sync + 'static {
+    /// Registers a loaded module. A new projection gets generation 1 and
+    /// checkpoint 0; the same module again keeps its generation and
+    /// checkpoint; a different module (by hash) gets the next generation,
+    /// rebuilt from position 0, and the old generation's tables are dropped.
+    async fn register(&self, manifest: &Manifest, module_hash: &str) -> Result<ProjectionRecord, StoreError>;
+
+    /// All registered projections, by name.
+    async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError>;
+
+    /// One projection, or `UnknownProjection`.
+    async fn projection(&self, name: &str) -> Result<ProjectionRecord, StoreError>;
+
+    /// Records a state change and its error.
+    async fn set_state(
+        &self,
+        key: &ModelKey,
+        state: ProjectionState,
+        last_error: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Applies `changes` and moves the checkpoint from `from` to `to`, atomically.
+    /// Fails with `CheckpointMoved`, applying nothing, if the checkpoint is not at `from`.
+    async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError>;
+
+    /// One document's JSON text.
+    async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError>;
+
+    /// A page of documents. The caller has validated `query` against `spec`.
+    async fn query(&self, key: &ModelKey, spec: &CollectionSpec, query: &Query) -> Result<Page, StoreError>;
+
+    /// How many documents match all filters.
+    async fn count(&self, key: &ModelKey, spec: &CollectionSpec, filters: &[Filter]) -> Result<u64, StoreError>;
+}
+
+/// Lookups by name with checks, shared by the CLI and the HTTP API.
+impl dyn ReadModelStore {
+    /// A document of a projection's active generation, by name.
+    pub async fn get_document(
+        &self,
+        projection: &str,
+        collection: &str,
+        id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let record = self.projection(projection).await?;
+        record.collection(collection)?;
+        self.get(&record.key, collection, id).await
+    }
+
+    /// A validated query over a projection's active generation, by name.
+    pub async fn query_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<Page, StoreError> {
+        let record = self.projection(projection).await?;
+        let spec = record.collection(collection)?;
+        query.validate(spec)?;
+        self.query(&record.key, spec, query).await
+    }
+
+    /// A validated count over a projection's active generation, by name.
+    pub async fn count_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        filters: &[Filter],
+    ) -> Result<u64, StoreError> {
+        let record = self.projection(projection).await?;
+        let spec = record.collection(collection)?;
+        Query { filters: filters.to_vec(), ..Query::default() }.validate(spec)?;
+        self.count(&record.key, spec, filters).await
+    }
+}
