@@ -8,5 +8,5 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use exports::refract::projection::projection::{Change, Event, Manifest};
-pub use refract::projection::types::{GetError, LogLevel};
+pub use self::exports::refract::projection::projection::{Change, Event, Manifest};
+pub use self::refract::projection::types::{GetError, LogLevel};
