@@ -123,6 +123,13 @@ impl ChangeSet {
         Ok(Self { collections })
     }
 
+    /// Every changed document as `(collection, id)`.
+    pub fn keys(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.collections.iter().flat_map(|(name, c)| {
+            c.upserts.iter().map(|(id, _)| id).chain(&c.deletes).map(move |id| (name.clone(), id.clone()))
+        })
+    }
+
     /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
         self.collections.is_empty()

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::plugin::{Plugin, PluginError, PluginRuntime};
-use crate::runner::{Progress, Runner, SyncConfig};
+use crate::runner::{CommitNotice, Progress, Runner, SyncConfig};
 use crate::source::{EventStore, SourceError, SqliteEventStore};
 use crate::store::{ProjectionRecord, ProjectionState, ReadModelStore, SqliteReadModelStore, StoreError};
+
+/// Commit notices buffered per subscriber before it is told it lagged.
+const NOTICE_BUFFER: usize = 4096;
 
 /// Errors starting the host or a projection.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +153,7 @@ pub struct Host {
     sync: SyncConfig,
     running: BTreeMap<String, Running>,
     stop: watch::Sender<bool>,
+    notices: broadcast::Sender<CommitNotice>,
 }
 
 impl Host {
@@ -160,7 +164,24 @@ impl Host {
         sync: SyncConfig,
     ) -> Result<Self, HostError> {
         let runtime = PluginRuntime::new().map_err(|e| HostError::Runtime(format!("{e:#}")))?;
-        Ok(Self { runtime, events, models, sync, running: BTreeMap::new(), stop: watch::channel(false).0 })
+        let notices = broadcast::channel(NOTICE_BUFFER).0;
+        Ok(Self { runtime, events, models, sync, running: BTreeMap::new(), stop: watch::channel(false).0, notices })
+    }
+
+    /// The event store the host reads (and the API appends to).
+    pub fn events(&self) -> Arc<dyn EventStore> {
+        self.events.clone()
+    }
+
+    /// The read-model store the host writes.
+    pub fn models(&self) -> Arc<dyn ReadModelStore> {
+        self.models.clone()
+    }
+
+    /// A feed of every committed batch of every projection. A receiver that
+    /// falls more than a few thousand notices behind gets `Lagged`.
+    pub fn subscribe(&self) -> broadcast::Receiver<CommitNotice> {
+        self.notices.subscribe()
     }
 
     /// The plugin runtime, to load plugins by hand.
@@ -227,6 +248,7 @@ impl Host {
             store: self.models.clone(),
             sync: self.sync.clone(),
             progress: progress_tx,
+            notices: self.notices.clone(),
             stop: self.stop.subscribe(),
         };
         let task = tokio::spawn(runner.run());

@@ -31,6 +31,6 @@ pub use host::{DataDir, Host, HostError, ProjectionStatus, status};
 pub use manifest::{CollectionSpec, Manifest, ManifestError};
 pub use plugin::{Plugin, PluginError, PluginRuntime};
 pub use query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
-pub use runner::{Progress, SyncConfig};
+pub use runner::{CommitNotice, Progress, SyncConfig};
 pub use source::{Appended, EventSource, EventStore, SourceError, SqliteEventStore};
 pub use store::{ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, SqliteReadModelStore, StoreError};

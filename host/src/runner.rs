@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::changes::{Change, ChangeSet};
 use crate::event::Event;
@@ -66,6 +66,24 @@ pub struct Progress {
     pub last_error: Option<String>,
 }
 
+/// Sent after every committed batch: the "operations ready" signal that
+/// HTTP consistency waits, change feeds and metrics listen to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitNotice {
+    /// Projection that committed.
+    pub projection: String,
+    /// Its generation.
+    pub generation: u32,
+    /// Checkpoint after the commit.
+    pub checkpoint: u64,
+    /// Subscribed events in the batch.
+    pub events: usize,
+    /// Documents the batch changed, as `(collection, id)`.
+    pub changed: Vec<(String, String)>,
+    /// Time from reading the batch to the end of its commit, in microseconds.
+    pub micros: u64,
+}
+
 /// A fault that stops a projection (other projections keep running).
 #[derive(Debug, thiserror::Error)]
 enum Fault {
@@ -86,6 +104,7 @@ pub(crate) struct Runner {
     pub store: Arc<dyn ReadModelStore>,
     pub sync: SyncConfig,
     pub progress: watch::Sender<Progress>,
+    pub notices: broadcast::Sender<CommitNotice>,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -149,6 +168,7 @@ impl Runner {
             *partial_since = None;
             return Ok(Some(self.sync.interval.unwrap_or(self.sync.poll)));
         }
+        let started = Instant::now();
         let subscription = &self.plugin.manifest().subscription;
         let events = self
             .source
@@ -167,6 +187,7 @@ impl Runner {
         // A full batch ends at its last event; otherwise everything up to the
         // head was read, including events this projection does not subscribe to.
         let to = if full { events.last().map_or(head, |e| e.position) } else { head };
+        let batch_len = events.len();
         let (to, changes, fault) = if events.is_empty() {
             (to, ChangeSet::default(), None)
         } else {
@@ -200,6 +221,15 @@ impl Runner {
         }
         self.checkpoint = to;
         self.report(ProjectionState::Running, None);
+        // No receiver is fine: nobody is listening.
+        let _ = self.notices.send(CommitNotice {
+            projection: self.key.projection.clone(),
+            generation: self.key.generation,
+            checkpoint: to,
+            events: batch_len,
+            changed: changes.keys().collect(),
+            micros: started.elapsed().as_micros() as u64,
+        });
         if let Some(fault) = fault {
             return Err(StepError::Fault(fault));
         }
