@@ -79,7 +79,8 @@ fn plugins_that_are_not_projections_are_rejected_and_the_host_keeps_running() {
     let status = refract(&data, &["status"]);
     let out = String::from_utf8_lossy(&status.stdout);
     let line = out.lines().find(|l| l.starts_with("account-summary")).unwrap_or_else(|| panic!("{out}"));
-    assert!(line.split_whitespace().collect::<Vec<_>>()[3..6] == ["200", "200", "0"], "{line}");
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(columns[2..7], ["1", "active", "200", "200", "0"], "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The host: opens the stores, loads the plugins folder, runs one runner per projection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,17 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::plugin::{Plugin, PluginError, PluginRuntime};
-use crate::runner::{CommitNotice, Progress, Runner, SyncConfig};
+use crate::cache::ModuleCache;
+use crate::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
+use crate::runner::{CommitNotice, Progress, Runner, Switches, SyncConfig};
 use crate::source::{EventStore, SourceError, SqliteEventStore};
-use crate::store::{ProjectionRecord, ProjectionState, ReadModelStore, SqliteReadModelStore, StoreError};
+use crate::store::{
+    ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Role, SqliteReadModelStore, StoreError,
+};
+use crate::watch::{PluginChange, PluginWatcher, WatchError};
+
+/// How often a following host looks for generations requested by the CLI.
+const REGISTRY_POLL: Duration = Duration::from_secs(1);
 
 /// Commit notices buffered per subscriber before it is told it lagged.
 const NOTICE_BUFFER: usize = 4096;
@@ -47,6 +55,25 @@ pub enum HostError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// The plugins folder could not be watched.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    /// Another live host process holds the data directory.
+    #[error("another refract host (pid {pid}) is running on {path}")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// Process id of the other host.
+        pid: u32,
+    },
+    /// The data directory's lock file could not be written.
+    #[error("cannot write {path}: {source}")]
+    LockFile {
+        /// Lock file.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
     /// The wasmtime engine could not be set up.
     #[error("cannot start the WebAssembly runtime: {0}")]
     Runtime(String),
@@ -72,15 +99,54 @@ impl DataDir {
         Ok(Arc::new(SqliteEventStore::open(&self.events()).await?))
     }
 
+    fn pid_file(&self) -> PathBuf {
+        self.0.join("refract.pid")
+    }
+
+    /// The process id of a live host running on this data dir, if any.
+    pub fn running_host(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()?;
+        // A host killed with SIGKILL leaves its pid file behind: only a live process counts.
+        (pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
+    }
+
+    /// Claims the data dir for this process's host until the lock is dropped.
+    pub fn lock(&self) -> Result<HostLock, HostError> {
+        if let Some(pid) = self.running_host() {
+            return Err(HostError::Locked { path: self.0.clone(), pid });
+        }
+        std::fs::create_dir_all(&self.0).map_err(|source| HostError::LockFile { path: self.0.clone(), source })?;
+        let path = self.pid_file();
+        std::fs::write(&path, std::process::id().to_string())
+            .map_err(|source| HostError::LockFile { path: path.clone(), source })?;
+        Ok(HostLock { path })
+    }
+
+    /// The module cache (`<data-dir>/cache`).
+    pub fn module_cache(&self) -> ModuleCache {
+        ModuleCache::new(self.0.join("cache"))
+    }
+
     /// Opens the embedded read-model store.
     pub async fn open_models(&self) -> Result<Arc<SqliteReadModelStore>, StoreError> {
         Ok(Arc::new(SqliteReadModelStore::open(&self.models()).await?))
     }
 }
 
-/// One running projection as the host tracks it.
-struct Running {
+/// Marks a data dir as served by this process; removed on drop.
+#[derive(Debug)]
+pub struct HostLock {
     path: PathBuf,
+}
+
+impl Drop for HostLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// One running generation as the host tracks it.
+struct Running {
     progress: watch::Receiver<Progress>,
     task: JoinHandle<()>,
 }
@@ -92,8 +158,10 @@ pub struct ProjectionStatus {
     pub name: String,
     /// The projection's version string.
     pub version: String,
-    /// Active generation.
+    /// Generation this row describes.
     pub generation: u32,
+    /// Active (serving), building (rebuilding in shadow tables) or failed.
+    pub role: Role,
     /// Module hash (SHA-256, hex).
     pub module_hash: String,
     /// Position of the last projected event.
@@ -106,6 +174,12 @@ pub struct ProjectionStatus {
     pub state: ProjectionState,
     /// Why it faulted, if it did.
     pub last_error: Option<String>,
+    /// Plugin file it was loaded from.
+    pub source: String,
+    /// When the generation was created, ms since the Unix epoch.
+    pub created_at: u64,
+    /// When it was swapped in, ms since the Unix epoch.
+    pub activated_at: Option<u64>,
 }
 
 impl ProjectionStatus {
@@ -115,12 +189,16 @@ impl ProjectionStatus {
             name: record.key.projection,
             version: record.manifest.version,
             generation: record.key.generation,
+            role: record.role,
             module_hash: record.module_hash,
             checkpoint: record.checkpoint,
             head,
             lag: head.saturating_sub(record.checkpoint),
             state: record.state,
             last_error: record.last_error,
+            source: record.source,
+            created_at: record.created_at,
+            activated_at: record.activated_at,
         }
     }
 }
@@ -138,7 +216,8 @@ pub async fn status(events: &dyn EventStore, models: &dyn ReadModelStore) -> Res
 /// # async fn demo() -> Result<(), refract::HostError> {
 /// use refract::{DataDir, Host, SyncConfig};
 /// let data = DataDir("data".into());
-/// let mut host = Host::new(data.open_events().await?, data.open_models().await?, SyncConfig::default())?;
+/// let mut host = Host::new(data.open_events().await?, data.open_models().await?, SyncConfig::default())?
+///     .with_module_cache(data.module_cache());
 /// for failure in host.load_plugins("plugins".as_ref()).await? {
 ///     eprintln!("{failure}");
 /// }
@@ -151,8 +230,12 @@ pub struct Host {
     events: Arc<dyn EventStore>,
     models: Arc<dyn ReadModelStore>,
     sync: SyncConfig,
-    running: BTreeMap<String, Running>,
-    stop: watch::Sender<bool>,
+    /// Loaded modules by hash, so a generation can be (re)started without reloading.
+    plugins: HashMap<String, Arc<Plugin>>,
+    /// Which projection each plugin file provides, and the module it had.
+    sources: BTreeMap<PathBuf, (String, String)>,
+    runners: BTreeMap<ModelKey, Running>,
+    switches: Switches,
     notices: broadcast::Sender<CommitNotice>,
 }
 
@@ -164,8 +247,23 @@ impl Host {
         sync: SyncConfig,
     ) -> Result<Self, HostError> {
         let runtime = PluginRuntime::new().map_err(|e| HostError::Runtime(format!("{e:#}")))?;
-        let notices = broadcast::channel(NOTICE_BUFFER).0;
-        Ok(Self { runtime, events, models, sync, running: BTreeMap::new(), stop: watch::channel(false).0, notices })
+        Ok(Self {
+            runtime,
+            events,
+            models,
+            sync,
+            plugins: HashMap::new(),
+            sources: BTreeMap::new(),
+            runners: BTreeMap::new(),
+            switches: Switches::default(),
+            notices: broadcast::channel(NOTICE_BUFFER).0,
+        })
+    }
+
+    /// Caches compiled plugins and module bytes in `cache`.
+    pub fn with_module_cache(mut self, cache: ModuleCache) -> Self {
+        self.runtime = self.runtime.with_cache(cache);
+        self
     }
 
     /// The event store the host reads (and the API appends to).
@@ -192,99 +290,289 @@ impl Host {
     /// Loads and starts every `*.wasm` in `dir`, in name order. A plugin that
     /// fails to load is skipped and its error returned; the others start.
     pub async fn load_plugins(&mut self, dir: &Path) -> Result<Vec<HostError>, HostError> {
-        let entries =
-            std::fs::read_dir(dir).map_err(|source| HostError::PluginsDir { path: dir.to_owned(), source })?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
-            .collect();
-        paths.sort();
         let mut failures = Vec::new();
-        for path in paths {
-            let runtime = self.runtime.clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || runtime.load(&path)).await.expect("plugin loading does not panic");
-            let result = match loaded {
-                Ok(plugin) => self.start(plugin).await,
-                Err(e) => Err(e.into()),
-            };
-            if let Err(e) = result {
-                tracing::error!("plugin rejected: {e}");
+        for path in plugin_files(dir)? {
+            if let Err(e) = self.load_file(&path).await {
                 failures.push(e);
             }
         }
         Ok(failures)
     }
 
-    /// Registers the plugin's projection and starts its runner.
+    /// Loads (or reloads) one plugin file and starts what it needs: the
+    /// generation of a new module builds beside the active one. If the file
+    /// no longer loads and it provided a projection before, the failure is
+    /// recorded as a failed generation and the active one keeps serving.
+    pub async fn load_file(&mut self, path: &Path) -> Result<(), HostError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Io { path: path.to_owned(), source })?;
+        let hash = module_hash(&bytes);
+        if self.sources.get(path).is_some_and(|(_, h)| *h == hash) {
+            return Ok(()); // Same content: a touch, or a second event for one write.
+        }
+        let runtime = self.runtime.clone();
+        let owned = path.to_owned();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let plugin = runtime.load_bytes(&owned, &bytes)?;
+            if let Some(cache) = runtime.cache() {
+                if let Err(e) = cache.save_source(plugin.hash(), &bytes) {
+                    tracing::warn!(error = %e, "could not keep the module bytes");
+                }
+            }
+            Ok::<_, PluginError>(plugin)
+        })
+        .await
+        .expect("plugin loading does not panic");
+        let result = match loaded {
+            Ok(plugin) => self.start(plugin).await,
+            Err(e) => {
+                if let Some((name, _)) = self.sources.get(path) {
+                    self.models.record_load_failure(name, &hash, &file_name(path), &e.to_string()).await?;
+                    self.sources.insert(path.to_owned(), (name.clone(), hash));
+                }
+                Err(e.into())
+            }
+        };
+        if let Err(e) = &result {
+            tracing::error!("plugin rejected: {e}");
+        }
+        result
+    }
+
+    /// Stops the projection a removed plugin file provided. Its read model
+    /// stays (and keeps answering queries) until `refract drop`.
+    pub async fn remove_file(&mut self, path: &Path) {
+        let Some((name, _)) = self.sources.remove(path) else { return };
+        tracing::info!(projection = %name, path = %path.display(), "plugin removed; projection stopped");
+        self.stop_projection(&name).await;
+    }
+
+    /// Registers the plugin's projection and starts the runners it needs.
     pub async fn start(&mut self, plugin: Plugin) -> Result<(), HostError> {
         let name = plugin.manifest().name.clone();
-        if let Some(other) = self.running.get(&name) {
-            return Err(HostError::DuplicateProjection {
-                name,
-                path: plugin.path().to_owned(),
-                other: other.path.clone(),
-            });
+        let path = plugin.path().to_owned();
+        if let Some((other, _)) = self.sources.iter().find(|(p, (n, _))| *n == name && **p != path) {
+            return Err(HostError::DuplicateProjection { name, path, other: other.clone() });
         }
-        let record = self.models.register(plugin.manifest(), plugin.hash()).await?;
+        if let Some((old, _)) = self.sources.get(&path).filter(|(n, _)| *n != name).cloned() {
+            self.stop_projection(&old).await; // The file now holds another projection.
+        }
+        let plugin = Arc::new(plugin);
+        let reg = self.models.register(plugin.manifest(), plugin.hash(), &file_name(&path)).await?;
         tracing::info!(
             projection = %name,
-            version = %record.manifest.version,
-            generation = record.key.generation,
-            path = %plugin.path().display(),
+            version = %plugin.manifest().version,
+            generation = reg.target.key.generation,
+            role = %reg.target.role,
+            path = %path.display(),
             "plugin loaded"
         );
+        for key in &reg.superseded {
+            self.stop_runner(key);
+        }
+        self.sources.insert(path, (name, plugin.hash().to_owned()));
+        self.plugins.insert(plugin.hash().to_owned(), plugin.clone());
+        self.spawn(plugin, &reg.target);
+        if let Some(active) = &reg.active {
+            self.ensure_running(active).await;
+        }
+        Ok(())
+    }
+
+    /// Starts runners for generations the registry has but this host does
+    /// not run, such as a rebuild requested with `refract rebuild`.
+    pub async fn sync_registry(&mut self) -> Result<(), HostError> {
+        let loaded: HashSet<String> = self.sources.values().map(|(n, _)| n.clone()).collect();
+        for record in self.models.projections().await? {
+            let wanted =
+                matches!(record.role, Role::Active | Role::Building) && loaded.contains(&record.key.projection);
+            if wanted {
+                self.ensure_running(&record).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the plugins folder until `shutdown` completes: new and changed
+    /// files are (re)loaded, removed ones stopped, and generations requested
+    /// through the registry (`refract rebuild`) are started.
+    pub async fn follow(&mut self, mut watcher: PluginWatcher, shutdown: impl Future<Output = ()>) {
+        let mut registry = tokio::time::interval(REGISTRY_POLL);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                change = watcher.next() => match change {
+                    // Load errors are logged and recorded by load_file.
+                    Some(PluginChange::Changed(path)) => { let _ = self.load_file(&path).await; }
+                    Some(PluginChange::Removed(path)) => self.remove_file(&path).await,
+                    None => return,
+                },
+                _ = registry.tick() => {
+                    if let Err(e) = self.sync_registry().await {
+                        tracing::warn!(error = %e, "could not read the registry");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a generation recorded in the registry (a requested rebuild, or
+    /// one left building by a previous host), loading its module from the
+    /// module cache if needed. Returns whether it runs.
+    pub async fn run_generation(&mut self, record: &ProjectionRecord) -> bool {
+        self.ensure_running(record).await;
+        self.runners.get(&record.key).is_some_and(|r| !r.task.is_finished())
+    }
+
+    /// Runs a generation unless it already runs, loading its module from the
+    /// loaded ones or the module cache.
+    async fn ensure_running(&mut self, record: &ProjectionRecord) {
+        if self.runners.get(&record.key).is_some_and(|r| !r.task.is_finished()) {
+            return;
+        }
+        let plugin = match self.plugins.get(&record.module_hash) {
+            Some(p) => p.clone(),
+            None => match self.load_cached(&record.module_hash, &record.source).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(
+                        projection = %record.key.projection,
+                        generation = record.key.generation,
+                        error = %e,
+                        "generation cannot run: its module is not available; it keeps serving what it has"
+                    );
+                    return;
+                }
+            },
+        };
+        self.spawn(plugin, record);
+    }
+
+    async fn load_cached(&mut self, hash: &str, source: &str) -> Result<Arc<Plugin>, HostError> {
+        let runtime = self.runtime.clone();
+        let (hash, name) = (hash.to_owned(), PathBuf::from(source));
+        let plugin = tokio::task::spawn_blocking(move || {
+            let cache = runtime.cache().ok_or_else(|| PluginError::Io {
+                path: name.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no module cache"),
+            })?;
+            let bytes = cache.source(&hash).map_err(|source| PluginError::Io { path: name.clone(), source })?;
+            runtime.load_bytes(&name, &bytes)
+        })
+        .await
+        .expect("plugin loading does not panic")?;
+        let plugin = Arc::new(plugin);
+        self.plugins.insert(plugin.hash().to_owned(), plugin.clone());
+        Ok(plugin)
+    }
+
+    fn spawn(&mut self, plugin: Arc<Plugin>, record: &ProjectionRecord) {
+        if self.runners.get(&record.key).is_some_and(|r| !r.task.is_finished()) {
+            return;
+        }
         let (progress_tx, progress) = watch::channel(Progress {
+            generation: record.key.generation,
+            role: record.role,
             checkpoint: record.checkpoint,
             state: ProjectionState::Running,
             last_error: None,
         });
-        let path = plugin.path().to_owned();
+        let (stop_tx, stop) = watch::channel(false);
+        self.switches.lock().expect("switch map lock").insert(record.key.clone(), stop_tx);
         let runner = Runner {
-            plugin: Arc::new(plugin),
-            key: record.key,
+            plugin,
+            key: record.key.clone(),
+            role: record.role,
+            switches: self.switches.clone(),
             checkpoint: record.checkpoint,
             source: self.events.clone(),
             store: self.models.clone(),
             sync: self.sync.clone(),
             progress: progress_tx,
             notices: self.notices.clone(),
-            stop: self.stop.subscribe(),
+            stop,
         };
         let task = tokio::spawn(runner.run());
-        self.running.insert(name, Running { path, progress, task });
-        Ok(())
+        self.runners.insert(record.key.clone(), Running { progress, task });
+    }
+
+    fn stop_runner(&mut self, key: &ModelKey) {
+        if let Some(switch) = self.switches.lock().expect("switch map lock").get(key) {
+            switch.send_replace(true);
+        }
+    }
+
+    async fn stop_projection(&mut self, name: &str) {
+        let keys: Vec<ModelKey> = self.runners.keys().filter(|k| k.projection == name).cloned().collect();
+        for key in keys {
+            self.stop_runner(&key);
+            if let Some(r) = self.runners.remove(&key) {
+                let _ = r.task.await;
+            }
+        }
     }
 
     /// Names of the projections this host runs.
     pub fn projections(&self) -> Vec<String> {
-        self.running.keys().cloned().collect()
+        let names: BTreeSet<String> = self.sources.values().map(|(n, _)| n.clone()).collect();
+        names.into_iter().collect()
     }
 
-    /// Latest progress of a running projection.
+    /// Latest progress of a projection's serving generation (or, before
+    /// anything serves, of its newest one).
     pub fn progress(&self, name: &str) -> Option<Progress> {
-        self.running.get(name).map(|r| r.progress.borrow().clone())
+        let all = self.generations(name);
+        all.iter().rev().find(|p| p.role == Role::Active && p.state != ProjectionState::Stopped).or(all.last()).cloned()
     }
 
-    /// Waits until every running projection has reached the head as it is
-    /// when the wait starts, or has faulted.
+    /// Latest progress of every generation of a projection this host has run, oldest first.
+    pub fn generations(&self, name: &str) -> Vec<Progress> {
+        self.runners.iter().filter(|(k, _)| k.projection == name).map(|(_, r)| r.progress.borrow().clone()).collect()
+    }
+
+    /// Waits until every running generation has reached the head as it is
+    /// when the wait starts (a building one is swapped in by then), or has
+    /// faulted or stopped.
     pub async fn wait_until_caught_up(&self) -> Result<(), HostError> {
         let head = self.events.head().await?;
-        for r in self.running.values() {
+        for r in self.runners.values() {
             let mut rx = r.progress.clone();
             // An error means the runner ended; its last report says why.
-            let _ = rx.wait_for(|p| p.checkpoint >= head || p.state != ProjectionState::Running).await;
+            let _ = rx
+                .wait_for(|p| (p.checkpoint >= head && p.role == Role::Active) || p.state != ProjectionState::Running)
+                .await;
         }
         Ok(())
     }
 
     /// Stops every runner after its current batch and waits for them.
     pub async fn shutdown(self) {
-        self.stop.send_replace(true);
-        for (name, r) in self.running {
+        for switch in self.switches.lock().expect("switch map lock").values() {
+            switch.send_replace(true);
+        }
+        for (key, r) in self.runners {
             if tokio::time::timeout(Duration::from_secs(30), r.task).await.is_err() {
-                tracing::warn!(projection = %name, "runner did not stop within 30 s");
+                tracing::warn!(projection = %key.projection, generation = key.generation, "runner did not stop within 30 s");
             }
         }
     }
+}
+
+/// The `*.wasm` files directly in `dir`, in name order.
+pub(crate) fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, HostError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| HostError::PluginsDir { path: dir.to_owned(), source })?;
+    let mut paths: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_plugin_file(p) && p.is_file()).collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// Whether a path names a plugin (`*.wasm`, not a hidden or temporary file).
+pub(crate) fn is_plugin_file(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "wasm")
+        && path.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }

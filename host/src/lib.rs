@@ -13,7 +13,9 @@
 #![deny(missing_docs)]
 
 mod bindings;
+mod cache;
 mod changes;
+mod dev;
 mod engine;
 mod event;
 mod host;
@@ -24,13 +26,19 @@ mod runner;
 mod source;
 mod sqlite;
 mod store;
+mod watch;
 
+pub use cache::ModuleCache;
 pub use changes::{Change, ChangeError, ChangeSet, CollectionChanges};
+pub use dev::{DevError, build_crate, plugin_crates, spawn_rebuilder};
 pub use event::{AppendRequest, Event, ExpectedVersion, NewEvent, Subscription};
 pub use host::{DataDir, Host, HostError, ProjectionStatus, status};
 pub use manifest::{CollectionSpec, Manifest, ManifestError};
-pub use plugin::{Plugin, PluginError, PluginRuntime};
+pub use plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 pub use query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
 pub use runner::{CommitNotice, Progress, SyncConfig};
 pub use source::{Appended, EventSource, EventStore, SourceError, SqliteEventStore};
-pub use store::{ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, SqliteReadModelStore, StoreError};
+pub use store::{
+    ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Registration, Role, SqliteReadModelStore, StoreError,
+};
+pub use watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError};

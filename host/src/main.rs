@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use refract::{
-    AppendRequest, DataDir, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order, Query, ReadModelStore,
-    SyncConfig,
+    AppendRequest, DataDir, EventSource, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order, PluginWatcher,
+    Query, ReadModelStore, Role, SyncConfig,
 };
 use serde::Deserialize;
 
@@ -28,7 +28,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the host: load every *.wasm in the plugins folder and keep their read models in sync.
+    /// The folder is watched: new files start projections, replaced ones rebuild blue/green, removed ones stop.
     Run(RunArgs),
+    /// `run`, plus: rebuild plugin crates under the plugins folder when their sources change.
+    Dev(RunArgs),
+    /// Rebuild a projection's read model from position 0 as a new generation, then swap it in.
+    /// Works with a host running on the data dir (it does the work) or without one (this command does).
+    Rebuild {
+        /// Projection name.
+        projection: String,
+    },
+    /// Forget a projection: drop all its generations' tables and registry entries.
+    Drop {
+        /// Projection name.
+        projection: String,
+    },
     /// Append one event to a stream; prints its global position.
     Append {
         /// Stream id, e.g. account-42.
@@ -138,7 +152,20 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let data = DataDir(cli.data_dir);
     match cli.command {
-        Command::Run(args) => run(&data, args).await,
+        Command::Run(args) => run(&data, args, false).await,
+        Command::Dev(args) => run(&data, args, true).await,
+        Command::Rebuild { projection } => rebuild(&data, &projection).await,
+        Command::Drop { projection } => {
+            let models = data.open_models().await.context("opening the read-model store")?;
+            models.drop_projection(&projection).await?;
+            println!("dropped {projection}");
+            if let Some(pid) = data.running_host() {
+                eprintln!(
+                    "note: host {pid} is running; if its plugins folder still has {projection}'s .wasm, replacing or re-adding that file registers it again from position 0"
+                );
+            }
+            Ok(())
+        }
         Command::Append { stream, event_type, payload, metadata, expected_version } => {
             let events = data.open_events().await.context("opening the event store")?;
             let request = AppendRequest {
@@ -198,15 +225,16 @@ async fn main() -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<24} {:<10} {:>4} {:>10} {:>10} {:>10}  {:<8} LAST ERROR",
-                "PROJECTION", "VERSION", "GEN", "CHECKPOINT", "HEAD", "LAG", "STATE"
+                "{:<24} {:<16} {:>4} {:<8} {:>10} {:>10} {:>10}  {:<8} LAST ERROR",
+                "PROJECTION", "VERSION", "GEN", "ROLE", "CHECKPOINT", "HEAD", "LAG", "STATE"
             );
             for s in status {
                 println!(
-                    "{:<24} {:<10} {:>4} {:>10} {:>10} {:>10}  {:<8} {}",
+                    "{:<24} {:<16} {:>4} {:<8} {:>10} {:>10} {:>10}  {:<8} {}",
                     s.name,
                     s.version,
                     s.generation,
+                    s.role,
                     s.checkpoint,
                     s.head,
                     s.lag,
@@ -219,7 +247,8 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn run(data: &DataDir, args: RunArgs) -> Result<()> {
+async fn run(data: &DataDir, args: RunArgs, dev: bool) -> Result<()> {
+    let _lock = data.lock()?;
     let sync = SyncConfig {
         batch_size: args.batch_size.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),
@@ -228,21 +257,90 @@ async fn run(data: &DataDir, args: RunArgs) -> Result<()> {
     };
     let events = data.open_events().await.context("opening the event store")?;
     let models = data.open_models().await.context("opening the read-model store")?;
-    let mut host = Host::new(events, models, sync)?;
+    let mut host = Host::new(events, models, sync)?.with_module_cache(data.module_cache());
+    // Watch before loading, so a file written meanwhile is not missed.
+    let watcher = if args.exit_when_caught_up { None } else { Some(PluginWatcher::new(&args.plugins)?) };
+    let rebuilder = if dev { Some(refract::spawn_rebuilder(&args.plugins)?) } else { None };
     let failures = host.load_plugins(&args.plugins).await?;
+    host.sync_registry().await?;
     tracing::info!(
         projections = host.projections().len(),
         rejected = failures.len(),
         plugins = %args.plugins.display(),
         "host running"
     );
-    if args.exit_when_caught_up {
-        host.wait_until_caught_up().await?;
-    } else {
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        tracing::info!("shutting down");
+    match watcher {
+        None => host.wait_until_caught_up().await?,
+        Some(watcher) => {
+            host.follow(watcher, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+            tracing::info!("shutting down");
+        }
+    }
+    if let Some(task) = rebuilder {
+        task.abort();
     }
     host.shutdown().await;
+    Ok(())
+}
+
+/// Starts a rebuild and shows its progress until the new generation is swapped in.
+async fn rebuild(data: &DataDir, projection: &str) -> Result<()> {
+    let events = data.open_events().await.context("opening the event store")?;
+    let models = data.open_models().await.context("opening the read-model store")?;
+    let mut offline = None;
+    let running = data.running_host();
+    let lock = if running.is_none() { Some(data.lock()?) } else { None };
+    let record = models.request_rebuild(projection).await?;
+    let key = record.key.clone();
+    match running {
+        Some(pid) => {
+            eprintln!("host {pid} is running on this data dir: it builds generation {} and swaps it in", key.generation)
+        }
+        None => {
+            let mut host = Host::new(events.clone(), models.clone(), SyncConfig::default())?
+                .with_module_cache(data.module_cache());
+            if !host.run_generation(&record).await {
+                models.fail_generation(&key, "module not in the module cache").await?;
+                bail!(
+                    "the module of `{projection}` is not in {}: start the host with its .wasm instead",
+                    data.0.join("cache").display()
+                );
+            }
+            offline = Some(host);
+        }
+    }
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("{projection} generation {}", key.generation));
+    let outcome = loop {
+        let g = models.generation(&key).await?;
+        bar.set_length(events.head().await?);
+        bar.set_position(g.checkpoint);
+        match g.role {
+            Role::Building if running.is_some() && data.running_host().is_none() => {
+                break Err(anyhow::anyhow!(
+                    "the host stopped before the rebuild finished; run `refract run` to resume it"
+                ));
+            }
+            Role::Building => tokio::time::sleep(Duration::from_millis(100)).await,
+            Role::Active => break Ok(()),
+            Role::Failed => break Err(anyhow::anyhow!("rebuild failed: {}", g.last_error.unwrap_or_default())),
+            Role::Retired => break Err(anyhow::anyhow!("rebuild superseded by a newer generation")),
+        }
+    };
+    bar.finish();
+    if let Some(host) = offline {
+        host.shutdown().await;
+    }
+    drop(lock);
+    outcome?;
+    println!("{projection}: generation {} is active", key.generation);
     Ok(())
 }
 

@@ -90,6 +90,17 @@ impl Manifest {
         Ok(())
     }
 
+    /// A stand-in for a module that failed to load, so the failure can be
+    /// recorded under the projection's name. It declares nothing.
+    pub fn unknown(name: &str) -> Self {
+        Manifest {
+            name: name.to_owned(),
+            version: "(failed to load)".to_owned(),
+            subscription: Subscription::default(),
+            collections: Vec::new(),
+        }
+    }
+
     /// The declared collection named `name`, if any.
     pub fn collection(&self, name: &str) -> Option<&CollectionSpec> {
         self.collections.iter().find(|c| c.name == name)

@@ -10,6 +10,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{self, GetError, LogLevel, Projector, ProjectorPre};
+use crate::cache::ModuleCache;
 use crate::changes::Change;
 use crate::event::{Event, Subscription};
 use crate::manifest::{CollectionSpec, Manifest, ManifestError};
@@ -152,6 +153,7 @@ impl bindings::refract::projection::host::Host for HostState {
 pub struct PluginRuntime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
+    cache: Option<ModuleCache>,
 }
 
 impl PluginRuntime {
@@ -161,7 +163,19 @@ impl PluginRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Projector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        Ok(Self { engine, linker: Arc::new(linker) })
+        Ok(Self { engine, linker: Arc::new(linker), cache: None })
+    }
+
+    /// Keeps compiled components (and module bytes) in `cache`, so unchanged
+    /// plugins are not recompiled on the next start.
+    pub fn with_cache(mut self, cache: ModuleCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The module cache, if any.
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.cache.as_ref()
     }
 
     /// Loads, checks and describes the plugin at `path`.
@@ -178,15 +192,14 @@ impl PluginRuntime {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(PluginError::NotWasm { path }),
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Compile { path: path.clone(), reason: format!("{e:#}") })?;
+        let hash = module_hash(bytes);
+        let (component, cached) = self.compile(&path, &hash, bytes)?;
         self.check_world(&path, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .and_then(ProjectorPre::new)
             .map_err(|e| PluginError::WrongWorld { path: path.clone(), reason: format!("{e:#}") })?;
-        let hash = hex(&Sha256::digest(bytes));
         let mut instance = Instance::new(&pre, "describe".into(), None)?;
         let manifest = instance
             .bindings
@@ -197,7 +210,21 @@ impl PluginRuntime {
         if let Err(source) = manifest.validate() {
             return Err(PluginError::Manifest { path, source });
         }
-        Ok(Plugin { path, hash, pre, manifest })
+        Ok(Plugin { path, hash, pre, manifest, cached })
+    }
+
+    /// The compiled component, from the cache when it has it.
+    fn compile(&self, path: &Path, hash: &str, bytes: &[u8]) -> Result<(Component, bool), PluginError> {
+        if let Some(component) = self.cache.as_ref().and_then(|c| c.compiled(&self.engine, hash)) {
+            tracing::debug!(path = %path.display(), "compiled module loaded from cache");
+            return Ok((component, true));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Compile { path: path.to_owned(), reason: format!("{e:#}") })?;
+        if let Some(cache) = &self.cache {
+            cache.store_compiled(&self.engine, hash, &component);
+        }
+        Ok((component, false))
     }
 
     /// Names what the component lacks or imports that the host cannot give,
@@ -224,8 +251,9 @@ impl PluginRuntime {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 of a module, hex: identifies a module across renames and restarts.
+pub fn module_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn convert_manifest(m: bindings::Manifest) -> Manifest {
@@ -243,6 +271,7 @@ pub struct Plugin {
     hash: String,
     pre: ProjectorPre<HostState>,
     manifest: Manifest,
+    cached: bool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -264,6 +293,11 @@ impl Plugin {
     /// SHA-256 of the module bytes, hex: identifies the module across restarts.
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// Whether the compiled component came from the module cache (no compilation).
+    pub fn cached(&self) -> bool {
+        self.cached
     }
 
     /// Where the plugin was loaded from.

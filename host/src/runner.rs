@@ -1,8 +1,9 @@
 //! The per-projection loop: read a batch after the checkpoint, call the
 //! plugin, commit the changes and the new checkpoint in one transaction.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -12,7 +13,7 @@ use crate::changes::{Change, ChangeSet};
 use crate::event::Event;
 use crate::plugin::{Instance, ModelAccess, Plugin, PluginError};
 use crate::source::EventSource;
-use crate::store::{ModelKey, ProjectionState, ReadModelStore, StoreError};
+use crate::store::{ModelKey, ProjectionState, ReadModelStore, Role, StoreError};
 
 /// How a projection batches events: the three sync strategies.
 ///
@@ -58,6 +59,10 @@ impl SyncConfig {
 /// What a runner reports after each commit or state change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Progress {
+    /// Generation this runner builds or serves.
+    pub generation: u32,
+    /// Active (serving) or building (shadow tables, swapped in at the head).
+    pub role: Role,
     /// Position of the last committed event.
     pub checkpoint: u64,
     /// Running, faulted or stopped.
@@ -99,6 +104,8 @@ enum Fault {
 pub(crate) struct Runner {
     pub plugin: Arc<Plugin>,
     pub key: ModelKey,
+    pub role: Role,
+    pub switches: Switches,
     pub checkpoint: u64,
     pub source: Arc<dyn EventSource>,
     pub store: Arc<dyn ReadModelStore>,
@@ -107,6 +114,10 @@ pub(crate) struct Runner {
     pub notices: broadcast::Sender<CommitNotice>,
     pub stop: watch::Receiver<bool>,
 }
+
+/// Stop switches of every runner of a host, so the runner that swaps a
+/// generation in can stop the one it replaced.
+pub(crate) type Switches = Arc<Mutex<HashMap<ModelKey, watch::Sender<bool>>>>;
 
 /// Longest pause between retries of a failing store or source.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -135,11 +146,22 @@ impl Runner {
                 }
                 Err(StepError::Fault(fault)) => {
                     let message = fault.to_string();
-                    tracing::error!(projection = %name, checkpoint = self.checkpoint, error = %message, "projection faulted");
-                    if let Err(e) = self.store.set_state(&self.key, ProjectionState::Faulted, Some(&message)).await {
+                    tracing::error!(projection = %name, generation = self.key.generation, role = %self.role,
+                        checkpoint = self.checkpoint, error = %message, "projection faulted");
+                    // A failed rebuild must not disturb the generation that serves.
+                    let recorded = match self.role {
+                        Role::Building => self.store.fail_generation(&self.key, &message).await,
+                        _ => self.store.set_state(&self.key, ProjectionState::Faulted, Some(&message)).await,
+                    };
+                    if let Err(e) = recorded {
                         tracing::error!(projection = %name, error = %e, "could not record the fault");
                     }
                     self.report(ProjectionState::Faulted, Some(message));
+                    return;
+                }
+                Err(StepError::Retired) => {
+                    tracing::info!(projection = %name, generation = self.key.generation, "generation retired");
+                    self.report(ProjectionState::Stopped, None);
                     return;
                 }
                 Err(StepError::Transient(e)) => {
@@ -166,6 +188,11 @@ impl Runner {
         let head = self.source.head().await.map_err(|e| StepError::Transient(e.to_string()))?;
         if self.checkpoint >= head {
             *partial_since = None;
+            if self.role == Role::Building {
+                // The last batch was full and ended exactly at the head.
+                self.swap_in().await?;
+                self.report(ProjectionState::Running, None);
+            }
             return Ok(Some(self.sync.interval.unwrap_or(self.sync.poll)));
         }
         let started = Instant::now();
@@ -216,10 +243,14 @@ impl Runner {
         };
         match self.store.commit(&self.key, &changes, self.checkpoint, to).await {
             Ok(()) => {}
+            Err(StoreError::Retired { .. }) => return Err(StepError::Retired),
             Err(e @ StoreError::CheckpointMoved { .. }) => return Err(StepError::Fault(Fault::Store(e))),
             Err(e) => return Err(StepError::Transient(e.to_string())),
         }
         self.checkpoint = to;
+        if self.role == Role::Building && !full && fault.is_none() {
+            self.swap_in().await?;
+        }
         self.report(ProjectionState::Running, None);
         // No receiver is fine: nobody is listening.
         let _ = self.notices.send(CommitNotice {
@@ -275,8 +306,38 @@ impl Runner {
         ChangeSet::from_changes(raw, self.plugin.manifest()).map_err(|e| StepError::Fault(e.into()))
     }
 
+    /// A building generation that has read up to the head becomes active;
+    /// the generation it replaces is stopped (its tables are already gone).
+    async fn swap_in(&mut self) -> Result<(), StepError> {
+        let retired = match self.store.activate(&self.key).await {
+            Ok(retired) => retired,
+            Err(StoreError::Retired { .. }) => return Err(StepError::Retired),
+            Err(e) => return Err(StepError::Transient(e.to_string())),
+        };
+        self.role = Role::Active;
+        if let Some(old) = &retired {
+            if let Some(switch) = self.switches.lock().expect("switch map lock").get(old) {
+                switch.send_replace(true);
+            }
+        }
+        tracing::info!(
+            projection = %self.key.projection,
+            generation = self.key.generation,
+            retired = ?retired.map(|k| k.generation),
+            checkpoint = self.checkpoint,
+            "new generation swapped in"
+        );
+        Ok(())
+    }
+
     fn report(&self, state: ProjectionState, last_error: Option<String>) {
-        self.progress.send_replace(Progress { checkpoint: self.checkpoint, state, last_error });
+        self.progress.send_replace(Progress {
+            generation: self.key.generation,
+            role: self.role,
+            checkpoint: self.checkpoint,
+            state,
+            last_error,
+        });
     }
 
     async fn sleep(&mut self, d: Duration) {
@@ -290,4 +351,6 @@ impl Runner {
 enum StepError {
     Fault(Fault),
     Transient(String),
+    /// The generation was replaced or dropped: stop without a fault.
+    Retired,
 }

@@ -41,6 +41,14 @@ pub enum StoreError {
         /// Checkpoint the writer started from.
         expected: u64,
     },
+    /// The generation was retired or dropped; its runner should stop.
+    #[error("generation {generation} of `{projection}` is no longer active or building")]
+    Retired {
+        /// Projection name.
+        projection: String,
+        /// Generation that was retired.
+        generation: u32,
+    },
     /// Stored registry data could not be read back.
     #[error("corrupt registry entry for `{projection}`: {reason}")]
     Corrupt {
@@ -87,7 +95,7 @@ impl std::fmt::Display for ProjectionState {
 }
 
 /// Which read model a call addresses: a projection and one of its generations.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ModelKey {
     /// Projection name.
     pub projection: String,
@@ -95,21 +103,66 @@ pub struct ModelKey {
     pub generation: u32,
 }
 
-/// A projection as recorded in the store's registry.
+/// The part a generation plays for its projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Serves queries and follows live events. At most one per projection.
+    Active,
+    /// Being built from position 0 in its own tables; swapped in when it
+    /// reaches the head.
+    Building,
+    /// Failed to load or to build; the active generation kept serving.
+    Failed,
+    /// Replaced by a newer generation; its tables are gone.
+    Retired,
+}
+
+impl Role {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Building => "building",
+            Self::Failed => "failed",
+            Self::Retired => "retired",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [Self::Active, Self::Building, Self::Failed, Self::Retired].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One generation of a projection as recorded in the store's registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectionRecord {
-    /// Projection name and active generation.
+    /// Projection name and generation.
     pub key: ModelKey,
-    /// The manifest the module declared.
+    /// Active, building, failed or retired.
+    pub role: Role,
+    /// The manifest the module declared (a placeholder with no collections
+    /// when the module failed to load).
     pub manifest: Manifest,
     /// SHA-256 of the module, hex.
     pub module_hash: String,
+    /// File name the module was loaded from.
+    pub source: String,
     /// Position of the last event whose effect is stored.
     pub checkpoint: u64,
-    /// Lifecycle state.
+    /// Runner state.
     pub state: ProjectionState,
-    /// Error that faulted the projection, if any.
+    /// Error that faulted or failed this generation, if any.
     pub last_error: Option<String>,
+    /// When the generation was created, ms since the Unix epoch.
+    pub created_at: u64,
+    /// When it became active, ms since the Unix epoch.
+    pub activated_at: Option<u64>,
     /// Last registry update, ms since the Unix epoch.
     pub updated_at: u64,
 }
@@ -125,26 +178,69 @@ impl ProjectionRecord {
     }
 }
 
+/// What registering a module decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The generation that runs this module: the active one when the module
+    /// is the active module (or the projection is new), else a building one.
+    pub target: ProjectionRecord,
+    /// The active generation, when it is not `target`: it keeps serving
+    /// and following events until `target` is swapped in.
+    pub active: Option<ProjectionRecord>,
+    /// Building generations of other modules that this one superseded;
+    /// their tables were dropped.
+    pub superseded: Vec<ModelKey>,
+}
+
 /// Storage for read models and projection checkpoints.
 ///
 /// A backend keeps, per projection generation and collection, JSON documents
 /// keyed by id, with an index for each field the manifest declares, and a
-/// registry of projections with their checkpoints. `commit` must write a
+/// registry of generations with their checkpoints. `commit` must write a
 /// batch's changes and the new checkpoint in one transaction: that is what
-/// makes projection exactly-once across crashes.
+/// makes projection exactly-once across crashes. Reads by projection name
+/// resolve the active generation and read its tables in one snapshot, so a
+/// swap is seen at one instant and never half.
 #[async_trait]
 pub trait ReadModelStore: Send + Sync + 'static {
-    /// Registers a loaded module. A new projection gets generation 1 and
-    /// checkpoint 0; the same module again keeps its generation and
-    /// checkpoint; a different module (by hash) gets the next generation,
-    /// rebuilt from position 0, and the old generation's tables are dropped.
-    async fn register(&self, manifest: &Manifest, module_hash: &str) -> Result<ProjectionRecord, StoreError>;
+    /// Registers a loaded module (`source` is its file name). A new
+    /// projection gets generation 1, active at once; the active module again
+    /// keeps its generation and checkpoint; a building module again resumes
+    /// its generation; any other module gets a new building generation from
+    /// position 0, superseding other building ones.
+    async fn register(&self, manifest: &Manifest, module_hash: &str, source: &str) -> Result<Registration, StoreError>;
 
-    /// All registered projections, by name.
+    /// Records a module of projection `name` that failed to load, as a failed generation.
+    async fn record_load_failure(
+        &self,
+        name: &str,
+        module_hash: &str,
+        source: &str,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Starts a new building generation of the active module, for an explicit rebuild.
+    async fn request_rebuild(&self, name: &str) -> Result<ProjectionRecord, StoreError>;
+
+    /// Swaps a building generation in: it becomes active, the previously
+    /// active one is retired and its tables dropped, in one transaction.
+    /// Returns the retired generation.
+    async fn activate(&self, key: &ModelKey) -> Result<Option<ModelKey>, StoreError>;
+
+    /// Marks a building generation failed and drops its tables; the active one is untouched.
+    async fn fail_generation(&self, key: &ModelKey, error: &str) -> Result<(), StoreError>;
+
+    /// Forgets a projection: drops every generation's tables and registry rows.
+    async fn drop_projection(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Every generation that is not retired, by projection then generation.
     async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError>;
 
-    /// One projection, or `UnknownProjection`.
+    /// The active generation of a projection, or `UnknownProjection`.
     async fn projection(&self, name: &str) -> Result<ProjectionRecord, StoreError>;
+
+    /// One generation's record.
+    async fn generation(&self, key: &ModelKey) -> Result<ProjectionRecord, StoreError>;
 
     /// Records a state change and its error.
     async fn set_state(
@@ -155,51 +251,22 @@ pub trait ReadModelStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Applies `changes` and moves the checkpoint from `from` to `to`, atomically.
-    /// Fails with `CheckpointMoved`, applying nothing, if the checkpoint is not at `from`.
+    /// Fails, applying nothing, with `Retired` if the generation is no longer
+    /// active or building, or `CheckpointMoved` if the checkpoint is not at `from`.
     async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError>;
 
-    /// One document's JSON text.
+    /// One document of a given generation (the plugin `get` import).
     async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError>;
 
-    /// A page of documents. The caller has validated `query` against `spec`.
-    async fn query(&self, key: &ModelKey, spec: &CollectionSpec, query: &Query) -> Result<Page, StoreError>;
-
-    /// How many documents match all filters.
-    async fn count(&self, key: &ModelKey, spec: &CollectionSpec, filters: &[Filter]) -> Result<u64, StoreError>;
-}
-
-/// Lookups by name with checks, shared by the CLI and the HTTP API.
-impl dyn ReadModelStore {
     /// A document of a projection's active generation, by name.
-    pub async fn get_document(
-        &self,
-        projection: &str,
-        collection: &str,
-        id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let record = self.projection(projection).await?;
-        record.collection(collection)?;
-        self.get(&record.key, collection, id).await
-    }
+    async fn get_document(&self, projection: &str, collection: &str, id: &str) -> Result<Option<String>, StoreError>;
 
-    /// A validated query over a projection's active generation, by name.
-    pub async fn query_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<Page, StoreError> {
-        let record = self.projection(projection).await?;
-        let spec = record.collection(collection)?;
-        query.validate(spec)?;
-        self.query(&record.key, spec, query).await
-    }
+    /// A validated page of documents of a projection's active generation.
+    async fn query_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<Page, StoreError>;
 
-    /// A validated count over a projection's active generation, by name.
-    pub async fn count_documents(
-        &self,
-        projection: &str,
-        collection: &str,
-        filters: &[Filter],
-    ) -> Result<u64, StoreError> {
-        let record = self.projection(projection).await?;
-        let spec = record.collection(collection)?;
-        Query { filters: filters.to_vec(), ..Query::default() }.validate(spec)?;
-        self.count(&record.key, spec, filters).await
-    }
+    /// A validated count over a projection's active generation.
+    async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError>;
+
+    /// Names of the tables that hold a projection's documents (all generations), for checks and tools.
+    async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError>;
 }

@@ -1,0 +1,92 @@
+//! Watching the plugins folder, debounced so that a file is reloaded once
+//! its writer is done with it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::host::is_plugin_file;
+
+/// How long a plugin file must stay untouched before it is (re)loaded. A
+/// build that writes the file in several steps produces one reload, and a
+/// half-written file is never loaded.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// A settled change to the plugins folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginChange {
+    /// A plugin file was created or replaced and has settled.
+    Changed(PathBuf),
+    /// A plugin file is gone.
+    Removed(PathBuf),
+}
+
+/// Errors setting up the watch.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {path}: {source}")]
+pub struct WatchError {
+    /// The folder.
+    pub path: PathBuf,
+    /// Underlying error.
+    pub source: notify::Error,
+}
+
+/// Watches a folder for `*.wasm` changes. Dropping it stops the watch.
+pub struct PluginWatcher {
+    _watcher: RecommendedWatcher,
+    changes: mpsc::Receiver<PluginChange>,
+}
+
+impl PluginWatcher {
+    /// Starts watching `dir` (not recursively).
+    pub fn new(dir: &Path) -> Result<Self, WatchError> {
+        let err = |source| WatchError { path: dir.to_owned(), source };
+        let (raw_tx, raw_rx) = mpsc::unbounded_channel::<PathBuf>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                for path in event.paths.into_iter().filter(|p| is_plugin_file(p)) {
+                    let _ = raw_tx.send(path);
+                }
+            }
+        })
+        .map_err(err)?;
+        watcher.watch(dir, RecursiveMode::NonRecursive).map_err(err)?;
+        let (tx, changes) = mpsc::channel(64);
+        tokio::spawn(debounce(raw_rx, tx));
+        Ok(Self { _watcher: watcher, changes })
+    }
+
+    /// The next settled change; `None` when the watch ended.
+    pub async fn next(&mut self) -> Option<PluginChange> {
+        self.changes.recv().await
+    }
+}
+
+/// Turns raw notifications into one change per path, once the path has
+/// been quiet for `DEBOUNCE`: whatever the file is then decides the change.
+async fn debounce(mut raw: mpsc::UnboundedReceiver<PathBuf>, out: mpsc::Sender<PluginChange>) {
+    let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(DEBOUNCE / 4);
+    loop {
+        tokio::select! {
+            path = raw.recv() => match path {
+                Some(path) => { pending.insert(path, Instant::now()); }
+                None => return,
+            },
+            _ = tick.tick() => {
+                let settled: Vec<PathBuf> =
+                    pending.iter().filter(|(_, t)| t.elapsed() >= DEBOUNCE).map(|(p, _)| p.clone()).collect();
+                for path in settled {
+                    pending.remove(&path);
+                    let change = if path.is_file() { PluginChange::Changed(path) } else { PluginChange::Removed(path) };
+                    if out.send(change).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
