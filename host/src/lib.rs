@@ -9,9 +9,11 @@
 //! - the [`Host`] runs one runner per projection, which feeds event batches
 //!   to the plugin and commits the resulting [`ChangeSet`] together with the
 //!   checkpoint through a [`ReadModelStore`] ([`SqliteReadModelStore`]);
-//! - read models are read back with `get`, [`Query`] and `count`.
+//! - read models are read back with `get`, [`Query`] and `count`, in process
+//!   or over HTTP through [`serve`] (see the `api` module docs).
 #![deny(missing_docs)]
 
+mod api;
 mod bindings;
 mod changes;
 mod engine;
@@ -25,6 +27,7 @@ mod source;
 mod sqlite;
 mod store;
 
+pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, MAX_TIMEOUT, Metrics, router, serve};
 pub use changes::{Change, ChangeError, ChangeSet, CollectionChanges};
 pub use event::{AppendRequest, Event, ExpectedVersion, NewEvent, Subscription};
 pub use host::{DataDir, Host, HostError, ProjectionStatus, status};
