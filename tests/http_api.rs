@@ -364,18 +364,16 @@ struct LoadReport {
     operations: u64,
     errors: u64,
     stale: u64,
-    latencies: Vec<Duration>,
+    appends: Vec<Duration>,
+    reads: Vec<Duration>,
     elapsed: Duration,
 }
 
-impl LoadReport {
-    fn percentile(&mut self, p: f64) -> Duration {
-        self.latencies.sort();
-        self.latencies
-            .get(((self.latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or_default()
-    }
+/// The `p` quantile (nearest rank) of `samples`, in ms.
+fn percentile_ms(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    let rank = ((samples.len() as f64 * p).ceil() as usize).saturating_sub(1);
+    samples.get(rank).copied().unwrap_or_default().as_secs_f64() * 1e3
 }
 
 /// `clients` concurrent clients, each depositing into its own account and
@@ -389,7 +387,8 @@ async fn load(addr: SocketAddr, clients: usize, duration: Duration) -> LoadRepor
             tokio::spawn(async move {
                 let mut client = Client::connect(addr).await;
                 let stream = format!("account-load-{c}");
-                let (mut ops, mut errors, mut stale, mut latencies) = (0u64, 0u64, 0u64, Vec::new());
+                let (mut ops, mut errors, mut stale) = (0u64, 0u64, 0u64);
+                let (mut appends, mut reads) = (Vec::new(), Vec::new());
                 let opened = json!({ "expected_version": "no-stream", "events": [{ "type": "AccountOpened", "payload": { "owner": stream } }] });
                 assert_eq!(client.post(&format!("/streams/{stream}/events"), &opened).await.status, 200);
                 let (mut version, mut balance) = (1u64, 0i64);
@@ -398,7 +397,7 @@ async fn load(addr: SocketAddr, clients: usize, duration: Duration) -> LoadRepor
                     let body = json!({ "expected_version": version, "events": [{ "type": "MoneyDeposited", "payload": { "amount": amount } }] });
                     let t = Instant::now();
                     let reply = client.post(&format!("/streams/{stream}/events"), &body).await;
-                    latencies.push(t.elapsed());
+                    appends.push(t.elapsed());
                     ops += 1;
                     if reply.status != 200 {
                         errors += 1;
@@ -409,7 +408,7 @@ async fn load(addr: SocketAddr, clients: usize, duration: Duration) -> LoadRepor
                     balance += amount;
                     let t = Instant::now();
                     let reply = client.get(&format!("{ACCOUNTS}/{stream}?min_position={token}")).await;
-                    latencies.push(t.elapsed());
+                    reads.push(t.elapsed());
                     ops += 1;
                     if reply.status != 200 {
                         errors += 1;
@@ -417,17 +416,25 @@ async fn load(addr: SocketAddr, clients: usize, duration: Duration) -> LoadRepor
                         stale += 1;
                     }
                 }
-                (ops, errors, stale, latencies)
+                (ops, errors, stale, appends, reads)
             })
         })
         .collect();
-    let mut report = LoadReport { operations: 0, errors: 0, stale: 0, latencies: Vec::new(), elapsed: Duration::ZERO };
+    let mut report = LoadReport {
+        operations: 0,
+        errors: 0,
+        stale: 0,
+        appends: Vec::new(),
+        reads: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
     for t in tasks {
-        let (ops, errors, stale, latencies) = t.await.unwrap();
+        let (ops, errors, stale, appends, reads) = t.await.unwrap();
         report.operations += ops;
         report.errors += errors;
         report.stale += stale;
-        report.latencies.extend(latencies);
+        report.appends.extend(appends);
+        report.reads.extend(reads);
     }
     report.elapsed = started.elapsed();
     report
@@ -439,16 +446,25 @@ async fn load_run(duration: Duration) -> LoadReport {
     let host = bank_host(&stores, quick_sync(1_000)).await;
     let addr = start_api(&host).await;
     let mut report = load(addr, 8, duration).await;
-    let (p50, p99) = (report.percentile(0.50), report.percentile(0.99));
+    let mut all: Vec<Duration> = report.appends.iter().chain(&report.reads).copied().collect();
+    let secs = report.elapsed.as_secs_f64();
     println!(
-        "8 clients, {:.1} s: {} operations ({:.0}/s), {} errors, {} stale reads, p50 {:.2} ms, p99 {:.2} ms",
-        report.elapsed.as_secs_f64(),
+        "8 clients, {secs:.1} s: {} requests ({:.0}/s; {} append+read round trips, {:.0}/s), {} errors, {} stale reads",
         report.operations,
-        report.operations as f64 / report.elapsed.as_secs_f64(),
+        report.operations as f64 / secs,
+        report.reads.len(),
+        report.reads.len() as f64 / secs,
         report.errors,
         report.stale,
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3
+    );
+    println!(
+        "latency ms (p50 / p99): all {:.2} / {:.2}; append {:.2} / {:.2}; read with min_position {:.2} / {:.2}",
+        percentile_ms(&mut all, 0.5),
+        percentile_ms(&mut all, 0.99),
+        percentile_ms(&mut report.appends, 0.5),
+        percentile_ms(&mut report.appends, 0.99),
+        percentile_ms(&mut report.reads, 0.5),
+        percentile_ms(&mut report.reads, 0.99),
     );
     host.shutdown().await;
     report
