@@ -22,19 +22,27 @@ fn quick_sync(batch_size: usize) -> SyncConfig {
     SyncConfig { batch_size, poll: Duration::from_millis(2), ..SyncConfig::default() }
 }
 
-async fn bank_host(stores: &Stores, sync: SyncConfig) -> Host {
+/// A host running `account-summary` over a fresh data dir, with the API on loopback.
+struct Served {
+    host: Host,
+    addr: SocketAddr,
+    stores: Stores,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve_bank(sync: SyncConfig) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
     let mut host = stores.host(sync);
     host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
-    host
+    let addr = start_api(&host).await;
+    Served { host, addr, stores, _dir: dir }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_with_the_token_are_never_stale_and_the_feed_reports_every_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::open(dir.path()).await;
     // One event per batch, so every position is a commit of its own.
-    let host = bank_host(&stores, quick_sync(1)).await;
-    let addr = start_api(&host).await;
+    let Served { host, addr, _dir, .. } = serve_bank(quick_sync(1)).await;
 
     const DEPOSITS: u64 = 1_000;
     let mut feed = EventStream::open(addr, "/projections/account-summary/changes").await;
@@ -102,13 +110,10 @@ async fn all_pages(client: &mut Client, path: &str, limit: usize) -> Vec<(String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_order_and_cursors_over_10000_documents_match_independent_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::open(dir.path()).await;
+    let Served { host, addr, stores, _dir } = serve_bank(SyncConfig::default()).await;
     let events = bank_events(10_000, 14_000, 23);
     append_all(stores.events.as_ref(), &events).await;
     let expected = expected_accounts(&events);
-    let host = bank_host(&stores, SyncConfig::default()).await;
-    let addr = start_api(&host).await;
     let mut client = Client::connect(addr).await;
     // The token is the head: one read with it replaces wait_until_caught_up.
     let head = events.len();
@@ -164,10 +169,7 @@ async fn filters_order_and_cursors_over_10000_documents_match_independent_result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors_with_the_right_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::open(dir.path()).await;
-    let host = bank_host(&stores, quick_sync(100)).await;
-    let addr = start_api(&host).await;
+    let Served { host, addr, _dir, .. } = serve_bank(quick_sync(100)).await;
     let mut setup = Client::connect(addr).await;
     let token = setup.append("account-1", "AccountOpened", json!({ "owner": "ada" }), json!("no-stream")).await;
     assert_eq!(setup.get(&format!("{ACCOUNTS}/account-1?min_position={token}")).await.status, 200);
@@ -284,10 +286,7 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_metrics_and_openapi_describe_the_running_host() {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::open(dir.path()).await;
-    let host = bank_host(&stores, quick_sync(50)).await;
-    let addr = start_api(&host).await;
+    let Served { host, addr, _dir, .. } = serve_bank(quick_sync(50)).await;
     let mut client = Client::connect(addr).await;
     let events = bank_events(20, 200, 3);
     let mut token = 0;
@@ -441,10 +440,7 @@ async fn load(addr: SocketAddr, clients: usize, duration: Duration) -> LoadRepor
 }
 
 async fn load_run(duration: Duration) -> LoadReport {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::open(dir.path()).await;
-    let host = bank_host(&stores, quick_sync(1_000)).await;
-    let addr = start_api(&host).await;
+    let Served { host, addr, _dir, .. } = serve_bank(quick_sync(1_000)).await;
     let mut report = load(addr, 8, duration).await;
     let mut all: Vec<Duration> = report.appends.iter().chain(&report.reads).copied().collect();
     let secs = report.elapsed.as_secs_f64();
