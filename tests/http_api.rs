@@ -481,3 +481,58 @@ async fn load_benchmark() {
     let report = load_run(Duration::from_secs(30)).await;
     assert_eq!((report.errors, report.stale), (0, 0));
 }
+
+/// `refract run --http` serves the API, and Ctrl-C stops it promptly even
+/// with a change feed open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refract_run_serves_the_api_and_stops_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugins_dir(dir.path(), &["account_summary"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_refract"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["run", "--poll-ms", "5", "--http", "127.0.0.1:0", "--plugins"])
+        .arg(&plugins)
+        .env("RUST_LOG", "refract=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Port 0 lets the OS pick a free port; the log line says which.
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "refract run exited before serving");
+        if line.contains("HTTP API listening") {
+            let at = line.find("127.0.0.1:").unwrap();
+            let end =
+                line[at..].find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).map_or(line.len(), |e| at + e);
+            break line[at..end].parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+
+    let mut client = Client::connect(addr).await;
+    let mut feed = EventStream::open(addr, "/projections/account-summary/changes").await;
+    assert_eq!(feed.next().await.0, "ready");
+    let token = client
+        .append("account-cli", "AccountOpened", json!({ "owner": "ada", "initial_deposit": 5 }), json!("no-stream"))
+        .await;
+    let reply = client.get(&format!("{ACCOUNTS}/account-cli?min_position={token}")).await;
+    assert_eq!(reply.json()["document"]["balance"], 5, "{}", reply.text);
+    assert_eq!(feed.next().await.1["checkpoint"], token);
+
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "refract run did not stop after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
