@@ -282,6 +282,12 @@ impl Host {
         self.notices.subscribe()
     }
 
+    /// The sender behind [`Host::subscribe`], so a component that outlives a
+    /// borrow of the host (the HTTP API) can subscribe whenever it needs to.
+    pub fn notices(&self) -> broadcast::Sender<CommitNotice> {
+        self.notices.clone()
+    }
+
     /// The plugin runtime, to load plugins by hand.
     pub fn runtime(&self) -> &PluginRuntime {
         &self.runtime

@@ -9,9 +9,11 @@
 //! - the [`Host`] runs one runner per projection, which feeds event batches
 //!   to the plugin and commits the resulting [`ChangeSet`] together with the
 //!   checkpoint through a [`ReadModelStore`] ([`SqliteReadModelStore`]);
-//! - read models are read back with `get`, [`Query`] and `count`.
+//! - read models are read back with `get`, [`Query`] and `count`, in process
+//!   or over HTTP through [`serve`] (see the `api` module docs).
 #![deny(missing_docs)]
 
+mod api;
 mod bindings;
 mod cache;
 mod changes;
@@ -29,6 +31,7 @@ mod store;
 mod watch;
 
 pub use cache::ModuleCache;
+pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, MAX_TIMEOUT, Metrics, router, serve};
 pub use changes::{Change, ChangeError, ChangeSet, CollectionChanges};
 pub use dev::{DevError, build_crate, plugin_crates, spawn_rebuilder};
 pub use event::{AppendRequest, Event, ExpectedVersion, NewEvent, Subscription};

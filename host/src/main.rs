@@ -1,6 +1,7 @@
 //! The `refract` command line.
 
 use std::io::BufRead;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use refract::{
-    AppendRequest, DataDir, EventSource, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order, PluginWatcher,
-    Query, ReadModelStore, Role, SyncConfig,
+    ApiState, AppendRequest, DataDir, EventSource, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order,
+    PluginWatcher, Query, ReadModelStore, Role, SyncConfig,
 };
 use serde::Deserialize;
 
@@ -106,6 +107,9 @@ enum Command {
     },
 }
 
+/// Where `refract run` serves the HTTP API unless told otherwise.
+const DEFAULT_HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7878);
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// Folder of projection components (*.wasm).
@@ -126,6 +130,13 @@ struct RunArgs {
     /// Exit once every projection has reached the head (or faulted), instead of following new events.
     #[arg(long)]
     exit_when_caught_up: bool,
+    /// Address the HTTP API listens on [default: 127.0.0.1:7878]. With
+    /// --exit-when-caught-up the API is served only if this is given.
+    #[arg(long, env = "REFRACT_HTTP", conflicts_with = "no_http")]
+    http: Option<SocketAddr>,
+    /// Do not serve the HTTP API.
+    #[arg(long)]
+    no_http: bool,
 }
 
 #[derive(Deserialize)]
@@ -258,6 +269,24 @@ async fn run(data: &DataDir, args: RunArgs, dev: bool) -> Result<()> {
     let events = data.open_events().await.context("opening the event store")?;
     let models = data.open_models().await.context("opening the read-model store")?;
     let mut host = Host::new(events, models, sync)?.with_module_cache(data.module_cache());
+    // Bind before loading plugins so a taken port fails at once, not after
+    // every module has been compiled.
+    // A run that exits once caught up is a batch job: it serves HTTP only
+    // when asked, so such jobs do not fight over the default port.
+    let http = match (args.no_http, args.http) {
+        (true, _) => None,
+        (false, Some(addr)) => Some(addr),
+        (false, None) if args.exit_when_caught_up => None,
+        (false, None) => Some(DEFAULT_HTTP),
+    };
+    let listener = match http {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTP API to {addr} (use --http ADDR or --no-http)"))?,
+        ),
+    };
     // Watch before loading, so a file written meanwhile is not missed.
     let watcher = if args.exit_when_caught_up { None } else { Some(PluginWatcher::new(&args.plugins)?) };
     let rebuilder = if dev { Some(refract::spawn_rebuilder(&args.plugins)?) } else { None };
@@ -269,6 +298,17 @@ async fn run(data: &DataDir, args: RunArgs, dev: bool) -> Result<()> {
         plugins = %args.plugins.display(),
         "host running"
     );
+    let server = match listener {
+        Some(listener) => {
+            tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            Some((stop, tokio::spawn(refract::serve(listener, ApiState::from_host(&host), shutdown))))
+        }
+        None => None,
+    };
     match watcher {
         None => host.wait_until_caught_up().await?,
         Some(watcher) => {
@@ -281,6 +321,16 @@ async fn run(data: &DataDir, args: RunArgs, dev: bool) -> Result<()> {
     }
     if let Some(task) = rebuilder {
         task.abort();
+    }
+    // Stop the API first so no request waits on a projection that is stopping.
+    if let Some((stop, task)) = server {
+        let _ = stop.send(());
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP API failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP API task failed"),
+            Err(_) => tracing::warn!("HTTP API did not stop within 10 s"),
+        }
     }
     host.shutdown().await;
     Ok(())

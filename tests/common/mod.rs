@@ -2,6 +2,8 @@
 //! bank-event generator and the expected read model computed without refract.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;

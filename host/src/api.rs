@@ -1,0 +1,108 @@
+//! The HTTP API: append events, read projections with read-your-writes
+//! consistency, follow commits live, scrape metrics.
+//!
+//! Start it with [`serve`] on a bound listener and an [`ApiState`] built from
+//! a running [`Host`](crate::Host):
+//!
+//! ```no_run
+//! # async fn demo(host: &refract::Host) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7878").await?;
+//! refract::serve(listener, refract::ApiState::from_host(host), std::future::pending()).await
+//! # }
+//! ```
+
+mod consistency;
+mod error;
+mod metrics;
+mod openapi;
+mod params;
+mod routes;
+mod sse;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use params::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
+pub use routes::{BODY_LIMIT, router};
+
+use crate::host::{Host, ProjectionStatus};
+use crate::runner::CommitNotice;
+use crate::source::EventStore;
+use crate::store::ReadModelStore;
+
+/// What the API handlers share: the stores, the commit notices and the metrics.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState(Arc<Inner>);
+
+struct Inner {
+    events: Arc<dyn EventStore>,
+    models: Arc<dyn ReadModelStore>,
+    notices: broadcast::Sender<CommitNotice>,
+    metrics: Metrics,
+    /// Set when the server shuts down, so open change feeds end.
+    closing: watch::Sender<bool>,
+}
+
+impl ApiState {
+    /// State over the host's stores and notices. Starts the metrics
+    /// collector, so it must be called inside a Tokio runtime.
+    pub fn from_host(host: &Host) -> Self {
+        Self::new(host.events(), host.models(), host.notices())
+    }
+
+    /// State over explicit stores and a commit-notice sender.
+    pub fn new(
+        events: Arc<dyn EventStore>,
+        models: Arc<dyn ReadModelStore>,
+        notices: broadcast::Sender<CommitNotice>,
+    ) -> Self {
+        let metrics = Metrics::follow(notices.subscribe());
+        Self(Arc::new(Inner { events, models, notices, metrics, closing: watch::channel(false).0 }))
+    }
+
+    fn events(&self) -> &Arc<dyn EventStore> {
+        &self.0.events
+    }
+
+    fn models(&self) -> &Arc<dyn ReadModelStore> {
+        &self.0.models
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<CommitNotice> {
+        self.0.notices.subscribe()
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    fn closing(&self) -> watch::Receiver<bool> {
+        self.0.closing.subscribe()
+    }
+
+    async fn status(&self) -> Result<Vec<ProjectionStatus>, ApiError> {
+        Ok(crate::host::status(self.events().as_ref(), self.models().as_ref()).await?)
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then ends open
+/// change feeds and waits for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let closing = state.0.closing.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.send_replace(true);
+        })
+        .await
+}

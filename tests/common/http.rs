@@ -1,0 +1,137 @@
+//! A small HTTP/1.1 client for the API tests: hyper's connection API over a
+//! loopback TcpStream, plus a Server-Sent Events reader.
+
+use std::net::SocketAddr;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use refract::{ApiState, Host};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Serves the API for `host` on an ephemeral loopback port.
+pub async fn start_api(host: &Host) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(refract::serve(listener, ApiState::from_host(host), std::future::pending()));
+    addr
+}
+
+/// Percent-encodes a query-string value.
+pub fn enc(v: &str) -> String {
+    form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
+/// One response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+}
+
+/// One keep-alive connection.
+pub struct Client {
+    send: SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Self { send }
+    }
+
+    async fn send(&mut self, method: &str, path: &str, body: Vec<u8>) -> hyper::Response<Incoming> {
+        self.send.ready().await.unwrap();
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        self.send.send_request(request).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub async fn request(&mut self, method: &str, path: &str, body: Vec<u8>) -> Reply {
+        let response = self.send(method, path, body).await;
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Reply { status, content_type, text: String::from_utf8(bytes.to_vec()).unwrap() }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        self.request("GET", path, Vec::new()).await
+    }
+
+    pub async fn post(&mut self, path: &str, body: &Value) -> Reply {
+        self.request("POST", path, body.to_string().into_bytes()).await
+    }
+
+    /// Appends one event and returns the consistency token, panicking on any non-200.
+    pub async fn append(&mut self, stream: &str, event_type: &str, payload: Value, expected: Value) -> u64 {
+        let body =
+            serde_json::json!({ "expected_version": expected, "events": [{ "type": event_type, "payload": payload }] });
+        let reply = self.post(&format!("/streams/{stream}/events"), &body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json()["position"].as_u64().unwrap()
+    }
+}
+
+/// A Server-Sent Events stream being read.
+pub struct EventStream {
+    body: Incoming,
+    buffer: String,
+    _client: Client,
+}
+
+impl EventStream {
+    pub async fn open(addr: SocketAddr, path: &str) -> Self {
+        let mut client = Client::connect(addr).await;
+        let response = client.send("GET", path, Vec::new()).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self { body: response.into_body(), buffer: String::new(), _client: client }
+    }
+
+    /// The next event's name and JSON data (keep-alive comments are skipped).
+    pub async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                return (name, serde_json::from_str(&data).unwrap());
+            }
+            let frame = self.body.frame().await.expect("event stream ended").unwrap();
+            if let Ok(bytes) = frame.into_data() {
+                self.buffer.push_str(std::str::from_utf8(&bytes).unwrap());
+            }
+        }
+    }
+}
