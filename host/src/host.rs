@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::config::Config;
 use crate::plugin::{Plugin, PluginError, PluginRuntime};
 use crate::runner::{CommitNotice, Progress, Runner, SyncConfig};
 use crate::source::{EventStore, SourceError, SqliteEventStore};
@@ -82,7 +83,9 @@ impl DataDir {
 struct Running {
     path: PathBuf,
     progress: watch::Receiver<Progress>,
-    task: JoinHandle<()>,
+    /// `None` for a projection left faulted from an earlier run: it is not
+    /// started until `refract retry` (or a new module) clears the fault.
+    task: Option<JoinHandle<()>>,
 }
 
 /// Status of a projection: the registry record plus the event head.
@@ -151,21 +154,42 @@ pub struct Host {
     events: Arc<dyn EventStore>,
     models: Arc<dyn ReadModelStore>,
     sync: SyncConfig,
+    config: Config,
     running: BTreeMap<String, Running>,
     stop: watch::Sender<bool>,
     notices: broadcast::Sender<CommitNotice>,
 }
 
 impl Host {
-    /// A host over the given stores, with no projection yet.
+    /// A host over the given stores, with no projection yet, and the
+    /// default limits and failure policy for every projection.
     pub fn new(
         events: Arc<dyn EventStore>,
         models: Arc<dyn ReadModelStore>,
         sync: SyncConfig,
     ) -> Result<Self, HostError> {
-        let runtime = PluginRuntime::new().map_err(|e| HostError::Runtime(format!("{e:#}")))?;
+        Self::with_config(events, models, sync, Config::default())
+    }
+
+    /// Like [`new`](Self::new), with limits and failure policies from `config`.
+    pub fn with_config(
+        events: Arc<dyn EventStore>,
+        models: Arc<dyn ReadModelStore>,
+        sync: SyncConfig,
+        config: Config,
+    ) -> Result<Self, HostError> {
+        let runtime = PluginRuntime::with_fuel(config.uses_fuel()).map_err(|e| HostError::Runtime(format!("{e:#}")))?;
         let notices = broadcast::channel(NOTICE_BUFFER).0;
-        Ok(Self { runtime, events, models, sync, running: BTreeMap::new(), stop: watch::channel(false).0, notices })
+        Ok(Self {
+            runtime,
+            events,
+            models,
+            sync,
+            config,
+            running: BTreeMap::new(),
+            stop: watch::channel(false).0,
+            notices,
+        })
     }
 
     /// The event store the host reads (and the API appends to).
@@ -234,12 +258,29 @@ impl Host {
             path = %plugin.path().display(),
             "plugin loaded"
         );
+        let path = plugin.path().to_owned();
+        if record.state == ProjectionState::Faulted {
+            tracing::warn!(
+                projection = %name,
+                checkpoint = record.checkpoint,
+                error = record.last_error.as_deref().unwrap_or(""),
+                "projection is faulted from an earlier run and stays stopped; `refract retry {name}` resumes it"
+            );
+            let progress = watch::channel(Progress {
+                checkpoint: record.checkpoint,
+                state: ProjectionState::Faulted,
+                last_error: record.last_error,
+            })
+            .1;
+            self.running.insert(name, Running { path, progress, task: None });
+            return Ok(());
+        }
         let (progress_tx, progress) = watch::channel(Progress {
             checkpoint: record.checkpoint,
             state: ProjectionState::Running,
             last_error: None,
         });
-        let path = plugin.path().to_owned();
+        let config = self.config.for_projection(&name);
         let runner = Runner {
             plugin: Arc::new(plugin),
             key: record.key,
@@ -247,12 +288,13 @@ impl Host {
             source: self.events.clone(),
             store: self.models.clone(),
             sync: self.sync.clone(),
+            config,
             progress: progress_tx,
             notices: self.notices.clone(),
             stop: self.stop.subscribe(),
         };
         let task = tokio::spawn(runner.run());
-        self.running.insert(name, Running { path, progress, task });
+        self.running.insert(name, Running { path, progress, task: Some(task) });
         Ok(())
     }
 
@@ -281,8 +323,8 @@ impl Host {
     /// Stops every runner after its current batch and waits for them.
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
-        for (name, r) in self.running {
-            if tokio::time::timeout(Duration::from_secs(30), r.task).await.is_err() {
+        for (name, task) in self.running.into_iter().filter_map(|(name, r)| Some((name, r.task?))) {
+            if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
                 tracing::warn!(projection = %name, "runner did not stop within 30 s");
             }
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use refract::{
-    AppendRequest, DataDir, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order, Query, ReadModelStore,
-    SyncConfig,
+    AppendRequest, Config, DataDir, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order, Query,
+    ReadModelStore, SyncConfig,
 };
 use serde::Deserialize;
 
@@ -90,6 +90,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the events a projection skipped (`on_failure = "skip"`), with their errors.
+    DeadLetters {
+        /// Projection name.
+        projection: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear a projection's fault so the next `run` resumes from its checkpoint,
+    /// and mark its dead letters to be replayed by the next `run` before new events.
+    Retry {
+        /// Projection name.
+        projection: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -112,6 +126,9 @@ struct RunArgs {
     /// Exit once every projection has reached the head (or faulted), instead of following new events.
     #[arg(long)]
     exit_when_caught_up: bool,
+    /// Sandbox limits and failure policies (TOML); `./refract.toml` is used when it exists.
+    #[arg(long, env = "REFRACT_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +233,48 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::DeadLetters { projection, json } => {
+            let models = data.open_models().await.context("opening the read-model store")?;
+            let letters = models.dead_letters(&projection).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+                return Ok(());
+            }
+            println!("{:>10}  {:<24} {:<20} {:<6} {:<12} ERROR", "POSITION", "STREAM", "TYPE", "REPLAY", "MODULE");
+            for l in letters {
+                println!(
+                    "{:>10}  {:<24} {:<20} {:<6} {:<12} {}",
+                    l.position,
+                    l.stream_id,
+                    l.event_type,
+                    if l.replay { "yes" } else { "no" },
+                    &l.module_hash[..l.module_hash.len().min(12)],
+                    l.error
+                );
+            }
+            Ok(())
+        }
+        Command::Retry { projection } => {
+            let models = data.open_models().await.context("opening the read-model store")?;
+            let r = models.request_retry(&projection).await?;
+            if r.cleared_fault {
+                println!("{projection}: fault cleared; the next `refract run` resumes from the checkpoint");
+            } else {
+                println!("{projection}: was not faulted");
+            }
+            println!("{projection}: {} dead letter(s) will be replayed by the next `refract run`", r.replays);
+            Ok(())
+        }
+    }
+}
+
+/// The config file: `--config`, else `./refract.toml` if it exists, else the defaults.
+fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    let default = std::path::Path::new("refract.toml");
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None if default.is_file() => Ok(Config::load(default)?),
+        None => Ok(Config::default()),
     }
 }
 
@@ -228,7 +287,8 @@ async fn run(data: &DataDir, args: RunArgs) -> Result<()> {
     };
     let events = data.open_events().await.context("opening the event store")?;
     let models = data.open_models().await.context("opening the read-model store")?;
-    let mut host = Host::new(events, models, sync)?;
+    let config = load_config(args.config.as_deref())?;
+    let mut host = Host::with_config(events, models, sync, config)?;
     let failures = host.load_plugins(&args.plugins).await?;
     tracing::info!(
         projections = host.projections().len(),

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::sqlite::{Sqlite, SqliteArguments};
 use sqlx::{Arguments, AssertSqlSafe, Row, SqliteConnection};
 
-use super::{ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, StoreError};
+use super::{DeadLetter, ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, RetryRequest, StoreError};
 use crate::changes::ChangeSet;
 use crate::manifest::{CollectionSpec, Manifest};
 use crate::query::{Cursor, Document, Filter, Op, Order, Page, Query, field_value};
@@ -26,6 +26,20 @@ CREATE TABLE IF NOT EXISTS refract_projections (
     state       TEXT    NOT NULL,
     last_error  TEXT,
     updated_at  INTEGER NOT NULL
+)";
+
+const DEAD_LETTERS: &str = "
+CREATE TABLE IF NOT EXISTS refract_dead_letters (
+    projection  TEXT    NOT NULL,
+    generation  INTEGER NOT NULL,
+    position    INTEGER NOT NULL,
+    stream_id   TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    error       TEXT    NOT NULL,
+    module_hash TEXT    NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    replay      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (projection, generation, position)
 )";
 
 /// Read models and checkpoints in one SQLite file, so a batch's changes and
@@ -50,6 +64,7 @@ impl SqliteReadModelStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let db = SqliteDb::open(path).await?;
         sqlx::query(SCHEMA).execute(&db.writer).await?;
+        sqlx::query(DEAD_LETTERS).execute(&db.writer).await?;
         Ok(Self { db })
     }
 
@@ -193,6 +208,54 @@ fn order_key(body: &str, order: &Order) -> Value {
     }
 }
 
+/// Moves the checkpoint from `from` to `to`, or fails with `CheckpointMoved`.
+async fn move_checkpoint(conn: &mut SqliteConnection, key: &ModelKey, from: u64, to: u64) -> Result<(), StoreError> {
+    let moved = sqlx::query(
+        "UPDATE refract_projections SET checkpoint = ?, updated_at = ? \
+         WHERE name = ? AND generation = ? AND checkpoint = ?",
+    )
+    .bind(to as i64)
+    .bind(now_ms())
+    .bind(&key.projection)
+    .bind(key.generation as i64)
+    .bind(from as i64)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if moved != 1 {
+        return Err(StoreError::CheckpointMoved { projection: key.projection.clone(), expected: from });
+    }
+    Ok(())
+}
+
+/// Writes a batch's net changes.
+async fn apply_changes(conn: &mut SqliteConnection, key: &ModelKey, changes: &ChangeSet) -> Result<(), sqlx::Error> {
+    // One statement per collection and kind, whatever the batch size:
+    // rows travel as one JSON array and json_each unpacks them in SQLite.
+    for (collection, c) in &changes.collections {
+        let t = table(key, collection);
+        if !c.deletes.is_empty() {
+            let ids = serde_json::to_string(&c.deletes).expect("strings always serialize");
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE id IN (SELECT value FROM json_each(?))")))
+                .bind(ids)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !c.upserts.is_empty() {
+            let rows = serde_json::to_string(&c.upserts).expect("strings always serialize");
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {t} (id, doc) \
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?) WHERE true \
+                 ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
+            )))
+            .bind(rows)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ReadModelStore for SqliteReadModelStore {
     async fn register(&self, manifest: &Manifest, module_hash: &str) -> Result<ProjectionRecord, StoreError> {
@@ -214,13 +277,21 @@ impl ReadModelStore for SqliteReadModelStore {
         };
         create_tables(&mut tx, &key, manifest).await?;
         let rebuild = existing.as_ref().is_none_or(|old| old.key != key);
+        if rebuild {
+            sqlx::query("DELETE FROM refract_dead_letters WHERE projection = ?")
+                .bind(&manifest.name)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO refract_projections \
                  (name, generation, version, module_hash, manifest, checkpoint, state, last_error, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, 0, 'running', NULL, ?6) \
              ON CONFLICT (name) DO UPDATE SET generation = ?2, version = ?3, module_hash = ?4, manifest = ?5, \
                  checkpoint = CASE WHEN ?7 THEN 0 ELSE checkpoint END, \
-                 state = 'running', last_error = NULL, updated_at = ?6",
+                 state = CASE WHEN NOT ?7 AND state = 'faulted' THEN 'faulted' ELSE 'running' END, \
+                 last_error = CASE WHEN NOT ?7 AND state = 'faulted' THEN last_error ELSE NULL END, \
+                 updated_at = ?6",
         )
         .bind(&manifest.name)
         .bind(key.generation as i64)
@@ -279,44 +350,107 @@ impl ReadModelStore for SqliteReadModelStore {
 
     async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError> {
         let mut tx = self.db.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let moved = sqlx::query(
-            "UPDATE refract_projections SET checkpoint = ?, updated_at = ? \
-             WHERE name = ? AND generation = ? AND checkpoint = ?",
+        move_checkpoint(&mut tx, key, from, to).await?;
+        apply_changes(&mut tx, key, changes).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn skip_event(&self, key: &ModelKey, letter: &DeadLetter, from: u64, to: u64) -> Result<(), StoreError> {
+        let mut tx = self.db.writer.begin_with("BEGIN IMMEDIATE").await?;
+        move_checkpoint(&mut tx, key, from, to).await?;
+        sqlx::query(
+            "INSERT INTO refract_dead_letters \
+                 (projection, generation, position, stream_id, event_type, error, module_hash, recorded_at, replay) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) \
+             ON CONFLICT DO UPDATE SET error = excluded.error, module_hash = excluded.module_hash, \
+                 recorded_at = excluded.recorded_at, replay = 0",
         )
-        .bind(to as i64)
-        .bind(now_ms())
         .bind(&key.projection)
         .bind(key.generation as i64)
-        .bind(from as i64)
+        .bind(letter.position as i64)
+        .bind(&letter.stream_id)
+        .bind(&letter.event_type)
+        .bind(&letter.error)
+        .bind(&letter.module_hash)
+        .bind(letter.recorded_at as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let record = self.projection(name).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM refract_dead_letters WHERE projection = ? AND generation = ? ORDER BY position",
+        )
+        .bind(name)
+        .bind(record.key.generation as i64)
+        .fetch_all(&self.db.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    position: r.try_get::<i64, _>("position")? as u64,
+                    stream_id: r.try_get("stream_id")?,
+                    event_type: r.try_get("event_type")?,
+                    error: r.try_get("error")?,
+                    module_hash: r.try_get("module_hash")?,
+                    recorded_at: r.try_get::<i64, _>("recorded_at")? as u64,
+                    replay: r.try_get::<i64, _>("replay")? != 0,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn request_retry(&self, name: &str) -> Result<RetryRequest, StoreError> {
+        let mut tx = self.db.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let generation: i64 = sqlx::query_scalar("SELECT generation FROM refract_projections WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::UnknownProjection(name.to_owned()))?;
+        let cleared = sqlx::query(
+            "UPDATE refract_projections SET state = 'stopped', last_error = NULL, updated_at = ? \
+             WHERE name = ? AND state = 'faulted'",
+        )
+        .bind(now_ms())
+        .bind(name)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if moved != 1 {
-            return Err(StoreError::CheckpointMoved { projection: key.projection.clone(), expected: from });
-        }
-        // One statement per collection and kind, whatever the batch size:
-        // rows travel as one JSON array and json_each unpacks them in SQLite.
-        for (collection, c) in &changes.collections {
-            let t = table(key, collection);
-            if !c.deletes.is_empty() {
-                let ids = serde_json::to_string(&c.deletes).expect("strings always serialize");
-                sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE id IN (SELECT value FROM json_each(?))")))
-                    .bind(ids)
-                    .execute(&mut *tx)
-                    .await?;
+        let replays = sqlx::query("UPDATE refract_dead_letters SET replay = 1 WHERE projection = ? AND generation = ?")
+            .bind(name)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(RetryRequest { cleared_fault: cleared == 1, replays })
+    }
+
+    async fn finish_replay(
+        &self,
+        key: &ModelKey,
+        position: u64,
+        outcome: Result<&ChangeSet, &str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let letter = "WHERE projection = ? AND generation = ? AND position = ?";
+        let query = match outcome {
+            Ok(changes) => {
+                apply_changes(&mut tx, key, changes).await?;
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM refract_dead_letters {letter}")))
             }
-            if !c.upserts.is_empty() {
-                let rows = serde_json::to_string(&c.upserts).expect("strings always serialize");
-                sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO {t} (id, doc) \
-                     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?) WHERE true \
-                     ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
-                )))
-                .bind(rows)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+            Err(error) => sqlx::query(AssertSqlSafe(format!(
+                "UPDATE refract_dead_letters SET replay = 0, error = ?, recorded_at = ? {letter}"
+            )))
+            .bind(error.to_owned())
+            .bind(now_ms()),
+        };
+        query.bind(key.projection.clone()).bind(key.generation as i64).bind(position as i64).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

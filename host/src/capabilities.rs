@@ -1,0 +1,70 @@
+//! The WASI capabilities a plugin does not get, and how an attempt to use
+//! them is noticed.
+//!
+//! The WASI context is empty (no directories, environment, arguments or
+//! sockets), so these calls could never reach anything. The host still
+//! replaces the entry points to record the attempt: when the batch then
+//! fails, the failure is reported as "capability denied" with what was
+//! tried, instead of as whatever error the guest made of the refusal.
+
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::filesystem::Descriptor;
+use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily};
+use wasmtime_wasi::p2::{TcpSocket, UdpSocket};
+
+use crate::plugin::HostState;
+
+/// WASI version whose entry points are replaced; the linker serves older
+/// 0.2.x imports from it too (semver-compatible lookup).
+const WASI: &str = "0.2.12";
+
+/// Something a plugin tried to reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Environment variables.
+    Environment,
+    /// Files and directories.
+    Filesystem,
+    /// TCP or UDP sockets.
+    Network,
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Environment => "environment variables",
+            Self::Filesystem => "the filesystem",
+            Self::Network => "the network",
+        })
+    }
+}
+
+/// Replaces the WASI entry points of denied capabilities. Call after the
+/// WASI interfaces are linked.
+pub(crate) fn deny(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance(&format!("wasi:cli/environment@{WASI}"))?.func_wrap("get-environment", |mut s, (): ()| {
+        s.data_mut().denied(Capability::Environment);
+        Ok((Vec::<(String, String)>::new(),))
+    })?;
+    linker.instance(&format!("wasi:filesystem/preopens@{WASI}"))?.func_wrap("get-directories", |mut s, (): ()| {
+        s.data_mut().denied(Capability::Filesystem);
+        Ok((Vec::<(Resource<Descriptor>, String)>::new(),))
+    })?;
+    linker.instance(&format!("wasi:sockets/tcp-create-socket@{WASI}"))?.func_wrap(
+        "create-tcp-socket",
+        |mut s, (_,): (IpAddressFamily,)| {
+            s.data_mut().denied(Capability::Network);
+            Ok((Err::<Resource<TcpSocket>, _>(ErrorCode::AccessDenied),))
+        },
+    )?;
+    linker.instance(&format!("wasi:sockets/udp-create-socket@{WASI}"))?.func_wrap(
+        "create-udp-socket",
+        |mut s, (_,): (IpAddressFamily,)| {
+            s.data_mut().denied(Capability::Network);
+            Ok((Err::<Resource<UdpSocket>, _>(ErrorCode::AccessDenied),))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
