@@ -3,9 +3,14 @@
 //!
 //! The WASI context is empty (no directories, environment, arguments or
 //! sockets), so these calls could never reach anything. The host still
-//! replaces the entry points to record the attempt: when the batch then
-//! fails, the failure is reported as "capability denied" with what was
-//! tried, instead of as whatever error the guest made of the refusal.
+//! replaces the entry points of files and sockets to record the attempt:
+//! when the batch then fails, the failure is reported as "capability
+//! denied" with what was tried, instead of as whatever error the guest made
+//! of the refusal.
+//!
+//! Reading the (empty) environment is not counted: Rust's panic handler
+//! reads `RUST_BACKTRACE` on every panic, so every trap would be mistaken
+//! for a denied capability. A plugin just sees no variables.
 
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::Descriptor;
@@ -21,8 +26,6 @@ const WASI: &str = "0.2.12";
 /// Something a plugin tried to reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capability {
-    /// Environment variables.
-    Environment,
     /// Files and directories.
     Filesystem,
     /// TCP or UDP sockets.
@@ -32,7 +35,6 @@ pub enum Capability {
 impl std::fmt::Display for Capability {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Environment => "environment variables",
             Self::Filesystem => "the filesystem",
             Self::Network => "the network",
         })
@@ -43,10 +45,6 @@ impl std::fmt::Display for Capability {
 /// WASI interfaces are linked.
 pub(crate) fn deny(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    linker.instance(&format!("wasi:cli/environment@{WASI}"))?.func_wrap("get-environment", |mut s, (): ()| {
-        s.data_mut().denied(Capability::Environment);
-        Ok((Vec::<(String, String)>::new(),))
-    })?;
     linker.instance(&format!("wasi:filesystem/preopens@{WASI}"))?.func_wrap("get-directories", |mut s, (): ()| {
         s.data_mut().denied(Capability::Filesystem);
         Ok((Vec::<(Resource<Descriptor>, String)>::new(),))

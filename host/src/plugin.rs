@@ -141,9 +141,16 @@ impl PluginError {
             Some(Trap::OutOfFuel) => return Self::FuelExhausted { fuel: limits.fuel.unwrap_or(0) },
             _ => {}
         }
+        // The wasm backtrace can run to thousands of frames (a stack
+        // overflow): keep it in the debug log, and name only the trap.
+        tracing::debug!(error = ?e, "plugin call failed");
+        let reason = match e.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => e.root_cause().to_string(),
+        };
         match denied {
-            Some(capability) => Self::CapabilityDenied { capability, detail: format!("{e:#}") },
-            None => Self::Trap(format!("{e:#}")),
+            Some(capability) => Self::CapabilityDenied { capability, detail: reason },
+            None => Self::Trap(reason),
         }
     }
 }
