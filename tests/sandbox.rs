@@ -85,7 +85,8 @@ fn each_adversary_is_stopped_by_name_while_account_summary_reaches_the_head() {
         assert_eq!(s["checkpoint"], 0, "{name} fails on the first event: {s}");
         let kind = error.split(':').next().unwrap().split(" `").next().unwrap();
         assert!(
-            log.lines().any(|l| l.contains("projection faulted") && l.contains(&format!("projection={name} "))
+            log.lines().any(|l| l.contains("projection faulted")
+                && l.contains(&format!("projection={name} "))
                 && l.contains(kind)),
             "{name}: no `projection faulted` log line with `{kind}`\n{log}"
         );
@@ -93,10 +94,7 @@ fn each_adversary_is_stopped_by_name_while_account_summary_reaches_the_head() {
     let stack = by_name["stack-overflow"]["last_error"].as_str().unwrap();
     assert!(stack.contains("call stack exhausted"), "{stack}");
     // The guest's stderr (its panic message) reaches the host log, tagged.
-    assert!(
-        log.lines().any(|l| l.contains("projection=panicker") && l.contains("panicker refuses event 1")),
-        "{log}"
-    );
+    assert!(log.lines().any(|l| l.contains("projection=panicker") && l.contains("panicker refuses event 1")), "{log}");
 
     // Every capability attempt was denied and named; nothing escaped. The
     // environment is simply empty: reading it is not counted as an attempt.
@@ -150,7 +148,8 @@ async fn fuel_stops_a_busy_loop() {
     let dir = tempfile::tempdir().unwrap();
     let stores = Stores::open(dir.path()).await;
     append_all(stores.events.as_ref(), &bank_events(2, 2, 1)).await;
-    let mut host = stores.host_with(SyncConfig::default(), "[defaults]\nfuel = 1000000\nretries = 0\ndeadline_ms = 10000");
+    let mut host =
+        stores.host_with(SyncConfig::default(), "[defaults]\nfuel = 1000000\nretries = 0\ndeadline_ms = 10000");
     host.start(host.runtime().load(&plugin("loop_forever")).unwrap()).await.unwrap();
     let started = std::time::Instant::now();
     host.wait_until_caught_up().await.unwrap();
@@ -292,8 +291,22 @@ async fn retry_replays_dead_letters_through_the_current_plugin() {
     let stores = Stores::open(dir.path()).await;
     let mut events = bank_events(10, 100, 4);
     let note = "n".repeat(2000);
-    events.insert(50, BankEvent { stream: "account-3".into(), event_type: "MoneyDeposited", payload: json!({ "amount": 7, "note": note }) });
-    events.insert(70, BankEvent { stream: "account-4".into(), event_type: "MoneyDeposited", payload: json!({ "amount": 9, "poison": true }) });
+    events.insert(
+        50,
+        BankEvent {
+            stream: "account-3".into(),
+            event_type: "MoneyDeposited",
+            payload: json!({ "amount": 7, "note": note }),
+        },
+    );
+    events.insert(
+        70,
+        BankEvent {
+            stream: "account-4".into(),
+            event_type: "MoneyDeposited",
+            payload: json!({ "amount": 9, "poison": true }),
+        },
+    );
     append_all(stores.events.as_ref(), &events).await;
     let sync = SyncConfig { batch_size: 32, ..SyncConfig::default() };
     let strict = "[defaults]\nretries = 0\non_failure = \"skip\"\nmax_document_kib = 1";
@@ -318,7 +331,8 @@ async fn retry_replays_dead_letters_through_the_current_plugin() {
     let letters = models.dead_letters("ledger").await.unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!((letters[0].position, letters[0].replay), (71, false));
-    let without_poison: Vec<BankEvent> = events.iter().enumerate().filter(|(i, _)| *i != 70).map(|(_, e)| e.clone()).collect();
+    let without_poison: Vec<BankEvent> =
+        events.iter().enumerate().filter(|(i, _)| *i != 70).map(|(_, e)| e.clone()).collect();
     let docs = ledger(models.as_ref()).await;
     assert_eq!(docs, expected_ledger(&without_poison));
     let account_3 = all_documents(models.as_ref(), "ledger", "entries").await["account-3"].clone();

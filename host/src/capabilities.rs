@@ -49,20 +49,17 @@ pub(crate) fn deny(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         s.data_mut().denied(Capability::Filesystem);
         Ok((Vec::<(Resource<Descriptor>, String)>::new(),))
     })?;
-    linker.instance(&format!("wasi:sockets/tcp-create-socket@{WASI}"))?.func_wrap(
-        "create-tcp-socket",
-        |mut s, (_,): (IpAddressFamily,)| {
-            s.data_mut().denied(Capability::Network);
-            Ok((Err::<Resource<TcpSocket>, _>(ErrorCode::AccessDenied),))
-        },
-    )?;
-    linker.instance(&format!("wasi:sockets/udp-create-socket@{WASI}"))?.func_wrap(
-        "create-udp-socket",
-        |mut s, (_,): (IpAddressFamily,)| {
-            s.data_mut().denied(Capability::Network);
-            Ok((Err::<Resource<UdpSocket>, _>(ErrorCode::AccessDenied),))
-        },
-    )?;
+    deny_socket::<TcpSocket>(linker, "tcp-create-socket", "create-tcp-socket")?;
+    deny_socket::<UdpSocket>(linker, "udp-create-socket", "create-udp-socket")?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// Replaces a socket constructor with one that records the attempt and
+/// answers `access-denied`, as the empty context would.
+fn deny_socket<R: 'static>(linker: &mut Linker<HostState>, interface: &str, func: &str) -> wasmtime::Result<()> {
+    linker.instance(&format!("wasi:sockets/{interface}@{WASI}"))?.func_wrap(func, |mut s, (_,): (IpAddressFamily,)| {
+        s.data_mut().denied(Capability::Network);
+        Ok((Err::<Resource<R>, _>(ErrorCode::AccessDenied),))
+    })
 }

@@ -155,7 +155,9 @@ impl Config {
 
     /// Whether any projection meters fuel (the engine must then be built with it).
     pub fn uses_fuel(&self) -> bool {
-        std::iter::once(&self.file.defaults).chain(self.file.projections.values()).any(|s| s.fuel.is_some_and(|f| f > 0))
+        std::iter::once(&self.file.defaults)
+            .chain(self.file.projections.values())
+            .any(|s| s.fuel.is_some_and(|f| f > 0))
     }
 }
 

@@ -42,4 +42,7 @@ pub use policy::{FailurePolicy, RetryPolicy};
 pub use query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
 pub use runner::{CommitNotice, Progress, SyncConfig};
 pub use source::{Appended, EventSource, EventStore, SourceError, SqliteEventStore};
-pub use store::{DeadLetter, ModelKey, RetryRequest, ProjectionRecord, ProjectionState, ReadModelStore, SqliteReadModelStore, StoreError};
+pub use store::{
+    DeadLetter, ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, RetryRequest, SqliteReadModelStore,
+    StoreError,
+};

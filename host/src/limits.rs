@@ -154,7 +154,7 @@ mod tests {
         assert!(e.contains("3 changes"), "{e}");
         let e = limits.check_output(&[upsert("a", r#"{"x":123}"#)]).unwrap_err();
         assert!(e.contains("document `a` in `c` is 9 bytes; the limit is 8"), "{e}");
-        let e = limits.check_output(&[upsert("aaaaaaaaaaaa", "{1234567}"), upsert("b", "{}")]).unwrap_err();
+        let e = limits.check_output(&[upsert("aaaaaaaaaaaa", "{123456}"), upsert("b", "{}")]).unwrap_err();
         assert!(e.contains("bytes in one batch"), "{e}");
     }
 

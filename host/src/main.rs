@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use refract::{
-    AppendRequest, Config, DataDir, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order, Query,
-    ReadModelStore, SyncConfig,
+    AppendRequest, Config, DataDir, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order, Query, ReadModelStore,
+    SyncConfig,
 };
 use serde::Deserialize;
 

@@ -13,9 +13,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{self, GetError, LogLevel, Projector, ProjectorPre};
 use crate::capabilities::{self, Capability};
 use crate::changes::Change;
+use crate::event::{Event, Subscription};
 use crate::guest_output::{Channel, GuestOutput};
 use crate::limits::{Limits, MemoryLimitHit, MemoryLimiter};
-use crate::event::{Event, Subscription};
 use crate::manifest::{CollectionSpec, Manifest, ManifestError};
 use crate::store::{ModelKey, ReadModelStore};
 
@@ -403,9 +403,8 @@ impl Instance {
         let mut store = Store::new(pre.engine(), HostState::new(projection, access, limits));
         store.limiter(|s| &mut s.limiter);
         arm_store(&mut store, limits)?;
-        let bindings = pre
-            .instantiate(&mut store)
-            .map_err(|e| match PluginError::from_call(e, limits, store.data().denied) {
+        let bindings =
+            pre.instantiate(&mut store).map_err(|e| match PluginError::from_call(e, limits, store.data().denied) {
                 PluginError::Trap(m) => PluginError::Trap(format!("during instantiation: {m}")),
                 other => other,
             })?;

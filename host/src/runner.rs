@@ -239,11 +239,7 @@ impl Runner {
 
     /// Commits a batch's changes with the checkpoint `to`, then tells listeners.
     async fn commit(&mut self, changes: &ChangeSet, to: u64, events: usize, started: Instant) -> Result<(), StepError> {
-        match self.store.commit(&self.key, changes, self.checkpoint, to).await {
-            Ok(()) => {}
-            Err(e @ StoreError::CheckpointMoved { .. }) => return Err(StepError::Fault(Fault::Store(e))),
-            Err(e) => return Err(StepError::Transient(e.to_string())),
-        }
+        self.store.commit(&self.key, changes, self.checkpoint, to).await.map_err(StepError::from_store)?;
         self.checkpoint = to;
         self.report(ProjectionState::Running, None);
         // No receiver is fine: nobody is listening.
@@ -256,6 +252,17 @@ impl Runner {
             micros: started.elapsed().as_micros() as u64,
         });
         Ok(())
+    }
+
+    /// Commits the changes of `events`, moving the checkpoint to the last of them.
+    async fn commit_through(
+        &mut self,
+        changes: &ChangeSet,
+        events: &[Event],
+        started: Instant,
+    ) -> Result<(), StepError> {
+        let to = events.last().map_or(self.checkpoint, |e| e.position);
+        self.commit(changes, to, events.len(), started).await
     }
 
     /// Projects `events`, retrying with exponential backoff while it fails.
@@ -299,7 +306,8 @@ impl Runner {
         events: Vec<Event>,
     ) -> (Vec<Event>, Result<ChangeSet, Fault>) {
         let (events, result) = self.call_plugin(access, instance, events).await;
-        let result = result.map_err(Fault::from).and_then(|raw| Ok(ChangeSet::from_changes(raw, self.plugin.manifest())?));
+        let result =
+            result.map_err(Fault::from).and_then(|raw| Ok(ChangeSet::from_changes(raw, self.plugin.manifest())?));
         (events, result)
     }
 
@@ -330,8 +338,7 @@ impl Runner {
             let (left, result) = self.project(access, instance, pending).await;
             match result {
                 Ok(changes) => {
-                    let to = left.last().map_or(self.checkpoint, |e| e.position);
-                    self.commit(&changes, to, left.len(), started).await?;
+                    self.commit_through(&changes, &left, started).await?;
                     pending = right;
                     let started = Instant::now();
                     let (rest, result) = self.project(access, instance, pending).await;
@@ -339,8 +346,7 @@ impl Runner {
                         Ok(changes) => {
                             // The whole batch fails but both halves pass: the
                             // failure was not caused by one event. Go on.
-                            let to = rest.last().map_or(self.checkpoint, |e| e.position);
-                            self.commit(&changes, to, rest.len(), started).await?;
+                            self.commit_through(&changes, &rest, started).await?;
                             return Ok(None);
                         }
                         Err(f) => (pending, fault) = (rest, f),
@@ -377,11 +383,10 @@ impl Runner {
                     recorded_at: now_ms(),
                     replay: false,
                 };
-                match self.store.skip_event(&self.key, &letter, self.checkpoint, letter.position).await {
-                    Ok(()) => {}
-                    Err(e @ StoreError::CheckpointMoved { .. }) => return Err(StepError::Fault(Fault::Store(e))),
-                    Err(e) => return Err(StepError::Transient(e.to_string())),
-                }
+                self.store
+                    .skip_event(&self.key, &letter, self.checkpoint, letter.position)
+                    .await
+                    .map_err(StepError::from_store)?;
                 tracing::warn!(
                     projection = %name,
                     position = letter.position,
@@ -412,11 +417,10 @@ impl Runner {
         let plugin = self.plugin.clone();
         let subscription = &plugin.manifest().subscription;
         for letter in letters.into_iter().filter(|l| l.replay) {
-            let events = self
-                .source
-                .read(letter.position - 1, letter.position, subscription, 1)
-                .await
-                .map_err(|e| StoreError::Corrupt { projection: self.key.projection.clone(), reason: e.to_string() })?;
+            let events =
+                self.source.read(letter.position - 1, letter.position, subscription, 1).await.map_err(|e| {
+                    StoreError::Corrupt { projection: self.key.projection.clone(), reason: e.to_string() }
+                })?;
             if events.is_empty() {
                 let gone = "the event is no longer in the event store";
                 self.store.finish_replay(&self.key, letter.position, Err(gone)).await?;
@@ -490,4 +494,15 @@ fn now_ms() -> u64 {
 enum StepError {
     Fault(Fault),
     Transient(String),
+}
+
+impl StepError {
+    /// A moved checkpoint means another host runs the projection: a fault.
+    /// Anything else from the store may pass: retry.
+    fn from_store(e: StoreError) -> Self {
+        match e {
+            e @ StoreError::CheckpointMoved { .. } => Self::Fault(Fault::Store(e)),
+            e => Self::Transient(e.to_string()),
+        }
+    }
 }

@@ -382,13 +382,12 @@ impl ReadModelStore for SqliteReadModelStore {
 
     async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError> {
         let record = self.projection(name).await?;
-        let rows = sqlx::query(
-            "SELECT * FROM refract_dead_letters WHERE projection = ? AND generation = ? ORDER BY position",
-        )
-        .bind(name)
-        .bind(record.key.generation as i64)
-        .fetch_all(&self.db.readers)
-        .await?;
+        let rows =
+            sqlx::query("SELECT * FROM refract_dead_letters WHERE projection = ? AND generation = ? ORDER BY position")
+                .bind(name)
+                .bind(record.key.generation as i64)
+                .fetch_all(&self.db.readers)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(DeadLetter {
