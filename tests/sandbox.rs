@@ -109,6 +109,22 @@ fn each_adversary_is_stopped_by_name_while_account_summary_reaches_the_head() {
     assert!(got[1].1.contains("ReadEnv failed: environment variable not found"), "{}", got[1].1);
     assert_eq!(got[2].0, 4);
     assert!(got[2].1.starts_with("capability denied: the plugin tried to use the network"), "{}", got[2].1);
+    // `retry` on the stopped data dir clears a fault and marks dead letters for replay.
+    let out = |o: Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let retried = out(refract(&data, &["retry", "loop-forever"]));
+    assert!(
+        retried.contains("loop-forever: fault cleared; the next `refract run` resumes from the checkpoint"),
+        "{retried}"
+    );
+    let retried = out(refract(&data, &["retry", "capabilities"]));
+    assert!(retried.contains("capabilities: 3 dead letter(s) will be replayed"), "{retried}");
+    let table = out(refract(&data, &["dead-letters", "capabilities"]));
+    let row = table.lines().find(|l| l.contains("ReadFile")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" yes ") && row.contains("capability denied"), "{row}");
+    let after: Vec<Value> = serde_json::from_slice(&refract(&data, &["status", "--json"]).stdout).unwrap();
+    let looped = after.iter().find(|s| s["name"] == "loop-forever").unwrap();
+    assert_eq!((looped["state"].as_str(), &looped["last_error"]), (Some("stopped"), &Value::Null), "{looped}");
+
     let caps = by_name["capabilities"];
     assert_eq!((caps["state"].as_str(), &caps["checkpoint"]), (Some("stopped"), &caps["head"]), "{caps}");
 
