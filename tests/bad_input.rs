@@ -161,7 +161,7 @@ async fn a_faulting_projection_does_not_stop_the_others() {
     let record = stores.models.projection("account-summary").await.unwrap();
     assert_eq!(record.state, ProjectionState::Faulted);
     let error = record.last_error.unwrap();
-    assert!(error.contains(&format!("projection failed at position {poison}")), "{error}");
+    assert!(error.contains(&format!("projection error at position {poison}")), "{error}");
     // What was projected before the fault is intact.
     let docs = all_documents(stores.models.as_ref(), "account-summary", "accounts").await;
     let expected = expected_accounts(&events[..poison as usize - 1]);

@@ -1,11 +1,40 @@
-//! The wasmtime `Engine` every plugin is compiled and run with.
+//! The wasmtime `Engine` every plugin is compiled and run with, and the
+//! clock that enforces call deadlines.
 
 use wasmtime::{Config, Engine, OptLevel};
 
-/// Builds the engine: component model on, Cranelift optimizing for speed.
-pub(crate) fn new_engine() -> wasmtime::Result<Engine> {
+use crate::limits::EPOCH_TICK;
+
+/// Builds the engine: component model on, Cranelift optimizing for speed,
+/// epoch interruption for deadlines, and fuel metering when asked for
+/// (it slows every call a little, so it is off unless a projection uses it).
+pub(crate) fn new_engine(fuel: bool) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.cranelift_opt_level(OptLevel::Speed);
-    Engine::new(&config)
+    config.epoch_interruption(true);
+    config.consume_fuel(fuel);
+    let engine = Engine::new(&config)?;
+    start_epoch_ticker(&engine)?;
+    Ok(engine)
+}
+
+/// Advances the epoch every `EPOCH_TICK` so a store's deadline (in ticks)
+/// trips a running guest. The thread holds only a weak reference and ends
+/// once the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) -> wasmtime::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("refract-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        })
+        .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
+    Ok(())
 }

@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::cache::ModuleCache;
+use crate::config::Config;
 use crate::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 use crate::runner::{CommitNotice, Progress, Runner, Switches, SyncConfig};
 use crate::source::{EventStore, SourceError, SqliteEventStore};
@@ -230,6 +231,8 @@ pub struct Host {
     events: Arc<dyn EventStore>,
     models: Arc<dyn ReadModelStore>,
     sync: SyncConfig,
+    /// Limits and failure policies, per projection.
+    config: Config,
     /// Loaded modules by hash, so a generation can be (re)started without reloading.
     plugins: HashMap<String, Arc<Plugin>>,
     /// Which projection each plugin file provides, and the module it had.
@@ -246,12 +249,23 @@ impl Host {
         models: Arc<dyn ReadModelStore>,
         sync: SyncConfig,
     ) -> Result<Self, HostError> {
-        let runtime = PluginRuntime::new().map_err(|e| HostError::Runtime(format!("{e:#}")))?;
+        Self::with_config(events, models, sync, Config::default())
+    }
+
+    /// Like [`new`](Self::new), with limits and failure policies from `config`.
+    pub fn with_config(
+        events: Arc<dyn EventStore>,
+        models: Arc<dyn ReadModelStore>,
+        sync: SyncConfig,
+        config: Config,
+    ) -> Result<Self, HostError> {
+        let runtime = PluginRuntime::with_fuel(config.uses_fuel()).map_err(|e| HostError::Runtime(format!("{e:#}")))?;
         Ok(Self {
             runtime,
             events,
             models,
             sync,
+            config,
             plugins: HashMap::new(),
             sources: BTreeMap::new(),
             runners: BTreeMap::new(),
@@ -433,7 +447,12 @@ impl Host {
     /// Runs a generation unless it already runs, loading its module from the
     /// loaded ones or the module cache.
     async fn ensure_running(&mut self, record: &ProjectionRecord) {
-        if self.runners.get(&record.key).is_some_and(|r| !r.task.is_finished()) {
+        let known_fault = |r: &Running| r.progress.borrow().state == ProjectionState::Faulted;
+        if self
+            .runners
+            .get(&record.key)
+            .is_some_and(|r| !r.task.is_finished() || (record.state == ProjectionState::Faulted && known_fault(r)))
+        {
             return;
         }
         let plugin = match self.plugins.get(&record.module_hash) {
@@ -476,13 +495,25 @@ impl Host {
         if self.runners.get(&record.key).is_some_and(|r| !r.task.is_finished()) {
             return;
         }
+        let name = &record.key.projection;
         let (progress_tx, progress) = watch::channel(Progress {
             generation: record.key.generation,
             role: record.role,
             checkpoint: record.checkpoint,
-            state: ProjectionState::Running,
-            last_error: None,
+            state: record.state,
+            last_error: record.last_error.clone(),
         });
+        if record.state == ProjectionState::Faulted {
+            tracing::warn!(
+                projection = %name,
+                checkpoint = record.checkpoint,
+                error = record.last_error.as_deref().unwrap_or(""),
+                "projection is faulted from an earlier run and stays stopped; `refract retry {name}` resumes it"
+            );
+            // Nothing to run: a finished task keeps the report for `progress`.
+            self.runners.insert(record.key.clone(), Running { progress, task: tokio::spawn(async {}) });
+            return;
+        }
         let (stop_tx, stop) = watch::channel(false);
         self.switches.lock().expect("switch map lock").insert(record.key.clone(), stop_tx);
         let runner = Runner {
@@ -494,6 +525,7 @@ impl Host {
             source: self.events.clone(),
             store: self.models.clone(),
             sync: self.sync.clone(),
+            config: self.config.for_projection(name),
             progress: progress_tx,
             notices: self.notices.clone(),
             stop,

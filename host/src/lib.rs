@@ -16,13 +16,18 @@
 mod api;
 mod bindings;
 mod cache;
+mod capabilities;
 mod changes;
+mod config;
 mod dev;
 mod engine;
 mod event;
+mod guest_output;
 mod host;
+mod limits;
 mod manifest;
 mod plugin;
+mod policy;
 mod query;
 mod runner;
 mod source;
@@ -30,18 +35,23 @@ mod sqlite;
 mod store;
 mod watch;
 
-pub use cache::ModuleCache;
 pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, MAX_TIMEOUT, Metrics, router, serve};
+pub use cache::ModuleCache;
+pub use capabilities::Capability;
 pub use changes::{Change, ChangeError, ChangeSet, CollectionChanges};
+pub use config::{Config, ConfigError, ProjectionConfig};
 pub use dev::{DevError, build_crate, plugin_crates, spawn_rebuilder};
 pub use event::{AppendRequest, Event, ExpectedVersion, NewEvent, Subscription};
-pub use host::{DataDir, Host, HostError, ProjectionStatus, status};
+pub use host::{DataDir, Host, HostError, HostLock, ProjectionStatus, status};
+pub use limits::{EPOCH_TICK, Limits};
 pub use manifest::{CollectionSpec, Manifest, ManifestError};
 pub use plugin::{Plugin, PluginError, PluginRuntime, module_hash};
+pub use policy::{FailurePolicy, RetryPolicy};
 pub use query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
 pub use runner::{CommitNotice, Progress, SyncConfig};
 pub use source::{Appended, EventSource, EventStore, SourceError, SqliteEventStore};
 pub use store::{
-    ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Registration, Role, SqliteReadModelStore, StoreError,
+    DeadLetter, ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Registration, RetryRequest, Role,
+    SqliteReadModelStore, StoreError,
 };
 pub use watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError};

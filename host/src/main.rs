@@ -1,6 +1,6 @@
 //! The `refract` command line.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use refract::{
-    ApiState, AppendRequest, DataDir, EventSource, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order,
+    ApiState, AppendRequest, Config, DataDir, EventSource, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order,
     PluginWatcher, Query, ReadModelStore, Role, SyncConfig,
 };
 use serde::Deserialize;
@@ -105,6 +105,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the events a projection skipped (`on_failure = "skip"`), with their errors.
+    DeadLetters {
+        /// Projection name.
+        projection: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear a projection's fault so the next `run` resumes from its checkpoint,
+    /// and mark its dead letters to be replayed by the next `run` before new events.
+    Retry {
+        /// Projection name.
+        projection: String,
+    },
 }
 
 /// Where `refract run` serves the HTTP API unless told otherwise.
@@ -137,6 +151,9 @@ struct RunArgs {
     /// Do not serve the HTTP API.
     #[arg(long)]
     no_http: bool,
+    /// Sandbox limits and failure policies (TOML); `./refract.toml` is used when it exists.
+    #[arg(long, env = "REFRACT_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +176,8 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "refract=info,warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: logs piped to a file or a test stay greppable.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let data = DataDir(cli.data_dir);
@@ -255,6 +274,48 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::DeadLetters { projection, json } => {
+            let models = data.open_models().await.context("opening the read-model store")?;
+            let letters = models.dead_letters(&projection).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+                return Ok(());
+            }
+            println!("{:>10}  {:<24} {:<20} {:<6} {:<12} ERROR", "POSITION", "STREAM", "TYPE", "REPLAY", "MODULE");
+            for l in letters {
+                println!(
+                    "{:>10}  {:<24} {:<20} {:<6} {:<12} {}",
+                    l.position,
+                    l.stream_id,
+                    l.event_type,
+                    if l.replay { "yes" } else { "no" },
+                    &l.module_hash[..l.module_hash.len().min(12)],
+                    l.error
+                );
+            }
+            Ok(())
+        }
+        Command::Retry { projection } => {
+            let models = data.open_models().await.context("opening the read-model store")?;
+            let r = models.request_retry(&projection).await?;
+            if r.cleared_fault {
+                println!("{projection}: fault cleared; the next `refract run` resumes from the checkpoint");
+            } else {
+                println!("{projection}: was not faulted");
+            }
+            println!("{projection}: {} dead letter(s) will be replayed by the next `refract run`", r.replays);
+            Ok(())
+        }
+    }
+}
+
+/// The config file: `--config`, else `./refract.toml` if it exists, else the defaults.
+fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    let default = std::path::Path::new("refract.toml");
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None if default.is_file() => Ok(Config::load(default)?),
+        None => Ok(Config::default()),
     }
 }
 
@@ -268,7 +329,8 @@ async fn run(data: &DataDir, args: RunArgs, dev: bool) -> Result<()> {
     };
     let events = data.open_events().await.context("opening the event store")?;
     let models = data.open_models().await.context("opening the read-model store")?;
-    let mut host = Host::new(events, models, sync)?.with_module_cache(data.module_cache());
+    let config = load_config(args.config.as_deref())?;
+    let mut host = Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache());
     // Bind before loading plugins so a taken port fails at once, not after
     // every module has been compiled.
     // A run that exits once caught up is a batch job: it serves HTTP only

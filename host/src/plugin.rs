@@ -3,16 +3,20 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
+use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{self, GetError, LogLevel, Projector, ProjectorPre};
 use crate::cache::ModuleCache;
+use crate::capabilities::{self, Capability};
 use crate::changes::Change;
 use crate::event::{Event, Subscription};
+use crate::guest_output::{Channel, GuestOutput};
+use crate::limits::{Limits, MemoryLimitHit, MemoryLimiter};
 use crate::manifest::{CollectionSpec, Manifest, ManifestError};
 use crate::store::{ModelKey, ReadModelStore};
 
@@ -68,17 +72,88 @@ pub enum PluginError {
         /// What is wrong with it.
         source: ManifestError,
     },
-    /// The guest trapped (panic, unreachable, out-of-bounds access...).
-    #[error("plugin trapped: {0}")]
+    /// The guest trapped (panic, unreachable, stack overflow, out-of-bounds access...).
+    #[error("trap: {0}")]
     Trap(String),
+    /// The batch ran past its wall-clock deadline and was interrupted.
+    #[error("timeout: the batch ran longer than its {} ms deadline", .deadline.as_millis())]
+    Timeout {
+        /// The deadline that was exceeded.
+        deadline: Duration,
+    },
+    /// The plugin asked for more linear memory than its limit.
+    #[error("memory limit: {0}")]
+    MemoryLimit(String),
+    /// The batch used up its fuel.
+    #[error("fuel exhausted: the batch used more than its {fuel} units of fuel")]
+    FuelExhausted {
+        /// The fuel the batch had.
+        fuel: u64,
+    },
+    /// The batch returned more changes, bytes or a larger document than allowed.
+    #[error("output too large: {0}")]
+    OutputTooLarge(String),
+    /// The plugin tried to reach something it has no capability for, then failed.
+    #[error("capability denied: the plugin tried to use {capability}, which projections cannot reach ({detail})")]
+    CapabilityDenied {
+        /// What it tried to use.
+        capability: Capability,
+        /// How the batch then failed.
+        detail: String,
+    },
     /// The projection returned an error for an event.
-    #[error("projection failed at position {position}: {message}")]
+    #[error("projection error at position {position}: {message}")]
     Failed {
         /// Global position of the failing event.
         position: u64,
         /// The projection's message.
         message: String,
     },
+}
+
+impl PluginError {
+    /// A short, stable name of the kind of failure, as shown in logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io",
+            Self::NotWasm { .. } => "not wasm",
+            Self::CoreModule { .. } => "core module",
+            Self::Compile { .. } => "invalid component",
+            Self::WrongWorld { .. } => "wrong world",
+            Self::Manifest { .. } => "bad manifest",
+            Self::Trap(_) => "trap",
+            Self::Timeout { .. } => "timeout",
+            Self::MemoryLimit(_) => "memory limit",
+            Self::FuelExhausted { .. } => "fuel exhausted",
+            Self::OutputTooLarge(_) => "output too large",
+            Self::CapabilityDenied { .. } => "capability denied",
+            Self::Failed { .. } => "projection error",
+        }
+    }
+
+    /// Turns a failed guest call into the most specific error: the limit it
+    /// hit, or a capability it tried before it failed.
+    fn from_call(e: wasmtime::Error, limits: &Limits, denied: Option<Capability>) -> Self {
+        if let Some(hit) = e.chain().find_map(|c| c.downcast_ref::<MemoryLimitHit>()) {
+            return Self::MemoryLimit(hit.to_string());
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => return Self::Timeout { deadline: limits.deadline },
+            Some(Trap::OutOfFuel) => return Self::FuelExhausted { fuel: limits.fuel.unwrap_or(0) },
+            _ => {}
+        }
+        // The wasm backtrace can run to thousands of frames (a stack
+        // overflow): keep it in the debug log, and name only the trap.
+        tracing::debug!(error = ?e, "plugin call failed");
+        let reason = match e.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => e.root_cause().to_string(),
+        };
+        match denied {
+            Some(capability) => Self::CapabilityDenied { capability, detail: reason },
+            None => Self::Trap(reason),
+        }
+    }
 }
 
 /// What a running instance may reach through the `get` import: its own
@@ -97,14 +172,35 @@ pub(crate) struct HostState {
     access: Option<ModelAccess>,
     wasi: WasiCtx,
     table: ResourceTable,
+    limiter: MemoryLimiter,
+    /// The first denied capability the plugin tried during the current call.
+    denied: Option<Capability>,
 }
 
 impl HostState {
-    fn new(projection: String, access: Option<ModelAccess>) -> Self {
+    fn new(projection: String, access: Option<ModelAccess>, limits: &Limits) -> Self {
         // An empty WasiCtx: no preopened directories, environment, arguments
         // or sockets. Guests built with Rust std import WASI interfaces, so
-        // they must be linked, but they reach nothing of the host.
-        Self { projection, access, wasi: WasiCtx::builder().build(), table: ResourceTable::new() }
+        // they must be linked, but they reach nothing of the host. Only
+        // stdout and stderr go somewhere: the host log.
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::new(&projection, Channel::Stdout))
+            .stderr(GuestOutput::new(&projection, Channel::Stderr))
+            .build();
+        Self {
+            projection,
+            access,
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { memory_bytes: limits.memory_bytes },
+            denied: None,
+        }
+    }
+
+    /// Records an attempt to use a capability the plugin does not have.
+    pub(crate) fn denied(&mut self, capability: Capability) {
+        tracing::debug!(projection = %self.projection, %capability, "capability denied");
+        self.denied.get_or_insert(capability);
     }
 }
 
@@ -157,11 +253,19 @@ pub struct PluginRuntime {
 }
 
 impl PluginRuntime {
-    /// An engine with WASI (empty context) and the refract host imports linked.
+    /// An engine with WASI (empty context) and the refract host imports
+    /// linked, without fuel metering.
     pub fn new() -> wasmtime::Result<Self> {
-        let engine = crate::engine::new_engine()?;
+        Self::with_fuel(false)
+    }
+
+    /// Like [`new`](Self::new); `fuel` turns on fuel metering, needed by any
+    /// projection whose limits set fuel.
+    pub fn with_fuel(fuel: bool) -> wasmtime::Result<Self> {
+        let engine = crate::engine::new_engine(fuel)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        capabilities::deny(&mut linker)?;
         Projector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         Ok(Self { engine, linker: Arc::new(linker), cache: None })
     }
@@ -200,12 +304,19 @@ impl PluginRuntime {
             .instantiate_pre(&component)
             .and_then(ProjectorPre::new)
             .map_err(|e| PluginError::WrongWorld { path: path.clone(), reason: format!("{e:#}") })?;
-        let mut instance = Instance::new(&pre, "describe".into(), None)?;
-        let manifest = instance
-            .bindings
-            .refract_projection_projection()
-            .call_describe(&mut instance.store)
-            .map_err(|e| PluginError::Trap(format!("in describe: {e:#}")))?;
+        // `describe` runs under the default limits: a plugin that hangs or
+        // bombs at load time is refused like any other bad plugin.
+        let limits = Limits::default();
+        let mut instance = Instance::new(&pre, "describe".into(), None, &limits)?;
+        instance.arm(&limits)?;
+        let manifest =
+            instance.bindings.refract_projection_projection().call_describe(&mut instance.store).map_err(|e| {
+                let denied = instance.store.data().denied;
+                match PluginError::from_call(e, &limits, denied) {
+                    PluginError::Trap(m) => PluginError::Trap(format!("in describe: {m}")),
+                    other => other,
+                }
+            })?;
         let manifest = convert_manifest(manifest);
         if let Err(source) = manifest.validate() {
             return Err(PluginError::Manifest { path, source });
@@ -305,8 +416,8 @@ impl Plugin {
         &self.path
     }
 
-    pub(crate) fn instantiate(&self, access: ModelAccess) -> Result<Instance, PluginError> {
-        Instance::new(&self.pre, self.manifest.name.clone(), Some(access))
+    pub(crate) fn instantiate(&self, access: ModelAccess, limits: &Limits) -> Result<Instance, PluginError> {
+        Instance::new(&self.pre, self.manifest.name.clone(), Some(access), limits)
     }
 }
 
@@ -321,15 +432,26 @@ impl Instance {
         pre: &ProjectorPre<HostState>,
         projection: String,
         access: Option<ModelAccess>,
+        limits: &Limits,
     ) -> Result<Self, PluginError> {
-        let mut store = Store::new(pre.engine(), HostState::new(projection, access));
+        let mut store = Store::new(pre.engine(), HostState::new(projection, access, limits));
+        store.limiter(|s| &mut s.limiter);
+        arm_store(&mut store, limits)?;
         let bindings =
-            pre.instantiate(&mut store).map_err(|e| PluginError::Trap(format!("during instantiation: {e:#}")))?;
+            pre.instantiate(&mut store).map_err(|e| match PluginError::from_call(e, limits, store.data().denied) {
+                PluginError::Trap(m) => PluginError::Trap(format!("during instantiation: {m}")),
+                other => other,
+            })?;
         Ok(Self { store, bindings })
     }
 
-    /// Projects one batch. Blocks: call from a blocking thread.
-    pub fn handle(&mut self, events: &[Event]) -> Result<Vec<Change>, PluginError> {
+    /// Sets the deadline and fuel for the next call.
+    fn arm(&mut self, limits: &Limits) -> Result<(), PluginError> {
+        arm_store(&mut self.store, limits)
+    }
+
+    /// Projects one batch under `limits`. Blocks: call from a blocking thread.
+    pub fn handle(&mut self, events: &[Event], limits: &Limits) -> Result<Vec<Change>, PluginError> {
         let batch: Vec<bindings::Event> = events
             .iter()
             .map(|e| bindings::Event {
@@ -342,18 +464,38 @@ impl Instance {
                 timestamp: e.timestamp,
             })
             .collect();
-        let result = self
-            .bindings
-            .refract_projection_projection()
-            .call_handle(&mut self.store, &batch)
-            .map_err(|e| PluginError::Trap(format!("{e:#}")))?;
-        let changes = result.map_err(|e| PluginError::Failed { position: e.position, message: e.message })?;
-        Ok(changes
+        self.arm(limits)?;
+        self.store.data_mut().denied = None;
+        let result = self.bindings.refract_projection_projection().call_handle(&mut self.store, &batch);
+        let denied = self.store.data().denied;
+        let result = result.map_err(|e| PluginError::from_call(e, limits, denied))?;
+        let changes = result.map_err(|e| match denied {
+            Some(capability) => PluginError::CapabilityDenied {
+                capability,
+                detail: format!("it then failed at position {}: {}", e.position, e.message),
+            },
+            None => PluginError::Failed { position: e.position, message: e.message },
+        })?;
+        let changes: Vec<Change> = changes
             .into_iter()
             .map(|c| match c {
                 bindings::Change::Upsert(d) => Change::Upsert { collection: d.collection, id: d.id, body: d.body },
                 bindings::Change::Delete(k) => Change::Delete { collection: k.collection, id: k.id },
             })
-            .collect())
+            .collect();
+        limits.check_output(&changes).map_err(PluginError::OutputTooLarge)?;
+        Ok(changes)
     }
+}
+
+/// Gives the store a fresh deadline and, when metered, a fresh fuel tank.
+fn arm_store(store: &mut Store<HostState>, limits: &Limits) -> Result<(), PluginError> {
+    store.set_epoch_deadline(limits.deadline_ticks());
+    // `get_fuel` fails exactly when the engine does not meter fuel.
+    if store.get_fuel().is_ok() {
+        store
+            .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+            .map_err(|e| PluginError::Trap(format!("cannot set fuel: {e:#}")))?;
+    }
+    Ok(())
 }

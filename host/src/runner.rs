@@ -1,19 +1,26 @@
 //! The per-projection loop: read a batch after the checkpoint, call the
 //! plugin, commit the changes and the new checkpoint in one transaction.
+//!
+//! A batch that fails (trap, timeout, memory limit, error, bad output) is
+//! retried with backoff; if it keeps failing, the runner bisects it to find
+//! the single poison event, commits everything before it, and applies the
+//! projection's [`FailurePolicy`]: halt there, or skip the event into the
+//! dead-letter table and go on.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::changes::{Change, ChangeSet};
+use crate::changes::{Change, ChangeError, ChangeSet};
+use crate::config::ProjectionConfig;
 use crate::event::Event;
 use crate::plugin::{Instance, ModelAccess, Plugin, PluginError};
+use crate::policy::FailurePolicy;
 use crate::source::EventSource;
-use crate::store::{ModelKey, ProjectionState, ReadModelStore, Role, StoreError};
+use crate::store::{DeadLetter, ModelKey, ProjectionState, ReadModelStore, Role, StoreError};
 
 /// How a projection batches events: the three sync strategies.
 ///
@@ -95,9 +102,29 @@ enum Fault {
     #[error(transparent)]
     Plugin(#[from] PluginError),
     #[error(transparent)]
-    Change(#[from] crate::changes::ChangeError),
+    Change(#[from] ChangeError),
     #[error(transparent)]
     Store(StoreError),
+}
+
+impl Fault {
+    /// The kind of failure, as logged.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Plugin(e) => e.kind(),
+            Self::Change(ChangeError::UndeclaredCollection(_)) => "undeclared collection",
+            Self::Change(ChangeError::InvalidId { .. } | ChangeError::InvalidDocument { .. }) => "invalid document",
+            Self::Store(_) => "store",
+        }
+    }
+
+    /// The event the plugin itself blamed, if it did.
+    fn position_hint(&self) -> Option<u64> {
+        match self {
+            Self::Plugin(PluginError::Failed { position, .. }) => Some(*position),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a runner needs; built by the host for each started projection.
@@ -110,6 +137,7 @@ pub(crate) struct Runner {
     pub source: Arc<dyn EventSource>,
     pub store: Arc<dyn ReadModelStore>,
     pub sync: SyncConfig,
+    pub config: ProjectionConfig,
     pub progress: watch::Sender<Progress>,
     pub notices: broadcast::Sender<CommitNotice>,
     pub stop: watch::Receiver<bool>,
@@ -122,6 +150,9 @@ pub(crate) type Switches = Arc<Mutex<HashMap<ModelKey, watch::Sender<bool>>>>;
 /// Longest pause between retries of a failing store or source.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The plugin's instance, kept across calls until one fails.
+type Slot = Option<Instance>;
+
 impl Runner {
     /// Runs until stopped or faulted.
     pub async fn run(mut self) {
@@ -132,10 +163,16 @@ impl Runner {
             collections: self.plugin.manifest().collections.iter().map(|c| c.name.clone()).collect::<HashSet<_>>(),
             runtime: tokio::runtime::Handle::current(),
         };
-        let mut instance: Option<Instance> = None;
+        let mut instance: Slot = None;
         let mut partial_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         tracing::info!(projection = %name, generation = self.key.generation, checkpoint = self.checkpoint, "projection started");
+        // Dead letters belong to the serving generation; a rebuild starts clean.
+        if self.role == Role::Active {
+            if let Err(e) = self.replay_dead_letters(&access, &mut instance).await {
+                tracing::warn!(projection = %name, error = %e, "could not replay dead letters; they stay for the next run");
+            }
+        }
         while !*self.stop.borrow() {
             match self.step(&access, &mut instance, &mut partial_since).await {
                 Ok(pause) => {
@@ -147,7 +184,7 @@ impl Runner {
                 Err(StepError::Fault(fault)) => {
                     let message = fault.to_string();
                     tracing::error!(projection = %name, generation = self.key.generation, role = %self.role,
-                        checkpoint = self.checkpoint, error = %message, "projection faulted");
+                        checkpoint = self.checkpoint, kind = fault.kind(), error = %message, "projection faulted");
                     // A failed rebuild must not disturb the generation that serves.
                     let recorded = match self.role {
                         Role::Building => self.store.fail_generation(&self.key, &message).await,
@@ -182,7 +219,7 @@ impl Runner {
     async fn step(
         &mut self,
         access: &ModelAccess,
-        instance: &mut Option<Instance>,
+        instance: &mut Slot,
         partial_since: &mut Option<Instant>,
     ) -> Result<Option<Duration>, StepError> {
         let head = self.source.head().await.map_err(|e| StepError::Transient(e.to_string()))?;
@@ -191,7 +228,6 @@ impl Runner {
             if self.role == Role::Building {
                 // The last batch was full and ended exactly at the head.
                 self.swap_in().await?;
-                self.report(ProjectionState::Running, None);
             }
             return Ok(Some(self.sync.interval.unwrap_or(self.sync.poll)));
         }
@@ -215,57 +251,225 @@ impl Runner {
         // head was read, including events this projection does not subscribe to.
         let to = if full { events.last().map_or(head, |e| e.position) } else { head };
         let batch_len = events.len();
-        let (to, changes, fault) = if events.is_empty() {
-            (to, ChangeSet::default(), None)
+        let changes = if events.is_empty() {
+            ChangeSet::default()
         } else {
-            match self.call_plugin(access, instance, events).await {
-                (_, Ok(raw)) => (to, self.check(raw)?, None),
-                (mut events, Err(PluginError::Failed { position, message })) => {
-                    let fault = Fault::Plugin(PluginError::Failed { position, message });
-                    if !events.iter().any(|e| e.position == position) || position <= self.checkpoint {
-                        return Err(StepError::Fault(fault));
-                    }
-                    // Commit what comes before the failing event, so the
-                    // checkpoint stops right before it and a fix resumes there.
-                    events.retain(|e| e.position < position);
-                    let changes = if events.is_empty() {
-                        ChangeSet::default()
-                    } else {
-                        match self.call_plugin(access, instance, events).await {
-                            (_, Ok(raw)) => self.check(raw)?,
-                            (_, Err(e)) => return Err(StepError::Fault(e.into())),
-                        }
-                    };
-                    (position - 1, changes, Some(fault))
-                }
-                (_, Err(e)) => return Err(StepError::Fault(e.into())),
+            match self.project_with_retries(access, instance, events).await {
+                (_, Ok(changes)) => changes,
+                (_, Err(_)) if *self.stop.borrow() => return Ok(None),
+                (events, Err(fault)) => return self.isolate(access, instance, events, fault).await,
             }
         };
-        match self.store.commit(&self.key, &changes, self.checkpoint, to).await {
-            Ok(()) => {}
-            Err(StoreError::Retired { .. }) => return Err(StepError::Retired),
-            Err(e @ StoreError::CheckpointMoved { .. }) => return Err(StepError::Fault(Fault::Store(e))),
-            Err(e) => return Err(StepError::Transient(e.to_string())),
-        }
-        self.checkpoint = to;
-        if self.role == Role::Building && !full && fault.is_none() {
+        self.commit(&changes, to, batch_len, started).await?;
+        if self.role == Role::Building && !full {
             self.swap_in().await?;
         }
+        let caught_up = !full;
+        Ok(caught_up.then_some(self.sync.interval).flatten())
+    }
+
+    /// Commits a batch's changes with the checkpoint `to`, then tells listeners.
+    async fn commit(&mut self, changes: &ChangeSet, to: u64, events: usize, started: Instant) -> Result<(), StepError> {
+        self.store.commit(&self.key, changes, self.checkpoint, to).await.map_err(StepError::from_store)?;
+        self.checkpoint = to;
         self.report(ProjectionState::Running, None);
         // No receiver is fine: nobody is listening.
         let _ = self.notices.send(CommitNotice {
             projection: self.key.projection.clone(),
             generation: self.key.generation,
             checkpoint: to,
-            events: batch_len,
+            events,
             changed: changes.keys().collect(),
             micros: started.elapsed().as_micros() as u64,
         });
-        if let Some(fault) = fault {
-            return Err(StepError::Fault(fault));
+        Ok(())
+    }
+
+    /// Commits the changes of `events`, moving the checkpoint to the last of them.
+    async fn commit_through(
+        &mut self,
+        changes: &ChangeSet,
+        events: &[Event],
+        started: Instant,
+    ) -> Result<(), StepError> {
+        let to = events.last().map_or(self.checkpoint, |e| e.position);
+        self.commit(changes, to, events.len(), started).await
+    }
+
+    /// Projects `events`, retrying with exponential backoff while it fails.
+    /// Gives the events back with the result.
+    async fn project_with_retries(
+        &mut self,
+        access: &ModelAccess,
+        instance: &mut Slot,
+        mut events: Vec<Event>,
+    ) -> (Vec<Event>, Result<ChangeSet, Fault>) {
+        let mut attempt = 0;
+        loop {
+            let (back, result) = self.project(access, instance, events).await;
+            events = back;
+            let fault = match result {
+                Ok(changes) => return (events, Ok(changes)),
+                Err(fault) => fault,
+            };
+            if attempt >= self.config.retry.retries || *self.stop.borrow() {
+                return (events, Err(fault));
+            }
+            let delay = self.config.retry.delay(attempt);
+            tracing::warn!(
+                projection = %self.key.projection,
+                kind = fault.kind(),
+                error = %fault,
+                attempt = attempt + 1,
+                retry_in = ?delay,
+                "batch failed, retrying"
+            );
+            self.sleep(delay).await;
+            attempt += 1;
         }
-        let caught_up = !full;
-        Ok(caught_up.then_some(self.sync.interval).flatten())
+    }
+
+    /// Calls the plugin once and checks its changes.
+    async fn project(
+        &self,
+        access: &ModelAccess,
+        instance: &mut Slot,
+        events: Vec<Event>,
+    ) -> (Vec<Event>, Result<ChangeSet, Fault>) {
+        let (events, result) = self.call_plugin(access, instance, events).await;
+        let result =
+            result.map_err(Fault::from).and_then(|raw| Ok(ChangeSet::from_changes(raw, self.plugin.manifest())?));
+        (events, result)
+    }
+
+    /// Finds the event of `events` that fails by bisection, committing the
+    /// events before it as it goes, then applies the failure policy to it.
+    /// Each probe is a single call: the batch as a whole was already retried.
+    async fn isolate(
+        &mut self,
+        access: &ModelAccess,
+        instance: &mut Slot,
+        mut pending: Vec<Event>,
+        mut fault: Fault,
+    ) -> Result<Option<Duration>, StepError> {
+        tracing::warn!(
+            projection = %self.key.projection,
+            kind = fault.kind(),
+            events = pending.len(),
+            "batch keeps failing; isolating the failing event"
+        );
+        while pending.len() > 1 {
+            // Trust the plugin's own blame first: try what comes before it.
+            let split = fault
+                .position_hint()
+                .and_then(|p| pending.iter().position(|e| e.position == p))
+                .map_or(pending.len() / 2, |i| i.max(1));
+            let right = pending.split_off(split);
+            let started = Instant::now();
+            let (left, result) = self.project(access, instance, pending).await;
+            match result {
+                Ok(changes) => {
+                    self.commit_through(&changes, &left, started).await?;
+                    pending = right;
+                    let started = Instant::now();
+                    let (rest, result) = self.project(access, instance, pending).await;
+                    match result {
+                        Ok(changes) => {
+                            // The whole batch fails but both halves pass: the
+                            // failure was not caused by one event. Go on.
+                            self.commit_through(&changes, &rest, started).await?;
+                            return Ok(None);
+                        }
+                        Err(f) => (pending, fault) = (rest, f),
+                    }
+                }
+                Err(f) => (pending, fault) = (left, f),
+            }
+        }
+        match pending.pop() {
+            Some(poison) => self.poison(poison, fault).await,
+            None => Err(StepError::Fault(fault)),
+        }
+    }
+
+    /// Applies the failure policy to the event that fails on its own.
+    async fn poison(&mut self, event: Event, fault: Fault) -> Result<Option<Duration>, StepError> {
+        let name = self.key.projection.clone();
+        match self.config.on_failure {
+            FailurePolicy::Halt => {
+                // Stop exactly before the event, so a fix resumes there.
+                let before = event.position - 1;
+                if before > self.checkpoint {
+                    self.commit(&ChangeSet::default(), before, 0, Instant::now()).await?;
+                }
+                Err(StepError::Fault(fault))
+            }
+            FailurePolicy::Skip => {
+                let letter = DeadLetter {
+                    position: event.position,
+                    stream_id: event.stream_id,
+                    event_type: event.event_type,
+                    error: fault.to_string(),
+                    module_hash: self.plugin.hash().to_owned(),
+                    recorded_at: now_ms(),
+                    replay: false,
+                };
+                self.store
+                    .skip_event(&self.key, &letter, self.checkpoint, letter.position)
+                    .await
+                    .map_err(StepError::from_store)?;
+                tracing::warn!(
+                    projection = %name,
+                    position = letter.position,
+                    kind = fault.kind(),
+                    error = %letter.error,
+                    "event skipped into the dead-letter table"
+                );
+                self.checkpoint = letter.position;
+                self.report(ProjectionState::Running, None);
+                let _ = self.notices.send(CommitNotice {
+                    projection: name,
+                    generation: self.key.generation,
+                    checkpoint: self.checkpoint,
+                    events: 0,
+                    changed: Vec::new(),
+                    micros: 0,
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// Replays the dead letters `refract retry` marked, through the current
+    /// plugin, before any new event: one that now succeeds is applied and
+    /// removed; one that fails again stays, unmarked, with the new error.
+    async fn replay_dead_letters(&mut self, access: &ModelAccess, instance: &mut Slot) -> Result<(), StoreError> {
+        let letters = self.store.dead_letters(&self.key.projection).await?;
+        let plugin = self.plugin.clone();
+        let subscription = &plugin.manifest().subscription;
+        for letter in letters.into_iter().filter(|l| l.replay) {
+            let events =
+                self.source.read(letter.position - 1, letter.position, subscription, 1).await.map_err(|e| {
+                    StoreError::Corrupt { projection: self.key.projection.clone(), reason: e.to_string() }
+                })?;
+            if events.is_empty() {
+                let gone = "the event is no longer in the event store";
+                self.store.finish_replay(&self.key, letter.position, Err(gone)).await?;
+                continue;
+            }
+            let outcome = match self.project_with_retries(access, instance, events).await {
+                (_, Ok(changes)) => Ok(changes),
+                (_, Err(fault)) => Err(fault.to_string()),
+            };
+            tracing::info!(
+                projection = %self.key.projection,
+                position = letter.position,
+                ok = outcome.is_ok(),
+                "dead letter replayed"
+            );
+            self.store.finish_replay(&self.key, letter.position, outcome.as_ref().map_err(String::as_str)).await?;
+        }
+        Ok(())
     }
 
     /// Calls `handle` on a blocking thread, instantiating first if needed.
@@ -274,21 +478,22 @@ impl Runner {
     async fn call_plugin(
         &self,
         access: &ModelAccess,
-        instance: &mut Option<Instance>,
+        instance: &mut Slot,
         events: Vec<Event>,
     ) -> (Vec<Event>, Result<Vec<Change>, PluginError>) {
         let plugin = self.plugin.clone();
         let access = access.clone();
+        let limits = self.config.limits.clone();
         let current = instance.take();
         let joined = tokio::task::spawn_blocking(move || {
             let mut inst = match current {
                 Some(i) => i,
-                None => match plugin.instantiate(access) {
+                None => match plugin.instantiate(access, &limits) {
                     Ok(i) => i,
                     Err(e) => return (None, events, Err(e)),
                 },
             };
-            let result = inst.handle(&events);
+            let result = inst.handle(&events, &limits);
             (result.is_ok().then_some(inst), events, result)
         })
         .await;
@@ -301,19 +506,10 @@ impl Runner {
         }
     }
 
-    /// Checks the plugin's changes against its manifest.
-    fn check(&self, raw: Vec<Change>) -> Result<ChangeSet, StepError> {
-        ChangeSet::from_changes(raw, self.plugin.manifest()).map_err(|e| StepError::Fault(e.into()))
-    }
-
     /// A building generation that has read up to the head becomes active;
     /// the generation it replaces is stopped (its tables are already gone).
     async fn swap_in(&mut self) -> Result<(), StepError> {
-        let retired = match self.store.activate(&self.key).await {
-            Ok(retired) => retired,
-            Err(StoreError::Retired { .. }) => return Err(StepError::Retired),
-            Err(e) => return Err(StepError::Transient(e.to_string())),
-        };
+        let retired = self.store.activate(&self.key).await.map_err(StepError::from_store)?;
         self.role = Role::Active;
         if let Some(old) = &retired {
             if let Some(switch) = self.switches.lock().expect("switch map lock").get(old) {
@@ -327,6 +523,7 @@ impl Runner {
             checkpoint = self.checkpoint,
             "new generation swapped in"
         );
+        self.report(ProjectionState::Running, None);
         Ok(())
     }
 
@@ -348,9 +545,25 @@ impl Runner {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 enum StepError {
     Fault(Fault),
     Transient(String),
     /// The generation was replaced or dropped: stop without a fault.
     Retired,
+}
+
+impl StepError {
+    /// A moved checkpoint means another host runs the projection: a fault.
+    /// Anything else from the store may pass: retry.
+    fn from_store(e: StoreError) -> Self {
+        match e {
+            e @ StoreError::CheckpointMoved { .. } => Self::Fault(Fault::Store(e)),
+            StoreError::Retired { .. } => Self::Retired,
+            e => Self::Transient(e.to_string()),
+        }
+    }
 }

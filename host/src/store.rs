@@ -192,6 +192,34 @@ pub struct Registration {
     pub superseded: Vec<ModelKey>,
 }
 
+/// An event a projection could not handle and skipped (`skip` policy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Global position of the event.
+    pub position: u64,
+    /// Its stream.
+    pub stream_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// Why it failed, as the fault names it (e.g. `trap: ...`).
+    pub error: String,
+    /// SHA-256 of the module that failed on it, hex.
+    pub module_hash: String,
+    /// When it was recorded, ms since the Unix epoch.
+    pub recorded_at: u64,
+    /// Marked by `refract retry`: the next run replays it.
+    pub replay: bool,
+}
+
+/// What `refract retry` changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RetryRequest {
+    /// The projection was faulted and now resumes from its checkpoint on the next run.
+    pub cleared_fault: bool,
+    /// Dead letters marked for replay on the next run.
+    pub replays: u64,
+}
+
 /// Storage for read models and projection checkpoints.
 ///
 /// A backend keeps, per projection generation and collection, JSON documents
@@ -205,7 +233,8 @@ pub struct Registration {
 pub trait ReadModelStore: Send + Sync + 'static {
     /// Registers a loaded module (`source` is its file name). A new
     /// projection gets generation 1, active at once; the active module again
-    /// keeps its generation and checkpoint; a building module again resumes
+    /// keeps its generation, checkpoint and a `faulted` state (until
+    /// [`request_retry`](Self::request_retry)); a building module again resumes
     /// its generation; any other module gets a new building generation from
     /// position 0, superseding other building ones.
     async fn register(&self, manifest: &Manifest, module_hash: &str, source: &str) -> Result<Registration, StoreError>;
@@ -254,6 +283,28 @@ pub trait ReadModelStore: Send + Sync + 'static {
     /// Fails, applying nothing, with `Retired` if the generation is no longer
     /// active or building, or `CheckpointMoved` if the checkpoint is not at `from`.
     async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError>;
+
+    /// Records a dead letter and moves the checkpoint from `from` to `to`
+    /// (past the event), atomically; `CheckpointMoved` as for `commit`.
+    async fn skip_event(&self, key: &ModelKey, letter: &DeadLetter, from: u64, to: u64) -> Result<(), StoreError>;
+
+    /// The dead letters of a projection's active generation, by position.
+    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// `refract retry`: a faulted projection becomes `stopped` with no error,
+    /// so the next run resumes from its checkpoint, and every dead letter of
+    /// the active generation is marked for replay.
+    async fn request_retry(&self, name: &str) -> Result<RetryRequest, StoreError>;
+
+    /// Ends the replay of one dead letter. `Ok(changes)`: the changes are
+    /// applied and the letter removed, atomically (the checkpoint does not
+    /// move). `Err(error)`: the letter stays, with the new error, unmarked.
+    async fn finish_replay(
+        &self,
+        key: &ModelKey,
+        position: u64,
+        outcome: Result<&ChangeSet, &str>,
+    ) -> Result<(), StoreError>;
 
     /// One document of a given generation (the plugin `get` import).
     async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError>;

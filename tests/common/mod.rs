@@ -169,6 +169,11 @@ impl Stores {
         Host::new(self.events.clone(), self.models.clone(), sync).unwrap()
     }
 
+    pub fn host_with(&self, sync: SyncConfig, config: &str) -> Host {
+        let config = refract::Config::parse(config).unwrap();
+        Host::with_config(self.events.clone(), self.models.clone(), sync, config).unwrap()
+    }
+
     pub fn models_dyn(&self) -> Arc<dyn ReadModelStore> {
         self.models.clone()
     }

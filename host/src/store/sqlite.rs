@@ -9,7 +9,10 @@ use serde_json::Value;
 use sqlx::sqlite::{Sqlite, SqliteArguments};
 use sqlx::{Arguments, AssertSqlSafe, Row, SqliteConnection};
 
-use super::{ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Registration, Role, StoreError};
+use super::{
+    DeadLetter, ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Registration, RetryRequest, Role,
+    StoreError,
+};
 use crate::changes::ChangeSet;
 use crate::manifest::{CollectionSpec, Manifest};
 use crate::query::{Cursor, Document, Filter, Op, Order, Page, Query, field_value};
@@ -34,6 +37,19 @@ const SCHEMA: &[&str] = &[
     )",
     // The registry itself enforces the one-active-generation rule.
     "CREATE UNIQUE INDEX IF NOT EXISTS refract_one_active ON refract_generations (projection) WHERE role = 'active'",
+    // Events a projection skipped under the `skip` policy, per generation.
+    "CREATE TABLE IF NOT EXISTS refract_dead_letters (
+        projection  TEXT    NOT NULL,
+        generation  INTEGER NOT NULL,
+        position    INTEGER NOT NULL,
+        stream_id   TEXT    NOT NULL,
+        event_type  TEXT    NOT NULL,
+        error       TEXT    NOT NULL,
+        module_hash TEXT    NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        replay      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (projection, generation, position)
+    )",
 ];
 
 /// Columns of a registry row, in the order `record_from_row` reads them.
@@ -197,6 +213,11 @@ async fn retire(
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     drop_tables(&mut *conn, &record.key, &record.manifest).await?;
+    sqlx::query("DELETE FROM refract_dead_letters WHERE projection = ? AND generation = ?")
+        .bind(&record.key.projection)
+        .bind(record.key.generation as i64)
+        .execute(&mut *conn)
+        .await?;
     let state = if role == Role::Failed { ProjectionState::Faulted } else { ProjectionState::Stopped };
     sqlx::query(
         "UPDATE refract_generations SET role = ?, state = ?, last_error = COALESCE(?, last_error), updated_at = ? \
@@ -298,6 +319,66 @@ fn order_key(body: &str, order: &Order) -> Value {
         Some(v @ (Value::Array(_) | Value::Object(_))) => Value::String(v.to_string()),
         Some(v) => v.clone(),
     }
+}
+
+/// Moves the checkpoint from `from` to `to`, or fails with `Retired` (the
+/// generation is no longer active or building) or `CheckpointMoved`.
+async fn move_checkpoint(conn: &mut SqliteConnection, key: &ModelKey, from: u64, to: u64) -> Result<(), StoreError> {
+    let moved = sqlx::query(
+        "UPDATE refract_generations SET checkpoint = ?, updated_at = ? \
+         WHERE projection = ? AND generation = ? AND checkpoint = ? AND role IN ('active', 'building')",
+    )
+    .bind(to as i64)
+    .bind(now_ms())
+    .bind(&key.projection)
+    .bind(key.generation as i64)
+    .bind(from as i64)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if moved == 1 {
+        return Ok(());
+    }
+    let role: Option<String> =
+        sqlx::query_scalar("SELECT role FROM refract_generations WHERE projection = ? AND generation = ?")
+            .bind(&key.projection)
+            .bind(key.generation as i64)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Err(match role.as_deref() {
+        Some("active" | "building") => {
+            StoreError::CheckpointMoved { projection: key.projection.clone(), expected: from }
+        }
+        _ => StoreError::Retired { projection: key.projection.clone(), generation: key.generation },
+    })
+}
+
+/// Writes a batch's net changes.
+async fn apply_changes(conn: &mut SqliteConnection, key: &ModelKey, changes: &ChangeSet) -> Result<(), sqlx::Error> {
+    // One statement per collection and kind, whatever the batch size:
+    // rows travel as one JSON array and json_each unpacks them in SQLite.
+    for (collection, c) in &changes.collections {
+        let t = table(key, collection);
+        if !c.deletes.is_empty() {
+            let ids = serde_json::to_string(&c.deletes).expect("strings always serialize");
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE id IN (SELECT value FROM json_each(?))")))
+                .bind(ids)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !c.upserts.is_empty() {
+            let rows = serde_json::to_string(&c.upserts).expect("strings always serialize");
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {t} (id, doc) \
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?) WHERE true \
+                 ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
+            )))
+            .bind(rows)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads behind `query`: shared by key-based and name-based callers.
@@ -406,7 +487,12 @@ impl ReadModelStore for SqliteReadModelStore {
         };
         create_tables(&mut tx, &target_key, manifest).await?;
         sqlx::query(
-            "UPDATE refract_generations SET state = 'running', last_error = NULL, source = ?, updated_at = ? \
+            // A faulted generation stays faulted for the same module until
+            // `refract retry`: restarting must not silently re-run a poison event.
+            "UPDATE refract_generations SET \
+                 state = CASE WHEN state = 'faulted' THEN 'faulted' ELSE 'running' END, \
+                 last_error = CASE WHEN state = 'faulted' THEN last_error ELSE NULL END, \
+                 source = ?, updated_at = ? \
              WHERE projection = ? AND generation = ?",
         )
         .bind(source)
@@ -525,6 +611,7 @@ impl ReadModelStore for SqliteReadModelStore {
             drop_tables(&mut tx, &g.key, &g.manifest).await?;
         }
         sqlx::query("DELETE FROM refract_generations WHERE projection = ?").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM refract_dead_letters WHERE projection = ?").bind(name).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -574,55 +661,103 @@ impl ReadModelStore for SqliteReadModelStore {
 
     async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError> {
         let mut tx = self.db.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let moved = sqlx::query(
-            "UPDATE refract_generations SET checkpoint = ?, updated_at = ? \
-             WHERE projection = ? AND generation = ? AND checkpoint = ? AND role IN ('active', 'building')",
+        move_checkpoint(&mut tx, key, from, to).await?;
+        apply_changes(&mut tx, key, changes).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn skip_event(&self, key: &ModelKey, letter: &DeadLetter, from: u64, to: u64) -> Result<(), StoreError> {
+        let mut tx = self.db.writer.begin_with("BEGIN IMMEDIATE").await?;
+        move_checkpoint(&mut tx, key, from, to).await?;
+        sqlx::query(
+            "INSERT INTO refract_dead_letters \
+                 (projection, generation, position, stream_id, event_type, error, module_hash, recorded_at, replay) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) \
+             ON CONFLICT DO UPDATE SET error = excluded.error, module_hash = excluded.module_hash, \
+                 recorded_at = excluded.recorded_at, replay = 0",
         )
-        .bind(to as i64)
-        .bind(now_ms())
         .bind(&key.projection)
         .bind(key.generation as i64)
-        .bind(from as i64)
+        .bind(letter.position as i64)
+        .bind(&letter.stream_id)
+        .bind(&letter.event_type)
+        .bind(&letter.error)
+        .bind(&letter.module_hash)
+        .bind(letter.recorded_at as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let record = self.projection(name).await?;
+        let rows =
+            sqlx::query("SELECT * FROM refract_dead_letters WHERE projection = ? AND generation = ? ORDER BY position")
+                .bind(name)
+                .bind(record.key.generation as i64)
+                .fetch_all(&self.db.readers)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    position: r.try_get::<i64, _>("position")? as u64,
+                    stream_id: r.try_get("stream_id")?,
+                    event_type: r.try_get("event_type")?,
+                    error: r.try_get("error")?,
+                    module_hash: r.try_get("module_hash")?,
+                    recorded_at: r.try_get::<i64, _>("recorded_at")? as u64,
+                    replay: r.try_get::<i64, _>("replay")? != 0,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn request_retry(&self, name: &str) -> Result<RetryRequest, StoreError> {
+        let mut tx = self.db.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let generation = active_in(&mut tx, name).await?.key.generation as i64;
+        let cleared = sqlx::query(
+            "UPDATE refract_generations SET state = 'stopped', last_error = NULL, updated_at = ? \
+             WHERE projection = ? AND generation = ? AND state = 'faulted'",
+        )
+        .bind(now_ms())
+        .bind(name)
+        .bind(generation)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if moved != 1 {
-            let role: Option<String> =
-                sqlx::query_scalar("SELECT role FROM refract_generations WHERE projection = ? AND generation = ?")
-                    .bind(&key.projection)
-                    .bind(key.generation as i64)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return Err(match role.as_deref() {
-                Some("active" | "building") => {
-                    StoreError::CheckpointMoved { projection: key.projection.clone(), expected: from }
-                }
-                _ => StoreError::Retired { projection: key.projection.clone(), generation: key.generation },
-            });
-        }
-        // One statement per collection and kind, whatever the batch size:
-        // rows travel as one JSON array and json_each unpacks them in SQLite.
-        for (collection, c) in &changes.collections {
-            let t = table(key, collection);
-            if !c.deletes.is_empty() {
-                let ids = serde_json::to_string(&c.deletes).expect("strings always serialize");
-                sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE id IN (SELECT value FROM json_each(?))")))
-                    .bind(ids)
-                    .execute(&mut *tx)
-                    .await?;
+        let replays = sqlx::query("UPDATE refract_dead_letters SET replay = 1 WHERE projection = ? AND generation = ?")
+            .bind(name)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(RetryRequest { cleared_fault: cleared == 1, replays })
+    }
+
+    async fn finish_replay(
+        &self,
+        key: &ModelKey,
+        position: u64,
+        outcome: Result<&ChangeSet, &str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let letter = "WHERE projection = ? AND generation = ? AND position = ?";
+        let query = match outcome {
+            Ok(changes) => {
+                apply_changes(&mut tx, key, changes).await?;
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM refract_dead_letters {letter}")))
             }
-            if !c.upserts.is_empty() {
-                let rows = serde_json::to_string(&c.upserts).expect("strings always serialize");
-                sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO {t} (id, doc) \
-                     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?) WHERE true \
-                     ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
-                )))
-                .bind(rows)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+            Err(error) => sqlx::query(AssertSqlSafe(format!(
+                "UPDATE refract_dead_letters SET replay = 0, error = ?, recorded_at = ? {letter}"
+            )))
+            .bind(error.to_owned())
+            .bind(now_ms()),
+        };
+        query.bind(key.projection.clone()).bind(key.generation as i64).bind(position as i64).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,0 +1,202 @@
+//! `refract.toml`: sandbox limits, retries and failure policy, with defaults
+//! for every projection and overrides per projection.
+//!
+//! ```toml
+//! [defaults]
+//! deadline_ms = 5000
+//! on_failure = "halt"
+//!
+//! [projections.account-summary]
+//! memory_mib = 64
+//! on_failure = "skip"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::limits::Limits;
+use crate::policy::{FailurePolicy, RetryPolicy};
+
+/// Errors reading the config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// Config file.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or bad values.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// Config file.
+        path: PathBuf,
+        /// What is wrong, as the TOML parser says.
+        reason: String,
+    },
+}
+
+/// Everything the host applies to one projection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectionConfig {
+    /// Limits per `handle` call.
+    pub limits: Limits,
+    /// Retries before the poison event is isolated.
+    pub retry: RetryPolicy,
+    /// What happens to an event that keeps failing.
+    pub on_failure: FailurePolicy,
+}
+
+/// One table of the file: `[defaults]` or `[projections.NAME]`. Every key is
+/// optional; a missing one falls back to the defaults table, then to the
+/// built-in default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    deadline_ms: Option<u64>,
+    memory_mib: Option<u64>,
+    /// 0 turns fuel metering off.
+    fuel: Option<u64>,
+    max_changes: Option<usize>,
+    max_batch_mib: Option<u64>,
+    max_document_kib: Option<u64>,
+    retries: Option<u32>,
+    backoff_ms: Option<u64>,
+    on_failure: Option<FailurePolicy>,
+}
+
+impl Settings {
+    fn apply(&self, c: &mut ProjectionConfig) {
+        let l = &mut c.limits;
+        if let Some(v) = self.deadline_ms {
+            l.deadline = Duration::from_millis(v);
+        }
+        if let Some(v) = self.memory_mib {
+            l.memory_bytes = v.saturating_mul(1024 * 1024);
+        }
+        if let Some(v) = self.fuel {
+            l.fuel = (v > 0).then_some(v);
+        }
+        if let Some(v) = self.max_changes {
+            l.max_changes = v;
+        }
+        if let Some(v) = self.max_batch_mib {
+            l.max_batch_bytes = v.saturating_mul(1024 * 1024);
+        }
+        if let Some(v) = self.max_document_kib {
+            l.max_document_bytes = v.saturating_mul(1024);
+        }
+        if let Some(v) = self.retries {
+            c.retry.retries = v;
+        }
+        if let Some(v) = self.backoff_ms {
+            c.retry.backoff = Duration::from_millis(v);
+        }
+        if let Some(v) = self.on_failure {
+            c.on_failure = v;
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    defaults: Settings,
+    #[serde(default)]
+    projections: BTreeMap<String, Settings>,
+}
+
+/// The parsed config: defaults plus per-projection overrides.
+///
+/// ```
+/// let config = refract::Config::parse(r#"
+///     [defaults]
+///     deadline_ms = 300
+///     [projections.orders]
+///     on_failure = "skip"
+/// "#).unwrap();
+/// let orders = config.for_projection("orders");
+/// assert_eq!(orders.limits.deadline, std::time::Duration::from_millis(300));
+/// assert_eq!(orders.on_failure, refract::FailurePolicy::Skip);
+/// assert_eq!(config.for_projection("other").on_failure, refract::FailurePolicy::Halt);
+/// ```
+#[derive(Debug, Default)]
+pub struct Config {
+    file: File,
+}
+
+impl Config {
+    /// Parses the text of a `refract.toml`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map(|file| Self { file }).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|reason| ConfigError::Invalid { path: path.to_owned(), reason })
+    }
+
+    /// What applies to the projection `name`.
+    pub fn for_projection(&self, name: &str) -> ProjectionConfig {
+        let mut c = ProjectionConfig::default();
+        self.file.defaults.apply(&mut c);
+        if let Some(own) = self.file.projections.get(name) {
+            own.apply(&mut c);
+        }
+        c
+    }
+
+    /// Whether any projection meters fuel (the engine must then be built with it).
+    pub fn uses_fuel(&self) -> bool {
+        std::iter::once(&self.file.defaults)
+            .chain(self.file.projections.values())
+            .any(|s| s.fuel.is_some_and(|f| f > 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.for_projection("x"), ProjectionConfig::default());
+        assert!(!c.uses_fuel());
+    }
+
+    #[test]
+    fn overrides_layer_on_defaults() {
+        let c = Config::parse(
+            "[defaults]\nmemory_mib = 32\nretries = 1\n\
+             [projections.p]\nfuel = 1000\nmax_document_kib = 2\nbackoff_ms = 5\nmax_batch_mib = 1\nmax_changes = 7\n",
+        )
+        .unwrap();
+        let p = c.for_projection("p");
+        assert_eq!(p.limits.memory_bytes, 32 << 20);
+        assert_eq!(p.limits.fuel, Some(1000));
+        assert_eq!(p.limits.max_document_bytes, 2048);
+        assert_eq!(p.limits.max_batch_bytes, 1 << 20);
+        assert_eq!(p.limits.max_changes, 7);
+        assert_eq!(p.retry, RetryPolicy { retries: 1, backoff: Duration::from_millis(5) });
+        assert_eq!(c.for_projection("q").limits.fuel, None);
+        assert!(c.uses_fuel());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = Config::parse("[defaults]\ndeadline = 5").unwrap_err();
+        assert!(e.contains("unknown field `deadline`"), "{e}");
+        let e = Config::parse("[defaults]\non_failure = \"ignore\"").unwrap_err();
+        assert!(e.contains("unknown variant `ignore`"), "{e}");
+        let e = Config::parse("[defaults]\ndeadline_ms = -1").unwrap_err();
+        assert!(e.contains("deadline_ms"), "{e}");
+    }
+}
