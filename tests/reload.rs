@@ -260,3 +260,103 @@ async fn compiled_modules_are_cached_and_generations_resume_after_restart() {
 fn host_is_send(h: Host) -> impl Send {
     h
 }
+
+/// `refract rebuild` on a stopped data dir builds a new generation from the
+/// cached module and swaps it in; `refract drop` forgets the projection.
+#[test]
+fn cli_rebuild_and_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plugins = plugins_dir(dir.path(), &["account_summary"]);
+    let refract = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_refract"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    write_jsonl(&dir.path().join("bank.jsonl"), &bank_events(30, 3_000, 4));
+    assert!(refract(&["import", dir.path().join("bank.jsonl").to_str().unwrap()]).status.success());
+    assert!(refract(&["run", "--exit-when-caught-up", "--plugins", plugins.to_str().unwrap()]).status.success());
+    let before = refract(&["query", NAME, "accounts", "--lines", "--limit", "10000"]).stdout;
+
+    let out = refract(&["rebuild", NAME]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("account-summary: generation 2 is active"));
+    let status = String::from_utf8_lossy(&refract(&["status"]).stdout).into_owned();
+    let row: Vec<&str> = status.lines().find(|l| l.starts_with(NAME)).unwrap().split_whitespace().collect();
+    assert_eq!(row[2..7], ["2", "active", "3000", "3000", "0"], "{status}");
+    assert_eq!(
+        refract(&["query", NAME, "accounts", "--lines", "--limit", "10000"]).stdout,
+        before,
+        "same module, same model"
+    );
+
+    let err = refract(&["rebuild", "nope"]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("unknown projection `nope`"));
+
+    assert!(refract(&["drop", NAME]).status.success());
+    let gone = refract(&["get", NAME, "accounts", "account-1"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("unknown projection `account-summary`"));
+    let status = String::from_utf8_lossy(&refract(&["status"]).stdout).into_owned();
+    assert!(!status.contains(NAME), "{status}");
+}
+
+/// Not a test: `cargo test --release -p refract --test reload -- --ignored --nocapture reload_benchmark`.
+/// Measures plugin load time with a cold and a warm module cache, and the
+/// time from replacing a plugin file to the new generation serving at the
+/// head of 100,000 events. Figures go to BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark, not a test; see BENCHMARKS.md"]
+async fn reload_benchmark() {
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let bytes = std::fs::read(plugin("account_summary")).unwrap();
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = refract::ModuleCache::new(dir.path());
+        let runtime = refract::PluginRuntime::new().unwrap().with_cache(cache);
+        let t = Instant::now();
+        assert!(!runtime.load_bytes("p.wasm".as_ref(), &bytes).unwrap().cached());
+        cold.push(t.elapsed());
+        let t = Instant::now();
+        assert!(runtime.load_bytes("p.wasm".as_ref(), &bytes).unwrap().cached());
+        warm.push(t.elapsed());
+    }
+    let (cold, warm) = (median(cold), median(warm));
+    println!(
+        "load account_summary.wasm ({} KiB): cold {cold:?}, warm {warm:?}, ratio {:.1}x",
+        bytes.len() / 1024,
+        cold.as_secs_f64() / warm.as_secs_f64()
+    );
+
+    let mut swaps = Vec::new();
+    for run in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::open(&dir.path().join("data")).await;
+        let plugins = plugins_dir(dir.path(), &["account_summary"]);
+        append_all(stores.events.as_ref(), &bank_events(1_000, 100_000, run)).await;
+        let (stop, host) = follow(&stores, &plugins).await;
+        let models = stores.models_dyn();
+        let v2 = std::fs::read(plugin("account_summary_v2")).unwrap();
+        let t = Instant::now();
+        std::fs::write(plugins.join("account_summary.wasm"), &v2).unwrap();
+        wait_for(models.as_ref(), "generation 2", |r| {
+            r.len() == 1 && r[0].key.generation == 2 && r[0].checkpoint == 100_000
+        })
+        .await;
+        swaps.push(t.elapsed());
+        stop.send(()).unwrap();
+        host.await.unwrap();
+    }
+    let all = swaps.clone();
+    println!(
+        "file replaced -> generation 2 serving at the head of 100,000 events: median {:?} (runs {all:?}; includes the {:?} debounce)",
+        median(swaps),
+        refract::DEBOUNCE
+    );
+}

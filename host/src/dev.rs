@@ -51,7 +51,9 @@ pub enum DevError {
 
 /// Plugin crates directly under `plugins_dir`.
 pub fn plugin_crates(plugins_dir: &Path) -> Vec<PathBuf> {
-    let mut crates: Vec<PathBuf> = std::fs::read_dir(plugins_dir)
+    // Canonical, because the file watcher reports absolute paths.
+    let dir = plugins_dir.canonicalize().unwrap_or_else(|_| plugins_dir.to_owned());
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -114,6 +116,10 @@ pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>
     let watched = crates.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
+        // cargo reading the sources raises access events: only writes count.
+        if !crate::watch::is_write(&event.kind) {
+            return;
+        }
         for path in &event.paths {
             // Builds write under target/: reacting to them would loop.
             if path.components().any(|c| c.as_os_str() == "target") {

@@ -598,7 +598,10 @@ impl Host {
 
 /// The `*.wasm` files directly in `dir`, in name order.
 pub(crate) fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, HostError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| HostError::PluginsDir { path: dir.to_owned(), source })?;
+    let err = |source| HostError::PluginsDir { path: dir.to_owned(), source };
+    // Canonical paths, as the watcher reports them: one file, one identity.
+    let dir = dir.canonicalize().map_err(err)?;
+    let entries = std::fs::read_dir(&dir).map_err(err)?;
     let mut paths: Vec<PathBuf> =
         entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_plugin_file(p) && p.is_file()).collect();
     paths.sort();

@@ -44,9 +44,13 @@ impl PluginWatcher {
     /// Starts watching `dir` (not recursively).
     pub fn new(dir: &Path) -> Result<Self, WatchError> {
         let err = |source| WatchError { path: dir.to_owned(), source };
+        // Canonical, like `plugin_files`, so both name a file the same way.
+        let dir = &dir.canonicalize().map_err(|e| err(notify::Error::io(e)))?;
         let (raw_tx, raw_rx) = mpsc::unbounded_channel::<PathBuf>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
+            let Ok(event) = event else { return };
+            // Loading a plugin reads it, which raises access events: only writes count.
+            if is_write(&event.kind) {
                 for path in event.paths.into_iter().filter(|p| is_plugin_file(p)) {
                     let _ = raw_tx.send(path);
                 }
@@ -63,6 +67,13 @@ impl PluginWatcher {
     pub async fn next(&mut self) -> Option<PluginChange> {
         self.changes.recv().await
     }
+}
+
+/// Whether an event changes a file (reads and metadata-only changes do not).
+pub(crate) fn is_write(kind: &notify::EventKind) -> bool {
+    use notify::event::{EventKind, ModifyKind};
+    matches!(kind, EventKind::Create(_) | EventKind::Remove(_))
+        || matches!(kind, EventKind::Modify(m) if !matches!(m, ModifyKind::Metadata(_)))
 }
 
 /// Turns raw notifications into one change per path, once the path has

@@ -482,6 +482,9 @@ impl ReadModelStore for SqliteReadModelStore {
                 // the old generation keeps serving while this one builds.
                 let role = if active.is_some() { Role::Building } else { Role::Active };
                 insert_generation(&mut tx, &key, role, manifest, module_hash, source, None).await?;
+                // A new generation starts empty, whatever a foreign or older
+                // registry may have left under the same table names.
+                drop_tables(&mut tx, &key, manifest).await?;
                 key
             }
         };
@@ -540,6 +543,7 @@ impl ReadModelStore for SqliteReadModelStore {
         let key = ModelKey { projection: name.to_owned(), generation: next_generation(&mut tx, name).await? };
         insert_generation(&mut tx, &key, Role::Building, &active.manifest, &active.module_hash, &active.source, None)
             .await?;
+        drop_tables(&mut tx, &key, &active.manifest).await?;
         create_tables(&mut tx, &key, &active.manifest).await?;
         let row = sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE projection = ? AND generation = ?")))
             .bind(name)
