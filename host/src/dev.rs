@@ -6,16 +6,14 @@
 //! `wasm32-wasip2` and copies the `.wasm` into the plugins folder, where
 //! the plugin watcher picks it up like any other replaced file.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::watch::DEBOUNCE;
+use crate::watch::debounce;
 
 /// Errors building a plugin crate.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +110,7 @@ pub fn build_crate(dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, DevError>
 /// logged; the previous `.wasm` (and its read model) stays in place.
 pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>, DevError> {
     let crates = plugin_crates(plugins_dir);
-    let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+    let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
     let watched = crates.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
@@ -139,24 +137,14 @@ pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>
         for dir in &crates {
             rebuild(dir, &out_dir).await;
         }
-        let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                dir = rx.recv() => match dir {
-                    Some(dir) => { pending.insert(dir, Instant::now()); }
-                    None => return,
-                },
-                _ = tick.tick() => {
-                    let settled: Vec<PathBuf> =
-                        pending.iter().filter(|(_, t)| t.elapsed() >= DEBOUNCE).map(|(d, _)| d.clone()).collect();
-                    for dir in settled {
-                        pending.remove(&dir);
-                        rebuild(&dir, &out_dir).await;
-                    }
-                }
+        debounce(rx, |dir| {
+            let out_dir = out_dir.clone();
+            async move {
+                rebuild(&dir, &out_dir).await;
+                true
             }
-        }
+        })
+        .await;
     }))
 }
 

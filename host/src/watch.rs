@@ -2,6 +2,7 @@
 //! its writer is done with it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -59,7 +60,14 @@ impl PluginWatcher {
         .map_err(err)?;
         watcher.watch(dir, RecursiveMode::NonRecursive).map_err(err)?;
         let (tx, changes) = mpsc::channel(64);
-        tokio::spawn(debounce(raw_rx, tx));
+        // Whatever the file is once it has settled decides the change.
+        tokio::spawn(debounce(raw_rx, move |path| {
+            let tx = tx.clone();
+            async move {
+                let change = if path.is_file() { PluginChange::Changed(path) } else { PluginChange::Removed(path) };
+                tx.send(change).await.is_ok()
+            }
+        }));
         Ok(Self { _watcher: watcher, changes })
     }
 
@@ -76,9 +84,14 @@ pub(crate) fn is_write(kind: &notify::EventKind) -> bool {
         || matches!(kind, EventKind::Modify(m) if !matches!(m, ModifyKind::Metadata(_)))
 }
 
-/// Turns raw notifications into one change per path, once the path has
-/// been quiet for `DEBOUNCE`: whatever the file is then decides the change.
-async fn debounce(mut raw: mpsc::UnboundedReceiver<PathBuf>, out: mpsc::Sender<PluginChange>) {
+/// Calls `settled` with each path once it has been quiet for `DEBOUNCE`,
+/// until `raw` closes or `settled` returns false. Shared by the plugin
+/// watcher and `refract dev`'s source watcher.
+pub(crate) async fn debounce<F, Fut>(mut raw: mpsc::UnboundedReceiver<PathBuf>, mut settled: F)
+where
+    F: FnMut(PathBuf) -> Fut,
+    Fut: Future<Output = bool>,
+{
     let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(DEBOUNCE / 4);
     loop {
@@ -88,12 +101,11 @@ async fn debounce(mut raw: mpsc::UnboundedReceiver<PathBuf>, out: mpsc::Sender<P
                 None => return,
             },
             _ = tick.tick() => {
-                let settled: Vec<PathBuf> =
+                let quiet: Vec<PathBuf> =
                     pending.iter().filter(|(_, t)| t.elapsed() >= DEBOUNCE).map(|(p, _)| p.clone()).collect();
-                for path in settled {
+                for path in quiet {
                     pending.remove(&path);
-                    let change = if path.is_file() { PluginChange::Changed(path) } else { PluginChange::Removed(path) };
-                    if out.send(change).await.is_err() {
+                    if !settled(path).await {
                         return;
                     }
                 }
