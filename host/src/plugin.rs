@@ -416,6 +416,22 @@ impl Plugin {
         &self.path
     }
 
+    /// Runs `batches` through one fresh instance with no read model
+    /// attached (its `get` answers `unavailable`), under the default limits,
+    /// and returns how many changes came back. This is the WASM boundary
+    /// alone, without runner, event store or read-model store: what
+    /// `refract-bench` measures it with.
+    #[doc(hidden)]
+    pub fn handle_detached(&self, batches: &[Vec<Event>]) -> Result<usize, PluginError> {
+        let limits = Limits::default();
+        let mut instance = Instance::new(&self.pre, self.manifest.name.clone(), None, &limits)?;
+        let mut changes = 0;
+        for batch in batches {
+            changes += instance.handle(batch, &limits)?.len();
+        }
+        Ok(changes)
+    }
+
     pub(crate) fn instantiate(&self, access: ModelAccess, limits: &Limits) -> Result<Instance, PluginError> {
         Instance::new(&self.pre, self.manifest.name.clone(), Some(access), limits)
     }
