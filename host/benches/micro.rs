@@ -41,7 +41,11 @@ fn change_set(c: &mut Criterion) {
         let input = changes(events, 10_000.min(events));
         group.throughput(Throughput::Elements(events as u64));
         group.bench_function(format!("{events} upserts"), |b| {
-            b.iter_batched(|| input.clone(), |v| black_box(ChangeSet::from_changes(v, &m).unwrap()), BatchSize::LargeInput)
+            b.iter_batched(
+                || input.clone(),
+                |v| black_box(ChangeSet::from_changes(v, &m).unwrap()),
+                BatchSize::LargeInput,
+            )
         });
     }
     group.finish();

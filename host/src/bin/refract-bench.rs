@@ -69,12 +69,17 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     println!("machine: {}", machine());
-    println!("events: {} (batch 1: {}), runs: {}, accounts: {}", args.events, args.batch1_events, args.runs, args.accounts);
+    println!(
+        "events: {} (batch 1: {}), runs: {}, accounts: {}",
+        args.events, args.batch1_events, args.runs, args.accounts
+    );
     let skip = |part: &str| args.skip.iter().any(|s| s == part);
 
     if !skip("throughput") {
         println!("\n## Projection throughput into SQLite (events/s, median of {} runs)\n", args.runs);
-        println!("| batch | events | WASM (engine) | native (same path) | raw SQLite ceiling | WASM/native | WASM/raw |");
+        println!(
+            "| batch | events | WASM (engine) | native (same path) | raw SQLite ceiling | WASM/native | WASM/raw |"
+        );
         println!("|---|---|---|---|---|---|---|");
         for &batch in &args.batches {
             let n = if batch == 1 { args.batch1_events } else { args.events };
@@ -84,7 +89,8 @@ async fn run(args: Args) -> Result<()> {
                 // Interleaved, so the three see the same machine load.
                 let dir = args.work_dir.join(format!("run-b{batch}-{run}"));
                 let rebuild = batch == 1000 && !skip("rebuild");
-                let (rate, rebuild_time) = wasm_run(&dir.join("wasm"), &events, &account_summary, batch, rebuild).await?;
+                let (rate, rebuild_time) =
+                    wasm_run(&dir.join("wasm"), &events, &account_summary, batch, rebuild).await?;
                 wasm.push(rate);
                 rebuilds.extend(rebuild_time);
                 native.push(native_run(&dir.join("native"), &events, &account_summary, batch, false).await?);
@@ -95,15 +101,15 @@ async fn run(args: Args) -> Result<()> {
                 let _ = std::fs::remove_dir_all(&dir);
             }
             let (w, nv, r) = (median(&mut wasm), median(&mut native), median(&mut raw));
-            println!(
-                "| {batch} | {n} | {w:.0} | {nv:.0} | {r:.0} | {:.2} | {:.2} |",
-                w / nv,
-                w / r
-            );
+            println!("| {batch} | {n} | {w:.0} | {nv:.0} | {r:.0} | {:.2} | {:.2} |", w / nv, w / r);
             eprintln!("  batch {batch}: wasm {wasm:.0?} native {native:.0?} raw {raw:.0?}");
             if !rebuilds.is_empty() {
                 let mut secs: Vec<f64> = rebuilds.iter().map(Duration::as_secs_f64).collect();
-                println!("\nrebuild of {n} events (batch 1000), median of {}: {:.2} s (runs: {secs:.2?})\n", secs.len(), median(&mut secs));
+                println!(
+                    "\nrebuild of {n} events (batch 1000), median of {}: {:.2} s (runs: {secs:.2?})\n",
+                    secs.len(),
+                    median(&mut secs)
+                );
             }
         }
     }
@@ -141,10 +147,11 @@ async fn run(args: Args) -> Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
             let started = Instant::now();
             let mut hosts = vec![];
+            // One event store for all, as one host with 10 projections would have.
+            let events = Arc::new(SqliteEventStore::open(&events_path).await?);
             for i in 0..n {
                 let data = DataDir(dir.join(format!("host-{i}")));
-                let events = Arc::new(SqliteEventStore::open(&events_path).await?);
-                let mut host = Host::new(events, data.open_models().await?, sync(1000))?;
+                let mut host = Host::new(events.clone(), data.open_models().await?, sync(1000))?;
                 let plugin = host.runtime().load(&account_summary)?;
                 host.start(plugin).await?;
                 hosts.push(host);
@@ -467,7 +474,10 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem = status_file_kib("/proc/meminfo", "MemTotal:") / 1024 / 1024;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!("{cores} cores, {mem} GiB RAM, load average {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+    format!(
+        "{cores} cores, {mem} GiB RAM, load average {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    )
 }
 
 fn status_file_kib(path: &str, field: &str) -> u64 {
