@@ -602,3 +602,43 @@ fn arm_store(store: &mut Store<HostState>, limits: &Limits) -> Result<(), Plugin
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::CollectionChanges;
+
+    fn committed(upserts: &[(&str, &str)], deletes: &[&str]) -> ChangeSet {
+        let c = CollectionChanges {
+            upserts: upserts.iter().map(|(id, b)| (id.to_string(), b.to_string())).collect(),
+            deletes: deletes.iter().map(|id| id.to_string()).collect(),
+        };
+        ChangeSet { collections: [("c".to_string(), c)].into() }
+    }
+
+    #[test]
+    fn document_cache_follows_commits_and_forgets_on_clear() {
+        let cache = DocumentCache::default();
+        assert_eq!(cache.get("c", "a"), None, "unknown until read or committed");
+        cache.remember("c", "a", None);
+        assert_eq!(cache.get("c", "a"), Some(None), "a read that found nothing is remembered");
+        cache.committed(&committed(&[("a", "{\"v\":1}")], &["b"]));
+        assert_eq!(cache.get("c", "a"), Some(Some("{\"v\":1}".to_string())));
+        assert_eq!(cache.get("c", "b"), Some(None), "a committed delete reads as absent");
+        assert_eq!(cache.get("other", "a"), None, "collections are kept apart");
+        cache.clear();
+        assert_eq!(cache.get("c", "a"), None);
+    }
+
+    #[test]
+    fn document_cache_starts_over_when_full() {
+        let cache = DocumentCache::default();
+        for i in 0..CACHED_DOCUMENTS {
+            cache.remember("c", &i.to_string(), None);
+        }
+        assert_eq!(cache.get("c", "0"), Some(None));
+        cache.remember("c", "one more", None);
+        assert_eq!(cache.get("c", "0"), None, "the full cache was cleared");
+        assert_eq!(cache.get("c", "one more"), Some(None));
+    }
+}
