@@ -529,6 +529,7 @@ impl Host {
             progress: progress_tx,
             notices: self.notices.clone(),
             stop,
+            documents: Default::default(),
         };
         let task = tokio::spawn(runner.run());
         self.runners.insert(record.key.clone(), Running { progress, task });

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 use crate::changes::{Change, ChangeError, ChangeSet};
 use crate::config::ProjectionConfig;
 use crate::event::Event;
-use crate::plugin::{Instance, ModelAccess, Plugin, PluginError};
+use crate::plugin::{DocumentCache, Instance, ModelAccess, Plugin, PluginError};
 use crate::policy::FailurePolicy;
 use crate::source::EventSource;
 use crate::store::{DeadLetter, ModelKey, ProjectionState, ReadModelStore, Role, StoreError};
@@ -141,6 +141,8 @@ pub(crate) struct Runner {
     pub progress: watch::Sender<Progress>,
     pub notices: broadcast::Sender<CommitNotice>,
     pub stop: watch::Receiver<bool>,
+    /// Committed documents the plugin's `get` reads from; kept in step with every commit.
+    pub documents: Arc<DocumentCache>,
 }
 
 /// Stop switches of every runner of a host, so the runner that swaps a
@@ -162,6 +164,7 @@ impl Runner {
             key: self.key.clone(),
             collections: self.plugin.manifest().collections.iter().map(|c| c.name.clone()).collect::<HashSet<_>>(),
             runtime: tokio::runtime::Handle::current(),
+            documents: self.documents.clone(),
         };
         let mut instance: Slot = None;
         let mut partial_since: Option<Instant> = None;
@@ -270,7 +273,12 @@ impl Runner {
 
     /// Commits a batch's changes with the checkpoint `to`, then tells listeners.
     async fn commit(&mut self, changes: &ChangeSet, to: u64, events: usize, started: Instant) -> Result<(), StepError> {
-        self.store.commit(&self.key, changes, self.checkpoint, to).await.map_err(StepError::from_store)?;
+        if let Err(e) = self.store.commit(&self.key, changes, self.checkpoint, to).await {
+            // A failed commit may or may not have reached the file: read again.
+            self.documents.clear();
+            return Err(StepError::from_store(e));
+        }
+        self.documents.committed(changes);
         self.checkpoint = to;
         self.report(ProjectionState::Running, None);
         // No receiver is fine: nobody is listening.
@@ -467,7 +475,14 @@ impl Runner {
                 ok = outcome.is_ok(),
                 "dead letter replayed"
             );
-            self.store.finish_replay(&self.key, letter.position, outcome.as_ref().map_err(String::as_str)).await?;
+            let finished =
+                self.store.finish_replay(&self.key, letter.position, outcome.as_ref().map_err(String::as_str)).await;
+            match (&finished, &outcome) {
+                (Ok(()), Ok(changes)) => self.documents.committed(changes),
+                (Ok(()), Err(_)) => {}
+                (Err(_), _) => self.documents.clear(),
+            }
+            finished?;
         }
         Ok(())
     }

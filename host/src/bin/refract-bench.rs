@@ -1,0 +1,488 @@
+//! End-to-end benchmarks of refract: projection throughput into SQLite
+//! (WASM plugin, the same projection in native Rust, and the raw SQLite
+//! ceiling), rebuild time, the WASM boundary alone, and peak RSS with 1 and
+//! 10 concurrent projections. See BENCHMARKS.md for what each figure means.
+//!
+//! ```sh
+//! scripts/build-plugins
+//! cargo run --release -p refract --bin refract-bench -- --events 1000000 --runs 3
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use refract::{
+    AppendRequest, Change, ChangeSet, DataDir, Event, EventSource, EventStore, ExpectedVersion, Host, Manifest,
+    ModelKey, NewEvent, Plugin, PluginRuntime, ReadModelStore, SqliteEventStore, SqliteReadModelStore, SyncConfig,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Parser)]
+#[command(about = "End-to-end benchmarks of refract (see BENCHMARKS.md)")]
+struct Args {
+    /// Events projected per run at batch sizes of 100 and more.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Events per run at batch size 1 (one transaction per event is slow).
+    #[arg(long, default_value_t = 20_000)]
+    batch1_events: usize,
+    /// Runs per figure; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
+    batches: Vec<usize>,
+    /// Bank accounts the events are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    accounts: usize,
+    /// Events per projection in the peak-RSS measurement.
+    #[arg(long, default_value_t = 200_000)]
+    rss_events: usize,
+    /// Work directory (event stores are generated once and reused).
+    #[arg(long, default_value = "target/refract-bench")]
+    work_dir: PathBuf,
+    /// Folder holding account_summary.wasm and bench_decode.wasm.
+    #[arg(long, default_value = "target/wasm32-wasip2/release")]
+    plugins: PathBuf,
+    /// Skip parts: any of throughput, rebuild, boundary, rss.
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    std::fs::create_dir_all(&args.work_dir)?;
+    let account_summary = args.plugins.join("account_summary.wasm");
+    let bench_decode = args.plugins.join("bench_decode.wasm");
+    for p in [&account_summary, &bench_decode] {
+        if !p.exists() {
+            bail!("{} is missing: run scripts/build-plugins first", p.display());
+        }
+    }
+    println!("machine: {}", machine());
+    println!(
+        "events: {} (batch 1: {}), runs: {}, accounts: {}",
+        args.events, args.batch1_events, args.runs, args.accounts
+    );
+    let skip = |part: &str| args.skip.iter().any(|s| s == part);
+
+    if !skip("throughput") {
+        println!("\n## Projection throughput into SQLite (events/s, median of {} runs)\n", args.runs);
+        println!(
+            "| batch | events | WASM (engine) | native (same path) | raw SQLite ceiling | WASM/native | WASM/raw |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for &batch in &args.batches {
+            let n = if batch == 1 { args.batch1_events } else { args.events };
+            let events = event_store(&args, n).await?;
+            let (mut wasm, mut native, mut raw, mut rebuilds) = (vec![], vec![], vec![], vec![]);
+            for run in 0..args.runs {
+                // Interleaved, so the three see the same machine load.
+                let dir = args.work_dir.join(format!("run-b{batch}-{run}"));
+                let rebuild = batch == 1000 && !skip("rebuild");
+                let (rate, rebuild_time) =
+                    wasm_run(&dir.join("wasm"), &events, &account_summary, batch, rebuild).await?;
+                wasm.push(rate);
+                rebuilds.extend(rebuild_time);
+                native.push(native_run(&dir.join("native"), &events, &account_summary, batch, false).await?);
+                raw.push(native_run(&dir.join("raw"), &events, &account_summary, batch, true).await?);
+                if run == 0 {
+                    compare_models(&dir.join("wasm"), &dir.join("native"), args.accounts).await?;
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let (w, nv, r) = (median(&mut wasm), median(&mut native), median(&mut raw));
+            println!("| {batch} | {n} | {w:.0} | {nv:.0} | {r:.0} | {:.2} | {:.2} |", w / nv, w / r);
+            eprintln!("  batch {batch}: wasm {wasm:.0?} native {native:.0?} raw {raw:.0?}");
+            if !rebuilds.is_empty() {
+                let mut secs: Vec<f64> = rebuilds.iter().map(Duration::as_secs_f64).collect();
+                println!(
+                    "\nrebuild of {n} events (batch 1000), median of {}: {:.2} s (runs: {secs:.2?})\n",
+                    secs.len(),
+                    median(&mut secs)
+                );
+            }
+        }
+    }
+
+    if !skip("boundary") {
+        println!("\n## WASM boundary alone (bench-decode: decode, no get, no changes), median of {} runs\n", args.runs);
+        println!("| batch | events/s |");
+        println!("|---|---|");
+        let events = event_store(&args, args.events.min(200_000)).await?;
+        let head = events.head().await?;
+        let all = events.read(0, head, &Default::default(), usize::MAX).await?;
+        let runtime = PluginRuntime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let plugin = runtime.load(&bench_decode)?;
+        for &batch in &args.batches {
+            let batches: Vec<Vec<Event>> = all.chunks(batch).map(<[Event]>::to_vec).collect();
+            let mut rates = vec![];
+            for _ in 0..args.runs {
+                let plugin = &plugin;
+                let started = Instant::now();
+                let changes = tokio::task::block_in_place(|| plugin.handle_detached(&batches))?;
+                assert_eq!(changes, 0);
+                rates.push(all.len() as f64 / started.elapsed().as_secs_f64());
+            }
+            println!("| {batch} | {:.0} |", median(&mut rates));
+        }
+    }
+
+    if !skip("rss") {
+        println!("\n## Peak RSS (VmHWM of this process), {} events per projection, batch 1000\n", args.rss_events);
+        let events_path = event_store_path(&args, args.rss_events);
+        event_store(&args, args.rss_events).await?;
+        for n in [1usize, 10] {
+            let base = reset_peak_rss();
+            let dir = args.work_dir.join(format!("rss-{n}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            let started = Instant::now();
+            let mut hosts = vec![];
+            // One event store for all, as one host with 10 projections would have.
+            let events = Arc::new(SqliteEventStore::open(&events_path).await?);
+            for i in 0..n {
+                let data = DataDir(dir.join(format!("host-{i}")));
+                let mut host = Host::new(events.clone(), data.open_models().await?, sync(1000))?;
+                let plugin = host.runtime().load(&account_summary)?;
+                host.start(plugin).await?;
+                hosts.push(host);
+            }
+            for host in &hosts {
+                host.wait_until_caught_up().await?;
+            }
+            let elapsed = started.elapsed();
+            let peak = peak_rss_kib();
+            for host in hosts {
+                host.shutdown().await;
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            println!(
+                "{n:>2} projection(s): peak RSS {} MiB ({peak} KiB; {} MiB before they started), {:.1} s",
+                peak / 1024,
+                base / 1024,
+                elapsed.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn sync(batch: usize) -> SyncConfig {
+    // A short poll so the end of a run is seen at once.
+    SyncConfig { batch_size: batch, poll: Duration::from_millis(1), ..SyncConfig::default() }
+}
+
+/// The real engine: a host running the account-summary plugin from
+/// position 0 to the head. Returns events/s and, when asked, how long a
+/// rebuild (a new generation from position 0, swapped in at the head) takes.
+async fn wasm_run(
+    dir: &Path,
+    events: &Arc<SqliteEventStore>,
+    plugin_path: &Path,
+    batch: usize,
+    rebuild: bool,
+) -> Result<(f64, Option<Duration>)> {
+    let _ = std::fs::remove_dir_all(dir);
+    let data = DataDir(dir.to_owned());
+    let models = data.open_models().await?;
+    let mut host = Host::new(events.clone(), models.clone(), sync(batch))?;
+    let plugin = host.runtime().load(plugin_path)?;
+    let head = events.head().await?;
+    let started = Instant::now();
+    host.start(plugin).await?;
+    host.wait_until_caught_up().await?;
+    let rate = head as f64 / started.elapsed().as_secs_f64();
+    check_caught_up(&*models, "account-summary", head).await?;
+    let rebuild_time = if rebuild {
+        let record = models.request_rebuild("account-summary").await?;
+        let started = Instant::now();
+        if !host.run_generation(&record).await {
+            bail!("the rebuild generation did not start");
+        }
+        host.wait_until_caught_up().await?;
+        let took = started.elapsed();
+        let active = models.projection("account-summary").await?;
+        if active.key != record.key || active.checkpoint != head {
+            bail!("rebuild did not swap in: active is {:?} at {}", active.key, active.checkpoint);
+        }
+        Some(took)
+    } else {
+        None
+    };
+    host.shutdown().await;
+    models.close().await;
+    Ok((rate, rebuild_time))
+}
+
+async fn check_caught_up(models: &dyn ReadModelStore, name: &str, head: u64) -> Result<()> {
+    let record = models.projection(name).await?;
+    if record.checkpoint != head || record.last_error.is_some() {
+        bail!("{name} stopped at {} of {head}: {:?}", record.checkpoint, record.last_error);
+    }
+    Ok(())
+}
+
+/// The account-summary projection compiled into this binary, run through
+/// the same read, `get`, `ChangeSet::from_changes` and `commit` calls as the
+/// runner (`raw = false`); or, with `raw = true`, the store's ceiling: the
+/// same final documents per batch, computed off the clock, so only `commit`
+/// (one json_each upsert plus the checkpoint, one transaction) is timed.
+async fn native_run(
+    dir: &Path,
+    events: &Arc<SqliteEventStore>,
+    plugin_path: &Path,
+    batch: usize,
+    raw: bool,
+) -> Result<f64> {
+    let _ = std::fs::remove_dir_all(dir);
+    let models = DataDir(dir.to_owned()).open_models().await?;
+    let manifest = manifest_of(plugin_path)?;
+    let reg = models.register(&manifest, "native-baseline", "native").await?;
+    let key = reg.target.key.clone();
+    let head = events.head().await?;
+    let mut checkpoint = 0;
+    let mut timed = Duration::ZERO;
+    // Committed documents, as the host's document cache keeps them for `get`.
+    let mut committed: HashMap<String, Option<String>> = HashMap::new();
+    while checkpoint < head {
+        let t0 = Instant::now();
+        let batch_events = events.read(checkpoint, head, &manifest.subscription, batch).await?;
+        let full = batch_events.len() >= batch;
+        let to = if full { batch_events.last().map_or(head, |e| e.position) } else { head };
+        let changes = project(&batch_events, &mut committed, &key, &*models).await?;
+        let set = ChangeSet::from_changes(changes, &manifest)?;
+        let t1 = Instant::now();
+        models.commit(&key, &set, checkpoint, to).await?;
+        timed += if raw { t1.elapsed() } else { t0.elapsed() };
+        for (id, body) in &set.collections["accounts"].upserts {
+            committed.insert(id.clone(), Some(body.clone()));
+        }
+        checkpoint = to;
+    }
+    models.close().await;
+    Ok(head as f64 / timed.as_secs_f64())
+}
+
+/// account-summary's logic, natively: decode, read-modify-write through a
+/// batch overlay (as the SDK's `Context` does), one upsert per event. Reads
+/// that miss the overlay and the committed-document cache go to the store,
+/// like the `get` import.
+async fn project(
+    events: &[Event],
+    committed: &mut HashMap<String, Option<String>>,
+    key: &ModelKey,
+    models: &dyn ReadModelStore,
+) -> Result<Vec<Change>> {
+    let mut overlay: HashMap<String, String> = HashMap::new();
+    let mut changes = Vec::with_capacity(events.len());
+    for event in events {
+        let change = match event.event_type.as_str() {
+            "AccountOpened" => Op::Opened(serde_json::from_str(&event.payload)?),
+            "MoneyDeposited" => Op::Deposited(serde_json::from_str::<Amount>(&event.payload)?.amount),
+            "MoneyWithdrawn" => Op::Withdrawn(serde_json::from_str::<Amount>(&event.payload)?.amount),
+            "AccountClosed" => Op::Closed,
+            _ => continue,
+        };
+        let current = match overlay.get(&event.stream_id) {
+            Some(body) => Some(body.clone()),
+            None => match committed.get(&event.stream_id) {
+                Some(found) => found.clone(),
+                None => {
+                    let found = models.get(key, "accounts", &event.stream_id).await?;
+                    committed.insert(event.stream_id.clone(), found.clone());
+                    found
+                }
+            },
+        };
+        let mut account: Account = match current {
+            Some(body) => serde_json::from_str(&body)?,
+            None => Account::default(),
+        };
+        match change {
+            Op::Opened(opened) => {
+                account.owner = opened.owner;
+                account.balance += opened.initial_deposit;
+                account.opened_at = event.timestamp;
+            }
+            Op::Deposited(amount) => {
+                account.balance += amount;
+                account.transactions += 1;
+            }
+            Op::Withdrawn(amount) => {
+                account.balance -= amount;
+                account.transactions += 1;
+            }
+            Op::Closed => account.status = Status::Closed,
+        }
+        account.last_activity = event.timestamp;
+        let body = serde_json::to_string(&account)?;
+        overlay.insert(event.stream_id.clone(), body.clone());
+        changes.push(Change::Upsert { collection: "accounts".into(), id: event.stream_id.clone(), body });
+    }
+    Ok(changes)
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Account {
+    owner: String,
+    balance: i64,
+    transactions: u64,
+    status: Status,
+    opened_at: u64,
+    last_activity: u64,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    #[default]
+    Open,
+    Closed,
+}
+
+#[derive(Deserialize)]
+struct AccountOpened {
+    owner: String,
+    #[serde(default)]
+    initial_deposit: i64,
+}
+
+#[derive(Deserialize)]
+struct Amount {
+    amount: i64,
+}
+
+enum Op {
+    Opened(AccountOpened),
+    Deposited(i64),
+    Withdrawn(i64),
+    Closed,
+}
+
+/// The plugin's own manifest, so the native runs write the same tables and indexes.
+fn manifest_of(plugin_path: &Path) -> Result<Manifest> {
+    let runtime = PluginRuntime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let plugin: Plugin = runtime.load(plugin_path)?;
+    Ok(plugin.manifest().clone())
+}
+
+/// The WASM and native runs must produce the same documents.
+async fn compare_models(wasm: &Path, native: &Path, accounts: usize) -> Result<()> {
+    let a = SqliteReadModelStore::open(&DataDir(wasm.to_owned()).models()).await?;
+    let b = SqliteReadModelStore::open(&DataDir(native.to_owned()).models()).await?;
+    let key_b = b.projection("account-summary").await?.key;
+    for i in (0..accounts).step_by((accounts / 200).max(1)) {
+        let id = format!("account-{i}");
+        let x = a.get_document("account-summary", "accounts", &id).await?;
+        let y = b.get(&key_b, "accounts", &id).await?;
+        if x != y {
+            bail!("WASM and native documents differ for {id}: {x:?} vs {y:?}");
+        }
+    }
+    a.close().await;
+    b.close().await;
+    Ok(())
+}
+
+fn event_store_path(args: &Args, n: usize) -> PathBuf {
+    args.work_dir.join(format!("events-{n}-{}.db", args.accounts))
+}
+
+/// An event store of `n` bank events, generated once and reused.
+async fn event_store(args: &Args, n: usize) -> Result<Arc<SqliteEventStore>> {
+    let path = event_store_path(args, n);
+    let done = path.with_extension("done");
+    if !done.exists() {
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(path.with_extension("db-wal"));
+        eprintln!("generating {n} events into {} ...", path.display());
+        let store = SqliteEventStore::open(&path).await?;
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |below: u64| {
+            rng ^= rng >> 12;
+            rng ^= rng << 25;
+            rng ^= rng >> 27;
+            rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % below
+        };
+        let accounts = args.accounts.min(n);
+        let mut requests = Vec::with_capacity(10_000);
+        for i in 0..n {
+            let (stream, event_type, payload) = if i < accounts {
+                let p = format!(r#"{{"owner":"owner-{}","initial_deposit":{}"#, i % 37, (i % 5) * 100);
+                (format!("account-{i}"), "AccountOpened", p)
+            } else {
+                let kind = if next(3) == 0 { "MoneyWithdrawn" } else { "MoneyDeposited" };
+                (format!("account-{}", next(accounts as u64)), kind, format!(r#"{{"amount":{}"#, 1 + next(500)))
+            };
+            requests.push(AppendRequest {
+                stream_id: stream,
+                expected: ExpectedVersion::Any,
+                events: vec![NewEvent::new(event_type, pad(payload))],
+            });
+            if requests.len() == 10_000 {
+                store.append(&requests).await?;
+                requests.clear();
+            }
+        }
+        if !requests.is_empty() {
+            store.append(&requests).await?;
+        }
+        store.close().await;
+        std::fs::write(&done, "")?;
+    }
+    Ok(Arc::new(SqliteEventStore::open(&path).await.context("open the event store")?))
+}
+
+/// Closes a JSON object with a `note` that brings it to 200 bytes.
+fn pad(mut open: String) -> String {
+    let room = 200usize.saturating_sub(open.len() + r#","note":""}"#.len());
+    open.push_str(r#","note":""#);
+    open.extend(std::iter::repeat_n('x', room));
+    open.push_str(r#""}"#);
+    open
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Resets VmHWM to the current RSS (Linux `clear_refs` 5) and returns it, in KiB.
+fn reset_peak_rss() -> u64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_kib("VmRSS:")
+}
+
+fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+fn status_kib(field: &str) -> u64 {
+    status_file_kib("/proc/self/status", field)
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = status_file_kib("/proc/meminfo", "MemTotal:") / 1024 / 1024;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "{cores} cores, {mem} GiB RAM, load average {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    )
+}
+
+fn status_file_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
