@@ -18,6 +18,11 @@ pub fn database_url() -> String {
 /// Creates a new schema and returns a URL whose connections use it
 /// (`options[search_path]`, which sqlx sends as `-c search_path=...`).
 pub async fn fresh_schema() -> String {
+    fresh_schema_named().await.0
+}
+
+/// Like [`fresh_schema`], also returning the schema's name.
+pub async fn fresh_schema_named() -> (String, String) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let url = database_url();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
@@ -33,5 +38,5 @@ pub async fn fresh_schema() -> String {
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.unwrap();
     conn.close().await.unwrap();
     let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}options[search_path]={schema}")
+    (format!("{url}{separator}options[search_path]={schema}"), schema)
 }
