@@ -2,18 +2,21 @@
 //! projections as sandboxed WebAssembly components.
 //!
 //! The pieces, in the order data flows through them:
-//! - an [`EventStore`] ([`SqliteEventStore`] embedded) holds events with a
+//! - an [`EventStore`] ([`SqliteEventStore`] embedded, or
+//!   [`PostgresEventStore`]) holds events with a
 //!   gapless global position and per-stream optimistic concurrency;
 //! - a [`Plugin`] is a projection component loaded and checked by the
 //!   [`PluginRuntime`];
 //! - the [`Host`] runs one runner per projection, which feeds event batches
 //!   to the plugin and commits the resulting [`ChangeSet`] together with the
-//!   checkpoint through a [`ReadModelStore`] ([`SqliteReadModelStore`]);
+//!   checkpoint through a [`ReadModelStore`] ([`SqliteReadModelStore`] or
+//!   [`PostgresReadModelStore`]; [`open_events`] and [`open_models`] pick one by URL);
 //! - read models are read back with `get`, [`Query`] and `count`, in process
 //!   or over HTTP through [`serve`] (see the `api` module docs).
 #![deny(missing_docs)]
 
 mod api;
+mod backend;
 mod bindings;
 mod cache;
 mod capabilities;
@@ -28,6 +31,7 @@ mod limits;
 mod manifest;
 mod plugin;
 mod policy;
+mod postgres;
 mod query;
 mod runner;
 mod source;
@@ -36,6 +40,7 @@ mod store;
 mod watch;
 
 pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, MAX_TIMEOUT, Metrics, router, serve};
+pub use backend::{BackendError, open_events, open_models};
 pub use cache::ModuleCache;
 pub use capabilities::Capability;
 pub use changes::{Change, ChangeError, ChangeSet, CollectionChanges};
@@ -49,9 +54,9 @@ pub use plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 pub use policy::{FailurePolicy, RetryPolicy};
 pub use query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
 pub use runner::{CommitNotice, Progress, SyncConfig};
-pub use source::{Appended, EventSource, EventStore, SourceError, SqliteEventStore};
+pub use source::{Appended, EventSource, EventStore, PostgresEventStore, SourceError, SqliteEventStore};
 pub use store::{
-    DeadLetter, ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Registration, RetryRequest, Role,
-    SqliteReadModelStore, StoreError,
+    DeadLetter, ModelKey, PostgresReadModelStore, ProjectionRecord, ProjectionState, ReadModelStore, Registration,
+    RetryRequest, Role, SqliteReadModelStore, StoreError,
 };
 pub use watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError};

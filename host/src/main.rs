@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use refract::{
-    ApiState, AppendRequest, Config, DataDir, EventSource, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order,
+    ApiState, AppendRequest, Config, DataDir, EventStore, ExpectedVersion, Filter, Host, NewEvent, Order,
     PluginWatcher, Query, ReadModelStore, Role, SyncConfig,
 };
 use serde::Deserialize;
@@ -22,6 +22,13 @@ struct Cli {
     /// Directory of the embedded stores (events.db, models.db).
     #[arg(long, global = true, env = "REFRACT_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// Event store URL: sqlite://PATH or postgres://USER@HOST:PORT/DB[?options[search_path]=SCHEMA].
+    /// Default: sqlite://<data-dir>/events.db.
+    #[arg(long, global = true, env = "REFRACT_EVENTS", value_name = "URL")]
+    events: Option<String>,
+    /// Read-model store URL, as for --events. Default: sqlite://<data-dir>/models.db.
+    #[arg(long, global = true, env = "REFRACT_STORE", value_name = "URL")]
+    store: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -180,13 +187,13 @@ async fn main() -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    let data = DataDir(cli.data_dir);
+    let data = Stores::new(DataDir(cli.data_dir), cli.events, cli.store);
     match cli.command {
         Command::Run(args) => run(&data, args, false).await,
         Command::Dev(args) => run(&data, args, true).await,
         Command::Rebuild { projection } => rebuild(&data, &projection).await,
         Command::Drop { projection } => {
-            let models = data.open_models().await.context("opening the read-model store")?;
+            let models = data.open_models().await?;
             models.drop_projection(&projection).await?;
             println!("dropped {projection}");
             if let Some(pid) = data.running_host() {
@@ -197,7 +204,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Append { stream, event_type, payload, metadata, expected_version } => {
-            let events = data.open_events().await.context("opening the event store")?;
+            let events = data.open_events().await?;
             let request = AppendRequest {
                 stream_id: stream,
                 expected: expected_version,
@@ -209,7 +216,7 @@ async fn main() -> Result<()> {
         }
         Command::Import { file } => import(&data, &file).await,
         Command::Get { projection, collection, id } => {
-            let models: Arc<dyn ReadModelStore> = data.open_models().await.context("opening the read-model store")?;
+            let models = data.open_models().await?;
             match models.get_document(&projection, &collection, &id).await? {
                 Some(doc) => {
                     let value: serde_json::Value = serde_json::from_str(&doc)?;
@@ -220,7 +227,7 @@ async fn main() -> Result<()> {
             }
         }
         Command::Query { projection, collection, filters, order, limit, cursor, count, lines } => {
-            let models: Arc<dyn ReadModelStore> = data.open_models().await.context("opening the read-model store")?;
+            let models = data.open_models().await?;
             let filters = filters.iter().map(|f| Filter::parse(f)).collect::<Result<Vec<_>, _>>()?;
             if count {
                 println!("{}", models.count_documents(&projection, &collection, &filters).await?);
@@ -247,8 +254,8 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Status { json } => {
-            let events = data.open_events().await.context("opening the event store")?;
-            let models = data.open_models().await.context("opening the read-model store")?;
+            let events = data.open_events().await?;
+            let models = data.open_models().await?;
             let status = refract::status(events.as_ref(), models.as_ref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -275,7 +282,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::DeadLetters { projection, json } => {
-            let models = data.open_models().await.context("opening the read-model store")?;
+            let models = data.open_models().await?;
             let letters = models.dead_letters(&projection).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
@@ -296,7 +303,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Retry { projection } => {
-            let models = data.open_models().await.context("opening the read-model store")?;
+            let models = data.open_models().await?;
             let r = models.request_retry(&projection).await?;
             if r.cleared_fault {
                 println!("{projection}: fault cleared; the next `refract run` resumes from the checkpoint");
@@ -306,6 +313,39 @@ async fn main() -> Result<()> {
             println!("{projection}: {} dead letter(s) will be replayed by the next `refract run`", r.replays);
             Ok(())
         }
+    }
+}
+
+/// Where the stores are: URLs for events and read models, and the data dir,
+/// which keeps the host's pid lock and module cache whatever the backends.
+struct Stores {
+    dir: DataDir,
+    events: String,
+    models: String,
+}
+
+impl Stores {
+    fn new(dir: DataDir, events: Option<String>, models: Option<String>) -> Self {
+        let sqlite = |path: PathBuf| format!("sqlite://{}", path.display());
+        let events = events.unwrap_or_else(|| sqlite(dir.events()));
+        let models = models.unwrap_or_else(|| sqlite(dir.models()));
+        Self { dir, events, models }
+    }
+
+    async fn open_events(&self) -> Result<Arc<dyn EventStore>> {
+        refract::open_events(&self.events).await.context("opening the event store")
+    }
+
+    async fn open_models(&self) -> Result<Arc<dyn ReadModelStore>> {
+        refract::open_models(&self.models).await.context("opening the read-model store")
+    }
+}
+
+impl std::ops::Deref for Stores {
+    type Target = DataDir;
+
+    fn deref(&self) -> &DataDir {
+        &self.dir
     }
 }
 
@@ -319,7 +359,7 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
     }
 }
 
-async fn run(data: &DataDir, args: RunArgs, dev: bool) -> Result<()> {
+async fn run(data: &Stores, args: RunArgs, dev: bool) -> Result<()> {
     let _lock = data.lock()?;
     let sync = SyncConfig {
         batch_size: args.batch_size.max(1),
@@ -327,8 +367,8 @@ async fn run(data: &DataDir, args: RunArgs, dev: bool) -> Result<()> {
         interval: args.interval_ms.map(Duration::from_millis),
         poll: Duration::from_millis(args.poll_ms.max(1)),
     };
-    let events = data.open_events().await.context("opening the event store")?;
-    let models = data.open_models().await.context("opening the read-model store")?;
+    let events = data.open_events().await?;
+    let models = data.open_models().await?;
     let config = load_config(args.config.as_deref())?;
     let mut host = Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache());
     // Bind before loading plugins so a taken port fails at once, not after
@@ -399,9 +439,9 @@ async fn run(data: &DataDir, args: RunArgs, dev: bool) -> Result<()> {
 }
 
 /// Starts a rebuild and shows its progress until the new generation is swapped in.
-async fn rebuild(data: &DataDir, projection: &str) -> Result<()> {
-    let events = data.open_events().await.context("opening the event store")?;
-    let models = data.open_models().await.context("opening the read-model store")?;
+async fn rebuild(data: &Stores, projection: &str) -> Result<()> {
+    let events = data.open_events().await?;
+    let models = data.open_models().await?;
     let mut offline = None;
     let running = data.running_host();
     let lock = if running.is_none() { Some(data.lock()?) } else { None };
@@ -456,7 +496,7 @@ async fn rebuild(data: &DataDir, projection: &str) -> Result<()> {
     Ok(())
 }
 
-async fn import(data: &DataDir, file: &std::path::Path) -> Result<()> {
+async fn import(data: &Stores, file: &std::path::Path) -> Result<()> {
     let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -482,7 +522,7 @@ async fn import(data: &DataDir, file: &std::path::Path) -> Result<()> {
             }],
         });
     }
-    let events = data.open_events().await.context("opening the event store")?;
+    let events = data.open_events().await?;
     let appended = events.append(&requests).await?;
     let last = appended.last().map_or(0, |a| a.last_position);
     println!("imported {} events; head is now {last}", appended.len());

@@ -1,9 +1,11 @@
 //! Where events come from: the `EventSource` (read) and `EventStore` (append) traits.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 
+pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
 
 use crate::event::{AppendRequest, Event, ExpectedVersion, Subscription};

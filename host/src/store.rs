@@ -1,10 +1,12 @@
 //! Where read models live: the `ReadModelStore` trait and its backends.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PostgresReadModelStore;
 pub use sqlite::SqliteReadModelStore;
 
 use crate::changes::ChangeSet;
@@ -56,6 +58,15 @@ pub enum StoreError {
         projection: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A table name would be longer than the backend allows (PostgreSQL
+    /// would silently truncate it, and two generations could share a table).
+    #[error("table name `{name}` is longer than {max} bytes: use a shorter projection or collection name")]
+    NameTooLong {
+        /// The table name that does not fit.
+        name: String,
+        /// The backend's limit in bytes.
+        max: usize,
     },
     /// The underlying database failed.
     #[error("read-model store error: {0}")]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod pg;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

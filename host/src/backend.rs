@@ -1,0 +1,82 @@
+//! Choosing a backend by URL: `sqlite://path` or `postgres://...`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::source::{EventStore, PostgresEventStore, SourceError, SqliteEventStore};
+use crate::store::{PostgresReadModelStore, ReadModelStore, SqliteReadModelStore, StoreError};
+
+/// Errors from opening a store by URL.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The URL names no backend refract knows.
+    #[error("unsupported store URL `{0}`: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE")]
+    UnsupportedUrl(String),
+    /// The event store could not be opened.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The read-model store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which backend a URL names.
+enum Backend<'a> {
+    Sqlite(&'a Path),
+    Postgres(&'a str),
+}
+
+fn parse(url: &str) -> Result<Backend<'_>, BackendError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        // `sqlite://data/events.db` is relative, `sqlite:///var/x.db` absolute.
+        if path.is_empty() {
+            return Err(BackendError::UnsupportedUrl(url.to_owned()));
+        }
+        Ok(Backend::Sqlite(Path::new(path)))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres(url))
+    } else {
+        Err(BackendError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// Opens the event store a URL names: `sqlite://PATH` (created if missing)
+/// or `postgres://...` (the table is created if missing; choose a schema
+/// with `?options[search_path]=NAME`).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), refract::BackendError> {
+/// let events = refract::open_events("postgres://postgres@127.0.0.1:5432/refract").await?;
+/// println!("head: {}", events.head().await.map_err(refract::BackendError::from)?);
+/// # Ok(()) }
+/// ```
+pub async fn open_events(url: &str) -> Result<Arc<dyn EventStore>, BackendError> {
+    Ok(match parse(url)? {
+        Backend::Sqlite(path) => Arc::new(SqliteEventStore::open(path).await?),
+        Backend::Postgres(url) => Arc::new(PostgresEventStore::connect(url).await?),
+    })
+}
+
+/// Opens the read-model store a URL names, as [`open_events`] does.
+pub async fn open_models(url: &str) -> Result<Arc<dyn ReadModelStore>, BackendError> {
+    Ok(match parse(url)? {
+        Backend::Sqlite(path) => Arc::new(SqliteReadModelStore::open(path).await?),
+        Backend::Postgres(url) => Arc::new(PostgresReadModelStore::connect(url).await?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_a_backend() {
+        assert!(matches!(parse("sqlite://data/events.db"), Ok(Backend::Sqlite(p)) if p == Path::new("data/events.db")));
+        assert!(matches!(parse("sqlite:///tmp/x.db"), Ok(Backend::Sqlite(p)) if p == Path::new("/tmp/x.db")));
+        assert!(matches!(parse("postgres://u@h/db"), Ok(Backend::Postgres(_))));
+        assert!(matches!(parse("postgresql://u@h/db"), Ok(Backend::Postgres(_))));
+        for bad in ["mysql://x", "data/events.db", "sqlite://"] {
+            assert!(matches!(parse(bad), Err(BackendError::UnsupportedUrl(_))), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,935 @@
+//! Read models in PostgreSQL: a table per collection, JSONB documents,
+//! expression indexes on the declared fields.
+//!
+//! **How fields compare.** A declared field is read as
+//! `NULLIF(doc #> '{a,b}', 'null')`: the JSONB value at the path, with JSON
+//! `null` and a missing field both SQL `NULL`, as `json_extract` gives in
+//! SQLite. Filters, order and cursors compare these JSONB values against
+//! JSONB parameters, and each field has a B-tree index on exactly that
+//! expression, so they are index scans. JSONB compares numbers numerically
+//! (`9 < 10`, `100 = 100.0`) and strings as text under the database's
+//! collation (byte order in a `C` or `C.UTF-8` database, like SQLite), which
+//! is SQLite's behaviour for fields that hold one type. `NULL` sorts first
+//! ascending and last descending, as in SQLite. Where they differ: a field
+//! holding *mixed* types (numbers in some documents, strings in others)
+//! orders strings before numbers here and after them in SQLite, and
+//! booleans compare only with booleans (SQLite stores them as 0/1).
+//! Documents come back as JSONB text: same JSON value, normalized spacing
+//! and key order.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
+use sqlx::{Arguments, AssertSqlSafe, Row};
+
+use super::{
+    DeadLetter, ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Registration, RetryRequest, Role,
+    StoreError,
+};
+use crate::changes::ChangeSet;
+use crate::manifest::{CollectionSpec, Manifest};
+use crate::query::{Cursor, Document, Filter, Op, Order, Page, Query, field_value};
+use crate::sqlite::quote_ident;
+
+/// PostgreSQL silently truncates longer identifiers, which could make two
+/// generations share a table; such names are refused instead.
+const MAX_IDENTIFIER: usize = 63;
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS refract_generations (
+        projection   TEXT    NOT NULL,
+        generation   BIGINT  NOT NULL,
+        role         TEXT    NOT NULL,
+        state        TEXT    NOT NULL,
+        version      TEXT    NOT NULL,
+        module_hash  TEXT    NOT NULL,
+        source       TEXT    NOT NULL,
+        manifest     TEXT    NOT NULL,
+        checkpoint   BIGINT  NOT NULL,
+        last_error   TEXT,
+        created_at   BIGINT  NOT NULL,
+        activated_at BIGINT,
+        updated_at   BIGINT  NOT NULL,
+        PRIMARY KEY (projection, generation)
+    )",
+    // The registry itself enforces the one-active-generation rule.
+    "CREATE UNIQUE INDEX IF NOT EXISTS refract_one_active ON refract_generations (projection) WHERE role = 'active'",
+    // Events a projection skipped under the `skip` policy, per generation.
+    "CREATE TABLE IF NOT EXISTS refract_dead_letters (
+        projection  TEXT    NOT NULL,
+        generation  BIGINT  NOT NULL,
+        position    BIGINT  NOT NULL,
+        stream_id   TEXT    NOT NULL,
+        event_type  TEXT    NOT NULL,
+        error       TEXT    NOT NULL,
+        module_hash TEXT    NOT NULL,
+        recorded_at BIGINT  NOT NULL,
+        replay      BOOLEAN NOT NULL DEFAULT false,
+        PRIMARY KEY (projection, generation, position)
+    )",
+];
+
+/// Serializes registry changes (register, activate, rebuild, ...) per
+/// schema, as SQLite's single writer does: each reads the registry and
+/// decides from it, so two must not interleave.
+const REGISTRY_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('refract.registry:' || current_schema()))";
+
+/// Columns of a registry row, in the order `record_from_row` reads them.
+const RECORD: &str = "SELECT projection, generation, role, state, module_hash, source, manifest, checkpoint, \
+                      last_error, created_at, activated_at, updated_at FROM refract_generations";
+
+/// SQLSTATE `undefined_table`: a name-based read raced a swap that dropped
+/// the tables it had resolved; it is retried on a fresh snapshot.
+const UNDEFINED_TABLE: &str = "42P01";
+
+/// Read models and checkpoints in one PostgreSQL database (and schema), so a
+/// batch's changes and its checkpoint commit in one transaction.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), refract::StoreError> {
+/// use refract::{PostgresReadModelStore, ReadModelStore};
+/// let store = PostgresReadModelStore::connect("postgres://postgres@127.0.0.1/refract").await?;
+/// for p in store.projections().await? {
+///     println!("{} at {}", p.key.projection, p.checkpoint);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresReadModelStore {
+    pool: PgPool,
+}
+
+impl PostgresReadModelStore {
+    /// Connects to `url` (`postgres://...`) and creates the registry tables if needed.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = crate::postgres::connect(url).await?;
+        crate::postgres::create_schema(&pool, SCHEMA).await?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the connections.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A transaction holding the registry lock.
+    async fn registry_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(REGISTRY_LOCK).execute(&mut *tx).await?;
+        Ok(tx)
+    }
+
+    /// A read-only REPEATABLE READ transaction: resolving the active
+    /// generation and reading its tables see one snapshot, so a swap is seen
+    /// at one instant and never half.
+    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn table_name(key: &ModelKey, collection: &str) -> String {
+    format!("rm_{}_g{}__{}", key.projection, key.generation, collection)
+}
+
+fn table(key: &ModelKey, collection: &str) -> String {
+    quote_ident(&table_name(key, collection))
+}
+
+/// An index name that fits the identifier limit whatever the field path:
+/// the table name and field are hashed.
+fn index_name(table: &str, field: &str) -> String {
+    let digest = Sha256::digest(format!("{table}\n{field}").as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    quote_ident(&format!("rmi_{hex}"))
+}
+
+/// SQL expression for a field of the document (`id` is the key column).
+/// `field` is validated by `is_field_path` (ASCII letters, digits, `_` and
+/// `.`), so splicing it into a path literal is safe; a literal path, not a
+/// bound parameter, is what lets PostgreSQL match the expression index.
+fn field_expr(field: &str) -> String {
+    if field == "id" {
+        "id".to_owned()
+    } else {
+        format!("NULLIF(doc #> '{{{}}}', 'null'::jsonb)", field.replace('.', ","))
+    }
+}
+
+async fn create_tables(conn: &mut PgConnection, key: &ModelKey, manifest: &Manifest) -> Result<(), StoreError> {
+    for c in &manifest.collections {
+        let name = table_name(key, &c.name);
+        if name.len() > MAX_IDENTIFIER {
+            return Err(StoreError::NameTooLong { name, max: MAX_IDENTIFIER });
+        }
+        let t = quote_ident(&name);
+        // COLLATE "C": ids sort bytewise, as in SQLite, whatever the database's collation.
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id TEXT COLLATE \"C\" PRIMARY KEY, doc JSONB NOT NULL)"
+        )))
+        .execute(&mut *conn)
+        .await?;
+        for field in &c.indexes {
+            let index = index_name(&name, field);
+            // NULLS FIRST matches SQLite's order; with id it serves order-by-field-then-id pages.
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE INDEX IF NOT EXISTS {index} ON {t} (({}) NULLS FIRST, id)",
+                field_expr(field)
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn drop_tables(conn: &mut PgConnection, key: &ModelKey, manifest: &Manifest) -> Result<(), sqlx::Error> {
+    for c in &manifest.collections {
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {}", table(key, &c.name)))).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn record_from_row(row: &PgRow) -> Result<ProjectionRecord, StoreError> {
+    let name: String = row.try_get("projection")?;
+    let corrupt = |reason: String| StoreError::Corrupt { projection: name.clone(), reason };
+    let manifest: Manifest = serde_json::from_str(row.try_get("manifest")?).map_err(|e| corrupt(e.to_string()))?;
+    let state: String = row.try_get("state")?;
+    let role: String = row.try_get("role")?;
+    Ok(ProjectionRecord {
+        key: ModelKey { projection: name.clone(), generation: row.try_get::<i64, _>("generation")? as u32 },
+        role: Role::parse(&role).ok_or_else(|| corrupt(format!("unknown role `{role}`")))?,
+        module_hash: row.try_get("module_hash")?,
+        source: row.try_get("source")?,
+        checkpoint: row.try_get::<i64, _>("checkpoint")? as u64,
+        state: ProjectionState::parse(&state).ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get::<i64, _>("created_at")? as u64,
+        activated_at: row.try_get::<Option<i64>, _>("activated_at")?.map(|t| t as u64),
+        updated_at: row.try_get::<i64, _>("updated_at")? as u64,
+        manifest,
+    })
+}
+
+async fn record_in(conn: &mut PgConnection, key: &ModelKey) -> Result<Option<ProjectionRecord>, StoreError> {
+    sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE projection = $1 AND generation = $2")))
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(record_from_row)
+        .transpose()
+}
+
+/// Non-retired generations of one projection, oldest first.
+async fn live_generations(conn: &mut PgConnection, name: &str) -> Result<Vec<ProjectionRecord>, StoreError> {
+    sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE projection = $1 AND role <> 'retired' ORDER BY generation")))
+        .bind(name)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(record_from_row)
+        .collect()
+}
+
+async fn next_generation(conn: &mut PgConnection, name: &str) -> Result<u32, sqlx::Error> {
+    let max: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(generation), 0)::BIGINT FROM refract_generations WHERE projection = $1",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(max as u32 + 1)
+}
+
+/// Inserts a generation row; `role` decides whether it serves at once.
+async fn insert_generation(
+    conn: &mut PgConnection,
+    key: &ModelKey,
+    role: Role,
+    manifest: &Manifest,
+    module_hash: &str,
+    source: &str,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let state = if role == Role::Failed { ProjectionState::Faulted } else { ProjectionState::Running };
+    sqlx::query(
+        "INSERT INTO refract_generations (projection, generation, role, state, version, module_hash, source, \
+             manifest, checkpoint, last_error, created_at, activated_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $10)",
+    )
+    .bind(&key.projection)
+    .bind(key.generation as i64)
+    .bind(role.as_str())
+    .bind(state.as_str())
+    .bind(&manifest.version)
+    .bind(module_hash)
+    .bind(source)
+    .bind(serde_json::to_string(manifest).expect("a manifest always serializes"))
+    .bind(error)
+    .bind(now)
+    .bind((role == Role::Active).then_some(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets a generation's role (and, for failures, its error), dropping its
+/// tables when it stops being served or built.
+async fn retire(
+    conn: &mut PgConnection,
+    record: &ProjectionRecord,
+    role: Role,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    drop_tables(&mut *conn, &record.key, &record.manifest).await?;
+    sqlx::query("DELETE FROM refract_dead_letters WHERE projection = $1 AND generation = $2")
+        .bind(&record.key.projection)
+        .bind(record.key.generation as i64)
+        .execute(&mut *conn)
+        .await?;
+    let state = if role == Role::Failed { ProjectionState::Faulted } else { ProjectionState::Stopped };
+    sqlx::query(
+        "UPDATE refract_generations SET role = $1, state = $2, last_error = COALESCE($3, last_error), updated_at = $4 \
+         WHERE projection = $5 AND generation = $6",
+    )
+    .bind(role.as_str())
+    .bind(state.as_str())
+    .bind(error)
+    .bind(now_ms())
+    .bind(&record.key.projection)
+    .bind(record.key.generation as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn active_in(conn: &mut PgConnection, name: &str) -> Result<ProjectionRecord, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE projection = $1 AND role = 'active'")))
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::UnknownProjection(name.to_owned()))?;
+    record_from_row(&row)
+}
+
+/// SQL text that builds a query with numbered parameters.
+struct Sql {
+    args: PgArguments,
+    count: usize,
+}
+
+impl Sql {
+    fn new() -> Self {
+        Self { args: PgArguments::default(), count: 0 }
+    }
+
+    /// Binds a JSON scalar as JSONB, to compare with `field_expr`.
+    fn json(&mut self, value: &Value) -> Result<String, sqlx::Error> {
+        Ok(format!("{}::jsonb", self.text(value.to_string())?))
+    }
+
+    fn text(&mut self, value: String) -> Result<String, sqlx::Error> {
+        self.args.add(value).map_err(sqlx::Error::Encode)?;
+        self.count += 1;
+        Ok(format!("${}", self.count))
+    }
+
+    /// A bound value for a filter on `field`: text for `id`, JSONB otherwise.
+    fn value(&mut self, field: &str, value: &Value) -> Result<String, sqlx::Error> {
+        if field == "id" {
+            // Like SQLite's text affinity: a number compares as its text, a boolean as 0/1.
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => (*b as u8).to_string(),
+                other => other.to_string(),
+            };
+            self.text(text)
+        } else {
+            self.json(value)
+        }
+    }
+}
+
+/// Adds a condition per filter, binding their values in order.
+fn push_filters(conds: &mut Vec<String>, sql: &mut Sql, filters: &[Filter]) -> Result<(), sqlx::Error> {
+    for f in filters {
+        let e = field_expr(&f.field);
+        conds.push(match (&f.op, &f.value) {
+            (Op::Eq, Value::Null) => format!("{e} IS NULL"),
+            (Op::Ne, Value::Null) => format!("{e} IS NOT NULL"),
+            (Op::In, Value::Array(items)) => {
+                // `x IN ()` is not SQL; an empty list matches nothing, as in SQLite.
+                if items.is_empty() {
+                    "false".to_owned()
+                } else {
+                    let marks = items.iter().map(|v| sql.value(&f.field, v)).collect::<Result<Vec<_>, _>>()?.join(",");
+                    format!("{e} IN ({marks})")
+                }
+            }
+            (op, v) => format!("{e} {} {}", op.sql(), sql.value(&f.field, v)?),
+        });
+    }
+    Ok(())
+}
+
+fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) }
+}
+
+/// The condition selecting rows after `cursor` in `order` (ties broken by id).
+fn push_cursor(conds: &mut Vec<String>, sql: &mut Sql, order: &Order, cursor: &Cursor) -> Result<(), sqlx::Error> {
+    if order.field == "id" {
+        let id = sql.text(cursor.id.clone())?;
+        conds.push(if order.descending { format!("id < {id}") } else { format!("id > {id}") });
+        return Ok(());
+    }
+    let e = field_expr(&order.field);
+    // NULL sorts first ascending and last descending, as in SQLite.
+    let cond = match (&cursor.key, order.descending) {
+        (Value::Null, false) => format!("(({e} IS NULL AND id > {}) OR {e} IS NOT NULL)", sql.text(cursor.id.clone())?),
+        (Value::Null, true) => format!("({e} IS NULL AND id < {})", sql.text(cursor.id.clone())?),
+        (key, descending) => {
+            let k = sql.json(key)?;
+            let id = sql.text(cursor.id.clone())?;
+            if descending {
+                format!("({e} < {k} OR ({e} = {k} AND id < {id}) OR {e} IS NULL)")
+            } else {
+                format!("({e} > {k} OR ({e} = {k} AND id > {id}))")
+            }
+        }
+    };
+    conds.push(cond);
+    Ok(())
+}
+
+/// The order key of a document, as the cursor records it. Arrays and
+/// objects cannot be cursor keys; they are recorded as their JSON text, as
+/// the SQLite backend does.
+fn order_key(body: &str, order: &Order) -> Value {
+    let doc: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    match field_value(&doc, &order.field) {
+        None | Some(Value::Null) => Value::Null,
+        Some(v @ (Value::Array(_) | Value::Object(_))) => Value::String(v.to_string()),
+        Some(v) => v.clone(),
+    }
+}
+
+/// Moves the checkpoint from `from` to `to`, or fails with `Retired` (the
+/// generation is no longer active or building) or `CheckpointMoved`.
+///
+/// The conditional UPDATE row-locks the generation, so a concurrent
+/// `activate` or a second writer either waits for this transaction or makes
+/// this UPDATE match nothing: it is re-checked after the lock under READ COMMITTED.
+async fn move_checkpoint(conn: &mut PgConnection, key: &ModelKey, from: u64, to: u64) -> Result<(), StoreError> {
+    let moved = sqlx::query(
+        "UPDATE refract_generations SET checkpoint = $1, updated_at = $2 \
+         WHERE projection = $3 AND generation = $4 AND checkpoint = $5 AND role IN ('active', 'building')",
+    )
+    .bind(to as i64)
+    .bind(now_ms())
+    .bind(&key.projection)
+    .bind(key.generation as i64)
+    .bind(from as i64)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if moved == 1 {
+        return Ok(());
+    }
+    let role: Option<String> =
+        sqlx::query_scalar("SELECT role FROM refract_generations WHERE projection = $1 AND generation = $2")
+            .bind(&key.projection)
+            .bind(key.generation as i64)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Err(match role.as_deref() {
+        Some("active" | "building") => {
+            StoreError::CheckpointMoved { projection: key.projection.clone(), expected: from }
+        }
+        _ => StoreError::Retired { projection: key.projection.clone(), generation: key.generation },
+    })
+}
+
+/// Writes a batch's net changes: one statement per collection and kind,
+/// whatever the batch size, with the rows sent as arrays and unpacked by UNNEST.
+async fn apply_changes(conn: &mut PgConnection, key: &ModelKey, changes: &ChangeSet) -> Result<(), sqlx::Error> {
+    for (collection, c) in &changes.collections {
+        let t = table(key, collection);
+        if !c.deletes.is_empty() {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE id = ANY($1::text[])")))
+                .bind(&c.deletes)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !c.upserts.is_empty() {
+            let ids: Vec<&str> = c.upserts.iter().map(|(id, _)| id.as_str()).collect();
+            let docs: Vec<&str> = c.upserts.iter().map(|(_, doc)| doc.as_str()).collect();
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {t} (id, doc) \
+                 SELECT u.id, u.doc::jsonb FROM UNNEST($1::text[], $2::text[]) AS u(id, doc) \
+                 ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
+            )))
+            .bind(&ids)
+            .bind(&docs)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads behind `query`: shared by key-based and name-based callers.
+async fn query_in(
+    conn: &mut PgConnection,
+    key: &ModelKey,
+    spec: &CollectionSpec,
+    query: &Query,
+) -> Result<Page, StoreError> {
+    let order = query.order_or_id();
+    let mut conds = Vec::new();
+    let mut sql = Sql::new();
+    push_filters(&mut conds, &mut sql, &query.filters)?;
+    if let Some(text) = &query.cursor {
+        push_cursor(&mut conds, &mut sql, &order, &Cursor::decode(text)?)?;
+    }
+    let mut text = format!("SELECT id, doc::text FROM {}{}", table(key, &spec.name), where_clause(&conds));
+    if order.field == "id" {
+        text.push_str(if order.descending { " ORDER BY id DESC" } else { " ORDER BY id ASC" });
+    } else if order.descending {
+        text.push_str(&format!(" ORDER BY {} DESC NULLS LAST, id DESC", field_expr(&order.field)));
+    } else {
+        text.push_str(&format!(" ORDER BY {} ASC NULLS FIRST, id ASC", field_expr(&order.field)));
+    }
+    // One row more than asked tells whether there is a next page.
+    sql.args.add(query.limit as i64 + 1).map_err(sqlx::Error::Encode)?;
+    text.push_str(&format!(" LIMIT ${}", sql.count + 1));
+    let rows = sqlx::query_with::<Postgres, _>(AssertSqlSafe(text), sql.args).fetch_all(&mut *conn).await?;
+    let mut documents = rows
+        .iter()
+        .map(|r| Ok(Document { id: r.try_get(0)?, body: r.try_get(1)? }))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let next_cursor = if documents.len() > query.limit as usize {
+        documents.truncate(query.limit as usize);
+        documents.last().map(|d| Cursor { key: order_key(&d.body, &order), id: d.id.clone() }.encode())
+    } else {
+        None
+    };
+    Ok(Page { documents, next_cursor })
+}
+
+async fn count_in(
+    conn: &mut PgConnection,
+    key: &ModelKey,
+    spec: &CollectionSpec,
+    filters: &[Filter],
+) -> Result<u64, StoreError> {
+    let mut conds = Vec::new();
+    let mut sql = Sql::new();
+    push_filters(&mut conds, &mut sql, filters)?;
+    let text = format!("SELECT COUNT(*) FROM {}{}", table(key, &spec.name), where_clause(&conds));
+    let n: i64 = sqlx::query_scalar_with::<Postgres, _, _>(AssertSqlSafe(text), sql.args).fetch_one(&mut *conn).await?;
+    Ok(n as u64)
+}
+
+async fn get_in(
+    conn: &mut PgConnection,
+    key: &ModelKey,
+    collection: &str,
+    id: &str,
+) -> Result<Option<String>, StoreError> {
+    let doc =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT doc::text FROM {} WHERE id = $1", table(key, collection))))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(doc)
+}
+
+/// Whether a name-based read failed because a swap dropped the tables it
+/// resolved after its snapshot began (PostgreSQL's catalog is not part of
+/// the snapshot); it then retries on a new snapshot, which sees the new generation.
+fn raced_a_swap(result: &Result<impl Sized, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Database(sqlx::Error::Database(e))) if e.code().as_deref() == Some(UNDEFINED_TABLE))
+}
+
+/// Tries a name-based read a few times while it keeps racing swaps.
+const SWAP_RETRIES: usize = 3;
+
+#[async_trait]
+impl ReadModelStore for PostgresReadModelStore {
+    async fn register(&self, manifest: &Manifest, module_hash: &str, source: &str) -> Result<Registration, StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let live = live_generations(&mut tx, &manifest.name).await?;
+        let active = live.iter().find(|g| g.role == Role::Active).cloned();
+        let resumable = live
+            .iter()
+            .find(|g| g.module_hash == module_hash && matches!(g.role, Role::Active | Role::Building))
+            .cloned();
+        let mut superseded = Vec::new();
+        for g in live.iter().filter(|g| g.role == Role::Building) {
+            if resumable.as_ref().is_none_or(|r| r.key != g.key) {
+                retire(&mut tx, g, Role::Retired, None).await?;
+                superseded.push(g.key.clone());
+            }
+        }
+        let target_key = match &resumable {
+            Some(g) => g.key.clone(),
+            None => {
+                let key = ModelKey {
+                    projection: manifest.name.clone(),
+                    generation: next_generation(&mut tx, &manifest.name).await?,
+                };
+                // A projection with nothing serving builds in place; otherwise
+                // the old generation keeps serving while this one builds.
+                let role = if active.is_some() { Role::Building } else { Role::Active };
+                insert_generation(&mut tx, &key, role, manifest, module_hash, source, None).await?;
+                key
+            }
+        };
+        create_tables(&mut tx, &target_key, manifest).await?;
+        sqlx::query(
+            // A faulted generation stays faulted for the same module until
+            // `refract retry`: restarting must not silently re-run a poison event.
+            "UPDATE refract_generations SET \
+                 state = CASE WHEN state = 'faulted' THEN 'faulted' ELSE 'running' END, \
+                 last_error = CASE WHEN state = 'faulted' THEN last_error ELSE NULL END, \
+                 source = $1, updated_at = $2 \
+             WHERE projection = $3 AND generation = $4",
+        )
+        .bind(source)
+        .bind(now_ms())
+        .bind(&target_key.projection)
+        .bind(target_key.generation as i64)
+        .execute(&mut *tx)
+        .await?;
+        let target = record_in(&mut tx, &target_key)
+            .await?
+            .ok_or_else(|| StoreError::UnknownProjection(target_key.projection.clone()))?;
+        tx.commit().await?;
+        let active = active.filter(|a| a.key != target.key);
+        Ok(Registration { target, active, superseded })
+    }
+
+    async fn record_load_failure(
+        &self,
+        name: &str,
+        module_hash: &str,
+        source: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let live = live_generations(&mut tx, name).await?;
+        // The watcher may see the same broken file more than once.
+        if !live.iter().any(|g| g.module_hash == module_hash) {
+            let key = ModelKey { projection: name.to_owned(), generation: next_generation(&mut tx, name).await? };
+            let placeholder = Manifest::unknown(name);
+            insert_generation(&mut tx, &key, Role::Failed, &placeholder, module_hash, source, Some(error)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn request_rebuild(&self, name: &str) -> Result<ProjectionRecord, StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let active = active_in(&mut tx, name).await?;
+        for g in live_generations(&mut tx, name).await?.iter().filter(|g| g.role == Role::Building) {
+            retire(&mut tx, g, Role::Retired, None).await?;
+        }
+        let key = ModelKey { projection: name.to_owned(), generation: next_generation(&mut tx, name).await? };
+        insert_generation(&mut tx, &key, Role::Building, &active.manifest, &active.module_hash, &active.source, None)
+            .await?;
+        create_tables(&mut tx, &key, &active.manifest).await?;
+        let record = record_in(&mut tx, &key).await?.ok_or_else(|| StoreError::UnknownProjection(name.to_owned()))?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn activate(&self, key: &ModelKey) -> Result<Option<ModelKey>, StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let live = live_generations(&mut tx, &key.projection).await?;
+        let Some(target) = live.iter().find(|g| g.key == *key) else {
+            return Err(StoreError::Retired { projection: key.projection.clone(), generation: key.generation });
+        };
+        if target.role == Role::Active {
+            return Ok(None);
+        }
+        let mut retired = None;
+        for g in live.iter().filter(|g| g.key != *key) {
+            // Failed attempts are history once a newer generation serves.
+            retire(&mut tx, g, Role::Retired, None).await?;
+            if g.role == Role::Active {
+                retired = Some(g.key.clone());
+            }
+        }
+        sqlx::query(
+            "UPDATE refract_generations SET role = 'active', activated_at = $1, updated_at = $1 \
+             WHERE projection = $2 AND generation = $3",
+        )
+        .bind(now_ms())
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(retired)
+    }
+
+    async fn fail_generation(&self, key: &ModelKey, error: &str) -> Result<(), StoreError> {
+        let mut tx = self.registry_tx().await?;
+        if let Some(record) = record_in(&mut tx, key).await? {
+            retire(&mut tx, &record, Role::Failed, Some(error)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn drop_projection(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let all = sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE projection = $1")))
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(record_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        if all.is_empty() {
+            return Err(StoreError::UnknownProjection(name.to_owned()));
+        }
+        for g in &all {
+            drop_tables(&mut tx, &g.key, &g.manifest).await?;
+        }
+        sqlx::query("DELETE FROM refract_generations WHERE projection = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM refract_dead_letters WHERE projection = $1").bind(name).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
+        sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE role <> 'retired' ORDER BY projection, generation")))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    }
+
+    async fn projection(&self, name: &str) -> Result<ProjectionRecord, StoreError> {
+        active_in(&mut *self.pool.acquire().await?, name).await
+    }
+
+    async fn generation(&self, key: &ModelKey) -> Result<ProjectionRecord, StoreError> {
+        record_in(&mut *self.pool.acquire().await?, key)
+            .await?
+            .ok_or_else(|| StoreError::UnknownProjection(key.projection.clone()))
+    }
+
+    async fn set_state(
+        &self,
+        key: &ModelKey,
+        state: ProjectionState,
+        last_error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refract_generations SET state = $1, last_error = $2, updated_at = $3 \
+             WHERE projection = $4 AND generation = $5 AND role IN ('active', 'building')",
+        )
+        .bind(state.as_str())
+        .bind(last_error)
+        .bind(now_ms())
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        move_checkpoint(&mut tx, key, from, to).await?;
+        apply_changes(&mut tx, key, changes).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn skip_event(&self, key: &ModelKey, letter: &DeadLetter, from: u64, to: u64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        move_checkpoint(&mut tx, key, from, to).await?;
+        sqlx::query(
+            "INSERT INTO refract_dead_letters \
+                 (projection, generation, position, stream_id, event_type, error, module_hash, recorded_at, replay) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, false) \
+             ON CONFLICT (projection, generation, position) DO UPDATE SET error = excluded.error, \
+                 module_hash = excluded.module_hash, recorded_at = excluded.recorded_at, replay = false",
+        )
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(letter.position as i64)
+        .bind(&letter.stream_id)
+        .bind(&letter.event_type)
+        .bind(&letter.error)
+        .bind(&letter.module_hash)
+        .bind(letter.recorded_at as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut tx = self.snapshot().await?;
+        let record = active_in(&mut tx, name).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM refract_dead_letters WHERE projection = $1 AND generation = $2 ORDER BY position",
+        )
+        .bind(name)
+        .bind(record.key.generation as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    position: r.try_get::<i64, _>("position")? as u64,
+                    stream_id: r.try_get("stream_id")?,
+                    event_type: r.try_get("event_type")?,
+                    error: r.try_get("error")?,
+                    module_hash: r.try_get("module_hash")?,
+                    recorded_at: r.try_get::<i64, _>("recorded_at")? as u64,
+                    replay: r.try_get("replay")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn request_retry(&self, name: &str) -> Result<RetryRequest, StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let generation = active_in(&mut tx, name).await?.key.generation as i64;
+        let cleared = sqlx::query(
+            "UPDATE refract_generations SET state = 'stopped', last_error = NULL, updated_at = $1 \
+             WHERE projection = $2 AND generation = $3 AND state = 'faulted'",
+        )
+        .bind(now_ms())
+        .bind(name)
+        .bind(generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let replays =
+            sqlx::query("UPDATE refract_dead_letters SET replay = true WHERE projection = $1 AND generation = $2")
+                .bind(name)
+                .bind(generation)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(RetryRequest { cleared_fault: cleared == 1, replays })
+    }
+
+    async fn finish_replay(
+        &self,
+        key: &ModelKey,
+        position: u64,
+        outcome: Result<&ChangeSet, &str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let query = match outcome {
+            Ok(changes) => {
+                apply_changes(&mut tx, key, changes).await?;
+                sqlx::query(
+                    "DELETE FROM refract_dead_letters WHERE projection = $1 AND generation = $2 AND position = $3",
+                )
+            }
+            Err(_) => sqlx::query(
+                "UPDATE refract_dead_letters SET replay = false, error = $4, recorded_at = $5 \
+                 WHERE projection = $1 AND generation = $2 AND position = $3",
+            ),
+        };
+        let mut query = query.bind(key.projection.clone()).bind(key.generation as i64).bind(position as i64);
+        if let Err(error) = outcome {
+            query = query.bind(error.to_owned()).bind(now_ms());
+        }
+        query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
+        get_in(&mut *self.pool.acquire().await?, key, collection, id).await
+    }
+
+    async fn get_document(&self, projection: &str, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let mut tx = self.snapshot().await?;
+            let record = active_in(&mut tx, projection).await?;
+            record.collection(collection)?;
+            let result = get_in(&mut tx, &record.key, collection, id).await;
+            attempt += 1;
+            if attempt < SWAP_RETRIES && raced_a_swap(&result) {
+                continue;
+            }
+            return result;
+        }
+    }
+
+    async fn query_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<Page, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let mut tx = self.snapshot().await?;
+            let record = active_in(&mut tx, projection).await?;
+            let spec = record.collection(collection)?;
+            query.validate(spec)?;
+            let result = query_in(&mut tx, &record.key, spec, query).await;
+            attempt += 1;
+            if attempt < SWAP_RETRIES && raced_a_swap(&result) {
+                continue;
+            }
+            return result;
+        }
+    }
+
+    async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let mut tx = self.snapshot().await?;
+            let record = active_in(&mut tx, projection).await?;
+            let spec = record.collection(collection)?;
+            Query { filters: filters.to_vec(), ..Query::default() }.validate(spec)?;
+            let result = count_in(&mut tx, &record.key, spec, filters).await;
+            attempt += 1;
+            if attempt < SWAP_RETRIES && raced_a_swap(&result) {
+                continue;
+            }
+            return result;
+        }
+    }
+
+    async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("rm_{projection}_g");
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
+                 AND left(tablename, char_length($1)) = $1 ORDER BY tablename COLLATE \"C\"",
+        )
+        .bind(&prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        // `rm_a_g1__c` must not match projection `a` against `rm_a_gx_g1__c`.
+        Ok(names
+            .into_iter()
+            .filter(|n| {
+                let rest = &n[prefix.len()..];
+                let digits = rest.chars().take_while(char::is_ascii_digit).count();
+                digits > 0 && rest[digits..].starts_with("__")
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,71 @@
+//! One conformance suite per store trait, run against every backend: the
+//! SQLite files and PostgreSQL (`DATABASE_URL`, a fresh schema per test).
+
+mod common;
+#[path = "conformance/events.rs"]
+mod events;
+#[path = "conformance/models.rs"]
+mod models;
+
+use std::sync::Arc;
+
+use refract::{EventStore, ReadModelStore};
+
+/// Opens fresh stores; the temp dir lives as long as the test.
+struct Fresh {
+    _dir: Option<tempfile::TempDir>,
+    url: String,
+}
+
+async fn sqlite(file: &str) -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join(file).display());
+    Fresh { _dir: Some(dir), url }
+}
+
+async fn postgres() -> Fresh {
+    Fresh { _dir: None, url: common::pg::fresh_schema().await }
+}
+
+async fn events_store(fresh: &Fresh) -> Arc<dyn EventStore> {
+    refract::open_events(&fresh.url).await.unwrap()
+}
+
+async fn models_store(fresh: &Fresh) -> Arc<dyn ReadModelStore> {
+    refract::open_models(&fresh.url).await.unwrap()
+}
+
+/// Registers `sqlite::NAME` and `postgres::NAME` for each suite function.
+macro_rules! conformance {
+    ($($name:ident => $suite:path, $open:ident, $file:literal;)*) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fresh = super::sqlite($file).await;
+                    $suite(super::$open(&fresh).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fresh = super::postgres().await;
+                    $suite(super::$open(&fresh).await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    events_append_and_conflict => crate::events::append_and_conflict, events_store, "events.db";
+    events_atomic_multi_stream_append => crate::events::atomic_multi_stream_append, events_store, "events.db";
+    events_read_with_subscriptions => crate::events::read_with_subscriptions, events_store, "events.db";
+    events_concurrent_appends_are_gapless => crate::events::concurrent_appends_are_gapless, events_store, "events.db";
+    models_generation_lifecycle => crate::models::generation_lifecycle, models_store, "models.db";
+    models_commit_is_atomic => crate::models::commit_is_atomic, models_store, "models.db";
+    models_queries => crate::models::queries, models_store, "models.db";
+    models_dead_letters => crate::models::dead_letters, models_store, "models.db";
+}

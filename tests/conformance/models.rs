@@ -1,0 +1,350 @@
+//! What every `ReadModelStore` must do, written once and run against each backend.
+
+use std::sync::Arc;
+
+use refract::{
+    ChangeSet, CollectionChanges, CollectionSpec, DeadLetter, Filter, Manifest, ModelKey, Order, ProjectionState,
+    Query, ReadModelStore, Role, StoreError, Subscription,
+};
+use serde_json::{Value, json};
+
+fn manifest(name: &str) -> Manifest {
+    Manifest {
+        name: name.into(),
+        version: "1.0.0".into(),
+        subscription: Subscription::default(),
+        collections: vec![
+            CollectionSpec {
+                name: "items".into(),
+                indexes: vec!["balance".into(), "owner".into(), "profile.city".into(), "active".into()],
+            },
+            CollectionSpec { name: "other".into(), indexes: vec![] },
+        ],
+    }
+}
+
+fn key(projection: &str, generation: u32) -> ModelKey {
+    ModelKey { projection: projection.into(), generation }
+}
+
+fn upserts(collection: &str, docs: &[(&str, Value)]) -> ChangeSet {
+    let mut set = ChangeSet::default();
+    set.collections.insert(
+        collection.into(),
+        CollectionChanges {
+            upserts: docs.iter().map(|(id, d)| ((*id).to_owned(), d.to_string())).collect(),
+            deletes: vec![],
+        },
+    );
+    set
+}
+
+fn deletes(collection: &str, ids: &[&str]) -> ChangeSet {
+    let mut set = ChangeSet::default();
+    set.collections.insert(
+        collection.into(),
+        CollectionChanges { upserts: vec![], deletes: ids.iter().map(|s| (*s).to_owned()).collect() },
+    );
+    set
+}
+
+async fn doc(store: &dyn ReadModelStore, projection: &str, id: &str) -> Option<Value> {
+    store.get_document(projection, "items", id).await.unwrap().map(|d| serde_json::from_str(&d).unwrap())
+}
+
+/// Register, resume, build, supersede, activate, fail, rebuild, drop.
+pub async fn generation_lifecycle(store: Arc<dyn ReadModelStore>) {
+    let m = manifest("p");
+    // A new projection is active at once.
+    let r = store.register(&m, "h1", "p.wasm").await.unwrap();
+    assert_eq!((r.target.key.clone(), r.target.role, r.target.checkpoint), (key("p", 1), Role::Active, 0));
+    assert_eq!(r.target.state, ProjectionState::Running);
+    assert!(r.active.is_none() && r.superseded.is_empty());
+    assert_eq!(store.tables("p").await.unwrap(), ["rm_p_g1__items", "rm_p_g1__other"]);
+    store.commit(&key("p", 1), &upserts("items", &[("a", json!({"balance": 1}))]), 0, 5).await.unwrap();
+
+    // The same module again resumes its generation and checkpoint.
+    let r = store.register(&m, "h1", "p-copy.wasm").await.unwrap();
+    assert_eq!((r.target.key.clone(), r.target.checkpoint, r.target.source.as_str()), (key("p", 1), 5, "p-copy.wasm"));
+    assert!(r.active.is_none());
+
+    // A new module builds a new generation beside the active one.
+    let r = store.register(&m, "h2", "p.wasm").await.unwrap();
+    assert_eq!((r.target.key.clone(), r.target.role, r.target.checkpoint), (key("p", 2), Role::Building, 0));
+    assert_eq!(r.active.as_ref().map(|a| a.key.clone()), Some(key("p", 1)));
+    // Another new module supersedes that building one and drops its tables.
+    let r = store.register(&m, "h3", "p.wasm").await.unwrap();
+    assert_eq!(r.target.key, key("p", 3));
+    assert_eq!(r.superseded, [key("p", 2)]);
+    assert_eq!(store.generation(&key("p", 2)).await.unwrap().role, Role::Retired);
+    assert_eq!(
+        store.tables("p").await.unwrap(),
+        ["rm_p_g1__items", "rm_p_g1__other", "rm_p_g3__items", "rm_p_g3__other"]
+    );
+    // Same building module again: resumes generation 3.
+    store.commit(&key("p", 3), &upserts("items", &[("b", json!({"balance": 2}))]), 0, 7).await.unwrap();
+    let r = store.register(&m, "h3", "p.wasm").await.unwrap();
+    assert_eq!((r.target.key.clone(), r.target.checkpoint), (key("p", 3), 7));
+    // Reads by name still see the active generation.
+    assert!(doc(store.as_ref(), "p", "a").await.is_some());
+    assert!(doc(store.as_ref(), "p", "b").await.is_none());
+    assert_eq!(store.get(&key("p", 3), "items", "b").await.unwrap().is_some(), true);
+
+    // The swap: generation 3 serves, generation 1 is retired and its tables are gone.
+    assert_eq!(store.activate(&key("p", 3)).await.unwrap(), Some(key("p", 1)));
+    assert_eq!(store.activate(&key("p", 3)).await.unwrap(), None, "activating twice is a no-op");
+    let active = store.projection("p").await.unwrap();
+    assert_eq!((active.key.clone(), active.role, active.checkpoint), (key("p", 3), Role::Active, 7));
+    assert!(active.activated_at.is_some());
+    assert_eq!(store.tables("p").await.unwrap(), ["rm_p_g3__items", "rm_p_g3__other"]);
+    assert!(doc(store.as_ref(), "p", "b").await.is_some());
+    let err = store.commit(&key("p", 1), &ChangeSet::default(), 5, 6).await.unwrap_err();
+    assert!(matches!(err, StoreError::Retired { generation: 1, .. }), "{err}");
+    assert!(matches!(store.activate(&key("p", 1)).await.unwrap_err(), StoreError::Retired { .. }));
+
+    // An explicit rebuild: a building generation of the active module, which can fail.
+    let rebuild = store.request_rebuild("p").await.unwrap();
+    assert_eq!((rebuild.key.clone(), rebuild.role, rebuild.module_hash.as_str()), (key("p", 4), Role::Building, "h3"));
+    store.fail_generation(&key("p", 4), "it broke").await.unwrap();
+    let failed = store.generation(&key("p", 4)).await.unwrap();
+    assert_eq!(
+        (failed.role, failed.state, failed.last_error.as_deref()),
+        (Role::Failed, ProjectionState::Faulted, Some("it broke"))
+    );
+    assert_eq!(store.tables("p").await.unwrap(), ["rm_p_g3__items", "rm_p_g3__other"]);
+    assert_eq!(store.projection("p").await.unwrap().key, key("p", 3));
+    let err = store.commit(&key("p", 4), &ChangeSet::default(), 0, 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::Retired { .. }), "{err}");
+
+    // A module that fails to load is recorded once, as a failed generation.
+    store.record_load_failure("p", "bad", "p.wasm", "not a component").await.unwrap();
+    store.record_load_failure("p", "bad", "p.wasm", "not a component").await.unwrap();
+    let gens: Vec<_> = store.projections().await.unwrap().into_iter().map(|g| (g.key.generation, g.role)).collect();
+    assert_eq!(gens, [(3, Role::Active), (4, Role::Failed), (5, Role::Failed)]);
+    let bad = store.generation(&key("p", 5)).await.unwrap();
+    assert_eq!((bad.module_hash.as_str(), bad.last_error.as_deref()), ("bad", Some("not a component")));
+    // A load failure of a projection never seen before.
+    store.record_load_failure("q", "x", "q.wasm", "boom").await.unwrap();
+    assert!(matches!(store.projection("q").await.unwrap_err(), StoreError::UnknownProjection(_)));
+
+    // A faulted generation stays faulted when its module registers again, until retried.
+    store.set_state(&key("p", 3), ProjectionState::Faulted, Some("poison")).await.unwrap();
+    let r = store.register(&m, "h3", "p.wasm").await.unwrap();
+    assert_eq!((r.target.state, r.target.last_error.as_deref()), (ProjectionState::Faulted, Some("poison")));
+    let retry = store.request_retry("p").await.unwrap();
+    assert!(retry.cleared_fault);
+    let p = store.projection("p").await.unwrap();
+    assert_eq!((p.state, p.last_error), (ProjectionState::Stopped, None));
+    assert!(!store.request_retry("p").await.unwrap().cleared_fault);
+
+    // Dropping forgets every generation and table.
+    store.drop_projection("p").await.unwrap();
+    assert!(matches!(store.projection("p").await.unwrap_err(), StoreError::UnknownProjection(_)));
+    assert!(store.tables("p").await.unwrap().is_empty());
+    assert!(matches!(store.drop_projection("p").await.unwrap_err(), StoreError::UnknownProjection(_)));
+    let names: Vec<_> = store.projections().await.unwrap().into_iter().map(|g| g.key.projection).collect();
+    assert_eq!(names, ["q"]);
+    // A projection whose name is a prefix of another's does not list its tables.
+    store.register(&manifest("p"), "h1", "p.wasm").await.unwrap();
+    store.register(&manifest("p_g1"), "h1", "p.wasm").await.unwrap();
+    assert_eq!(store.tables("p").await.unwrap(), ["rm_p_g1__items", "rm_p_g1__other"]);
+}
+
+/// Changes and the checkpoint move together or not at all.
+pub async fn commit_is_atomic(store: Arc<dyn ReadModelStore>) {
+    let k = store.register(&manifest("c"), "h", "c.wasm").await.unwrap().target.key;
+    let batch = upserts("items", &[("a", json!({"balance": 1})), ("b", json!({"balance": 2}))]);
+    store.commit(&k, &batch, 0, 10).await.unwrap();
+    assert_eq!(doc(store.as_ref(), "c", "a").await, Some(json!({"balance": 1})));
+    // A writer that started from a stale checkpoint applies nothing.
+    let stale = upserts("items", &[("a", json!({"balance": 99})), ("z", json!({}))]);
+    let err = store.commit(&k, &stale, 0, 20).await.unwrap_err();
+    assert!(matches!(err, StoreError::CheckpointMoved { expected: 0, .. }), "{err}");
+    assert_eq!(doc(store.as_ref(), "c", "a").await, Some(json!({"balance": 1})));
+    assert_eq!(doc(store.as_ref(), "c", "z").await, None);
+    assert_eq!(store.projection("c").await.unwrap().checkpoint, 10);
+    // Upserts replace, deletes remove, in one commit across collections.
+    let mut both = upserts("items", &[("a", json!({"balance": 5, "owner": "x"}))]);
+    both.collections.extend(deletes("other", &["nothing"]).collections);
+    store.commit(&k, &both, 10, 11).await.unwrap();
+    store.commit(&k, &deletes("items", &["b", "missing"]), 11, 12).await.unwrap();
+    assert_eq!(doc(store.as_ref(), "c", "a").await, Some(json!({"balance": 5, "owner": "x"})));
+    assert_eq!(doc(store.as_ref(), "c", "b").await, None);
+    // A large batch is one commit.
+    let many: Vec<(String, Value)> = (0..5_000).map(|i| (format!("m{i:05}"), json!({"balance": i}))).collect();
+    let refs: Vec<(&str, Value)> = many.iter().map(|(id, d)| (id.as_str(), d.clone())).collect();
+    store.commit(&k, &upserts("items", &refs), 12, 13).await.unwrap();
+    assert_eq!(store.count_documents("c", "items", &[]).await.unwrap(), 5_001);
+    assert_eq!(
+        store.get(&k, "items", "m04999").await.unwrap().map(|d| serde_json::from_str::<Value>(&d).unwrap()),
+        Some(json!({"balance": 4999}))
+    );
+    // Unknown names are errors that say what exists.
+    assert!(matches!(store.get_document("nope", "items", "a").await.unwrap_err(), StoreError::UnknownProjection(_)));
+    let err = store.get_document("c", "nope", "a").await.unwrap_err();
+    assert!(matches!(&err, StoreError::UnknownCollection { known, .. } if known == "items, other"), "{err}");
+}
+
+fn ids(page: &refract::Page) -> Vec<&str> {
+    page.documents.iter().map(|d| d.id.as_str()).collect()
+}
+
+async fn query_ids(store: &dyn ReadModelStore, filters: &[&str], order: Option<&str>) -> Vec<String> {
+    let query = Query {
+        filters: filters.iter().map(|f| Filter::parse(f).unwrap()).collect(),
+        order: order.map(Order::parse),
+        limit: 1000,
+        cursor: None,
+    };
+    let page = store.query_documents("q", "items", &query).await.unwrap();
+    assert!(page.next_cursor.is_none());
+    ids(&page).into_iter().map(str::to_owned).collect()
+}
+
+/// Every page of a query, `limit` at a time, following cursors.
+async fn paged_ids(store: &dyn ReadModelStore, filters: &[&str], order: &str, limit: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let query = Query {
+            filters: filters.iter().map(|f| Filter::parse(f).unwrap()).collect(),
+            order: Some(Order::parse(order)),
+            limit,
+            cursor,
+        };
+        let page = store.query_documents("q", "items", &query).await.unwrap();
+        assert!(page.documents.len() <= limit as usize);
+        out.extend(ids(&page).into_iter().map(str::to_owned));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+}
+
+/// Filters, order, ties, cursors, limits and counts.
+pub async fn queries(store: Arc<dyn ReadModelStore>) {
+    let k = store.register(&manifest("q"), "h", "q.wasm").await.unwrap().target.key;
+    let docs = [
+        ("a", json!({"balance": 10, "owner": "ada", "profile": {"city": "paris"}, "active": true})),
+        ("b", json!({"balance": 9, "owner": "bob", "profile": {"city": "oslo"}, "active": false})),
+        ("c", json!({"balance": 100, "owner": "cy", "active": true})),
+        ("d", json!({"balance": 10, "owner": "ada", "profile": {"city": "lima"}})),
+        ("e", json!({"owner": "eve", "balance": null})),
+        ("f", json!({"balance": -2.5, "owner": "Zed", "profile": {"city": "paris"}})),
+        ("g", json!({"balance": 10.0, "owner": "gil"})),
+    ];
+    store.commit(&k, &upserts("items", &docs), 0, 1).await.unwrap();
+    let s = store.as_ref();
+    let q = |filters: &'static [&'static str], order: Option<&'static str>| query_ids(s, filters, order);
+
+    // Numbers compare as numbers (9 < 10 < 100; 10 = 10.0), strings as text.
+    assert_eq!(q(&["balance=10"], None).await, ["a", "d", "g"]);
+    assert_eq!(q(&["balance!=10"], None).await, ["b", "c", "f"]);
+    assert_eq!(q(&["balance<10"], None).await, ["b", "f"]);
+    assert_eq!(q(&["balance<=10"], None).await, ["a", "b", "d", "f", "g"]);
+    assert_eq!(q(&["balance>10"], None).await, ["c"]);
+    assert_eq!(q(&["balance>=9.5"], None).await, ["a", "c", "d", "g"]);
+    assert_eq!(q(&["owner>bob"], None).await, ["c", "e", "g"]);
+    assert_eq!(q(&["owner<ada"], None).await, ["f"], "uppercase sorts before lowercase, bytewise");
+    assert_eq!(q(&["owner=in:[\"ada\",\"cy\",\"nobody\"]"], None).await, ["a", "c", "d"]);
+    assert_eq!(q(&["balance=in:[9,100]"], None).await, ["b", "c"]);
+    assert_eq!(q(&["owner=ada", "balance>=10"], None).await, ["a", "d"]);
+    // null means absent or JSON null.
+    assert_eq!(q(&["balance=null"], None).await, ["e"]);
+    assert_eq!(q(&["profile.city=null"], None).await, ["c", "e", "g"]);
+    assert_eq!(q(&["profile.city!=null"], None).await, ["a", "b", "d", "f"]);
+    // Nested paths and booleans.
+    assert_eq!(q(&["profile.city=paris"], None).await, ["a", "f"]);
+    assert_eq!(q(&["active=true"], None).await, ["a", "c"]);
+    assert_eq!(q(&["active=false"], None).await, ["b"]);
+    // id is always queryable.
+    assert_eq!(q(&["id>=e"], None).await, ["e", "f", "g"]);
+    assert_eq!(q(&["id=in:[\"b\",\"z\"]"], None).await, ["b"]);
+
+    // Order: nulls first ascending and last descending; ties broken by id in the same direction.
+    let asc = ["e", "f", "b", "a", "d", "g", "c"];
+    let desc = ["c", "g", "d", "a", "b", "f", "e"];
+    assert_eq!(q(&[], Some("balance")).await, asc);
+    assert_eq!(q(&[], Some("-balance")).await, desc);
+    assert_eq!(q(&[], Some("-id")).await, ["g", "f", "e", "d", "c", "b", "a"]);
+    assert_eq!(q(&[], Some("owner")).await, ["f", "a", "d", "b", "c", "e", "g"]);
+    assert_eq!(q(&[], Some("profile.city")).await, ["c", "e", "g", "d", "b", "a", "f"]);
+
+    // Cursor pages, whatever their size, add up to the unpaged order.
+    for limit in [1, 2, 3, 7] {
+        assert_eq!(paged_ids(s, &[], "balance", limit).await, asc, "limit {limit}");
+        assert_eq!(paged_ids(s, &[], "-balance", limit).await, desc, "limit {limit}");
+        assert_eq!(paged_ids(s, &[], "id", limit).await, ["a", "b", "c", "d", "e", "f", "g"]);
+        assert_eq!(paged_ids(s, &[], "-profile.city", limit).await, ["f", "a", "b", "d", "g", "e", "c"]);
+        assert_eq!(paged_ids(s, &["balance>=0"], "-balance", limit).await, ["c", "g", "d", "a", "b"]);
+    }
+    let page = s
+        .query_documents("q", "items", &Query { order: Some(Order::parse("balance")), limit: 3, ..Query::default() })
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), ["e", "f", "b"]);
+    assert!(page.next_cursor.is_some());
+    let body: Value = serde_json::from_str(&page.documents[2].body).unwrap();
+    assert_eq!(body, docs[1].1);
+
+    // Counts take the same filters.
+    assert_eq!(s.count_documents("q", "items", &[]).await.unwrap(), 7);
+    assert_eq!(s.count_documents("q", "items", &[Filter::parse("balance>=10").unwrap()]).await.unwrap(), 4);
+    assert_eq!(s.count_documents("q", "items", &[Filter::parse("owner=nobody").unwrap()]).await.unwrap(), 0);
+
+    // Only indexed fields; bad cursors and limits are refused.
+    let bad = |query: Query| async move { s.query_documents("q", "items", &query).await.unwrap_err() };
+    let err = bad(Query { filters: vec![Filter::parse("secret=1").unwrap()], ..Query::default() }).await;
+    assert!(matches!(err, StoreError::Query(refract::QueryError::NotIndexed { .. })), "{err}");
+    let err = bad(Query { cursor: Some("zz".into()), ..Query::default() }).await;
+    assert!(matches!(err, StoreError::Query(refract::QueryError::BadCursor)), "{err}");
+    let err = bad(Query { limit: 0, ..Query::default() }).await;
+    assert!(matches!(err, StoreError::Query(refract::QueryError::BadLimit(0))), "{err}");
+    let err = s.count_documents("q", "items", &[Filter::parse("secret=1").unwrap()]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Query(refract::QueryError::NotIndexed { .. })), "{err}");
+}
+
+fn letter(position: u64) -> DeadLetter {
+    DeadLetter {
+        position,
+        stream_id: format!("s-{position}"),
+        event_type: "Poison".into(),
+        error: "trap: boom".into(),
+        module_hash: "h".into(),
+        recorded_at: 1_000 + position,
+        replay: false,
+    }
+}
+
+/// Skipped events: recorded with the checkpoint, retried, replayed.
+pub async fn dead_letters(store: Arc<dyn ReadModelStore>) {
+    let k = store.register(&manifest("d"), "h", "d.wasm").await.unwrap().target.key;
+    store.skip_event(&k, &letter(3), 0, 3).await.unwrap();
+    store.skip_event(&k, &letter(5), 3, 5).await.unwrap();
+    let err = store.skip_event(&k, &letter(9), 3, 9).await.unwrap_err();
+    assert!(matches!(err, StoreError::CheckpointMoved { .. }), "{err}");
+    assert_eq!(store.projection("d").await.unwrap().checkpoint, 5);
+    assert_eq!(store.dead_letters("d").await.unwrap(), [letter(3), letter(5)]);
+
+    let retry = store.request_retry("d").await.unwrap();
+    assert_eq!((retry.cleared_fault, retry.replays), (false, 2));
+    assert!(store.dead_letters("d").await.unwrap().iter().all(|l| l.replay));
+    // A replay that fails again keeps the letter, unmarked, with the new error.
+    store.finish_replay(&k, 3, Err("trap: still")).await.unwrap();
+    // A replay that works applies its changes and removes the letter.
+    store.finish_replay(&k, 5, Ok(&upserts("items", &[("x", json!({"balance": 1}))]))).await.unwrap();
+    let letters = store.dead_letters("d").await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!((letters[0].position, letters[0].replay, letters[0].error.as_str()), (3, false, "trap: still"));
+    assert_eq!(doc(store.as_ref(), "d", "x").await, Some(json!({"balance": 1})));
+    assert_eq!(store.projection("d").await.unwrap().checkpoint, 5, "a replay does not move the checkpoint");
+
+    // Dead letters belong to a generation: a swap leaves them behind.
+    let building = store.register(&manifest("d"), "h2", "d.wasm").await.unwrap().target.key;
+    store.skip_event(&building, &letter(1), 0, 1).await.unwrap();
+    assert_eq!(store.dead_letters("d").await.unwrap().len(), 1);
+    store.activate(&building).await.unwrap();
+    assert_eq!(store.dead_letters("d").await.unwrap(), [letter(1)]);
+    assert!(matches!(store.dead_letters("nope").await.unwrap_err(), StoreError::UnknownProjection(_)));
+}

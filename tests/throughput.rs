@@ -1,0 +1,58 @@
+//! Projection throughput: N small bank events through `account-summary`
+//! into each read-model backend. Benchmarks, not tests: `#[ignore]`d, run with
+//! `REFRACT_BENCH_EVENTS=1000000 cargo test --release -p refract --test throughput -- --ignored --nocapture --test-threads 1`.
+//! Numbers are in BENCHMARKS.md.
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use refract::{EventStore, Host, ReadModelStore, SyncConfig};
+use std::sync::Arc;
+
+fn events_wanted() -> usize {
+    std::env::var("REFRACT_BENCH_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000)
+}
+
+async fn measure(label: &str, events: Arc<dyn EventStore>, models: Arc<dyn ReadModelStore>) {
+    let n = events_wanted();
+    let generated = bank_events(10_000, n, 1);
+    let started = Instant::now();
+    append_all(events.as_ref(), &generated).await;
+    let appended = started.elapsed();
+    let mut host = Host::new(events.clone(), models.clone(), SyncConfig::default()).unwrap();
+    let plugin = host.runtime().load(&plugin("account_summary")).unwrap();
+    let started = Instant::now();
+    host.start(plugin).await.unwrap();
+    host.wait_until_caught_up().await.unwrap();
+    let projected = started.elapsed();
+    assert_eq!(host.progress("account-summary").unwrap().checkpoint, n as u64);
+    host.shutdown().await;
+    eprintln!(
+        "{label}: appended {n} events in {:.1} s ({:.0}/s); projected in {:.1} s, {:.0} events/s",
+        appended.as_secs_f64(),
+        n as f64 / appended.as_secs_f64(),
+        projected.as_secs_f64(),
+        n as f64 / projected.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark; see BENCHMARKS.md"]
+async fn sqlite_projection_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = |f: &str| format!("sqlite://{}", dir.path().join(f).display());
+    let events = refract::open_events(&url("events.db")).await.unwrap();
+    let models = refract::open_models(&url("models.db")).await.unwrap();
+    measure("sqlite", events, models).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark; see BENCHMARKS.md"]
+async fn postgres_projection_throughput() {
+    let url = pg::fresh_schema().await;
+    let events = refract::open_events(&url).await.unwrap();
+    let models = refract::open_models(&url).await.unwrap();
+    measure("postgres", events, models).await;
+}
