@@ -31,8 +31,20 @@ enum Command {
     /// Run the host: load every *.wasm in the plugins folder and keep their read models in sync.
     /// The folder is watched: new files start projections, replaced ones rebuild blue/green, removed ones stop.
     Run(RunArgs),
-    /// `run`, plus: rebuild plugin crates under the plugins folder when their sources change.
+    /// `run`, plus: rebuild plugin projects (Rust crates, Python `app.py`, JS `package.json`)
+    /// under the plugins folder when their sources change.
     Dev(RunArgs),
+    /// Scaffold a working projection under the plugins folder, ready for `refract dev`.
+    New {
+        /// Projection name (lowercase ASCII letters, digits, `-`, `_`).
+        name: String,
+        /// Language of the projection.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: NewLang,
+        /// Folder of projection components and projects.
+        #[arg(long, env = "REFRACT_PLUGINS_DIR", default_value = "plugins")]
+        plugins: PathBuf,
+    },
     /// Rebuild a projection's read model from position 0 as a new generation, then swap it in.
     /// Works with a host running on the data dir (it does the work) or without one (this command does).
     Rebuild {
@@ -121,6 +133,13 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum NewLang {
+    Rust,
+    Python,
+    Js,
+}
+
 /// Where `refract run` serves the HTTP API unless told otherwise.
 const DEFAULT_HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7878);
 
@@ -184,6 +203,28 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Run(args) => run(&data, args, false).await,
         Command::Dev(args) => run(&data, args, true).await,
+        Command::New { name, lang, plugins } => {
+            let lang = match lang {
+                NewLang::Rust => refract::Lang::Rust,
+                NewLang::Python => refract::Lang::Python,
+                NewLang::Js => refract::Lang::Js,
+            };
+            let (dir, written) = refract::new_project(&plugins, &name, lang)?;
+            for file in written {
+                println!("created {}", file.display());
+            }
+            let tool = match lang {
+                refract::Lang::Rust => "the wasm32-wasip2 Rust target",
+                refract::Lang::Python => "componentize-py (scripts/build-polyglot installs it into .tools/venv)",
+                refract::Lang::Js => "Node.js and `npm ci` in the js/ folder next to it",
+            };
+            println!(
+                "\nnext: refract dev --plugins {} (needs {tool}), then in another terminal:\n      refract import {}",
+                plugins.display(),
+                dir.join("events.jsonl").display()
+            );
+            Ok(())
+        }
         Command::Rebuild { projection } => rebuild(&data, &projection).await,
         Command::Drop { projection } => {
             let models = data.open_models().await.context("opening the read-model store")?;
