@@ -76,3 +76,46 @@ async fn rust_python_and_js_projections_write_identical_documents() {
         }
     }
 }
+
+/// The numbers in BENCHMARKS.md: per language, first (compiling) and cached
+/// load, and projection throughput over 10,000 events with the projection
+/// running alone. `cargo test --release --test polyglot -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run by hand"]
+async fn load_and_throughput_per_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = bank_events(500, 10_000, 7);
+    let cache = ModuleCache::new(dir.path().join("cache"));
+    let builds = [
+        ("rust", "account-summary", plugin("account_summary")),
+        ("python", "account-summary-py", polyglot("account-summary-py.wasm")),
+        ("js", "account-summary-js", polyglot("account-summary-js.wasm")),
+    ];
+    for (lang, name, path) in &builds {
+        let stores = Stores::open(&dir.path().join(lang)).await;
+        append_all(stores.events.as_ref(), &events).await;
+        let mut host = stores
+            .host(SyncConfig { batch_size: 1_000, ..SyncConfig::default() })
+            .with_module_cache(cache.clone());
+        let started = Instant::now();
+        host.runtime().load(path).unwrap();
+        let first = started.elapsed();
+        let started = Instant::now();
+        let plugin = host.runtime().load(path).unwrap();
+        let cached = started.elapsed();
+        let started = Instant::now();
+        host.start(plugin).await.unwrap();
+        host.wait_until_caught_up().await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(host.progress(name).unwrap().checkpoint, 10_000);
+        host.shutdown().await;
+        eprintln!(
+            "{lang:6} {:>6.1} MB  first load {:>7.2} s  cached load {:>6.1} ms  10,000 events in {:>6.3} s = {:>7.0} events/s",
+            std::fs::metadata(path).unwrap().len() as f64 / 1e6,
+            first.as_secs_f64(),
+            cached.as_secs_f64() * 1e3,
+            took.as_secs_f64(),
+            10_000.0 / took.as_secs_f64()
+        );
+    }
+}

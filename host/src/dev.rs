@@ -254,6 +254,11 @@ pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>
         crates.iter().map(|d| (std::path::absolute(d).unwrap_or_else(|_| d.clone()), d.clone())).collect();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
+        // Only writes count: builds open and read the sources, and reacting to
+        // those accesses would rebuild forever.
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
         for path in &event.paths {
             // Builds write under target/ (and tools under node_modules/,
             // __pycache__/, .*.building): reacting to them would loop.

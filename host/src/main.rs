@@ -360,8 +360,11 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
     }
 }
 
-async fn run(data: &DataDir, args: RunArgs, dev: bool) -> Result<()> {
+async fn run(data: &DataDir, mut args: RunArgs, dev: bool) -> Result<()> {
     let _lock = data.lock()?;
+    // The watcher reports absolute paths; loading by the same absolute paths
+    // makes a replaced file a reload of the projection, not a second copy of it.
+    args.plugins = std::path::absolute(&args.plugins).context("resolving the plugins folder")?;
     let sync = SyncConfig {
         batch_size: args.batch_size.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),
