@@ -36,9 +36,7 @@ async fn rust_python_and_js_projections_write_identical_documents() {
     ];
     // A module cache, so a second load skips compilation; both loads are timed.
     let cache = ModuleCache::new(dir.path().join("cache"));
-    let mut host = stores
-        .host(SyncConfig { batch_size: 250, ..SyncConfig::default() })
-        .with_module_cache(cache);
+    let mut host = stores.host(SyncConfig { batch_size: 250, ..SyncConfig::default() }).with_module_cache(cache);
     for (name, path) in &builds {
         let started = Instant::now();
         let plugin = host.runtime().load(path).unwrap();
@@ -94,9 +92,8 @@ async fn load_and_throughput_per_language() {
     for (lang, name, path) in &builds {
         let stores = Stores::open(&dir.path().join(lang)).await;
         append_all(stores.events.as_ref(), &events).await;
-        let mut host = stores
-            .host(SyncConfig { batch_size: 1_000, ..SyncConfig::default() })
-            .with_module_cache(cache.clone());
+        let mut host =
+            stores.host(SyncConfig { batch_size: 1_000, ..SyncConfig::default() }).with_module_cache(cache.clone());
         let started = Instant::now();
         host.runtime().load(path).unwrap();
         let first = started.elapsed();
