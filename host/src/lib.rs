@@ -34,6 +34,7 @@ mod policy;
 mod postgres;
 mod query;
 mod runner;
+mod scaffold;
 mod source;
 mod sqlite;
 mod store;
@@ -45,7 +46,7 @@ pub use cache::ModuleCache;
 pub use capabilities::Capability;
 pub use changes::{Change, ChangeError, ChangeSet, CollectionChanges};
 pub use config::{Config, ConfigError, ProjectionConfig};
-pub use dev::{DevError, build_crate, plugin_crates, spawn_rebuilder};
+pub use dev::{DevError, Lang, build_crate, build_project, plugin_crates, plugin_projects, spawn_rebuilder};
 pub use event::{AppendRequest, Event, ExpectedVersion, NewEvent, Subscription};
 pub use host::{DataDir, Host, HostError, HostLock, ProjectionStatus, status};
 pub use limits::{EPOCH_TICK, Limits};
@@ -54,6 +55,7 @@ pub use plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 pub use policy::{FailurePolicy, RetryPolicy};
 pub use query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
 pub use runner::{CommitNotice, Progress, SyncConfig};
+pub use scaffold::new_project;
 pub use source::{Appended, EventSource, EventStore, PostgresEventStore, SourceError, SqliteEventStore};
 pub use store::{
     DeadLetter, ModelKey, PostgresReadModelStore, ProjectionRecord, ProjectionState, ReadModelStore, Registration,

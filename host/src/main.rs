@@ -38,8 +38,20 @@ enum Command {
     /// Run the host: load every *.wasm in the plugins folder and keep their read models in sync.
     /// The folder is watched: new files start projections, replaced ones rebuild blue/green, removed ones stop.
     Run(RunArgs),
-    /// `run`, plus: rebuild plugin crates under the plugins folder when their sources change.
+    /// `run`, plus: rebuild plugin projects (Rust crates, Python `app.py`, JS `package.json`)
+    /// under the plugins folder when their sources change.
     Dev(RunArgs),
+    /// Scaffold a working projection under the plugins folder, ready for `refract dev`.
+    New {
+        /// Projection name (lowercase ASCII letters, digits, `-`, `_`).
+        name: String,
+        /// Language of the projection.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: NewLang,
+        /// Folder of projection components and projects.
+        #[arg(long, env = "REFRACT_PLUGINS_DIR", default_value = "plugins")]
+        plugins: PathBuf,
+    },
     /// Rebuild a projection's read model from position 0 as a new generation, then swap it in.
     /// Works with a host running on the data dir (it does the work) or without one (this command does).
     Rebuild {
@@ -128,6 +140,13 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum NewLang {
+    Rust,
+    Python,
+    Js,
+}
+
 /// Where `refract run` serves the HTTP API unless told otherwise.
 const DEFAULT_HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7878);
 
@@ -191,6 +210,28 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Run(args) => run(&data, args, false).await,
         Command::Dev(args) => run(&data, args, true).await,
+        Command::New { name, lang, plugins } => {
+            let lang = match lang {
+                NewLang::Rust => refract::Lang::Rust,
+                NewLang::Python => refract::Lang::Python,
+                NewLang::Js => refract::Lang::Js,
+            };
+            let (dir, written) = refract::new_project(&plugins, &name, lang)?;
+            for file in written {
+                println!("created {}", file.display());
+            }
+            let tool = match lang {
+                refract::Lang::Rust => "the wasm32-wasip2 Rust target",
+                refract::Lang::Python => "componentize-py (scripts/build-polyglot installs it into .tools/venv)",
+                refract::Lang::Js => "Node.js and `npm ci` in the js/ folder next to it",
+            };
+            println!(
+                "\nnext: refract dev --plugins {} (needs {tool}), then in another terminal:\n      refract import {}",
+                plugins.display(),
+                dir.join("events.jsonl").display()
+            );
+            Ok(())
+        }
         Command::Rebuild { projection } => rebuild(&data, &projection).await,
         Command::Drop { projection } => {
             let models = data.open_models().await?;
@@ -359,8 +400,11 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
     }
 }
 
-async fn run(data: &Stores, args: RunArgs, dev: bool) -> Result<()> {
+async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
     let _lock = data.lock()?;
+    // The watcher reports absolute paths; loading by the same absolute paths
+    // makes a replaced file a reload of the projection, not a second copy of it.
+    args.plugins = std::path::absolute(&args.plugins).context("resolving the plugins folder")?;
     let sync = SyncConfig {
         batch_size: args.batch_size.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),

@@ -1,0 +1,164 @@
+// Write refract projections in JavaScript (the role `refract-sdk` plays for Rust).
+//
+// A projection is an object with a `manifest` and a `handle(event, ctx)`
+// function; `exportProjection` turns it into the component's `projection`
+// export:
+//
+//   import { exportProjection } from "../sdk/refract.js";
+//
+//   export const projection = exportProjection({
+//     manifest: {
+//       name: "counters", version: "1.0.0",
+//       eventTypes: ["Incremented"], streamPrefixes: ["counter-"],
+//       collections: { counters: ["value"] },
+//     },
+//     handle(event, ctx) {
+//       const { by } = event.payload();
+//       ctx.update("counters", event.streamId, (c) => ({ ...c, value: (c.value ?? 0) + by }));
+//     },
+//   });
+//
+// Build with `npm run build` (jco componentize --bundle): the bundler inlines
+// this file, and `refract:projection/host@0.1.0` is the host import.
+import { get as hostGet, log as hostLog } from "refract:projection/host@0.1.0";
+
+/** Fails the event being handled, and so the whole batch. */
+export class ProjectionError extends Error {}
+
+/** One event; `payload()` and `metadata()` decode its JSON. Positions,
+ * versions and timestamps are plain numbers (exact below 2^53). */
+export class Event {
+  constructor(e) {
+    this.position = Number(e.position);
+    this.streamId = e.streamId;
+    this.streamVersion = Number(e.streamVersion);
+    this.eventType = e.eventType;
+    this.timestamp = Number(e.timestamp);
+    this.rawPayload = e.payload;
+    this.rawMetadata = e.metadata;
+  }
+  payload() {
+    return this.#decode("payload", this.rawPayload);
+  }
+  metadata() {
+    return this.#decode("metadata", this.rawMetadata);
+  }
+  #decode(what, text) {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new ProjectionError(
+        `cannot decode ${what} of ${this.eventType} event at position ${this.position}: ${err.message}`,
+      );
+    }
+  }
+}
+
+/** Reads and writes the read model during one batch. The host only sees what
+ * was committed before the batch, so writes are kept in a batch-local overlay
+ * that `get` answers from first: read-modify-write sees the changes of
+ * earlier events of the same batch. */
+export class Context {
+  #collections;
+  #overlay = new Map(); // "collection\0id" -> JSON text, or null for a deletion
+  changes = [];
+
+  constructor(collections) {
+    this.#collections = collections;
+  }
+
+  /** The document (an object), or undefined when it does not exist. */
+  get(collection, id) {
+    this.#check(collection);
+    const key = collection + "\0" + id;
+    let body;
+    if (this.#overlay.has(key)) {
+      body = this.#overlay.get(key);
+    } else {
+      try {
+        body = hostGet(collection, id);
+      } catch (err) {
+        throw new ProjectionError(getErrorMessage(err));
+      }
+    }
+    return body == null ? undefined : JSON.parse(body);
+  }
+
+  /** Inserts the document, or replaces it if its id exists. */
+  upsert(collection, id, doc) {
+    this.#check(collection);
+    const body = JSON.stringify(doc);
+    this.#overlay.set(collection + "\0" + id, body);
+    this.changes.push({ tag: "upsert", val: { collection, id, body } });
+  }
+
+  /** Loads the document (or a copy of `defaults`, else `{}`), passes it to
+   * `f` and upserts what `f` returns (or the object itself if it returns
+   * undefined). */
+  update(collection, id, f, defaults = {}) {
+    const doc = this.get(collection, id) ?? structuredClone(defaults);
+    const result = f(doc);
+    this.upsert(collection, id, result === undefined ? doc : result);
+  }
+
+  /** Removes the document if it exists. */
+  delete(collection, id) {
+    this.#check(collection);
+    this.#overlay.set(collection + "\0" + id, null);
+    this.changes.push({ tag: "delete", val: { collection, id } });
+  }
+
+  /** Writes to the host's log: "trace", "debug", "info", "warn" or "error". */
+  log(level, message) {
+    hostLog(level, message);
+  }
+
+  #check(collection) {
+    if (!this.#collections.has(collection)) {
+      throw new ProjectionError(`collection \`${collection}\` is not declared in the manifest`);
+    }
+  }
+}
+
+function getErrorMessage(err) {
+  const e = err?.payload ?? err;
+  if (e?.tag === "unknown-collection") return `unknown collection \`${e.val}\``;
+  if (e?.tag === "unavailable") return `read model unavailable: ${e.val}`;
+  return String(err);
+}
+
+/** The `projection` export for a projection `{ manifest, handle, init? }`.
+ * `init()` (optional) creates per-instance state, passed as `this`; it is
+ * created on the first batch and dropped after an error. */
+export function exportProjection(p) {
+  const m = p.manifest;
+  const collections = new Set(Object.keys(m.collections ?? {}));
+  let state = null;
+  return {
+    describe() {
+      return {
+        name: m.name,
+        version: m.version,
+        eventTypes: m.eventTypes ?? [],
+        streamPrefixes: m.streamPrefixes ?? [],
+        collections: Object.entries(m.collections ?? {}).map(([name, indexes]) => ({ name, indexes })),
+      };
+    },
+    handle(batch) {
+      state ??= p.init ? p.init() : {};
+      const ctx = new Context(collections);
+      for (const e of batch) {
+        const event = new Event(e);
+        try {
+          p.handle.call(state, event, ctx);
+        } catch (err) {
+          state = null;
+          const message = err instanceof ProjectionError ? err.message : `${err?.name ?? "Error"}: ${err?.message ?? err}`;
+          // jco turns a thrown value into the `err` case of the result.
+          throw { position: e.position, message };
+        }
+      }
+      return ctx.changes;
+    },
+  };
+}

@@ -1,0 +1,118 @@
+//! The Rust, Python and JavaScript builds of account-summary, side by side in
+//! one host over the same 10,000 bank events, write identical read models.
+//! The Python and JS components are built by `scripts/build-polyglot`
+//! (`scripts/test` runs it) into `target/polyglot/`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use common::*;
+use refract::{ModuleCache, SyncConfig};
+
+fn polyglot(file: &str) -> PathBuf {
+    let path = root().join("target/polyglot").join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `scripts/build-polyglot` (scripts/test does it)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_python_and_js_projections_write_identical_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let events = bank_events(500, 10_000, 7);
+    append_all(stores.events.as_ref(), &events).await;
+    let expected = expected_accounts(&events);
+
+    let builds = [
+        ("account-summary", plugin("account_summary")),
+        ("account-summary-py", polyglot("account-summary-py.wasm")),
+        ("account-summary-js", polyglot("account-summary-js.wasm")),
+    ];
+    // A module cache, so a second load skips compilation; both loads are timed.
+    let cache = ModuleCache::new(dir.path().join("cache"));
+    let mut host = stores.host(SyncConfig { batch_size: 250, ..SyncConfig::default() }).with_module_cache(cache);
+    for (name, path) in &builds {
+        let started = Instant::now();
+        let plugin = host.runtime().load(path).unwrap();
+        let first = started.elapsed();
+        assert_eq!(plugin.manifest().name, *name);
+        assert!(!plugin.cached());
+        let started = Instant::now();
+        let again = host.runtime().load(path).unwrap();
+        let cached = started.elapsed();
+        assert!(again.cached(), "second load of {name} should come from the module cache");
+        let size = std::fs::metadata(path).unwrap().len();
+        eprintln!("{name}: {size} bytes, first load {first:?}, cached load {cached:?}");
+        host.start(plugin).await.unwrap();
+    }
+    let started = Instant::now();
+    host.wait_until_caught_up().await.unwrap();
+    eprintln!("all three caught up on 10,000 events in {:?}", started.elapsed());
+    for (name, _) in &builds {
+        let progress = host.progress(name).unwrap();
+        assert_eq!(progress.checkpoint, 10_000, "{name}: {progress:?}");
+    }
+    host.shutdown().await;
+
+    let models = stores.models_dyn();
+    let rust = all_documents(models.as_ref(), "account-summary", "accounts").await;
+    assert_eq!(rust.len(), 500);
+    for (id, want) in &expected {
+        assert_eq!(rust[id]["balance"].as_i64(), Some(want.balance), "balance of {id}");
+    }
+    for (name, _) in &builds[1..] {
+        let other = all_documents(models.as_ref(), name, "accounts").await;
+        assert_eq!(other.len(), rust.len(), "{name}: document count");
+        for (id, doc) in &rust {
+            assert_eq!(other.get(id), Some(doc), "{name}: document {id}");
+        }
+    }
+}
+
+/// The numbers in BENCHMARKS.md: per language, first (compiling) and cached
+/// load, and projection throughput over 10,000 events with the projection
+/// running alone. `cargo test --release --test polyglot -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run by hand"]
+async fn load_and_throughput_per_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = bank_events(500, 10_000, 7);
+    let cache = ModuleCache::new(dir.path().join("cache"));
+    let builds = [
+        ("rust", "account-summary", plugin("account_summary")),
+        ("python", "account-summary-py", polyglot("account-summary-py.wasm")),
+        ("js", "account-summary-js", polyglot("account-summary-js.wasm")),
+    ];
+    for (lang, name, path) in &builds {
+        let stores = Stores::open(&dir.path().join(lang)).await;
+        append_all(stores.events.as_ref(), &events).await;
+        let mut host =
+            stores.host(SyncConfig { batch_size: 1_000, ..SyncConfig::default() }).with_module_cache(cache.clone());
+        let started = Instant::now();
+        host.runtime().load(path).unwrap();
+        let first = started.elapsed();
+        let started = Instant::now();
+        let plugin = host.runtime().load(path).unwrap();
+        let cached = started.elapsed();
+        let started = Instant::now();
+        host.start(plugin).await.unwrap();
+        host.wait_until_caught_up().await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(host.progress(name).unwrap().checkpoint, 10_000);
+        host.shutdown().await;
+        eprintln!(
+            "{lang:6} {:>6.1} MB  first load {:>7.2} s  cached load {:>6.1} ms  10,000 events in {:>6.3} s = {:>7.0} events/s",
+            std::fs::metadata(path).unwrap().len() as f64 / 1e6,
+            first.as_secs_f64(),
+            cached.as_secs_f64() * 1e3,
+            took.as_secs_f64(),
+            10_000.0 / took.as_secs_f64()
+        );
+    }
+}
