@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use refract::{AppendRequest, ExpectedVersion, Host, NewEvent, Subscription, SyncConfig};
+use refract::{Host, Subscription, SyncConfig};
 
 const WRITERS: usize = 8;
 const EVENTS: usize = 20_000;
@@ -41,15 +41,7 @@ async fn concurrent_writers_never_make_a_live_projection_miss_an_event() {
                 while !rest.is_empty() {
                     // 1 to 4 streams per atomic append.
                     let n = (1 + rng.below(4) as usize).min(rest.len());
-                    let requests: Vec<AppendRequest> = rest[..n]
-                        .iter()
-                        .map(|e| AppendRequest {
-                            stream_id: e.stream.clone(),
-                            expected: ExpectedVersion::Any,
-                            events: vec![NewEvent::new(e.event_type, e.payload.to_string())],
-                        })
-                        .collect();
-                    events.append(&requests).await.unwrap();
+                    events.append(&requests(&rest[..n])).await.unwrap();
                     rest = &rest[n..];
                 }
             })

@@ -127,18 +127,22 @@ pub fn expected_accounts(events: &[BankEvent]) -> BTreeMap<String, ExpectedAccou
     accounts
 }
 
+/// One unchecked append request per event.
+pub fn requests(events: &[BankEvent]) -> Vec<AppendRequest> {
+    events
+        .iter()
+        .map(|e| AppendRequest {
+            stream_id: e.stream.clone(),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent::new(e.event_type, e.payload.to_string())],
+        })
+        .collect()
+}
+
 /// Appends the events in chunks of atomic appends.
 pub async fn append_all(store: &dyn EventStore, events: &[BankEvent]) {
     for chunk in events.chunks(5_000) {
-        let requests: Vec<AppendRequest> = chunk
-            .iter()
-            .map(|e| AppendRequest {
-                stream_id: e.stream.clone(),
-                expected: ExpectedVersion::Any,
-                events: vec![NewEvent::new(e.event_type, e.payload.to_string())],
-            })
-            .collect();
-        store.append(&requests).await.unwrap();
+        store.append(&requests(chunk)).await.unwrap();
     }
 }
 
