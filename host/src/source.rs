@@ -41,6 +41,9 @@ pub enum SourceError {
     /// The underlying database failed.
     #[error("event store error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The store returned events the host cannot read back.
+    #[error("event store returned unreadable events: {0}")]
+    Corrupt(String),
 }
 
 /// Where an append landed.
