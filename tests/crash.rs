@@ -43,7 +43,9 @@ fn host_command(target: &Target, plugins: &Path) -> Command {
     cmd.arg("--data-dir")
         .arg(&target.data)
         .args(["--events", &target.events, "--store", &target.models])
-        .args(["run", "--exit-when-caught-up", "--batch-size", "50", "--plugins"])
+        // Commits grouped over 10 batches, one in flight while the next are
+        // projected: kills land between, during and after commits.
+        .args(["run", "--exit-when-caught-up", "--batch-size", "50", "--commit-events", "500", "--plugins"])
         .arg(plugins)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -92,7 +94,7 @@ async fn sigkill_loop(dir: &Path, killed: &Target, clean: &Target) {
     let mut finished = false;
     for round in 0..200u64 {
         let mut child = host_command(killed, &plugins).spawn().unwrap();
-        let delay = Duration::from_millis(150 + round * 20 + rng.below(300));
+        let delay = Duration::from_millis(60 + round * 8 + rng.below(150));
         let started = Instant::now();
         let exited = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -117,6 +119,7 @@ async fn sigkill_loop(dir: &Path, killed: &Target, clean: &Target) {
         }
         last_checkpoint = cp;
     }
+    eprintln!("{kills_mid_stream} kills landed mid-projection");
     assert!(finished, "the host never finished");
     assert!(kills_mid_stream >= 5, "only {kills_mid_stream} kills landed mid-projection");
 

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::ModuleCache;
 use crate::config::Config;
+use crate::document_cache::DocumentCache;
 use crate::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 use crate::runner::{CommitNotice, Progress, Runner, Switches, SyncConfig};
 use crate::source::{EventStore, SourceError, SqliteEventStore};
@@ -529,7 +530,15 @@ impl Host {
             progress: progress_tx,
             notices: self.notices.clone(),
             stop,
-            documents: Default::default(),
+            // Checkpoint 0 means no commit has touched the tables: they are empty.
+            documents: Arc::new(if record.checkpoint == 0 {
+                DocumentCache::for_empty_generation()
+            } else {
+                DocumentCache::default()
+            }),
+            staged: Default::default(),
+            prefetch: None,
+            committing: None,
         };
         let task = tokio::spawn(runner.run());
         self.runners.insert(record.key.clone(), Running { progress, task });

@@ -23,6 +23,7 @@ mod capabilities;
 mod changes;
 mod config;
 mod dev;
+mod document_cache;
 mod engine;
 mod event;
 mod guest_output;

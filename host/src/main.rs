@@ -1,5 +1,10 @@
 //! The `refract` command line.
 
+/// Projection work allocates many short strings; mimalloc serves them with
+/// less contention and fragmentation than glibc malloc (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -167,6 +172,12 @@ struct RunArgs {
     /// How often an idle projection looks for new events, in ms.
     #[arg(long, default_value_t = 100)]
     poll_ms: u64,
+    /// While catching up, commit at most this many events' changes at once (1 = a commit per batch).
+    #[arg(long, default_value_t = 50_000)]
+    commit_events: usize,
+    /// While catching up, commit at least this often, in ms.
+    #[arg(long, default_value_t = 250)]
+    commit_interval_ms: u64,
     /// Exit once every projection has reached the head (or faulted), instead of following new events.
     #[arg(long)]
     exit_when_caught_up: bool,
@@ -410,6 +421,8 @@ async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
         max_wait: Duration::from_millis(args.max_wait_ms),
         interval: args.interval_ms.map(Duration::from_millis),
         poll: Duration::from_millis(args.poll_ms.max(1)),
+        commit_events: args.commit_events.max(1),
+        commit_interval: Duration::from_millis(args.commit_interval_ms),
     };
     let events = data.open_events().await?;
     let models = data.open_models().await?;

@@ -1,6 +1,6 @@
 //! Loading projection components, checking them against the world, and calling them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{self, GetError, LogLevel, Projector, ProjectorPre};
 use crate::cache::ModuleCache;
 use crate::capabilities::{self, Capability};
-use crate::changes::{Change, ChangeSet};
+use crate::changes::Change;
+use crate::document_cache::DocumentCache;
 use crate::event::{Event, Subscription};
 use crate::guest_output::{Channel, GuestOutput};
 use crate::limits::{Limits, MemoryLimitHit, MemoryLimiter};
@@ -164,87 +165,8 @@ pub(crate) struct ModelAccess {
     pub key: ModelKey,
     pub collections: HashSet<String>,
     pub runtime: tokio::runtime::Handle,
-    /// Committed documents already read or written, shared with the runner
-    /// that commits them.
+    /// Staged and committed documents, shared with the runner that commits them.
     pub documents: Arc<DocumentCache>,
-}
-
-/// Most documents a [`DocumentCache`] holds before it starts over: about
-/// 15 MiB of small documents, so ten projections stay well inside 300 MiB.
-const CACHED_DOCUMENTS: usize = 50_000;
-
-/// The committed state of the documents one generation's `get` import has
-/// read, and of those its runner has since committed.
-///
-/// Without it every `get` is a SQLite point read through the async pool
-/// (a thread hop each way), which made a read-modify-write projection such
-/// as account-summary spend most of its time waiting on reads of documents
-/// it had itself written one batch earlier. The cache only ever holds
-/// committed state: misses are filled from the store, and the runner folds
-/// in a batch's changes only after their commit succeeded (and clears the
-/// cache when a commit fails, since its outcome is then unknown). A batch
-/// that fails is therefore re-run against the same committed documents, so
-/// exactly-once is unchanged. Only one runner writes a generation's tables
-/// (a second host's commit fails on the checkpoint), so nothing else can
-/// make an entry stale.
-#[derive(Debug, Default)]
-pub(crate) struct DocumentCache {
-    /// Collection, then id; `None` records that the document does not exist.
-    docs: std::sync::Mutex<(usize, HashMap<String, HashMap<String, Option<String>>>)>,
-}
-
-impl DocumentCache {
-    fn get(&self, collection: &str, id: &str) -> Option<Option<String>> {
-        let docs = self.docs.lock().expect("document cache lock");
-        docs.1.get(collection)?.get(id).cloned()
-    }
-
-    fn remember(&self, collection: &str, id: &str, doc: Option<String>) {
-        let mut docs = self.docs.lock().expect("document cache lock");
-        Self::insert(&mut docs, collection, id, doc);
-    }
-
-    fn insert(
-        docs: &mut (usize, HashMap<String, HashMap<String, Option<String>>>),
-        collection: &str,
-        id: &str,
-        doc: Option<String>,
-    ) {
-        // Starting over is cheaper than tracking recency, and a miss costs
-        // only what every read cost before this cache existed.
-        if docs.0 >= CACHED_DOCUMENTS {
-            docs.1.clear();
-            docs.0 = 0;
-        }
-        let ids = docs.1.entry(collection.to_owned()).or_default();
-        match ids.get_mut(id) {
-            Some(slot) => *slot = doc,
-            None => {
-                ids.insert(id.to_owned(), doc);
-                docs.0 += 1;
-            }
-        }
-    }
-
-    /// Folds in changes that have just been committed.
-    pub(crate) fn committed(&self, changes: &ChangeSet) {
-        let mut docs = self.docs.lock().expect("document cache lock");
-        for (collection, c) in &changes.collections {
-            for (id, body) in &c.upserts {
-                Self::insert(&mut docs, collection, id, Some(body.clone()));
-            }
-            for id in &c.deletes {
-                Self::insert(&mut docs, collection, id, None);
-            }
-        }
-    }
-
-    /// Forgets everything: the next reads go to the store.
-    pub(crate) fn clear(&self) {
-        let mut docs = self.docs.lock().expect("document cache lock");
-        docs.1.clear();
-        docs.0 = 0;
-    }
 }
 
 /// Per-instance state behind the host imports.
@@ -601,44 +523,4 @@ fn arm_store(store: &mut Store<HostState>, limits: &Limits) -> Result<(), Plugin
             .map_err(|e| PluginError::Trap(format!("cannot set fuel: {e:#}")))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::changes::CollectionChanges;
-
-    fn committed(upserts: &[(&str, &str)], deletes: &[&str]) -> ChangeSet {
-        let c = CollectionChanges {
-            upserts: upserts.iter().map(|(id, b)| (id.to_string(), b.to_string())).collect(),
-            deletes: deletes.iter().map(|id| id.to_string()).collect(),
-        };
-        ChangeSet { collections: [("c".to_string(), c)].into() }
-    }
-
-    #[test]
-    fn document_cache_follows_commits_and_forgets_on_clear() {
-        let cache = DocumentCache::default();
-        assert_eq!(cache.get("c", "a"), None, "unknown until read or committed");
-        cache.remember("c", "a", None);
-        assert_eq!(cache.get("c", "a"), Some(None), "a read that found nothing is remembered");
-        cache.committed(&committed(&[("a", "{\"v\":1}")], &["b"]));
-        assert_eq!(cache.get("c", "a"), Some(Some("{\"v\":1}".to_string())));
-        assert_eq!(cache.get("c", "b"), Some(None), "a committed delete reads as absent");
-        assert_eq!(cache.get("other", "a"), None, "collections are kept apart");
-        cache.clear();
-        assert_eq!(cache.get("c", "a"), None);
-    }
-
-    #[test]
-    fn document_cache_starts_over_when_full() {
-        let cache = DocumentCache::default();
-        for i in 0..CACHED_DOCUMENTS {
-            cache.remember("c", &i.to_string(), None);
-        }
-        assert_eq!(cache.get("c", "0"), Some(None));
-        cache.remember("c", "one more", None);
-        assert_eq!(cache.get("c", "0"), None, "the full cache was cleared");
-        assert_eq!(cache.get("c", "one more"), Some(None));
-    }
 }

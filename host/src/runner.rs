@@ -16,10 +16,11 @@ use tokio::sync::{broadcast, watch};
 
 use crate::changes::{Change, ChangeError, ChangeSet};
 use crate::config::ProjectionConfig;
+use crate::document_cache::DocumentCache;
 use crate::event::Event;
-use crate::plugin::{DocumentCache, Instance, ModelAccess, Plugin, PluginError};
+use crate::plugin::{Instance, ModelAccess, Plugin, PluginError};
 use crate::policy::FailurePolicy;
-use crate::source::EventSource;
+use crate::source::{EventSource, SourceError};
 use crate::store::{DeadLetter, ModelKey, ProjectionState, ReadModelStore, Role, StoreError};
 
 /// How a projection batches events: the three sync strategies.
@@ -29,7 +30,12 @@ use crate::store::{DeadLetter, ModelKey, ProjectionState, ReadModelStore, Role, 
 ///   `max_wait` for more events before it is projected anyway;
 /// - scheduled: `interval`, pending events are projected once per interval.
 ///
-/// Catching up always uses full batches.
+/// Catching up always uses full batches, and commits several of them in one
+/// transaction (at most `commit_events` events, at most `commit_interval`
+/// apart): a commit rewrites every page the batch touched, so one commit per
+/// batch made the store, not the projection, the limit. The checkpoint still
+/// commits with the changes, so a crash loses or repeats nothing; a
+/// projection that is caught up commits each batch at once.
 ///
 /// ```
 /// use std::time::Duration;
@@ -48,11 +54,24 @@ pub struct SyncConfig {
     pub interval: Option<Duration>,
     /// How often an idle projection looks for new events.
     pub poll: Duration,
+    /// While catching up: most events whose changes wait for one commit
+    /// (1 commits every batch on its own).
+    pub commit_events: usize,
+    /// While catching up: longest time between commits, which bounds how
+    /// stale the read model is behind a projection that is busy catching up.
+    pub commit_interval: Duration,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { batch_size: 1000, max_wait: Duration::ZERO, interval: None, poll: Duration::from_millis(100) }
+        Self {
+            batch_size: 1000,
+            max_wait: Duration::ZERO,
+            interval: None,
+            poll: Duration::from_millis(100),
+            commit_events: 50_000,
+            commit_interval: Duration::from_millis(250),
+        }
     }
 }
 
@@ -141,8 +160,59 @@ pub(crate) struct Runner {
     pub progress: watch::Sender<Progress>,
     pub notices: broadcast::Sender<CommitNotice>,
     pub stop: watch::Receiver<bool>,
-    /// Committed documents the plugin's `get` reads from; kept in step with every commit.
+    /// Staged and committed documents the plugin's `get` reads from; kept
+    /// in step with every batch and commit. Holds the staged changes themselves.
     pub documents: Arc<DocumentCache>,
+    /// Batches projected since the last commit.
+    pub staged: Staged,
+    /// The next batch, read while the current one is projected.
+    pub prefetch: Option<Prefetch>,
+    /// The commit running while the next batches are projected.
+    pub committing: Option<Committing>,
+}
+
+/// A commit of staged batches that runs on the store while the runner
+/// projects the batches after them. At most one is in flight, so commits
+/// still apply in order, each from the checkpoint the previous one set.
+pub(crate) struct Committing {
+    /// Checkpoint it commits.
+    to: u64,
+    /// Subscribed events it covers.
+    events: usize,
+    /// When the first of its batches was read.
+    since: Instant,
+    /// Gives the change set back with the outcome, for the commit notice.
+    task: tokio::task::JoinHandle<(ChangeSet, Result<(), StoreError>)>,
+}
+
+/// A read of the next batch started before the current batch is projected,
+/// so that reading (on the store's thread) and projecting (on a plugin
+/// thread) overlap instead of taking turns.
+pub(crate) struct Prefetch {
+    /// Position the read starts after.
+    from: u64,
+    /// The head it reads up to.
+    up_to: u64,
+    task: tokio::task::JoinHandle<Result<Vec<Event>, SourceError>>,
+}
+
+impl Drop for Prefetch {
+    /// A read nobody will use should not hold a reader connection.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Batches projected but not committed yet; their changes wait in the
+/// runner's [`DocumentCache`].
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    /// Position the staged batches reach (0: nothing staged).
+    to: u64,
+    /// Subscribed events in them.
+    events: usize,
+    /// When the first of them was read.
+    since: Option<Instant>,
 }
 
 /// Stop switches of every runner of a host, so the runner that swaps a
@@ -211,6 +281,10 @@ impl Runner {
                 }
             }
         }
+        // Keep what was projected before the stop. A generation retired in
+        // the meantime refuses the commit, and its events are simply re-read
+        // by whoever runs next: either way nothing is lost or doubled.
+        let _ = self.flush(true).await;
         if let Err(e) = self.store.set_state(&self.key, ProjectionState::Stopped, None).await {
             tracing::warn!(projection = %name, error = %e, "could not record the stop");
         }
@@ -226,26 +300,25 @@ impl Runner {
         partial_since: &mut Option<Instant>,
     ) -> Result<Option<Duration>, StepError> {
         let head = self.source.head().await.map_err(|e| StepError::Transient(e.to_string()))?;
-        if self.checkpoint >= head {
+        let read_to = self.read_to();
+        if read_to >= head {
             *partial_since = None;
+            // The last batch was full and ended exactly at the head.
+            self.flush(true).await?;
             if self.role == Role::Building {
-                // The last batch was full and ended exactly at the head.
                 self.swap_in().await?;
             }
             return Ok(Some(self.sync.interval.unwrap_or(self.sync.poll)));
         }
         let started = Instant::now();
-        let subscription = &self.plugin.manifest().subscription;
-        let events = self
-            .source
-            .read(self.checkpoint, head, subscription, self.sync.batch_size)
-            .await
-            .map_err(|e| StepError::Transient(e.to_string()))?;
+        let (events, head) = self.read_batch(read_to, head).await?;
         let full = events.len() >= self.sync.batch_size;
         if !full && !events.is_empty() && !self.sync.max_wait.is_zero() {
             let since = *partial_since.get_or_insert_with(Instant::now);
             let waited = since.elapsed();
             if waited < self.sync.max_wait {
+                // What is staged should not wait for a partial batch to fill.
+                self.flush(true).await?;
                 return Ok(Some((self.sync.max_wait - waited).min(self.sync.poll)));
             }
         }
@@ -253,32 +326,138 @@ impl Runner {
         // A full batch ends at its last event; otherwise everything up to the
         // head was read, including events this projection does not subscribe to.
         let to = if full { events.last().map_or(head, |e| e.position) } else { head };
+        if full {
+            self.prefetch(to, head);
+        }
         let batch_len = events.len();
-        let changes = if events.is_empty() {
-            ChangeSet::default()
-        } else {
+        if !events.is_empty() {
             match self.project_with_retries(access, instance, events).await {
-                (_, Ok(changes)) => changes,
+                (_, Ok(changes)) => self.documents.stage(changes),
                 (_, Err(_)) if *self.stop.borrow() => return Ok(None),
-                (events, Err(fault)) => return self.isolate(access, instance, events, fault).await,
+                (events, Err(fault)) => {
+                    // Bisection commits as it goes, from a committed checkpoint.
+                    self.flush(true).await?;
+                    return self.isolate(access, instance, events, fault).await;
+                }
             }
-        };
-        self.commit(&changes, to, batch_len, started).await?;
-        if self.role == Role::Building && !full {
+        }
+        self.staged.to = to;
+        self.staged.events += batch_len;
+        self.staged.since.get_or_insert(started);
+        let caught_up = !full;
+        let due = self.staged.events >= self.sync.commit_events
+            || self.staged.since.is_some_and(|t| t.elapsed() >= self.sync.commit_interval);
+        if caught_up || due {
+            // Caught up, the commit is waited for so readers see it at once;
+            // catching up, the next batches are projected while it runs.
+            self.flush(caught_up).await?;
+        }
+        if self.role == Role::Building && caught_up {
             self.swap_in().await?;
         }
-        let caught_up = !full;
         Ok(caught_up.then_some(self.sync.interval).flatten())
     }
 
-    /// Commits a batch's changes with the checkpoint `to`, then tells listeners.
+    /// Up to a batch of events after `from`, and the head they were read up
+    /// to: the prefetched read if it starts at `from`, else a new read.
+    async fn read_batch(&mut self, from: u64, head: u64) -> Result<(Vec<Event>, u64), StepError> {
+        if let Some(mut p) = self.prefetch.take().filter(|p| p.from == from) {
+            // A failed prefetch is retried below as an ordinary read.
+            if let Ok(Ok(events)) = (&mut p.task).await {
+                return Ok((events, p.up_to));
+            }
+        }
+        let subscription = &self.plugin.manifest().subscription;
+        let events = self
+            .source
+            .read(from, head, subscription, self.sync.batch_size)
+            .await
+            .map_err(|e| StepError::Transient(e.to_string()))?;
+        Ok((events, head))
+    }
+
+    /// Starts reading the batch after `from` in the background.
+    fn prefetch(&mut self, from: u64, head: u64) {
+        if from >= head {
+            return;
+        }
+        let source = self.source.clone();
+        let subscription = self.plugin.manifest().subscription.clone();
+        let limit = self.sync.batch_size;
+        let task = tokio::spawn(async move { source.read(from, head, &subscription, limit).await });
+        self.prefetch = Some(Prefetch { from, up_to: head, task });
+    }
+
+    /// Position up to which events have been read and projected: the
+    /// staged batches', else the commit in flight's, else the checkpoint.
+    fn read_to(&self) -> u64 {
+        let committing = self.committing.as_ref().map_or(0, |c| c.to);
+        self.checkpoint.max(committing).max(self.staged.to)
+    }
+
+    /// Commits the staged batches' changes with their checkpoint in one
+    /// transaction, after the commit in flight; `wait` waits for it too.
+    async fn flush(&mut self, wait: bool) -> Result<(), StepError> {
+        self.finish_commit().await?;
+        let staged = std::mem::take(&mut self.staged);
+        if staged.to > self.checkpoint {
+            let changes = self.documents.begin_commit();
+            let (store, key, from, to) = (self.store.clone(), self.key.clone(), self.checkpoint, staged.to);
+            let task = tokio::spawn(async move {
+                let result = store.commit(&key, &changes, from, to).await;
+                (changes, result)
+            });
+            let since = staged.since.unwrap_or_else(Instant::now);
+            self.committing = Some(Committing { to, events: staged.events, since, task });
+        }
+        if wait {
+            self.finish_commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the commit in flight, if any, then moves the checkpoint
+    /// and tells listeners; or, if it failed, forgets everything projected
+    /// after the checkpoint, since the commit may or may not have reached
+    /// the store: the runner reads again from its committed checkpoint.
+    async fn finish_commit(&mut self) -> Result<(), StepError> {
+        let Some(c) = self.committing.take() else {
+            return Ok(());
+        };
+        let outcome = match c.task.await {
+            Ok((changes, Ok(()))) => Ok(changes),
+            Ok((_, Err(e))) => Err(StepError::from_store(e)),
+            Err(e) => Err(StepError::Transient(format!("commit task failed: {e}"))),
+        };
+        match outcome {
+            Ok(changes) => {
+                self.documents.promote();
+                self.committed(&changes, c.to, c.events, c.since);
+                Ok(())
+            }
+            Err(e) => {
+                self.documents.clear();
+                self.staged = Staged::default();
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits a batch's changes with the checkpoint `to` at once (nothing
+    /// may be staged), then tells listeners.
     async fn commit(&mut self, changes: &ChangeSet, to: u64, events: usize, started: Instant) -> Result<(), StepError> {
+        debug_assert!(self.read_to() <= self.checkpoint, "a direct commit with batches staged or committing");
         if let Err(e) = self.store.commit(&self.key, changes, self.checkpoint, to).await {
-            // A failed commit may or may not have reached the file: read again.
             self.documents.clear();
             return Err(StepError::from_store(e));
         }
         self.documents.committed(changes);
+        self.committed(changes, to, events, started);
+        Ok(())
+    }
+
+    /// Moves the checkpoint after a commit and tells listeners.
+    fn committed(&mut self, changes: &ChangeSet, to: u64, events: usize, started: Instant) {
         self.checkpoint = to;
         self.report(ProjectionState::Running, None);
         // No receiver is fine: nobody is listening.
@@ -290,7 +469,6 @@ impl Runner {
             changed: changes.keys().collect(),
             micros: started.elapsed().as_micros() as u64,
         });
-        Ok(())
     }
 
     /// Commits the changes of `events`, moving the checkpoint to the last of them.

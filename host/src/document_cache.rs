@@ -1,0 +1,275 @@
+//! What a generation's `get` import reads before it asks the store: the
+//! changes of batches projected but not yet committed (staged), those of the
+//! commit in flight (committing), then the committed documents already read
+//! or written.
+//!
+//! Without it every `get` is a point read through the async pool (a thread
+//! hop each way), which made a read-modify-write projection such as
+//! account-summary spend most of its time waiting on reads of documents it
+//! had itself written one batch earlier.
+//!
+//! Exactly-once rests on three rules:
+//! - the committed layer only ever holds committed state: misses are filled
+//!   from the store, and changes move into it only after their commit
+//!   succeeded;
+//! - a failed commit clears both layers, since its outcome is unknown; the
+//!   runner then re-reads from its committed checkpoint;
+//! - the staged layer is never evicted (the runner bounds it by committing),
+//!   so a batch always sees every batch before it.
+//!
+//! Only one runner writes a generation's tables (a second host's commit
+//! fails on the checkpoint), so nothing else can make an entry stale.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use crate::changes::{ChangeSet, CollectionChanges};
+
+/// Most committed documents a [`DocumentCache`] holds before it starts over:
+/// about 15 MiB of small documents, so ten projections stay well inside 300 MiB.
+const CACHED_DOCUMENTS: usize = 50_000;
+
+/// Collection, then id; `None` records that the document does not exist.
+type Docs = HashMap<String, HashMap<String, Option<String>>>;
+
+/// The documents one generation's runner and plugin share; see the module docs.
+///
+/// ```ignore
+/// let cache = DocumentCache::for_empty_generation();
+/// assert_eq!(cache.get("accounts", "a-1"), Some(None)); // known absent: nothing was written yet
+/// ```
+#[derive(Debug, Default)]
+pub(crate) struct DocumentCache {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    committed: Docs,
+    /// Entries in `committed`, for the eviction bound.
+    count: usize,
+    /// Changes of projected batches whose commit is still to come, in the
+    /// order they were staged (later wins), per collection.
+    staged: BTreeMap<String, HashMap<String, Option<String>>>,
+    /// Changes being committed: older than `staged`, newer than `committed`.
+    committing: BTreeMap<String, HashMap<String, Option<String>>>,
+    /// Every document of the generation passed through this cache: a miss
+    /// means "absent", with no store read. True only for a generation that
+    /// started from position 0 (empty tables) until the first eviction or clear.
+    complete: bool,
+}
+
+impl DocumentCache {
+    /// A cache for a generation whose tables are still empty, so that a
+    /// rebuild from position 0 never reads the store for a document it has
+    /// not written.
+    pub(crate) fn for_empty_generation() -> Self {
+        Self { inner: Mutex::new(Inner { complete: true, ..Inner::default() }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way that matters more than losing the cache: start over.
+        self.inner.lock().unwrap_or_else(|poisoned| {
+            let mut inner = poisoned.into_inner();
+            *inner = Inner::default();
+            inner
+        })
+    }
+
+    /// The document as the next batch must see it, or `None` when only the
+    /// store knows.
+    pub(crate) fn get(&self, collection: &str, id: &str) -> Option<Option<String>> {
+        let inner = self.lock();
+        for layer in [&inner.staged, &inner.committing] {
+            if let Some(doc) = layer.get(collection).and_then(|ids| ids.get(id)) {
+                return Some(doc.clone());
+            }
+        }
+        match inner.committed.get(collection).and_then(|ids| ids.get(id)) {
+            Some(doc) => Some(doc.clone()),
+            None if inner.complete => Some(None),
+            None => None,
+        }
+    }
+
+    /// Records what the store returned for a miss.
+    pub(crate) fn remember(&self, collection: &str, id: &str, doc: Option<String>) {
+        self.lock().insert(collection, id, doc);
+    }
+
+    /// Adds a projected batch's changes, to be committed later.
+    pub(crate) fn stage(&self, changes: ChangeSet) {
+        let mut inner = self.lock();
+        for (collection, c) in changes.collections {
+            let ids = inner.staged.entry(collection).or_default();
+            for (id, body) in c.upserts {
+                ids.insert(id, Some(body));
+            }
+            for id in c.deletes {
+                ids.insert(id, None);
+            }
+        }
+    }
+
+    /// Starts a commit of everything staged: the staged changes become the
+    /// committing layer and are returned as one change set, ids in order
+    /// (which B-trees insert fastest). A commit still in flight must have
+    /// been promoted or cleared first.
+    pub(crate) fn begin_commit(&self) -> ChangeSet {
+        let mut inner = self.lock();
+        debug_assert!(inner.committing.is_empty(), "one commit in flight at a time");
+        inner.committing = std::mem::take(&mut inner.staged);
+        let mut set = ChangeSet::default();
+        for (collection, ids) in &inner.committing {
+            let mut c = CollectionChanges::default();
+            for (id, doc) in ids {
+                match doc {
+                    Some(body) => c.upserts.push((id.clone(), body.clone())),
+                    None => c.deletes.push(id.clone()),
+                }
+            }
+            c.upserts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            c.deletes.sort_unstable();
+            if !c.upserts.is_empty() || !c.deletes.is_empty() {
+                set.collections.insert(collection.clone(), c);
+            }
+        }
+        set
+    }
+
+    /// The commit in flight succeeded: its changes become committed state.
+    pub(crate) fn promote(&self) {
+        let mut inner = self.lock();
+        let committing = std::mem::take(&mut inner.committing);
+        for (collection, ids) in committing {
+            for (id, doc) in ids {
+                inner.insert(&collection, &id, doc);
+            }
+        }
+    }
+
+    /// Folds in changes committed directly (not staged first).
+    pub(crate) fn committed(&self, changes: &ChangeSet) {
+        let mut inner = self.lock();
+        for (collection, c) in &changes.collections {
+            for (id, body) in &c.upserts {
+                inner.insert(collection, id, Some(body.clone()));
+            }
+            for id in &c.deletes {
+                inner.insert(collection, id, None);
+            }
+        }
+    }
+
+    /// Forgets everything, staged and committing changes included: the next
+    /// reads go to the store.
+    pub(crate) fn clear(&self) {
+        *self.lock() = Inner::default();
+    }
+}
+
+impl Inner {
+    fn insert(&mut self, collection: &str, id: &str, doc: Option<String>) {
+        // Starting over is cheaper than tracking recency, and a miss costs
+        // only what every read cost before this cache existed.
+        if self.count >= CACHED_DOCUMENTS {
+            self.committed.clear();
+            self.count = 0;
+            self.complete = false;
+        }
+        let ids = self.committed.entry(collection.to_owned()).or_default();
+        match ids.get_mut(id) {
+            Some(slot) => *slot = doc,
+            None => {
+                ids.insert(id.to_owned(), doc);
+                self.count += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(upserts: &[(&str, &str)], deletes: &[&str]) -> ChangeSet {
+        let c = CollectionChanges {
+            upserts: upserts.iter().map(|(id, b)| (id.to_string(), b.to_string())).collect(),
+            deletes: deletes.iter().map(|id| id.to_string()).collect(),
+        };
+        ChangeSet { collections: [("c".to_string(), c)].into() }
+    }
+
+    #[test]
+    fn follows_commits_and_forgets_on_clear() {
+        let cache = DocumentCache::default();
+        assert_eq!(cache.get("c", "a"), None, "unknown until read or committed");
+        cache.remember("c", "a", None);
+        assert_eq!(cache.get("c", "a"), Some(None), "a read that found nothing is remembered");
+        cache.committed(&set(&[("a", "{\"v\":1}")], &["b"]));
+        assert_eq!(cache.get("c", "a"), Some(Some("{\"v\":1}".to_string())));
+        assert_eq!(cache.get("c", "b"), Some(None), "a committed delete reads as absent");
+        assert_eq!(cache.get("other", "a"), None, "collections are kept apart");
+        cache.clear();
+        assert_eq!(cache.get("c", "a"), None);
+    }
+
+    #[test]
+    fn staged_changes_are_seen_first_and_merge_later_wins() {
+        let cache = DocumentCache::default();
+        cache.committed(&set(&[("a", "{\"v\":1}")], &[]));
+        cache.stage(set(&[("a", "{\"v\":2}"), ("b", "{\"v\":1}")], &[]));
+        cache.stage(set(&[], &["b"]));
+        assert_eq!(cache.get("c", "a"), Some(Some("{\"v\":2}".to_string())), "staged beats committed");
+        assert_eq!(cache.get("c", "b"), Some(None), "a later staged delete wins");
+        let net = cache.begin_commit();
+        assert_eq!(net.collections["c"].upserts, vec![("a".to_string(), "{\"v\":2}".to_string())]);
+        assert_eq!(net.collections["c"].deletes, vec!["b".to_string()]);
+        cache.stage(set(&[("a", "{\"v\":3}")], &[]));
+        assert_eq!(cache.get("c", "a"), Some(Some("{\"v\":3}".to_string())), "staged beats committing");
+        assert_eq!(cache.get("c", "b"), Some(None), "committing is read while the commit runs");
+        cache.promote();
+        assert_eq!(cache.get("c", "b"), Some(None), "committed after promotion");
+        let next = cache.begin_commit();
+        assert_eq!(next.collections["c"].upserts, vec![("a".to_string(), "{\"v\":3}".to_string())]);
+        cache.promote();
+        assert!(cache.begin_commit().is_empty(), "nothing left to commit");
+        assert_eq!(cache.get("c", "a"), Some(Some("{\"v\":3}".to_string())));
+    }
+
+    #[test]
+    fn a_failed_commit_drops_committing_and_staged_changes() {
+        let cache = DocumentCache::for_empty_generation();
+        cache.stage(set(&[("a", "{\"v\":1}")], &[]));
+        cache.begin_commit();
+        cache.stage(set(&[("b", "{\"v\":1}")], &[]));
+        cache.clear();
+        assert_eq!(cache.get("c", "a"), None, "after a clear only the store knows");
+        assert_eq!(cache.get("c", "b"), None, "batches staged on top of a failed commit are dropped too");
+        assert!(cache.begin_commit().is_empty());
+    }
+
+    #[test]
+    fn an_empty_generation_knows_what_is_absent_until_it_evicts() {
+        let cache = DocumentCache::for_empty_generation();
+        assert_eq!(cache.get("c", "never-written"), Some(None));
+        for i in 0..CACHED_DOCUMENTS {
+            cache.remember("c", &i.to_string(), None);
+        }
+        assert_eq!(cache.get("c", "0"), Some(None));
+        cache.remember("c", "one more", None);
+        assert_eq!(cache.get("c", "0"), None, "the full cache was cleared and is no longer complete");
+        assert_eq!(cache.get("c", "one more"), Some(None));
+    }
+
+    #[test]
+    fn staged_changes_survive_eviction() {
+        let cache = DocumentCache::default();
+        cache.stage(set(&[("s", "{}")], &[]));
+        for i in 0..=CACHED_DOCUMENTS {
+            cache.remember("c", &i.to_string(), None);
+        }
+        assert_eq!(cache.get("c", "s"), Some(Some("{}".to_string())));
+    }
+}
