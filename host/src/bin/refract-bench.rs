@@ -8,7 +8,12 @@
 //! cargo run --release -p refract --bin refract-bench -- --events 1000000 --runs 3
 //! ```
 
-use std::collections::HashMap;
+/// Projection work allocates many short strings; mimalloc serves them with
+/// less contention and fragmentation than glibc malloc (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use refract::{
-    AppendRequest, Change, ChangeSet, DataDir, Event, EventSource, EventStore, ExpectedVersion, Host, Manifest,
-    ModelKey, NewEvent, Plugin, PluginRuntime, ReadModelStore, SqliteEventStore, SqliteReadModelStore, SyncConfig,
+    AppendRequest, Change, ChangeSet, CollectionChanges, DataDir, Event, EventSource, EventStore, ExpectedVersion,
+    Host, Manifest, NewEvent, Plugin, PluginRuntime, ReadModelStore, SqliteEventStore, SqliteReadModelStore,
+    SyncConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +42,11 @@ struct Args {
     /// Batch sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
     batches: Vec<usize>,
+    /// Commit groupings to measure each batch size with: most events per
+    /// commit while catching up (the engine's default is 50000; 1 commits
+    /// every batch on its own). Engine, native and raw runs use the same one.
+    #[arg(long, value_delimiter = ',', default_value = "50000,1")]
+    commits: Vec<usize>,
     /// Bank accounts the events are spread over.
     #[arg(long, default_value_t = 10_000)]
     accounts: usize,
@@ -78,38 +89,42 @@ async fn run(args: Args) -> Result<()> {
     if !skip("throughput") {
         println!("\n## Projection throughput into SQLite (events/s, median of {} runs)\n", args.runs);
         println!(
-            "| batch | events | WASM (engine) | native (same path) | raw SQLite ceiling | WASM/native | WASM/raw |"
+            "| batch | commit every | events | WASM (engine) | native (same path) | raw SQLite ceiling | WASM/native | WASM/raw |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         for &batch in &args.batches {
             let n = if batch == 1 { args.batch1_events } else { args.events };
             let events = event_store(&args, n).await?;
-            let (mut wasm, mut native, mut raw, mut rebuilds) = (vec![], vec![], vec![], vec![]);
-            for run in 0..args.runs {
-                // Interleaved, so the three see the same machine load.
-                let dir = args.work_dir.join(format!("run-b{batch}-{run}"));
-                let rebuild = batch == 1000 && !skip("rebuild");
-                let (rate, rebuild_time) =
-                    wasm_run(&dir.join("wasm"), &events, &account_summary, batch, rebuild).await?;
-                wasm.push(rate);
-                rebuilds.extend(rebuild_time);
-                native.push(native_run(&dir.join("native"), &events, &account_summary, batch, false).await?);
-                raw.push(native_run(&dir.join("raw"), &events, &account_summary, batch, true).await?);
-                if run == 0 {
-                    compare_models(&dir.join("wasm"), &dir.join("native"), args.accounts).await?;
+            for &commit in &args.commits {
+                let (mut wasm, mut native, mut raw, mut rebuilds) = (vec![], vec![], vec![], vec![]);
+                for run in 0..args.runs {
+                    // Interleaved, so the three see the same machine load.
+                    let dir = args.work_dir.join(format!("run-b{batch}-c{commit}-{run}"));
+                    let rebuild = batch == 1000 && commit == args.commits[0] && !skip("rebuild");
+                    let (rate, rebuild_time) =
+                        wasm_run(&dir.join("wasm"), &events, &account_summary, batch, commit, rebuild).await?;
+                    wasm.push(rate);
+                    rebuilds.extend(rebuild_time);
+                    native
+                        .push(native_run(&dir.join("native"), &events, &account_summary, batch, commit, false).await?);
+                    raw.push(native_run(&dir.join("raw"), &events, &account_summary, batch, commit, true).await?);
+                    if run == 0 {
+                        compare_models(&dir.join("wasm"), &dir.join("native"), args.accounts).await?;
+                    }
+                    let _ = std::fs::remove_dir_all(&dir);
                 }
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-            let (w, nv, r) = (median(&mut wasm), median(&mut native), median(&mut raw));
-            println!("| {batch} | {n} | {w:.0} | {nv:.0} | {r:.0} | {:.2} | {:.2} |", w / nv, w / r);
-            eprintln!("  batch {batch}: wasm {wasm:.0?} native {native:.0?} raw {raw:.0?}");
-            if !rebuilds.is_empty() {
-                let mut secs: Vec<f64> = rebuilds.iter().map(Duration::as_secs_f64).collect();
-                println!(
-                    "\nrebuild of {n} events (batch 1000), median of {}: {:.2} s (runs: {secs:.2?})\n",
-                    secs.len(),
-                    median(&mut secs)
-                );
+                let (w, nv, r) = (median(&mut wasm), median(&mut native), median(&mut raw));
+                let every = if commit <= 1 { "batch".to_owned() } else { format!("{commit} events") };
+                println!("| {batch} | {every} | {n} | {w:.0} | {nv:.0} | {r:.0} | {:.2} | {:.2} |", w / nv, w / r);
+                eprintln!("  batch {batch} commit {commit}: wasm {wasm:.0?} native {native:.0?} raw {raw:.0?}");
+                if !rebuilds.is_empty() {
+                    let mut secs: Vec<f64> = rebuilds.iter().map(Duration::as_secs_f64).collect();
+                    println!(
+                        "\nrebuild of {n} events (batch 1000), median of {}: {:.2} s (runs: {secs:.2?})\n",
+                        secs.len(),
+                        median(&mut secs)
+                    );
+                }
             }
         }
     }
@@ -151,7 +166,7 @@ async fn run(args: Args) -> Result<()> {
             let events = Arc::new(SqliteEventStore::open(&events_path).await?);
             for i in 0..n {
                 let data = DataDir(dir.join(format!("host-{i}")));
-                let mut host = Host::new(events.clone(), data.open_models().await?, sync(1000))?;
+                let mut host = Host::new(events.clone(), data.open_models().await?, sync(1000, 50_000))?;
                 let plugin = host.runtime().load(&account_summary)?;
                 host.start(plugin).await?;
                 hosts.push(host);
@@ -176,9 +191,17 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn sync(batch: usize) -> SyncConfig {
-    // A short poll so the end of a run is seen at once.
-    SyncConfig { batch_size: batch, poll: Duration::from_millis(1), ..SyncConfig::default() }
+fn sync(batch: usize, commit_events: usize) -> SyncConfig {
+    SyncConfig {
+        batch_size: batch,
+        // A short poll so the end of a run is seen at once.
+        poll: Duration::from_millis(1),
+        commit_events,
+        // Grouping by event count only, so the engine, native and raw runs
+        // commit exactly the same transactions.
+        commit_interval: Duration::from_secs(3600),
+        ..SyncConfig::default()
+    }
 }
 
 /// The real engine: a host running the account-summary plugin from
@@ -189,12 +212,13 @@ async fn wasm_run(
     events: &Arc<SqliteEventStore>,
     plugin_path: &Path,
     batch: usize,
+    commit_events: usize,
     rebuild: bool,
 ) -> Result<(f64, Option<Duration>)> {
     let _ = std::fs::remove_dir_all(dir);
     let data = DataDir(dir.to_owned());
     let models = data.open_models().await?;
-    let mut host = Host::new(events.clone(), models.clone(), sync(batch))?;
+    let mut host = Host::new(events.clone(), models.clone(), sync(batch, commit_events))?;
     let plugin = host.runtime().load(plugin_path)?;
     let head = events.head().await?;
     let started = Instant::now();
@@ -233,14 +257,16 @@ async fn check_caught_up(models: &dyn ReadModelStore, name: &str, head: u64) -> 
 
 /// The account-summary projection compiled into this binary, run through
 /// the same read, `get`, `ChangeSet::from_changes` and `commit` calls as the
-/// runner (`raw = false`); or, with `raw = true`, the store's ceiling: the
-/// same final documents per batch, computed off the clock, so only `commit`
-/// (one json_each upsert plus the checkpoint, one transaction) is timed.
+/// runner, staging batches and committing every `commit_events` events as
+/// it does (`raw = false`); or, with `raw = true`, the store's ceiling: the
+/// same commits of the same final documents, computed off the clock, so only
+/// `commit` (one json_each upsert plus the checkpoint, one transaction) is timed.
 async fn native_run(
     dir: &Path,
     events: &Arc<SqliteEventStore>,
     plugin_path: &Path,
     batch: usize,
+    commit_events: usize,
     raw: bool,
 ) -> Result<f64> {
     let _ = std::fs::remove_dir_all(dir);
@@ -249,39 +275,48 @@ async fn native_run(
     let reg = models.register(&manifest, "native-baseline", "native").await?;
     let key = reg.target.key.clone();
     let head = events.head().await?;
-    let mut checkpoint = 0;
+    let (mut checkpoint, mut read_to, mut staged_events) = (0, 0, 0);
     let mut timed = Duration::ZERO;
-    // Committed documents, as the host's document cache keeps them for `get`.
-    let mut committed: HashMap<String, Option<String>> = HashMap::new();
-    while checkpoint < head {
+    // Staged and committed documents, as the host's document cache keeps them for `get`.
+    let mut docs: HashMap<String, Option<String>> = HashMap::new();
+    let mut staged: BTreeMap<String, String> = BTreeMap::new();
+    while read_to < head {
         let t0 = Instant::now();
-        let batch_events = events.read(checkpoint, head, &manifest.subscription, batch).await?;
+        let batch_events = events.read(read_to, head, &manifest.subscription, batch).await?;
         let full = batch_events.len() >= batch;
-        let to = if full { batch_events.last().map_or(head, |e| e.position) } else { head };
-        let changes = project(&batch_events, &mut committed, &key, &*models).await?;
+        read_to = if full { batch_events.last().map_or(head, |e| e.position) } else { head };
+        staged_events += batch_events.len();
+        let changes = project(&batch_events, &docs)?;
         let set = ChangeSet::from_changes(changes, &manifest)?;
-        let t1 = Instant::now();
-        models.commit(&key, &set, checkpoint, to).await?;
-        timed += if raw { t1.elapsed() } else { t0.elapsed() };
-        for (id, body) in &set.collections["accounts"].upserts {
-            committed.insert(id.clone(), Some(body.clone()));
+        for (id, body) in set.collections.into_values().flat_map(|c| c.upserts) {
+            docs.insert(id.clone(), Some(body.clone()));
+            staged.insert(id, body);
         }
-        checkpoint = to;
+        if !full || read_to >= head || staged_events >= commit_events {
+            let upserts = std::mem::take(&mut staged).into_iter().collect();
+            let set = ChangeSet {
+                collections: [("accounts".to_owned(), CollectionChanges { upserts, deletes: vec![] })].into(),
+            };
+            let t1 = Instant::now();
+            models.commit(&key, &set, checkpoint, read_to).await?;
+            checkpoint = read_to;
+            staged_events = 0;
+            if raw {
+                timed += t1.elapsed();
+            }
+        }
+        if !raw {
+            timed += t0.elapsed();
+        }
     }
     models.close().await;
     Ok(head as f64 / timed.as_secs_f64())
 }
 
 /// account-summary's logic, natively: decode, read-modify-write through a
-/// batch overlay (as the SDK's `Context` does), one upsert per event. Reads
-/// that miss the overlay and the committed-document cache go to the store,
-/// like the `get` import.
-async fn project(
-    events: &[Event],
-    committed: &mut HashMap<String, Option<String>>,
-    key: &ModelKey,
-    models: &dyn ReadModelStore,
-) -> Result<Vec<Change>> {
+/// batch overlay (as the SDK's `Context` does) over the staged and committed
+/// documents, one upsert per event.
+fn project(events: &[Event], docs: &HashMap<String, Option<String>>) -> Result<Vec<Change>> {
     let mut overlay: HashMap<String, String> = HashMap::new();
     let mut changes = Vec::with_capacity(events.len());
     for event in events {
@@ -294,14 +329,9 @@ async fn project(
         };
         let current = match overlay.get(&event.stream_id) {
             Some(body) => Some(body.clone()),
-            None => match committed.get(&event.stream_id) {
-                Some(found) => found.clone(),
-                None => {
-                    let found = models.get(key, "accounts", &event.stream_id).await?;
-                    committed.insert(event.stream_id.clone(), found.clone());
-                    found
-                }
-            },
+            // The run starts from empty tables, so, as in the engine's
+            // document cache, a document it never wrote does not exist.
+            None => docs.get(&event.stream_id).cloned().flatten(),
         };
         let mut account: Account = match current {
             Some(body) => serde_json::from_str(&body)?,
