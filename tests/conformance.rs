@@ -11,20 +11,22 @@ use std::sync::Arc;
 
 use refract::{EventStore, ReadModelStore};
 
-/// Opens fresh stores; the temp dir lives as long as the test.
+/// Opens fresh stores; the temp dir or schema lives as long as the test.
 struct Fresh {
     _dir: Option<tempfile::TempDir>,
+    _schema: Option<common::pg::Schema>,
     url: String,
 }
 
 async fn sqlite(file: &str) -> Fresh {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join(file).display());
-    Fresh { _dir: Some(dir), url }
+    Fresh { _dir: Some(dir), _schema: None, url }
 }
 
 async fn postgres() -> Fresh {
-    Fresh { _dir: None, url: common::pg::fresh_schema().await }
+    let schema = common::pg::fresh_schema().await;
+    Fresh { _dir: None, url: schema.url.clone(), _schema: Some(schema) }
 }
 
 async fn events_store(fresh: &Fresh) -> Arc<dyn EventStore> {
