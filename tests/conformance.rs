@@ -65,6 +65,7 @@ conformance! {
     events_append_and_conflict => crate::events::append_and_conflict, events_store, "events.db";
     events_atomic_multi_stream_append => crate::events::atomic_multi_stream_append, events_store, "events.db";
     events_read_with_subscriptions => crate::events::read_with_subscriptions, events_store, "events.db";
+    events_sparse_reads_over_a_long_range => crate::events::sparse_reads_over_a_long_range, events_store, "events.db";
     events_concurrent_appends_are_gapless => crate::events::concurrent_appends_are_gapless, events_store, "events.db";
     models_generation_lifecycle => crate::models::generation_lifecycle, models_store, "models.db";
     models_commit_is_atomic => crate::models::commit_is_atomic, models_store, "models.db";
