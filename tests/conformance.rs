@@ -11,20 +11,22 @@ use std::sync::Arc;
 
 use refract::{EventStore, ReadModelStore};
 
-/// Opens fresh stores; the temp dir lives as long as the test.
+/// Opens fresh stores; the temp dir or schema lives as long as the test.
 struct Fresh {
     _dir: Option<tempfile::TempDir>,
+    _schema: Option<common::pg::Schema>,
     url: String,
 }
 
 async fn sqlite(file: &str) -> Fresh {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join(file).display());
-    Fresh { _dir: Some(dir), url }
+    Fresh { _dir: Some(dir), _schema: None, url }
 }
 
 async fn postgres() -> Fresh {
-    Fresh { _dir: None, url: common::pg::fresh_schema().await }
+    let schema = common::pg::fresh_schema().await;
+    Fresh { _dir: None, url: schema.url.clone(), _schema: Some(schema) }
 }
 
 async fn events_store(fresh: &Fresh) -> Arc<dyn EventStore> {
@@ -63,6 +65,7 @@ conformance! {
     events_append_and_conflict => crate::events::append_and_conflict, events_store, "events.db";
     events_atomic_multi_stream_append => crate::events::atomic_multi_stream_append, events_store, "events.db";
     events_read_with_subscriptions => crate::events::read_with_subscriptions, events_store, "events.db";
+    events_sparse_reads_over_a_long_range => crate::events::sparse_reads_over_a_long_range, events_store, "events.db";
     events_concurrent_appends_are_gapless => crate::events::concurrent_appends_are_gapless, events_store, "events.db";
     models_generation_lifecycle => crate::models::generation_lifecycle, models_store, "models.db";
     models_commit_is_atomic => crate::models::commit_is_atomic, models_store, "models.db";

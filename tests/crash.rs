@@ -20,8 +20,8 @@ struct Target {
     data: PathBuf,
     events: String,
     models: String,
-    /// The PostgreSQL schema, when the stores are there.
-    schema: Option<String>,
+    /// The PostgreSQL schema, when the stores are there; dropped with the target.
+    schema: Option<pg::Schema>,
 }
 
 impl Target {
@@ -33,8 +33,8 @@ impl Target {
 
     /// Events and read models in one fresh PostgreSQL schema.
     async fn postgres(data: PathBuf) -> Self {
-        let (url, schema) = pg::fresh_schema_named().await;
-        Self { data, events: url.clone(), models: url, schema: Some(schema) }
+        let schema = pg::fresh_schema().await;
+        Self { data, events: schema.url.clone(), models: schema.url.clone(), schema: Some(schema) }
     }
 }
 
@@ -152,7 +152,7 @@ async fn sigkill_loop(dir: &Path, killed: &Target, clean: &Target) {
 /// `clean`: the models record event timestamps, so both runs must read the same events.
 async fn seed(killed: &Target, clean: &Target, events: &[BankEvent]) {
     match (&killed.schema, &clean.schema) {
-        (Some(from), Some(to)) => {
+        (Some(pg::Schema { name: from, .. }), Some(pg::Schema { name: to, .. })) => {
             let store = refract::open_events(&killed.events).await.unwrap();
             append_all(store.as_ref(), events).await;
             drop(refract::open_events(&clean.events).await.unwrap());

@@ -15,7 +15,8 @@ const EVENTS: usize = 20_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_never_make_a_live_projection_miss_an_event() {
-    let url = pg::fresh_schema().await;
+    let schema = pg::fresh_schema().await;
+    let url = schema.url.clone();
     let events = refract::open_events(&url).await.unwrap();
     let models = refract::open_models(&url).await.unwrap();
     // Small batches and a fast poll: the runner reads while appends are in flight.

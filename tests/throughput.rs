@@ -51,7 +51,8 @@ async fn sqlite_projection_throughput() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark; see BENCHMARKS.md"]
 async fn postgres_projection_throughput() {
-    let url = pg::fresh_schema().await;
+    let schema = pg::fresh_schema().await;
+    let url = schema.url.clone();
     let events = refract::open_events(&url).await.unwrap();
     let models = refract::open_models(&url).await.unwrap();
     measure("postgres", events, models).await;

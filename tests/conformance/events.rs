@@ -101,6 +101,32 @@ pub async fn read_with_subscriptions(store: Arc<dyn EventStore>) {
     assert_eq!(positions(store.read(1, 6, &sub, 1).await.unwrap()), [4]);
 }
 
+/// A sparse subscription over a long range: a backend may read in windows
+/// of positions, but must still deliver the first `limit` matches in order,
+/// and nothing past `up_to`.
+pub async fn sparse_reads_over_a_long_range(store: Arc<dyn EventStore>) {
+    // 3,000 events in big appends; every 700th is a `Rare` one.
+    let mut requests = Vec::new();
+    for i in 1..=3_000u64 {
+        let t = if i % 700 == 0 { "Rare" } else { "Common" };
+        requests.push(request(&format!("s-{}", i % 13), ExpectedVersion::Any, &[t]));
+    }
+    for chunk in requests.chunks(1_000) {
+        store.append(chunk).await.unwrap();
+    }
+    let positions = |events: Vec<refract::Event>| events.iter().map(|e| e.position).collect::<Vec<_>>();
+    let rare = Subscription { event_types: vec!["Rare".into()], stream_prefixes: vec![] };
+    assert_eq!(positions(store.read(0, 3_000, &rare, 1).await.unwrap()), [700]);
+    assert_eq!(positions(store.read(700, 3_000, &rare, 2).await.unwrap()), [1_400, 2_100]);
+    assert_eq!(positions(store.read(0, 3_000, &rare, 1_000).await.unwrap()), [700, 1_400, 2_100, 2_800]);
+    assert_eq!(positions(store.read(0, 2_799, &rare, 1_000).await.unwrap()), [700, 1_400, 2_100]);
+    assert_eq!(positions(store.read(2_800, 3_000, &rare, 1_000).await.unwrap()), Vec::<u64>::new());
+    let all = Subscription::default();
+    let page = positions(store.read(1_234, 3_000, &all, 1_000).await.unwrap());
+    assert_eq!(page, (1_235..=2_234).collect::<Vec<_>>());
+    assert_eq!(store.stream_version("s-0").await.unwrap(), 3_000 / 13);
+}
+
 /// Concurrent appenders and a reader that follows them: the reader sees every
 /// position exactly once and in order, never skipping one that commits late.
 pub async fn concurrent_appends_are_gapless(store: Arc<dyn EventStore>) {

@@ -1,9 +1,11 @@
 //! The embedded event store: one SQLite file, no server.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use sqlx::sqlite::SqliteConnection;
 use sqlx::AssertSqlSafe;
 
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
@@ -107,11 +109,11 @@ impl EventSource for SqliteEventStore {
 }
 
 /// One event as `json_array` writes it in `read`.
-type Row = (u64, String, u64, String, String, String, u64);
+type JsonRow = (u64, String, u64, String, String, String, u64);
 
 /// Decodes the JSON array `read` selects, in position order.
 fn decode_batch(batch: &str) -> Result<Vec<Event>, SourceError> {
-    let rows: Vec<Row> = serde_json::from_str(batch).map_err(|e| SourceError::Corrupt(e.to_string()))?;
+    let rows: Vec<JsonRow> = serde_json::from_str(batch).map_err(|e| SourceError::Corrupt(e.to_string()))?;
     let mut events: Vec<Event> = rows
         .into_iter()
         .map(|(position, stream_id, stream_version, event_type, payload, metadata, timestamp)| Event {
@@ -131,6 +133,42 @@ fn decode_batch(batch: &str) -> Result<Vec<Event>, SourceError> {
     Ok(events)
 }
 
+/// Rows (or stream ids) per statement of an append. Each statement costs a
+/// trip to sqlx's SQLite worker thread, so an append of thousands of events
+/// sends a few multi-row statements instead of one per event; 128 rows of 7
+/// values stay under SQLite's oldest limit of 999 bound variables.
+const ROWS_PER_STATEMENT: usize = 128;
+
+/// The current version of every stream the requests append to, a chunk of
+/// streams per statement. Streams without events are absent (version 0).
+async fn stream_versions<'a>(
+    conn: &mut SqliteConnection,
+    requests: &'a [AppendRequest],
+) -> Result<HashMap<&'a str, i64>, sqlx::Error> {
+    let mut streams: Vec<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let mut versions = HashMap::with_capacity(streams.len());
+    for chunk in streams.chunks(ROWS_PER_STATEMENT) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        // The (stream_id, stream_version) index answers each group's MAX.
+        let sql = format!(
+            "SELECT stream_id, MAX(stream_version) FROM events WHERE stream_id IN ({marks}) GROUP BY stream_id"
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for (id, version) in query.fetch_all(&mut *conn).await? {
+            // Borrow the request's own string, so the map lives as long as `requests`.
+            if let Ok(i) = chunk.binary_search(&id.as_str()) {
+                versions.insert(chunk[i], version);
+            }
+        }
+    }
+    Ok(versions)
+}
+
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, SourceError> {
@@ -139,39 +177,45 @@ impl EventStore for SqliteEventStore {
         let mut position: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(&mut *tx).await?;
         let timestamp = now_ms();
+        let mut versions_now = stream_versions(&mut tx, requests).await?;
         let mut results = Vec::with_capacity(requests.len());
+        let mut rows = Vec::with_capacity(requests.iter().map(|r| r.events.len()).sum());
         for r in requests {
-            let current: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?")
-                    .bind(&r.stream_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            // Dropping `tx` on error rolls back everything appended so far.
+            let current = versions_now.get(r.stream_id.as_str()).copied().unwrap_or(0);
+            // Dropping `tx` on error rolls back: nothing was written yet anyway.
             check_version(&r.stream_id, r.expected, current as u64)?;
             let first_position = position + 1;
             let mut version = current;
             for e in &r.events {
                 position += 1;
                 version += 1;
-                sqlx::query(
-                    "INSERT INTO events (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(position)
-                .bind(&r.stream_id)
-                .bind(version)
-                .bind(&e.event_type)
-                .bind(&e.payload)
-                .bind(&e.metadata)
-                .bind(timestamp)
-                .execute(&mut *tx)
-                .await?;
+                rows.push((position, r.stream_id.as_str(), version, e));
             }
+            versions_now.insert(&r.stream_id, version);
             results.push(Appended {
                 first_position: first_position as u64,
                 last_position: position as u64,
                 stream_version: version as u64,
             });
+        }
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let marks = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO events (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
+                 VALUES {marks}"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (position, stream_id, version, e) in chunk {
+                query = query
+                    .bind(*position)
+                    .bind(*stream_id)
+                    .bind(*version)
+                    .bind(e.event_type.as_str())
+                    .bind(e.payload.as_str())
+                    .bind(e.metadata.as_str())
+                    .bind(timestamp);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(results)
