@@ -181,7 +181,7 @@ pub fn build_project(dir: &Path, lang: Lang, out_dir: &Path) -> Result<Vec<PathB
         tool,
         dir: dir.to_owned(),
         hint: match lang {
-            Lang::Js => "install Node.js 20+, then `npm ci` in plugins/js",
+            Lang::Js => "install Node.js 20+, then `npm install` in plugins/js",
             _ => "run scripts/build-polyglot, or `pip install componentize-py`",
         },
         source,
