@@ -39,8 +39,8 @@ pub enum DevError {
         /// Underlying error.
         source: std::io::Error,
     },
-    /// The build failed; cargo printed why.
-    #[error("build of {0} failed (see cargo's messages above)")]
+    /// The build failed; the build tool (cargo, componentize-py, npm) printed why.
+    #[error("build of {0} failed (see the build tool's messages above)")]
     BuildFailed(PathBuf),
     /// The build produced no `.wasm`: not a `cdylib` crate.
     #[error("{0} built no .wasm: is it a `cdylib` crate?")]
