@@ -39,8 +39,8 @@ pub enum DevError {
         /// Underlying error.
         source: std::io::Error,
     },
-    /// The build failed; cargo printed why.
-    #[error("build of {0} failed (see cargo's messages above)")]
+    /// The build failed; the build tool (cargo, componentize-py, npm) printed why.
+    #[error("build of {0} failed (see the build tool's messages above)")]
     BuildFailed(PathBuf),
     /// The build produced no `.wasm`: not a `cdylib` crate.
     #[error("{0} built no .wasm: is it a `cdylib` crate?")]
@@ -181,7 +181,7 @@ pub fn build_project(dir: &Path, lang: Lang, out_dir: &Path) -> Result<Vec<PathB
         tool,
         dir: dir.to_owned(),
         hint: match lang {
-            Lang::Js => "install Node.js 20+, then `npm ci` in plugins/js",
+            Lang::Js => "install Node.js 20+, then `npm install` in plugins/js",
             _ => "run scripts/build-polyglot, or `pip install componentize-py`",
         },
         source,

@@ -232,9 +232,12 @@ async fn main() -> Result<()> {
                 println!("created {}", file.display());
             }
             let tool = match lang {
-                refract::Lang::Rust => "the wasm32-wasip2 Rust target",
-                refract::Lang::Python => "componentize-py (scripts/build-polyglot installs it into .tools/venv)",
-                refract::Lang::Js => "Node.js and `npm ci` in the js/ folder next to it",
+                refract::Lang::Rust => "the wasm32-wasip2 Rust target".to_owned(),
+                refract::Lang::Python => {
+                    "componentize-py 0.25.1 on PATH or in .tools/venv next to the plugins folder".to_owned()
+                }
+                // `npm install`, not `npm ci`: npm 11's ci refuses a lock without other platforms' binaries.
+                refract::Lang::Js => format!("Node.js 20+ and `npm install` in {}", plugins.join("js").display()),
             };
             println!(
                 "\nnext: refract dev --plugins {} (needs {tool}), then in another terminal:\n      refract import {}",

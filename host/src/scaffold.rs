@@ -6,6 +6,12 @@
 //! feed it with `refract import`. Python and JS projects go under
 //! `<plugins>/python/<name>` and `<plugins>/js/<name>`, next to their shared
 //! helper (`sdk/`), which is written too if missing.
+//!
+//! The project root (the folder holding the plugins folder) is laid out like
+//! this repository: `wit/projection.wit` is the contract every build reads,
+//! and Rust projections depend on `sdk/` (refract-sdk) by path. Outside a
+//! checkout both are missing, so they are written from copies built into
+//! the binary; inside one, the checkout's own files are used.
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +106,28 @@ const PYTHON_SDK: &str = include_str!("../../plugins/python/sdk/refract.py");
 const JS_SDK: &str = include_str!("../../plugins/js/sdk/refract.js");
 const JS_BUILD: &str = include_str!("../../plugins/js/build.mjs");
 const JS_TOOLS: &str = include_str!("../../plugins/js/package.json");
+/// The lock pins componentize-js's whole dependency tree, as in this repository.
+const JS_TOOLS_LOCK: &str = include_str!("../../plugins/js/package-lock.json");
+/// The contract: `wit_bindgen` (Rust), componentize-py and componentize-js all read it.
+const WIT: &str = include_str!("../../wit/projection.wit");
+/// refract-sdk's source; its `generate!` reads `../wit`, i.e. the root's `wit/`.
+const RUST_SDK_LIB: &str = include_str!("../../sdk/src/lib.rs");
+/// refract-sdk's manifest without the workspace inheritance of `sdk/Cargo.toml`,
+/// which only resolves inside this repository. The versions must stay those of
+/// the workspace (a unit test checks).
+const RUST_SDK_MANIFEST: &str = r#"[package]
+name = "refract-sdk"
+version = "0.1.0"
+edition = "2024"
+rust-version = "1.95"
+license = "Apache-2.0"
+publish = false
+
+[dependencies]
+serde = { version = "1.0.228", features = ["derive"] }
+serde_json = "1.0.145"
+wit-bindgen = { version = "=0.61.1" }
+"#;
 
 /// Creates the project; returns its folder and the files written.
 pub fn new_project(plugins_dir: &Path, name: &str, lang: Lang) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
@@ -117,15 +145,17 @@ pub fn new_project(plugins_dir: &Path, name: &str, lang: Lang) -> anyhow::Result
     };
     anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
     let fill = |template: &str| template.replace("{{name}}", name);
-    let mut files: Vec<(PathBuf, String)> = vec![(dir.join("events.jsonl"), EVENTS.to_owned())];
+    let root = project_root(plugins_dir)?;
+    let mut files: Vec<(PathBuf, String)> =
+        vec![(dir.join("events.jsonl"), EVENTS.to_owned()), (root.join("wit/projection.wit"), WIT.to_owned())];
     match lang {
         Lang::Rust => {
-            let sdk = std::path::absolute(plugins_dir.join("../sdk"))?;
-            anyhow::ensure!(
-                sdk.join("Cargo.toml").is_file(),
-                "a Rust projection needs refract-sdk, looked for it at {}",
-                sdk.display()
-            );
+            // `../../sdk` from `<plugins>/<name>` is `<root>/sdk`. Its manifest
+            // and source go together: never a checkout's manifest with our source.
+            if !root.join("sdk/Cargo.toml").exists() {
+                files.push((root.join("sdk/Cargo.toml"), RUST_SDK_MANIFEST.to_owned()));
+                files.push((root.join("sdk/src/lib.rs"), RUST_SDK_LIB.to_owned()));
+            }
             let cargo = format!(
                 r#"[package]
 name = "{name}"
@@ -162,7 +192,11 @@ opt-level = "s"
             files.push((dir.join("package.json"), package));
             files.push((plugins_dir.join("js/sdk/refract.js"), JS_SDK.to_owned()));
             files.push((plugins_dir.join("js/build.mjs"), JS_BUILD.to_owned()));
-            files.push((plugins_dir.join("js/package.json"), JS_TOOLS.to_owned()));
+            // Lock and package.json together: a lock for someone else's package.json would mislead npm.
+            if !plugins_dir.join("js/package.json").exists() {
+                files.push((plugins_dir.join("js/package.json"), JS_TOOLS.to_owned()));
+                files.push((plugins_dir.join("js/package-lock.json"), JS_TOOLS_LOCK.to_owned()));
+            }
         }
     }
     let mut written = Vec::new();
@@ -175,4 +209,78 @@ opt-level = "s"
         written.push(path);
     }
     Ok((dir, written))
+}
+
+/// The folder holding the plugins folder, where `wit/` and `sdk/` belong.
+fn project_root(plugins_dir: &Path) -> std::io::Result<PathBuf> {
+    match (plugins_dir.file_name(), plugins_dir.parent()) {
+        // `plugins` has the parent `` (the current folder): joins stay relative and short.
+        (Some(_), Some(parent)) => Ok(parent.to_owned()),
+        // `.`, `..`, `/`: only the real path says what the parent is.
+        _ => {
+            let real = plugins_dir.canonicalize()?;
+            Ok(real.parent().map(Path::to_path_buf).unwrap_or(real))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dependency's spec in a manifest, with `workspace = true` resolved.
+    fn dependency(manifest: &toml::Table, workspace: &toml::Table, name: &str) -> toml::Value {
+        let spec = &manifest["dependencies"][name];
+        if spec.get("workspace").and_then(toml::Value::as_bool) == Some(true) {
+            let mut resolved = workspace["workspace"]["dependencies"][name].clone();
+            if let (Some(table), Some(features)) = (resolved.as_table_mut(), spec.get("features")) {
+                table.insert("features".into(), features.clone());
+            }
+            return resolved;
+        }
+        spec.clone()
+    }
+
+    #[test]
+    fn standalone_sdk_manifest_matches_the_workspace() {
+        let standalone: toml::Table = toml::from_str(RUST_SDK_MANIFEST).unwrap();
+        let sdk: toml::Table = toml::from_str(include_str!("../../sdk/Cargo.toml")).unwrap();
+        let workspace: toml::Table = toml::from_str(include_str!("../../Cargo.toml")).unwrap();
+        let names: Vec<&String> = sdk["dependencies"].as_table().unwrap().keys().collect();
+        assert_eq!(names, standalone["dependencies"].as_table().unwrap().keys().collect::<Vec<_>>());
+        for name in names {
+            let normalize = |v: toml::Value| match v {
+                toml::Value::String(version) => {
+                    toml::Value::Table([("version".to_owned(), version.into())].into_iter().collect())
+                }
+                other => other,
+            };
+            assert_eq!(
+                normalize(dependency(&standalone, &workspace, name)),
+                normalize(dependency(&sdk, &workspace, name)),
+                "dependency {name}"
+            );
+        }
+        for key in ["edition", "rust-version", "license", "version"] {
+            assert_eq!(standalone["package"][key], workspace["workspace"]["package"][key], "package.{key}");
+        }
+    }
+
+    #[test]
+    fn outside_a_checkout_the_contract_and_the_sdk_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        let (project, _) = new_project(&plugins, "demo", Lang::Rust).unwrap();
+        assert_eq!(project, plugins.join("demo"));
+        let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert_eq!(read("wit/projection.wit"), WIT);
+        assert_eq!(read("sdk/src/lib.rs"), RUST_SDK_LIB);
+        assert!(read("plugins/demo/Cargo.toml").contains(r#"refract-sdk = { path = "../../sdk" }"#));
+        // A second project reuses them, and leaves a changed contract alone.
+        std::fs::write(dir.path().join("wit/projection.wit"), "changed").unwrap();
+        let (_, written) = new_project(&plugins, "other", Lang::Js).unwrap();
+        assert!(written.iter().all(|f| !f.ends_with("wit/projection.wit")), "{written:?}");
+        assert_eq!(read("wit/projection.wit"), "changed");
+        assert_eq!(read("plugins/js/package-lock.json"), JS_TOOLS_LOCK);
+    }
 }
