@@ -41,7 +41,7 @@ async fn serve_bank(sync: SyncConfig) -> Served {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_with_the_token_are_never_stale_and_the_feed_reports_every_commit() {
-    // One event per batch, so every position is a commit of its own.
+    // One event per batch: a projection at the head commits every batch.
     let Served { host, addr, _dir, .. } = serve_bank(quick_sync(1)).await;
 
     const DEPOSITS: u64 = 1_000;
@@ -81,7 +81,12 @@ async fn reads_with_the_token_are_never_stale_and_the_feed_reports_every_commit(
     }
 
     let (commits, changed) = tokio::time::timeout(Duration::from_secs(30), collector).await.unwrap().unwrap();
-    assert_eq!(commits, (1..=DEPOSITS + 1).collect::<Vec<_>>(), "every committed position, in order");
+    // Each deposit is read back before the next append, so each is a commit
+    // of its own; the opening event, appended without waiting, may share the
+    // first deposit's commit (a projection that is behind groups commits).
+    let expected: Vec<u64> = (2..=DEPOSITS + 1).collect();
+    let tail = if commits.first() == Some(&1) { &commits[1..] } else { &commits[..] };
+    assert_eq!(tail, expected, "every committed position, in order");
     assert_eq!(changed, BTreeSet::from(["account-rw".to_owned()]));
     host.shutdown().await;
 }

@@ -326,7 +326,10 @@ impl Runner {
         // A full batch ends at its last event; otherwise everything up to the
         // head was read, including events this projection does not subscribe to.
         let to = if full { events.last().map_or(head, |e| e.position) } else { head };
-        if full {
+        // Reached the head: what was read is committed at once, even a
+        // full batch, so grouping only ever applies to a real backlog.
+        let caught_up = !full || to >= head;
+        if !caught_up {
             self.prefetch(to, head);
         }
         let batch_len = events.len();
@@ -344,7 +347,6 @@ impl Runner {
         self.staged.to = to;
         self.staged.events += batch_len;
         self.staged.since.get_or_insert(started);
-        let caught_up = !full;
         let due = self.staged.events >= self.sync.commit_events
             || self.staged.since.is_some_and(|t| t.elapsed() >= self.sync.commit_interval);
         if caught_up || due {

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteConnection;
 use sqlx::AssertSqlSafe;
+use sqlx::sqlite::SqliteConnection;
 
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::event::{AppendRequest, Event, Subscription};
