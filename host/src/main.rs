@@ -1,10 +1,5 @@
 //! The `refract` command line.
 
-/// Projection work allocates many short strings; mimalloc serves them with
-/// less contention and fragmentation than glibc malloc (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -173,7 +168,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 100)]
     poll_ms: u64,
     /// While catching up, commit at most this many events' changes at once (1 = a commit per batch).
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 10_000)]
     commit_events: usize,
     /// While catching up, commit at least this often, in ms.
     #[arg(long, default_value_t = 250)]

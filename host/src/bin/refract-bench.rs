@@ -8,11 +8,6 @@
 //! cargo run --release -p refract --bin refract-bench -- --events 1000000 --runs 3
 //! ```
 
-/// Projection work allocates many short strings; mimalloc serves them with
-/// less contention and fragmentation than glibc malloc (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,9 +38,9 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
     batches: Vec<usize>,
     /// Commit groupings to measure each batch size with: most events per
-    /// commit while catching up (the engine's default is 50000; 1 commits
+    /// commit while catching up (the engine's default is 10000; 1 commits
     /// every batch on its own). Engine, native and raw runs use the same one.
-    #[arg(long, value_delimiter = ',', default_value = "50000,1")]
+    #[arg(long, value_delimiter = ',', default_value = "10000,1")]
     commits: Vec<usize>,
     /// Bank accounts the events are spread over.
     #[arg(long, default_value_t = 10_000)]
@@ -166,7 +161,7 @@ async fn run(args: Args) -> Result<()> {
             let events = Arc::new(SqliteEventStore::open(&events_path).await?);
             for i in 0..n {
                 let data = DataDir(dir.join(format!("host-{i}")));
-                let mut host = Host::new(events.clone(), data.open_models().await?, sync(1000, 50_000))?;
+                let mut host = Host::new(events.clone(), data.open_models().await?, sync(1000, args.commits[0]))?;
                 let plugin = host.runtime().load(&account_summary)?;
                 host.start(plugin).await?;
                 hosts.push(host);
