@@ -446,16 +446,12 @@ impl Runner {
     }
 
     /// Commits a batch's changes with the checkpoint `to` at once (nothing
-    /// may be staged), then tells listeners.
-    async fn commit(&mut self, changes: &ChangeSet, to: u64, events: usize, started: Instant) -> Result<(), StepError> {
+    /// may be staged), through the same path as grouped commits.
+    async fn commit(&mut self, changes: ChangeSet, to: u64, events: usize, started: Instant) -> Result<(), StepError> {
         debug_assert!(self.read_to() <= self.checkpoint, "a direct commit with batches staged or committing");
-        if let Err(e) = self.store.commit(&self.key, changes, self.checkpoint, to).await {
-            self.documents.clear();
-            return Err(StepError::from_store(e));
-        }
-        self.documents.committed(changes);
-        self.committed(changes, to, events, started);
-        Ok(())
+        self.documents.stage(changes);
+        self.staged = Staged { to, events, since: Some(started) };
+        self.flush(true).await
     }
 
     /// Moves the checkpoint after a commit and tells listeners.
@@ -476,7 +472,7 @@ impl Runner {
     /// Commits the changes of `events`, moving the checkpoint to the last of them.
     async fn commit_through(
         &mut self,
-        changes: &ChangeSet,
+        changes: ChangeSet,
         events: &[Event],
         started: Instant,
     ) -> Result<(), StepError> {
@@ -557,7 +553,7 @@ impl Runner {
             let (left, result) = self.project(access, instance, pending).await;
             match result {
                 Ok(changes) => {
-                    self.commit_through(&changes, &left, started).await?;
+                    self.commit_through(changes, &left, started).await?;
                     pending = right;
                     let started = Instant::now();
                     let (rest, result) = self.project(access, instance, pending).await;
@@ -565,7 +561,7 @@ impl Runner {
                         Ok(changes) => {
                             // The whole batch fails but both halves pass: the
                             // failure was not caused by one event. Go on.
-                            self.commit_through(&changes, &rest, started).await?;
+                            self.commit_through(changes, &rest, started).await?;
                             return Ok(None);
                         }
                         Err(f) => (pending, fault) = (rest, f),
@@ -588,7 +584,7 @@ impl Runner {
                 // Stop exactly before the event, so a fix resumes there.
                 let before = event.position - 1;
                 if before > self.checkpoint {
-                    self.commit(&ChangeSet::default(), before, 0, Instant::now()).await?;
+                    self.commit(ChangeSet::default(), before, 0, Instant::now()).await?;
                 }
                 Err(StepError::Fault(fault))
             }
