@@ -20,8 +20,10 @@
 //! Only one runner writes a generation's tables (a second host's commit
 //! fails on the checkpoint), so nothing else can make an entry stale.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use foldhash::fast::RandomState;
 
 use crate::changes::{ChangeSet, CollectionChanges};
 
@@ -29,8 +31,12 @@ use crate::changes::{ChangeSet, CollectionChanges};
 /// about 15 MiB of small documents, so ten projections stay well inside 300 MiB.
 const CACHED_DOCUMENTS: usize = 50_000;
 
-/// Collection, then id; `None` records that the document does not exist.
-type Docs = HashMap<String, HashMap<String, Option<String>>>;
+/// Id to document; `None` records that the document does not exist. The
+/// hasher is seeded per map, so ids chosen by a plugin cannot force collisions.
+type Ids = HashMap<String, Option<String>, RandomState>;
+
+/// Collection, then id.
+type Docs = HashMap<String, Ids, RandomState>;
 
 /// The documents one generation's runner and plugin share; see the module docs.
 ///
@@ -48,11 +54,13 @@ struct Inner {
     committed: Docs,
     /// Entries in `committed`, for the eviction bound.
     count: usize,
-    /// Changes of projected batches whose commit is still to come, in the
-    /// order they were staged (later wins), per collection.
-    staged: BTreeMap<String, HashMap<String, Option<String>>>,
-    /// Changes being committed: older than `staged`, newer than `committed`.
-    committing: BTreeMap<String, HashMap<String, Option<String>>>,
+    /// Changes of projected batches whose commit is still to come, per
+    /// collection; a later batch's change to a document replaces an earlier one.
+    staged: Docs,
+    /// The change set being committed: older than `staged`, newer than
+    /// `committed`. Shared with the commit, not copied: ids are sorted, so
+    /// it is searched in place.
+    committing: Option<Arc<ChangeSet>>,
     /// Every document of the generation passed through this cache: a miss
     /// means "absent", with no store read. True only for a generation that
     /// started from position 0 (empty tables) until the first eviction or clear.
@@ -81,9 +89,15 @@ impl DocumentCache {
     /// store knows.
     pub(crate) fn get(&self, collection: &str, id: &str) -> Option<Option<String>> {
         let inner = self.lock();
-        for layer in [&inner.staged, &inner.committing] {
-            if let Some(doc) = layer.get(collection).and_then(|ids| ids.get(id)) {
-                return Some(doc.clone());
+        if let Some(doc) = inner.staged.get(collection).and_then(|ids| ids.get(id)) {
+            return Some(doc.clone());
+        }
+        if let Some(c) = inner.committing.as_ref().and_then(|set| set.collections.get(collection)) {
+            if let Ok(i) = c.upserts.binary_search_by(|(k, _)| k.as_str().cmp(id)) {
+                return Some(Some(c.upserts[i].1.clone()));
+            }
+            if c.deletes.binary_search_by(|k| k.as_str().cmp(id)).is_ok() {
+                return Some(None);
             }
         }
         match inner.committed.get(collection).and_then(|ids| ids.get(id)) {
@@ -95,7 +109,7 @@ impl DocumentCache {
 
     /// Records what the store returned for a miss.
     pub(crate) fn remember(&self, collection: &str, id: &str, doc: Option<String>) {
-        self.lock().insert(collection, id, doc);
+        self.lock().insert(collection, id.to_owned(), doc);
     }
 
     /// Adds a projected batch's changes, to be committed later.
@@ -114,37 +128,46 @@ impl DocumentCache {
 
     /// Starts a commit of everything staged: the staged changes become the
     /// committing layer and are returned as one change set, ids in order
-    /// (which B-trees insert fastest). A commit still in flight must have
-    /// been promoted or cleared first.
-    pub(crate) fn begin_commit(&self) -> ChangeSet {
+    /// (which B-trees insert fastest, and which `get` searches). A commit
+    /// still in flight must have been promoted or cleared first.
+    pub(crate) fn begin_commit(&self) -> Arc<ChangeSet> {
         let mut inner = self.lock();
-        debug_assert!(inner.committing.is_empty(), "one commit in flight at a time");
-        inner.committing = std::mem::take(&mut inner.staged);
+        debug_assert!(inner.committing.is_none(), "one commit in flight at a time");
         let mut set = ChangeSet::default();
-        for (collection, ids) in &inner.committing {
+        for (collection, ids) in std::mem::take(&mut inner.staged) {
             let mut c = CollectionChanges::default();
             for (id, doc) in ids {
                 match doc {
-                    Some(body) => c.upserts.push((id.clone(), body.clone())),
-                    None => c.deletes.push(id.clone()),
+                    Some(body) => c.upserts.push((id, body)),
+                    None => c.deletes.push(id),
                 }
             }
             c.upserts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             c.deletes.sort_unstable();
             if !c.upserts.is_empty() || !c.deletes.is_empty() {
-                set.collections.insert(collection.clone(), c);
+                set.collections.insert(collection, c);
             }
         }
+        let set = Arc::new(set);
+        inner.committing = Some(set.clone());
         set
     }
 
     /// The commit in flight succeeded: its changes become committed state.
+    /// Moves them when the commit has let go of the change set, as it has
+    /// by the time its outcome is known.
     pub(crate) fn promote(&self) {
         let mut inner = self.lock();
-        let committing = std::mem::take(&mut inner.committing);
-        for (collection, ids) in committing {
-            for (id, doc) in ids {
-                inner.insert(&collection, &id, doc);
+        let Some(committing) = inner.committing.take() else {
+            return;
+        };
+        let set = Arc::try_unwrap(committing).unwrap_or_else(|shared| (*shared).clone());
+        for (collection, c) in set.collections {
+            for (id, body) in c.upserts {
+                inner.insert(&collection, id, Some(body));
+            }
+            for id in c.deletes {
+                inner.insert(&collection, id, None);
             }
         }
     }
@@ -154,10 +177,10 @@ impl DocumentCache {
         let mut inner = self.lock();
         for (collection, c) in &changes.collections {
             for (id, body) in &c.upserts {
-                inner.insert(collection, id, Some(body.clone()));
+                inner.insert(collection, id.clone(), Some(body.clone()));
             }
             for id in &c.deletes {
-                inner.insert(collection, id, None);
+                inner.insert(collection, id.clone(), None);
             }
         }
     }
@@ -170,7 +193,7 @@ impl DocumentCache {
 }
 
 impl Inner {
-    fn insert(&mut self, collection: &str, id: &str, doc: Option<String>) {
+    fn insert(&mut self, collection: &str, id: String, doc: Option<String>) {
         // Starting over is cheaper than tracking recency, and a miss costs
         // only what every read cost before this cache existed.
         if self.count >= CACHED_DOCUMENTS {
@@ -178,13 +201,14 @@ impl Inner {
             self.count = 0;
             self.complete = false;
         }
-        let ids = self.committed.entry(collection.to_owned()).or_default();
-        match ids.get_mut(id) {
-            Some(slot) => *slot = doc,
-            None => {
-                ids.insert(id.to_owned(), doc);
-                self.count += 1;
-            }
+        // Looked up by `&str` first: the collection name is only copied for
+        // its first document.
+        if !self.committed.contains_key(collection) {
+            self.committed.insert(collection.to_owned(), Ids::default());
+        }
+        let ids = self.committed.get_mut(collection).expect("inserted above");
+        if ids.insert(id, doc).is_none() {
+            self.count += 1;
         }
     }
 }

@@ -182,7 +182,7 @@ pub(crate) struct Committing {
     /// When the first of its batches was read.
     since: Instant,
     /// Gives the change set back with the outcome, for the commit notice.
-    task: tokio::task::JoinHandle<(ChangeSet, Result<(), StoreError>)>,
+    task: tokio::task::JoinHandle<(Arc<ChangeSet>, Result<(), StoreError>)>,
 }
 
 /// A read of the next batch started before the current batch is projected,
@@ -433,8 +433,11 @@ impl Runner {
         };
         match outcome {
             Ok(changes) => {
-                self.documents.promote();
                 self.committed(&changes, c.to, c.events, c.since);
+                // Let go of the change set first, so the cache can move the
+                // documents into its committed layer instead of copying them.
+                drop(changes);
+                self.documents.promote();
                 Ok(())
             }
             Err(e) => {
@@ -458,7 +461,10 @@ impl Runner {
     fn committed(&mut self, changes: &ChangeSet, to: u64, events: usize, started: Instant) {
         self.checkpoint = to;
         self.report(ProjectionState::Running, None);
-        // No receiver is fine: nobody is listening.
+        // Listing thousands of changed ids is wasted when nobody listens.
+        if self.notices.receiver_count() == 0 {
+            return;
+        }
         let _ = self.notices.send(CommitNotice {
             projection: self.key.projection.clone(),
             generation: self.key.generation,

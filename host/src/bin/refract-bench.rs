@@ -54,7 +54,9 @@ struct Args {
     /// Folder holding account_summary.wasm and bench_decode.wasm.
     #[arg(long, default_value = "target/wasm32-wasip2/release")]
     plugins: PathBuf,
-    /// Skip parts: any of throughput, rebuild, boundary, rss.
+    /// Skip parts: any of throughput, rebuild, boundary, rss; or native and
+    /// raw, the two comparison columns of the throughput table (e.g. to profile
+    /// the engine alone).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
 }
@@ -100,10 +102,14 @@ async fn run(args: Args) -> Result<()> {
                         wasm_run(&dir.join("wasm"), &events, &account_summary, batch, commit, rebuild).await?;
                     wasm.push(rate);
                     rebuilds.extend(rebuild_time);
-                    native
-                        .push(native_run(&dir.join("native"), &events, &account_summary, batch, commit, false).await?);
-                    raw.push(native_run(&dir.join("raw"), &events, &account_summary, batch, commit, true).await?);
-                    if run == 0 {
+                    if !skip("native") {
+                        let native_dir = dir.join("native");
+                        native.push(native_run(&native_dir, &events, &account_summary, batch, commit, false).await?);
+                    }
+                    if !skip("raw") {
+                        raw.push(native_run(&dir.join("raw"), &events, &account_summary, batch, commit, true).await?);
+                    }
+                    if run == 0 && !skip("native") {
                         compare_models(&dir.join("wasm"), &dir.join("native"), args.accounts).await?;
                     }
                     let _ = std::fs::remove_dir_all(&dir);
@@ -476,9 +482,10 @@ fn pad(mut open: String) -> String {
     open
 }
 
+/// The median; NaN for a column that was skipped.
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Resets VmHWM to the current RSS (Linux `clear_refs` 5) and returns it, in KiB.
