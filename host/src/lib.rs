@@ -15,6 +15,7 @@
 //!   or over HTTP through [`serve`] (see the `api` module docs).
 #![deny(missing_docs)]
 
+mod allocator;
 mod api;
 mod backend;
 mod bindings;
@@ -41,6 +42,7 @@ mod sqlite;
 mod store;
 mod watch;
 
+pub use allocator::tune_allocator;
 pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, MAX_TIMEOUT, Metrics, router, serve};
 pub use backend::{BackendError, open_events, open_models};
 pub use cache::ModuleCache;

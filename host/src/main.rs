@@ -168,7 +168,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 100)]
     poll_ms: u64,
     /// While catching up, commit at most this many events' changes at once (1 = a commit per batch).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 50_000)]
     commit_events: usize,
     /// While catching up, commit at least this often, in ms.
     #[arg(long, default_value_t = 250)]
@@ -203,6 +203,7 @@ struct ImportLine {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    refract::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "refract=info,warn".into()),

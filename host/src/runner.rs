@@ -69,7 +69,7 @@ impl Default for SyncConfig {
             max_wait: Duration::ZERO,
             interval: None,
             poll: Duration::from_millis(100),
-            commit_events: 10_000,
+            commit_events: 50_000,
             commit_interval: Duration::from_millis(250),
         }
     }

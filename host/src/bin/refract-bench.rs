@@ -38,9 +38,9 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000,10000")]
     batches: Vec<usize>,
     /// Commit groupings to measure each batch size with: most events per
-    /// commit while catching up (the engine's default is 10000; 1 commits
+    /// commit while catching up (the engine's default is 50000; 1 commits
     /// every batch on its own). Engine, native and raw runs use the same one.
-    #[arg(long, value_delimiter = ',', default_value = "10000,1")]
+    #[arg(long, value_delimiter = ',', default_value = "50000,1")]
     commits: Vec<usize>,
     /// Bank accounts the events are spread over.
     #[arg(long, default_value_t = 10_000)]
@@ -62,6 +62,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    refract::tune_allocator();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(args))
