@@ -481,11 +481,11 @@ impl Instance {
             .iter()
             .map(|e| bindings::Event {
                 position: e.position,
-                stream_id: e.stream_id.clone(),
+                stream_id: &e.stream_id,
                 stream_version: e.stream_version,
-                event_type: e.event_type.clone(),
-                payload: e.payload.clone(),
-                metadata: e.metadata.clone(),
+                event_type: &e.event_type,
+                payload: &e.payload,
+                metadata: &e.metadata,
                 timestamp: e.timestamp,
             })
             .collect();

@@ -315,43 +315,37 @@ pub struct Context {
     /// Collections declared in the manifest; the only ones the host lets the
     /// projection touch, so writes elsewhere are caught here, near their cause.
     collections: Rc<[String]>,
-    /// Latest write per document in this batch; `None` marks a deletion.
-    overlay: HashMap<(String, String), Option<String>>,
-    /// Every write in the order it was made; the host keeps the last per key.
-    changes: Vec<wit::Change>,
+    /// Latest write per document in this batch, by collection then id;
+    /// `None` marks a deletion. It is also what the batch returns: the host
+    /// keeps only the last change per document, so earlier writes to the
+    /// same document need not cross the boundary.
+    writes: HashMap<String, HashMap<String, Option<String>>>,
 }
 
 impl Context {
     fn new(collections: Rc<[String]>) -> Self {
-        Context { collections, overlay: HashMap::new(), changes: Vec::new() }
+        Context { collections, writes: HashMap::new() }
     }
 
     /// Reads a document, including the changes made earlier in this batch.
     /// Returns `None` when it does not exist.
     pub fn get<T: DeserializeOwned>(&self, collection: &str, id: &str) -> Result<Option<T>, Error> {
         self.check_collection(collection)?;
-        let key = (collection.to_owned(), id.to_owned());
-        let body = match self.overlay.get(&key) {
-            Some(body) => body.clone(),
-            None => host::get(collection, id)?,
-        };
-        body.map(|body| {
-            serde_json::from_str(&body)
+        let decode = |body: &str| {
+            serde_json::from_str(body)
                 .map_err(|err| Error::msg(format!("cannot decode document `{id}` of `{collection}`: {err}")))
-        })
-        .transpose()
+        };
+        match self.writes.get(collection).and_then(|docs| docs.get(id)) {
+            Some(written) => written.as_deref().map(decode).transpose(),
+            None => host::get(collection, id)?.as_deref().map(decode).transpose(),
+        }
     }
 
     /// Inserts a document, or replaces it if its id exists.
     pub fn upsert<T: Serialize>(&mut self, collection: &str, id: &str, doc: &T) -> Result<(), Error> {
         self.check_collection(collection)?;
         let body = serde_json::to_string(doc)?;
-        self.overlay.insert((collection.to_owned(), id.to_owned()), Some(body.clone()));
-        self.changes.push(wit::Change::Upsert(wit::Document {
-            collection: collection.to_owned(),
-            id: id.to_owned(),
-            body,
-        }));
+        self.write(collection, id, Some(body));
         Ok(())
     }
 
@@ -379,10 +373,38 @@ impl Context {
     /// Removes a document if it exists.
     pub fn delete(&mut self, collection: &str, id: &str) -> Result<(), Error> {
         self.check_collection(collection)?;
-        self.overlay.insert((collection.to_owned(), id.to_owned()), None);
-        self.changes
-            .push(wit::Change::Delete(wit::DocumentKey { collection: collection.to_owned(), id: id.to_owned() }));
+        self.write(collection, id, None);
         Ok(())
+    }
+
+    /// Records the latest state of a document; looked up by `&str` first so
+    /// that the collection name is copied once per batch, not per write.
+    fn write(&mut self, collection: &str, id: &str, body: Option<String>) {
+        let docs = match self.writes.get_mut(collection) {
+            Some(docs) => docs,
+            None => self.writes.entry(collection.to_owned()).or_default(),
+        };
+        match docs.get_mut(id) {
+            Some(slot) => *slot = body,
+            None => {
+                docs.insert(id.to_owned(), body);
+            }
+        }
+    }
+
+    /// The batch's net changes, one per document written.
+    fn into_changes(self) -> Vec<wit::Change> {
+        let mut changes = Vec::with_capacity(self.writes.values().map(HashMap::len).sum());
+        for (collection, docs) in self.writes {
+            for (id, body) in docs {
+                let collection = collection.clone();
+                changes.push(match body {
+                    Some(body) => wit::Change::Upsert(wit::Document { collection, id, body }),
+                    None => wit::Change::Delete(wit::DocumentKey { collection, id }),
+                });
+            }
+        }
+        changes
     }
 
     /// Writes a message to the host's log, tagged with the projection's name.
@@ -454,7 +476,7 @@ impl<P: Projection> __Export<P> {
                 .handle(&event, &mut ctx)
                 .map_err(|err| wit::ProjectionError { position: event.position, message: err.to_string() })?;
         }
-        Ok(ctx.changes)
+        Ok(ctx.into_changes())
     }
 }
 
