@@ -1,6 +1,6 @@
 //! Changes returned by a projection, checked and reduced before they are stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::de::IgnoredAny;
 
@@ -86,7 +86,10 @@ impl ChangeSet {
     /// assert_eq!(set.collections["c"].deletes, vec!["1".to_string()]);
     /// ```
     pub fn from_changes(changes: Vec<Change>, manifest: &Manifest) -> Result<Self, ChangeError> {
-        let mut net: BTreeMap<String, BTreeMap<String, Option<String>>> = BTreeMap::new();
+        // In order, per collection; duplicates are dropped at the end. (A
+        // map per collection cost more than the rest of this function:
+        // SDK plugins send each document once per batch.)
+        let mut written: BTreeMap<String, Vec<(String, Option<String>)>> = BTreeMap::new();
         for change in changes {
             let (collection, id, body) = match change {
                 Change::Upsert { collection, id, body } => (collection, id, Some(body)),
@@ -105,21 +108,14 @@ impl ChangeSet {
                     reason,
                 })?;
             }
-            net.entry(collection).or_default().insert(id, body);
-        }
-        let collections = net
-            .into_iter()
-            .map(|(name, docs)| {
-                let mut out = CollectionChanges::default();
-                for (id, body) in docs {
-                    match body {
-                        Some(body) => out.upserts.push((id, body)),
-                        None => out.deletes.push(id),
-                    }
+            match written.get_mut(&collection) {
+                Some(docs) => docs.push((id, body)),
+                None => {
+                    written.insert(collection, vec![(id, body)]);
                 }
-                (name, out)
-            })
-            .collect();
+            }
+        }
+        let collections = written.into_iter().map(|(name, docs)| (name, net_effect(docs))).collect();
         Ok(Self { collections })
     }
 
@@ -134,6 +130,28 @@ impl ChangeSet {
     pub fn is_empty(&self) -> bool {
         self.collections.is_empty()
     }
+}
+
+/// The last change of each document, in the order of those last changes.
+fn net_effect(docs: Vec<(String, Option<String>)>) -> CollectionChanges {
+    let mut last: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
+    for (i, (id, _)) in docs.iter().enumerate() {
+        last.insert(id, i);
+    }
+    let keep: Option<Vec<bool>> =
+        (last.len() < docs.len()).then(|| docs.iter().enumerate().map(|(i, (id, _))| last[id.as_str()] == i).collect());
+    drop(last);
+    let mut out = CollectionChanges::default();
+    for (i, (id, body)) in docs.into_iter().enumerate() {
+        if keep.as_ref().is_some_and(|keep| !keep[i]) {
+            continue;
+        }
+        match body {
+            Some(body) => out.upserts.push((id, body)),
+            None => out.deletes.push(id),
+        }
+    }
+    out
 }
 
 fn check_document(body: &str) -> Result<(), String> {

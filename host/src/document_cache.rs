@@ -21,9 +21,11 @@
 //! fails on the checkpoint), so nothing else can make an entry stale.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex};
 
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use crate::changes::{ChangeSet, CollectionChanges};
 
@@ -58,9 +60,8 @@ struct Inner {
     /// collection; a later batch's change to a document replaces an earlier one.
     staged: Docs,
     /// The change set being committed: older than `staged`, newer than
-    /// `committed`. Shared with the commit, not copied: ids are sorted, so
-    /// it is searched in place.
-    committing: Option<Arc<ChangeSet>>,
+    /// `committed`. Shared with the commit, not copied.
+    committing: Option<Committing>,
     /// Every document of the generation passed through this cache: a miss
     /// means "absent", with no store read. True only for a generation that
     /// started from position 0 (empty tables) until the first eviction or clear.
@@ -92,13 +93,8 @@ impl DocumentCache {
         if let Some(doc) = inner.staged.get(collection).and_then(|ids| ids.get(id)) {
             return Some(doc.clone());
         }
-        if let Some(c) = inner.committing.as_ref().and_then(|set| set.collections.get(collection)) {
-            if let Ok(i) = c.upserts.binary_search_by(|(k, _)| k.as_str().cmp(id)) {
-                return Some(Some(c.upserts[i].1.clone()));
-            }
-            if c.deletes.binary_search_by(|k| k.as_str().cmp(id)).is_ok() {
-                return Some(None);
-            }
+        if let Some(doc) = inner.committing.as_ref().and_then(|c| c.get(collection, id)) {
+            return Some(doc);
         }
         match inner.committed.get(collection).and_then(|ids| ids.get(id)) {
             Some(doc) => Some(doc.clone()),
@@ -149,7 +145,7 @@ impl DocumentCache {
             }
         }
         let set = Arc::new(set);
-        inner.committing = Some(set.clone());
+        inner.committing = Some(Committing::new(set.clone()));
         set
     }
 
@@ -161,7 +157,9 @@ impl DocumentCache {
         let Some(committing) = inner.committing.take() else {
             return;
         };
-        let set = Arc::try_unwrap(committing).unwrap_or_else(|shared| (*shared).clone());
+        // The index borrows nothing, but it must go before the set is unwrapped.
+        let Committing { set, .. } = committing;
+        let set = Arc::try_unwrap(set).unwrap_or_else(|shared| (*shared).clone());
         for (collection, c) in set.collections {
             for (id, body) in c.upserts {
                 inner.insert(&collection, id, Some(body));
@@ -189,6 +187,52 @@ impl DocumentCache {
     /// reads go to the store.
     pub(crate) fn clear(&self) {
         *self.lock() = Inner::default();
+    }
+}
+
+/// Where a document sits in a change set: `Ok` an upsert, `Err` a delete.
+type Slot = Result<usize, usize>;
+
+/// A change set being committed, with a hash index over its ids. Its ids
+/// are sorted, but a binary search over thousands of heap strings cost a
+/// cache miss per probe, and the `get` import runs once per event.
+#[derive(Debug)]
+struct Committing {
+    set: Arc<ChangeSet>,
+    /// Per collection, the slot of every id.
+    index: HashMap<String, HashTable<Slot>, RandomState>,
+    hasher: RandomState,
+}
+
+impl Committing {
+    fn new(set: Arc<ChangeSet>) -> Self {
+        let hasher = RandomState::default();
+        let mut index = HashMap::with_hasher(RandomState::default());
+        for (collection, c) in &set.collections {
+            let hash = |slot: &Slot| hasher.hash_one(id_at(c, *slot));
+            let mut table = HashTable::with_capacity(c.upserts.len() + c.deletes.len());
+            for slot in (0..c.upserts.len()).map(Ok).chain((0..c.deletes.len()).map(Err)) {
+                table.insert_unique(hash(&slot), slot, hash);
+            }
+            index.insert(collection.clone(), table);
+        }
+        Self { set, index, hasher }
+    }
+
+    fn get(&self, collection: &str, id: &str) -> Option<Option<String>> {
+        let c = self.set.collections.get(collection)?;
+        let slot = self.index.get(collection)?.find(self.hasher.hash_one(id), |slot| id_at(c, *slot) == id)?;
+        Some(match *slot {
+            Ok(i) => Some(c.upserts[i].1.clone()),
+            Err(_) => None,
+        })
+    }
+}
+
+fn id_at(c: &CollectionChanges, slot: Slot) -> &str {
+    match slot {
+        Ok(i) => &c.upserts[i].0,
+        Err(i) => &c.deletes[i],
     }
 }
 
