@@ -299,8 +299,14 @@ impl Runner {
         instance: &mut Slot,
         partial_since: &mut Option<Instant>,
     ) -> Result<Option<Duration>, StepError> {
-        let head = self.source.head().await.map_err(|e| StepError::Transient(e.to_string()))?;
         let read_to = self.read_to();
+        // A prefetched read of the next batch already knows a head beyond
+        // it; asking again costs a store round trip per batch, most of a
+        // small batch's time. The head is asked again once that one is reached.
+        let head = match self.prefetch.as_ref().filter(|p| p.from == read_to && p.up_to > read_to) {
+            Some(p) => p.up_to,
+            None => self.source.head().await.map_err(|e| StepError::Transient(e.to_string()))?,
+        };
         if read_to >= head {
             *partial_since = None;
             // The last batch was full and ended exactly at the head.
