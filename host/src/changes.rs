@@ -198,6 +198,25 @@ mod tests {
     }
 
     #[test]
+    fn net_effect_keeps_each_documents_last_change_in_order() {
+        let docs = |ids: &[(&str, Option<&str>)]| {
+            ids.iter().map(|(id, b)| (id.to_string(), b.map(str::to_string))).collect::<Vec<_>>()
+        };
+        let unique = net_effect(docs(&[("b", Some("{}")), ("a", None), ("c", Some("{}"))]));
+        assert_eq!(unique.upserts.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(unique.deletes, ["a"]);
+        let repeated = net_effect(docs(&[
+            ("a", Some("{\"v\":1}")),
+            ("b", Some("{}")),
+            ("a", None),
+            ("a", Some("{\"v\":3}")),
+            ("b", None),
+        ]));
+        assert_eq!(repeated.upserts, [("a".to_string(), "{\"v\":3}".to_string())]);
+        assert_eq!(repeated.deletes, ["b"]);
+    }
+
+    #[test]
     fn refuses_bad_changes() {
         let m = manifest();
         let undeclared = Change::Delete { collection: "other".into(), id: "a".into() };

@@ -307,6 +307,31 @@ mod tests {
     }
 
     #[test]
+    fn the_commit_in_flight_is_found_by_id_in_every_collection() {
+        let cache = DocumentCache::default();
+        cache.committed(&set(&[("old", "{\"v\":0}")], &[]));
+        let mut big = set(&[], &[]);
+        let c = big.collections.get_mut("c").unwrap();
+        for i in 0..5_000 {
+            c.upserts.push((format!("doc-{i}"), format!("{{\"v\":{i}}}")));
+        }
+        c.deletes.push("old".to_string());
+        big.collections.insert(
+            "d".to_string(),
+            CollectionChanges { upserts: vec![("doc-1".to_string(), "{\"d\":1}".to_string())], deletes: vec![] },
+        );
+        cache.stage(big);
+        let _in_flight = cache.begin_commit();
+        for i in [0, 1, 2_499, 4_999] {
+            assert_eq!(cache.get("c", &format!("doc-{i}")), Some(Some(format!("{{\"v\":{i}}}"))));
+        }
+        assert_eq!(cache.get("d", "doc-1"), Some(Some("{\"d\":1}".to_string())), "collections are kept apart");
+        assert_eq!(cache.get("c", "old"), Some(None), "a delete in flight hides the committed document");
+        assert_eq!(cache.get("c", "doc-5000"), None, "not in flight, not committed: only the store knows");
+        assert_eq!(cache.get("d", "doc-2"), None);
+    }
+
+    #[test]
     fn a_failed_commit_drops_committing_and_staged_changes() {
         let cache = DocumentCache::for_empty_generation();
         cache.stage(set(&[("a", "{\"v\":1}")], &[]));
