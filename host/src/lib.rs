@@ -22,6 +22,7 @@ mod bindings;
 mod cache;
 mod capabilities;
 mod changes;
+mod clock;
 mod config;
 mod dev;
 mod document_cache;

@@ -263,6 +263,22 @@ impl Cursor {
     }
 }
 
+/// ` WHERE a AND b ...` for the conditions a backend built, or nothing.
+pub(crate) fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) }
+}
+
+/// The order key of a document, as a cursor records it: both backends
+/// sort arrays and objects by their JSON text, and missing fields as null.
+pub(crate) fn order_key(body: &str, order: &Order) -> Value {
+    let doc: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    match field_value(&doc, &order.field) {
+        None | Some(Value::Null) => Value::Null,
+        Some(v @ (Value::Array(_) | Value::Object(_))) => Value::String(v.to_string()),
+        Some(v) => v.clone(),
+    }
+}
+
 /// Reads a dotted field path out of a JSON document.
 pub(crate) fn field_value<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(doc, |v, part| v.get(part))

@@ -607,7 +607,7 @@ impl Runner {
                     event_type: event.event_type,
                     error: fault.to_string(),
                     module_hash: self.plugin.hash().to_owned(),
-                    recorded_at: now_ms(),
+                    recorded_at: crate::clock::now_ms() as u64,
                     replay: false,
                 };
                 self.store
@@ -746,10 +746,6 @@ impl Runner {
             _ = self.stop.changed() => {}
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 enum StepError {

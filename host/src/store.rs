@@ -332,3 +332,15 @@ pub trait ReadModelStore: Send + Sync + 'static {
     /// Names of the tables that hold a projection's documents (all generations), for checks and tools.
     async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError>;
 }
+
+/// Why a conditional checkpoint move matched nothing, given the role the
+/// generation has now (`None`: it is gone): another writer moved the
+/// checkpoint of a live generation, or the generation was retired.
+fn checkpoint_refused(key: &ModelKey, from: u64, role: Option<&str>) -> StoreError {
+    match role {
+        Some("active" | "building") => {
+            StoreError::CheckpointMoved { projection: key.projection.clone(), expected: from }
+        }
+        _ => StoreError::Retired { projection: key.projection.clone(), generation: key.generation },
+    }
+}

@@ -1,13 +1,13 @@
 //! Events in PostgreSQL, with a gapless global position.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
+use crate::clock::now_ms;
 use crate::event::{AppendRequest, Event, Subscription};
 
 const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS refract_events (
@@ -75,10 +75,6 @@ impl PostgresEventStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[async_trait]

@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
 use sqlx::sqlite::SqliteConnection;
 
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
+use crate::clock::now_ms;
 use crate::event::{AppendRequest, Event, Subscription};
 use crate::sqlite::SqliteDb;
 
@@ -58,10 +58,6 @@ impl SqliteEventStore {
     pub async fn close(&self) {
         self.db.close().await;
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[async_trait]

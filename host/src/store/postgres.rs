@@ -17,8 +17,6 @@
 //! Documents come back as JSONB text: same JSON value, normalized spacing
 //! and key order.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use async_trait::async_trait;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -27,11 +25,12 @@ use sqlx::{Arguments, AssertSqlSafe, Row};
 
 use super::{
     DeadLetter, ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Registration, RetryRequest, Role,
-    StoreError,
+    StoreError, checkpoint_refused,
 };
 use crate::changes::ChangeSet;
+use crate::clock::now_ms;
 use crate::manifest::{CollectionSpec, Manifest};
-use crate::query::{Cursor, Document, Filter, Op, Order, Page, Query, field_value};
+use crate::query::{Cursor, Document, Filter, Op, Order, Page, Query, order_key, where_clause};
 use crate::sqlite::quote_ident;
 
 /// PostgreSQL silently truncates longer identifiers, which could make two
@@ -128,10 +127,6 @@ impl PostgresReadModelStore {
     async fn snapshot(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         Ok(self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?)
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn table_name(key: &ModelKey, collection: &str) -> String {
@@ -381,10 +376,6 @@ fn push_filters(conds: &mut Vec<String>, sql: &mut Sql, filters: &[Filter]) -> R
     Ok(())
 }
 
-fn where_clause(conds: &[String]) -> String {
-    if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) }
-}
-
 /// The condition selecting rows after `cursor` in `order` (ties broken by id).
 fn push_cursor(conds: &mut Vec<String>, sql: &mut Sql, order: &Order, cursor: &Cursor) -> Result<(), sqlx::Error> {
     if order.field == "id" {
@@ -409,18 +400,6 @@ fn push_cursor(conds: &mut Vec<String>, sql: &mut Sql, order: &Order, cursor: &C
     };
     conds.push(cond);
     Ok(())
-}
-
-/// The order key of a document, as the cursor records it. Arrays and
-/// objects cannot be cursor keys; they are recorded as their JSON text, as
-/// the SQLite backend does.
-fn order_key(body: &str, order: &Order) -> Value {
-    let doc: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    match field_value(&doc, &order.field) {
-        None | Some(Value::Null) => Value::Null,
-        Some(v @ (Value::Array(_) | Value::Object(_))) => Value::String(v.to_string()),
-        Some(v) => v.clone(),
-    }
 }
 
 /// Moves the checkpoint from `from` to `to`, or fails with `Retired` (the
@@ -451,12 +430,7 @@ async fn move_checkpoint(conn: &mut PgConnection, key: &ModelKey, from: u64, to:
             .bind(key.generation as i64)
             .fetch_optional(&mut *conn)
             .await?;
-    Err(match role.as_deref() {
-        Some("active" | "building") => {
-            StoreError::CheckpointMoved { projection: key.projection.clone(), expected: from }
-        }
-        _ => StoreError::Retired { projection: key.projection.clone(), generation: key.generation },
-    })
+    Err(checkpoint_refused(key, from, role.as_deref()))
 }
 
 /// Writes a batch's net changes: one statement per collection and kind,

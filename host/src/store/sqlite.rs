@@ -2,7 +2,6 @@
 //! expression indexes on the declared fields.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -11,11 +10,12 @@ use sqlx::{Arguments, AssertSqlSafe, Row, SqliteConnection};
 
 use super::{
     DeadLetter, ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Registration, RetryRequest, Role,
-    StoreError,
+    StoreError, checkpoint_refused,
 };
 use crate::changes::ChangeSet;
+use crate::clock::now_ms;
 use crate::manifest::{CollectionSpec, Manifest};
-use crate::query::{Cursor, Document, Filter, Op, Order, Page, Query, field_value};
+use crate::query::{Cursor, Document, Filter, Op, Order, Page, Query, order_key, where_clause};
 use crate::sqlite::{SqliteDb, quote_ident};
 
 const SCHEMA: &[&str] = &[
@@ -87,10 +87,6 @@ impl SqliteReadModelStore {
     pub async fn close(&self) {
         self.db.close().await;
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn table(key: &ModelKey, collection: &str) -> String {
@@ -281,10 +277,6 @@ fn push_filters(conds: &mut Vec<String>, args: &mut SqliteArguments, filters: &[
     Ok(())
 }
 
-fn where_clause(conds: &[String]) -> String {
-    if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) }
-}
-
 /// The condition selecting rows after `cursor` in `order` (ties broken by id).
 fn push_cursor(
     conds: &mut Vec<String>,
@@ -311,16 +303,6 @@ fn push_cursor(
     args.add(cursor.id.clone()).map_err(sqlx::Error::Encode)
 }
 
-/// The order key of a document, as the cursor records it.
-fn order_key(body: &str, order: &Order) -> Value {
-    let doc: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    match field_value(&doc, &order.field) {
-        None | Some(Value::Null) => Value::Null,
-        Some(v @ (Value::Array(_) | Value::Object(_))) => Value::String(v.to_string()),
-        Some(v) => v.clone(),
-    }
-}
-
 /// Moves the checkpoint from `from` to `to`, or fails with `Retired` (the
 /// generation is no longer active or building) or `CheckpointMoved`.
 async fn move_checkpoint(conn: &mut SqliteConnection, key: &ModelKey, from: u64, to: u64) -> Result<(), StoreError> {
@@ -345,12 +327,7 @@ async fn move_checkpoint(conn: &mut SqliteConnection, key: &ModelKey, from: u64,
             .bind(key.generation as i64)
             .fetch_optional(&mut *conn)
             .await?;
-    Err(match role.as_deref() {
-        Some("active" | "building") => {
-            StoreError::CheckpointMoved { projection: key.projection.clone(), expected: from }
-        }
-        _ => StoreError::Retired { projection: key.projection.clone(), generation: key.generation },
-    })
+    Err(checkpoint_refused(key, from, role.as_deref()))
 }
 
 /// Writes a batch's net changes.
