@@ -124,8 +124,8 @@ impl DocumentCache {
 
     /// Starts a commit of everything staged: the staged changes become the
     /// committing layer and are returned as one change set, ids in order
-    /// (which B-trees insert fastest, and which `get` searches). A commit
-    /// still in flight must have been promoted or cleared first.
+    /// (which B-trees insert fastest). A commit still in flight must have
+    /// been promoted or cleared first.
     pub(crate) fn begin_commit(&self) -> Arc<ChangeSet> {
         let mut inner = self.lock();
         debug_assert!(inner.committing.is_none(), "one commit in flight at a time");
@@ -157,30 +157,14 @@ impl DocumentCache {
         let Some(committing) = inner.committing.take() else {
             return;
         };
-        // The index borrows nothing, but it must go before the set is unwrapped.
-        let Committing { set, .. } = committing;
-        let set = Arc::try_unwrap(set).unwrap_or_else(|shared| (*shared).clone());
-        for (collection, c) in set.collections {
-            for (id, body) in c.upserts {
-                inner.insert(&collection, id, Some(body));
-            }
-            for id in c.deletes {
-                inner.insert(&collection, id, None);
-            }
-        }
+        let set = Arc::try_unwrap(committing.set).unwrap_or_else(|shared| (*shared).clone());
+        inner.fold(set);
     }
 
-    /// Folds in changes committed directly (not staged first).
+    /// Folds in changes committed directly (not staged first); rare enough
+    /// (dead-letter replays) to copy them.
     pub(crate) fn committed(&self, changes: &ChangeSet) {
-        let mut inner = self.lock();
-        for (collection, c) in &changes.collections {
-            for (id, body) in &c.upserts {
-                inner.insert(collection, id.clone(), Some(body.clone()));
-            }
-            for id in &c.deletes {
-                inner.insert(collection, id.clone(), None);
-            }
-        }
+        self.lock().fold(changes.clone());
     }
 
     /// Forgets everything, staged and committing changes included: the next
@@ -237,6 +221,18 @@ fn id_at(c: &CollectionChanges, slot: Slot) -> &str {
 }
 
 impl Inner {
+    /// Makes committed changes part of the committed layer.
+    fn fold(&mut self, set: ChangeSet) {
+        for (collection, c) in set.collections {
+            for (id, body) in c.upserts {
+                self.insert(&collection, id, Some(body));
+            }
+            for id in c.deletes {
+                self.insert(&collection, id, None);
+            }
+        }
+    }
+
     fn insert(&mut self, collection: &str, id: String, doc: Option<String>) {
         // Starting over is cheaper than tracking recency, and a miss costs
         // only what every read cost before this cache existed.
