@@ -10,6 +10,12 @@ pub use sqlite::SqliteEventStore;
 
 use crate::event::{AppendRequest, Event, ExpectedVersion, Subscription};
 
+impl From<crate::sqlite::SqliteError> for SourceError {
+    fn from(e: crate::sqlite::SqliteError) -> Self {
+        Self::Sqlite { code: e.code, message: e.message }
+    }
+}
+
 /// Longest stream id, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 256;
 
@@ -41,6 +47,15 @@ pub enum SourceError {
     /// The underlying database failed.
     #[error("event store error: {0}")]
     Database(#[from] sqlx::Error),
+    /// SQLite failed while reading events through its C API (the embedded
+    /// store's batch read; everything else goes through sqlx).
+    #[error("event store error: SQLite error {code}: {message}")]
+    Sqlite {
+        /// SQLite's result code.
+        code: i32,
+        /// What went wrong.
+        message: String,
+    },
     /// The store returned events the host cannot read back.
     #[error("event store returned unreadable events: {0}")]
     Corrupt(String),

@@ -1,9 +1,13 @@
 //! SQLite connection setup shared by the embedded event store and read-model store.
 
+mod statement;
+
 use std::path::Path;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub(crate) use statement::{SqliteError, Statement};
 
 /// How long a writer waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);

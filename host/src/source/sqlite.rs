@@ -10,7 +10,7 @@ use sqlx::sqlite::SqliteConnection;
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
 use crate::event::{AppendRequest, Event, Subscription};
-use crate::sqlite::SqliteDb;
+use crate::sqlite::{SqliteDb, Statement};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -75,12 +75,9 @@ impl EventSource for SqliteEventStore {
         subscription: &Subscription,
         limit: usize,
     ) -> Result<Vec<Event>, SourceError> {
-        // The batch comes back as one JSON array in one row: sqlx's SQLite
-        // driver hands every row across threads on its own, which cost more
-        // than reading and decoding the events themselves (BENCHMARKS.md).
         let mut sql = String::from(
-            "SELECT json_group_array(json_array(position, stream_id, stream_version, event_type, payload, \
-             metadata, timestamp)) FROM (SELECT * FROM events WHERE position > ? AND position <= ?",
+            "SELECT position, stream_id, stream_version, event_type, payload, metadata, timestamp \
+             FROM events WHERE position > ? AND position <= ?",
         );
         if !subscription.event_types.is_empty() {
             let marks = vec!["?"; subscription.event_types.len()].join(",");
@@ -91,42 +88,57 @@ impl EventSource for SqliteEventStore {
             let tests = vec!["substr(stream_id, 1, ?) = ?"; subscription.stream_prefixes.len()].join(" OR ");
             sql.push_str(&format!(" AND ({tests})"));
         }
-        sql.push_str(" ORDER BY position LIMIT ?)");
-        let mut query = sqlx::query_scalar(AssertSqlSafe(sql)).bind(after as i64).bind(up_to as i64);
+        sql.push_str(" ORDER BY position LIMIT ?");
+        let mut conn = self.db.readers.acquire().await?;
+        // Rows are stepped here, on this thread, through SQLite's C API:
+        // sqlx would hand each row over from its worker thread on its own,
+        // which cost more than reading and decoding the events (BENCHMARKS.md).
+        let mut handle = conn.lock_handle().await?;
+        let mut stmt = Statement::prepare(&mut handle, &sql)?;
+        let mut param = 0;
+        let mut next = || {
+            param += 1;
+            param
+        };
+        stmt.bind_i64(next(), to_i64(after))?;
+        stmt.bind_i64(next(), to_i64(up_to))?;
         for t in &subscription.event_types {
-            query = query.bind(t.as_str());
+            stmt.bind_text(next(), t)?;
         }
         for p in &subscription.stream_prefixes {
-            query = query.bind(p.chars().count() as i64).bind(p.as_str());
+            stmt.bind_i64(next(), p.chars().count() as i64)?;
+            stmt.bind_text(next(), p)?;
         }
-        let batch: String = query.bind(limit as i64).fetch_one(&self.db.readers).await?;
-        decode_batch(&batch)
+        stmt.bind_i64(next(), i64::try_from(limit).unwrap_or(i64::MAX))?;
+        let expected = usize::try_from(up_to.saturating_sub(after)).unwrap_or(usize::MAX).min(limit);
+        let mut events = Vec::with_capacity(expected.min(MAX_PREALLOCATED));
+        while stmt.step()? {
+            events.push(Event {
+                position: unsigned(&stmt, 0)?,
+                stream_id: stmt.column_str(1)?.to_owned(),
+                stream_version: unsigned(&stmt, 2)?,
+                event_type: stmt.column_str(3)?.to_owned(),
+                payload: stmt.column_str(4)?.to_owned(),
+                metadata: stmt.column_str(5)?.to_owned(),
+                timestamp: unsigned(&stmt, 6)?,
+            });
+        }
+        Ok(events)
     }
 }
 
-/// One event as `json_array` writes it in `read`.
-type JsonRow = (u64, String, u64, String, String, String, u64);
+/// Events a read reserves room for up front; a larger batch grows as it goes.
+const MAX_PREALLOCATED: usize = 16_384;
 
-/// Decodes the JSON array `read` selects, in position order.
-fn decode_batch(batch: &str) -> Result<Vec<Event>, SourceError> {
-    let rows: Vec<JsonRow> = serde_json::from_str(batch).map_err(|e| SourceError::Corrupt(e.to_string()))?;
-    let mut events: Vec<Event> = rows
-        .into_iter()
-        .map(|(position, stream_id, stream_version, event_type, payload, metadata, timestamp)| Event {
-            position,
-            stream_id,
-            stream_version,
-            event_type,
-            payload,
-            metadata,
-            timestamp,
-        })
-        .collect();
-    // SQLite does not promise an aggregate sees the subquery's order.
-    if !events.is_sorted_by_key(|e| e.position) {
-        events.sort_unstable_by_key(|e| e.position);
-    }
-    Ok(events)
+/// A position bound as SQLite's signed integer (positions beyond it do not exist).
+fn to_i64(position: u64) -> i64 {
+    i64::try_from(position).unwrap_or(i64::MAX)
+}
+
+/// A column the schema keeps non-negative (positions, versions, timestamps).
+fn unsigned(stmt: &Statement<'_>, column: std::ffi::c_int) -> Result<u64, SourceError> {
+    let n = stmt.column_i64(column);
+    u64::try_from(n).map_err(|_| SourceError::Corrupt(format!("negative value {n} in column {column}")))
 }
 
 /// Rows (or stream ids) per statement of an append. Each statement costs a
@@ -223,5 +235,55 @@ impl EventStore for SqliteEventStore {
             .fetch_one(&self.db.readers)
             .await?;
         Ok(v as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ExpectedVersion, NewEvent};
+
+    async fn store_with(payloads: &[&str]) -> (tempfile::TempDir, SqliteEventStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteEventStore::open(&dir.path().join("events.db")).await.unwrap();
+        let events = payloads.iter().map(|p| NewEvent::new("Noted", *p)).collect();
+        store
+            .append(&[AppendRequest { stream_id: "s-1".into(), expected: ExpectedVersion::Any, events }])
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn reads_text_back_byte_for_byte() {
+        let payloads = [r#"{"q":"\"quoted\" \\ back\nslash"}"#, r#"{"u":"zürich ✓ 𝄞"}"#, "{}"];
+        let (_dir, store) = store_with(&payloads).await;
+        let events = store.read(0, 3, &Subscription::default(), 10).await.unwrap();
+        let read: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+        assert_eq!(read, payloads);
+        assert_eq!(events.iter().map(|e| (e.position, e.stream_version)).collect::<Vec<_>>(), [(1, 1), (2, 2), (3, 3)]);
+        assert!(events.iter().all(|e| e.stream_id == "s-1" && e.event_type == "Noted" && e.metadata == "{}"));
+    }
+
+    #[tokio::test]
+    async fn rows_another_writer_corrupted_are_an_error_not_a_panic() {
+        let (_dir, store) = store_with(&["{}", "{}", "{}"]).await;
+        // Written behind the host's back, as another program could.
+        sqlx::query("UPDATE events SET payload = CAST(x'7bff7d' AS TEXT) WHERE position = 2")
+            .execute(&store.db.writer)
+            .await
+            .unwrap();
+        let err = store.read(0, 3, &Subscription::default(), 10).await.unwrap_err();
+        assert!(matches!(&err, SourceError::Sqlite { message, .. } if message.contains("UTF-8")), "{err}");
+        sqlx::query("UPDATE events SET payload = '{}', timestamp = -5 WHERE position = 2")
+            .execute(&store.db.writer)
+            .await
+            .unwrap();
+        let err = store.read(0, 3, &Subscription::default(), 10).await.unwrap_err();
+        assert!(matches!(&err, SourceError::Corrupt(m) if m.contains("-5")), "{err}");
+        // Reads that stop before the bad row still work, and the readers'
+        // connections are usable after the errors.
+        assert_eq!(store.read(0, 1, &Subscription::default(), 10).await.unwrap().len(), 1);
+        assert_eq!(store.head().await.unwrap(), 3);
     }
 }
