@@ -14,6 +14,12 @@ pub(crate) fn new_engine(fuel: bool) -> wasmtime::Result<Engine> {
     config.cranelift_opt_level(OptLevel::Speed);
     config.epoch_interruption(true);
     config.consume_fuel(fuel);
+    // `perf` cannot name JIT-compiled guest code on its own; with this set,
+    // wasmtime writes /tmp/perf-<pid>.map so profiles show the plugin's
+    // functions (BENCHMARKS.md, "Profiling").
+    if std::env::var_os("REFRACT_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
     start_epoch_ticker(&engine)?;
     Ok(engine)
