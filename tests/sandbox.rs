@@ -178,11 +178,12 @@ async fn fuel_stops_a_busy_loop() {
 }
 
 /// 10,000 bank events for the ledger with poison events at the given
-/// indexes; one of them traps, the others return an error.
+/// indexes: the second traps, the third writes a document id the host
+/// refuses, the others return an error.
 fn poisoned_stream(total: usize, poison_at: &[usize]) -> Vec<BankEvent> {
     let mut events = bank_events(100, total - poison_at.len(), 21);
     for (n, &i) in poison_at.iter().enumerate() {
-        let payload = json!({ "amount": 1000, "poison": true, "trap": n == 1 });
+        let payload = json!({ "amount": 1000, "poison": true, "trap": n == 1, "bad_id": n == 2 });
         events.insert(i, BankEvent { stream: format!("account-{}", i % 100), event_type: "MoneyDeposited", payload });
     }
     events
@@ -235,9 +236,13 @@ async fn skip_records_each_poison_event_and_projects_the_rest() {
     assert_eq!(positions, poison_at.iter().map(|&i| i as u64 + 1).collect::<Vec<_>>());
     assert!(letters[0].error.starts_with("projection error at position 1235: poison event"), "{}", letters[0].error);
     assert!(letters[1].error.starts_with("trap: "), "{}", letters[1].error);
+    assert!(letters[2].error.starts_with("invalid document id"), "{}", letters[2].error);
     let hash = host_hash("poison");
     assert!(letters.iter().all(|l| l.module_hash == hash && l.event_type == "MoneyDeposited" && !l.replay));
 
+    // Each refused or failed attempt counted its batch's movements in the
+    // instance (the SDK keeps documents decoded): the runner must replace
+    // it before a retry, or those movements would be counted twice.
     let clean: Vec<BankEvent> =
         events.iter().enumerate().filter(|(i, _)| !poison_at.contains(i)).map(|(_, e)| e.clone()).collect();
     assert_eq!(ledger(models.as_ref()).await, expected_ledger(&clean));

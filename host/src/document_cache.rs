@@ -66,6 +66,8 @@ struct Inner {
     /// means "absent", with no store read. True only for a generation that
     /// started from position 0 (empty tables) until the first eviction or clear.
     complete: bool,
+    /// How many times projected work was discarded (`clear`); see [`DocumentCache::epoch`].
+    epoch: u64,
 }
 
 impl DocumentCache {
@@ -81,7 +83,8 @@ impl DocumentCache {
         // in a way that matters more than losing the cache: start over.
         self.inner.lock().unwrap_or_else(|poisoned| {
             let mut inner = poisoned.into_inner();
-            *inner = Inner::default();
+            let epoch = inner.epoch + 1;
+            *inner = Inner { epoch, ..Inner::default() };
             inner
         })
     }
@@ -170,7 +173,17 @@ impl DocumentCache {
     /// Forgets everything, staged and committing changes included: the next
     /// reads go to the store.
     pub(crate) fn clear(&self) {
-        *self.lock() = Inner::default();
+        let mut inner = self.lock();
+        let epoch = inner.epoch + 1;
+        *inner = Inner { epoch, ..Inner::default() };
+    }
+
+    /// Changes with every [`clear`](Self::clear). A plugin instance that
+    /// projected under an earlier epoch remembers work the host has since
+    /// discarded (the SDK keeps documents decoded between batches, and a
+    /// projection may keep its own caches), so the runner replaces it.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.lock().epoch
     }
 }
 
@@ -333,7 +346,9 @@ mod tests {
         cache.stage(set(&[("a", "{\"v\":1}")], &[]));
         cache.begin_commit();
         cache.stage(set(&[("b", "{\"v\":1}")], &[]));
+        let epoch = cache.epoch();
         cache.clear();
+        assert_eq!(cache.epoch(), epoch + 1, "instances that saw the dropped batches must be replaced");
         assert_eq!(cache.get("c", "a"), None, "after a clear only the store knows");
         assert_eq!(cache.get("c", "b"), None, "batches staged on top of a failed commit are dropped too");
         assert!(cache.begin_commit().is_empty());
@@ -347,7 +362,9 @@ mod tests {
             cache.remember("c", &i.to_string(), None);
         }
         assert_eq!(cache.get("c", "0"), Some(None));
+        let epoch = cache.epoch();
         cache.remember("c", "one more", None);
+        assert_eq!(cache.epoch(), epoch, "evicting committed documents discards no projected work");
         assert_eq!(cache.get("c", "0"), None, "the full cache was cleared and is no longer complete");
         assert_eq!(cache.get("c", "one more"), Some(None));
     }

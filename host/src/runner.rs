@@ -222,8 +222,9 @@ pub(crate) type Switches = Arc<Mutex<HashMap<ModelKey, watch::Sender<bool>>>>;
 /// Longest pause between retries of a failing store or source.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The plugin's instance, kept across calls until one fails.
-type Slot = Option<Instance>;
+/// The plugin's instance, kept across calls until one fails or the host
+/// discards projected work, with the document cache's epoch it started in.
+type Slot = Option<(Instance, u64)>;
 
 impl Runner {
     /// Runs until stopped or faulted.
@@ -541,6 +542,12 @@ impl Runner {
         let (events, result) = self.call_plugin(access, instance, events).await;
         let result =
             result.map_err(Fault::from).and_then(|raw| Ok(ChangeSet::from_changes(raw, self.plugin.manifest())?));
+        if result.is_err() {
+            // Refused changes are not staged, but the instance already
+            // counted them (the SDK keeps what it wrote decoded): a retry
+            // must start from what the host holds.
+            *instance = None;
+        }
         (events, result)
     }
 
@@ -683,7 +690,8 @@ impl Runner {
 
     /// Calls `handle` on a blocking thread, instantiating first if needed.
     /// After a failure the instance is dropped, since a trapped instance
-    /// cannot be trusted again.
+    /// cannot be trusted again; so is one from before the host last
+    /// discarded projected work (a failed commit), whose memory still holds it.
     async fn call_plugin(
         &self,
         access: &ModelAccess,
@@ -693,17 +701,18 @@ impl Runner {
         let plugin = self.plugin.clone();
         let access = access.clone();
         let limits = self.config.limits.clone();
-        let current = instance.take();
+        let epoch = self.documents.epoch();
+        let current = instance.take().filter(|(_, started)| *started == epoch);
         let joined = tokio::task::spawn_blocking(move || {
             let mut inst = match current {
-                Some(i) => i,
+                Some((i, _)) => i,
                 None => match plugin.instantiate(access, &limits) {
                     Ok(i) => i,
                     Err(e) => return (None, events, Err(e)),
                 },
             };
             let result = inst.handle(&events, &limits);
-            (result.is_ok().then_some(inst), events, result)
+            (result.is_ok().then_some((inst, epoch)), events, result)
         })
         .await;
         match joined {

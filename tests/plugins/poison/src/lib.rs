@@ -1,7 +1,9 @@
 //! Test fixture: a ledger of bank accounts (per account: the sum of
 //! deposits minus withdrawals, and how many there were) that fails on any
 //! event whose payload has `"poison": true`: it traps when the payload also
-//! has `"trap": true`, and returns an error otherwise. Built with the
+//! has `"trap": true`, writes a document with an empty id (which the host
+//! refuses, with the whole batch) when it has `"bad_id": true`, and returns
+//! an error otherwise. Built with the
 //! `fixed` feature (crate `poison-fixed`) it handles those events like any other.
 //! An optional `note` in the payload is kept as the entry's `last_note`, so a
 //! test can make a document larger than a `max_document_kib` limit.
@@ -28,6 +30,8 @@ struct Movement {
     #[serde(default)]
     trap: bool,
     #[serde(default)]
+    bad_id: bool,
+    #[serde(default)]
     note: Option<String>,
 }
 
@@ -43,6 +47,10 @@ impl Projection for Ledger {
         if m.poison && !cfg!(feature = "fixed") {
             if m.trap {
                 panic!("poison event at position {}", event.position);
+            }
+            if m.bad_id {
+                // The SDK passes the id on; the host refuses the batch's changes.
+                return ctx.update("entries", "", |e: &mut Entry| e.movements += 1);
             }
             return Err(Error::msg("poison event"));
         }
