@@ -79,9 +79,17 @@ pub mod __bindings {
 /// The host creates the value with [`Default`] the first time a batch arrives
 /// and keeps it for later batches of the same component instance, but it may
 /// re-instantiate the component at any time (after an error, a restart, a
-/// rebuild). Keep real state in the read model (through [`Context`]), and use
-/// fields only for caches that can be rebuilt.
+/// rebuild, or when it discards batches it projected but could not commit).
+/// Keep real state in the read model (through [`Context`]), and use fields
+/// only for caches that can be rebuilt.
 pub trait Projection: Default + 'static {
+    /// Whether [`Context::update`] keeps documents decoded between batches
+    /// (the default), instead of reading and decoding them again through
+    /// the host. Set it to `false` for a document type that does not come
+    /// back equal from its own JSON (a `#[serde(skip)]` field, say), since a
+    /// kept document is not re-decoded.
+    const KEEP_DOCUMENTS: bool = true;
+
     /// Describes the projection: its name, the events it receives and the
     /// collections it writes. Called when the host loads the component.
     fn manifest() -> Manifest;
@@ -320,11 +328,76 @@ pub struct Context {
     /// keeps only the last change per document, so earlier writes to the
     /// same document need not cross the boundary.
     writes: HashMap<String, HashMap<String, Option<String>>>,
+    /// Documents [`update`](Context::update) wrote, kept decoded for later
+    /// batches; `None` when the projection opted out ([`Projection::KEEP_DOCUMENTS`]).
+    kept: Option<Kept>,
+}
+
+/// Most JSON bytes of documents [`Kept`] holds before it starts over, so a
+/// projection with large or many documents stays far from its memory limit.
+const KEPT_BYTES: usize = 4 << 20;
+
+/// The decoded documents `update` wrote, by collection then id, each with
+/// the length of its JSON (the memory bound is counted in those bytes).
+///
+/// Sound because the host replaces the instance, and with it this map,
+/// whenever it discards a batch the instance projected (a failed batch,
+/// refused changes, a failed commit): what is kept is always what the
+/// host holds. Reading a kept document skips the `get` import and the
+/// decoding, which were a fifth of the CPU of a read-modify-write projection.
+#[derive(Default)]
+struct Kept {
+    docs: HashMap<String, HashMap<String, (Box<dyn Any>, usize)>>,
+    bytes: usize,
+}
+
+impl Kept {
+    /// Applies `f` to the kept document if there is one of type `T` and
+    /// returns its new JSON; gives `f` back otherwise.
+    fn update<T, F>(&mut self, collection: &str, id: &str, f: F) -> Result<Result<String, serde_json::Error>, F>
+    where
+        T: Serialize + 'static,
+        F: FnOnce(&mut T),
+    {
+        let Some((doc, len)) = self.docs.get_mut(collection).and_then(|docs| docs.get_mut(id)) else {
+            return Err(f);
+        };
+        let Some(doc) = doc.downcast_mut::<T>() else {
+            return Err(f);
+        };
+        f(doc);
+        let body = serde_json::to_string(doc);
+        if let Ok(body) = &body {
+            self.bytes = self.bytes - *len + body.len();
+            *len = body.len();
+        }
+        Ok(body)
+    }
+
+    fn insert(&mut self, collection: &str, id: &str, doc: Box<dyn Any>, len: usize) {
+        self.remove(collection, id);
+        if self.bytes + len > KEPT_BYTES {
+            self.docs.clear();
+            self.bytes = 0;
+        }
+        self.bytes += len;
+        let docs = match self.docs.get_mut(collection) {
+            Some(docs) => docs,
+            None => self.docs.entry(collection.to_owned()).or_default(),
+        };
+        docs.insert(id.to_owned(), (doc, len));
+    }
+
+    fn remove(&mut self, collection: &str, id: &str) {
+        if let Some((_, len)) = self.docs.get_mut(collection).and_then(|docs| docs.remove(id)) {
+            self.bytes -= len;
+        }
+    }
 }
 
 impl Context {
-    fn new(collections: Rc<[String]>) -> Self {
-        Context { collections, writes: HashMap::new() }
+    fn new(collections: Rc<[String]>, keep: bool) -> Self {
+        Context { collections, writes: HashMap::new(), kept: keep.then(Kept::default) }
     }
 
     /// Reads a document, including the changes made earlier in this batch.
@@ -345,12 +418,18 @@ impl Context {
     pub fn upsert<T: Serialize>(&mut self, collection: &str, id: &str, doc: &T) -> Result<(), Error> {
         self.check_collection(collection)?;
         let body = serde_json::to_string(doc)?;
+        self.forget(collection, id);
         self.write(collection, id, Some(body));
         Ok(())
     }
 
     /// Loads a document (or `T::default()` when it does not exist), lets `f`
     /// modify it and upserts the result.
+    ///
+    /// The document stays decoded in the instance for later batches, so the
+    /// next `update` of it neither asks the host nor parses JSON. That is
+    /// only the same as reading it back if `T` comes back equal from its
+    /// own JSON; for a type that does not, see [`Projection::KEEP_DOCUMENTS`].
     ///
     /// ```
     /// # use refract_sdk::{Context, Error};
@@ -363,18 +442,42 @@ impl Context {
     /// ```
     pub fn update<T>(&mut self, collection: &str, id: &str, f: impl FnOnce(&mut T)) -> Result<(), Error>
     where
-        T: Default + Serialize + DeserializeOwned,
+        T: Default + Serialize + DeserializeOwned + 'static,
     {
-        let mut doc = self.get(collection, id)?.unwrap_or_default();
+        self.check_collection(collection)?;
+        let f = match &mut self.kept {
+            Some(kept) => match kept.update(collection, id, f) {
+                Ok(body) => {
+                    self.write(collection, id, Some(body?));
+                    return Ok(());
+                }
+                Err(f) => f,
+            },
+            None => f,
+        };
+        let mut doc: T = self.get(collection, id)?.unwrap_or_default();
         f(&mut doc);
-        self.upsert(collection, id, &doc)
+        let body = serde_json::to_string(&doc)?;
+        if let Some(kept) = &mut self.kept {
+            kept.insert(collection, id, Box::new(doc), body.len());
+        }
+        self.write(collection, id, Some(body));
+        Ok(())
     }
 
     /// Removes a document if it exists.
     pub fn delete(&mut self, collection: &str, id: &str) -> Result<(), Error> {
         self.check_collection(collection)?;
+        self.forget(collection, id);
         self.write(collection, id, None);
         Ok(())
+    }
+
+    /// Drops the decoded copy of a document written some other way than `update`.
+    fn forget(&mut self, collection: &str, id: &str) {
+        if let Some(kept) = &mut self.kept {
+            kept.remove(collection, id);
+        }
     }
 
     /// Records the latest state of a document; looked up by `&str` first so
@@ -392,10 +495,11 @@ impl Context {
         }
     }
 
-    /// The batch's net changes, one per document written.
-    fn into_changes(self) -> Vec<wit::Change> {
+    /// The batch's net changes, one per document written; the context is
+    /// left ready for the next batch.
+    fn take_changes(&mut self) -> Vec<wit::Change> {
         let mut changes = Vec::with_capacity(self.writes.values().map(HashMap::len).sum());
-        for (collection, docs) in self.writes {
+        for (collection, docs) in std::mem::take(&mut self.writes) {
             for (id, body) in docs {
                 let collection = collection.clone();
                 changes.push(match body {
@@ -450,11 +554,11 @@ pub const fn __check_export<G: wit_export::Guest>() {}
 #[doc(hidden)]
 pub struct __Export<P>(PhantomData<P>);
 
-/// The projection value of this instance and what `handle` needs from its
-/// manifest, created on first use.
+/// The projection value of this instance and its context, which keeps
+/// decoded documents between batches; created on first use.
 struct Instance<P> {
     projection: P,
-    collections: Rc<[String]>,
+    ctx: Context,
 }
 
 thread_local! {
@@ -468,15 +572,14 @@ impl<P: Projection> __Export<P> {
         instance: &mut Instance<P>,
         batch: Vec<wit::Event>,
     ) -> Result<Vec<wit::Change>, wit::ProjectionError> {
-        let mut ctx = Context::new(instance.collections.clone());
         for event in batch {
             let event = Event::from(event);
             instance
                 .projection
-                .handle(&event, &mut ctx)
+                .handle(&event, &mut instance.ctx)
                 .map_err(|err| wit::ProjectionError { position: event.position, message: err.to_string() })?;
         }
-        Ok(ctx.into_changes())
+        Ok(instance.ctx.take_changes())
     }
 }
 
@@ -490,18 +593,59 @@ impl<P: Projection> wit_export::Guest for __Export<P> {
             let instance = slot
                 .get_or_insert_with(|| {
                     let collections = P::manifest().collections.into_iter().map(|(name, _)| name).collect();
-                    Box::new(Instance { projection: P::default(), collections })
+                    Box::new(Instance { projection: P::default(), ctx: Context::new(collections, P::KEEP_DOCUMENTS) })
                 })
                 .downcast_mut::<Instance<P>>()
                 .expect("a component exports a single projection type");
             let result = Self::handle_batch(instance, batch);
             if result.is_err() {
                 // The host discards the failed batch and will redeliver it;
-                // drop the fields too, since earlier events of the batch may
-                // have changed them.
+                // drop the fields and kept documents too, since earlier
+                // events of the batch may have changed them.
                 *slot = None;
             }
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default, Serialize, Debug, PartialEq)]
+    struct Doc {
+        n: u32,
+    }
+
+    #[test]
+    fn kept_documents_are_updated_in_place_and_counted_in_json_bytes() {
+        let mut kept = Kept::default();
+        assert!(kept.update("c", "a", |d: &mut Doc| d.n += 1).is_err(), "nothing kept yet: f comes back");
+        kept.insert("c", "a", Box::new(Doc { n: 1 }), 7);
+        let body = kept.update("c", "a", |d: &mut Doc| d.n += 41).ok().unwrap().unwrap();
+        assert_eq!(body, r#"{"n":42}"#);
+        assert_eq!(kept.bytes, body.len());
+        assert!(kept.update("c", "a", |_: &mut String| ()).is_err(), "another type is not this document");
+        assert!(kept.update("other", "a", |d: &mut Doc| d.n += 1).is_err(), "collections are separate");
+        kept.remove("c", "a");
+        assert_eq!(kept.bytes, 0);
+        assert!(kept.update("c", "a", |d: &mut Doc| d.n += 1).is_err());
+    }
+
+    #[test]
+    fn kept_documents_start_over_past_the_byte_bound() {
+        let mut kept = Kept::default();
+        let len = KEPT_BYTES / 4;
+        for id in ["a", "b", "c", "d"] {
+            kept.insert("c", id, Box::new(Doc::default()), len);
+        }
+        assert_eq!(kept.bytes, KEPT_BYTES);
+        kept.insert("c", "a", Box::new(Doc::default()), len);
+        assert_eq!(kept.bytes, KEPT_BYTES, "replacing a document does not count it twice");
+        kept.insert("c", "e", Box::new(Doc::default()), 1);
+        assert_eq!(kept.bytes, 1, "over the bound: everything else is dropped");
+        assert!(kept.update("c", "b", |d: &mut Doc| d.n += 1).is_err());
+        assert!(kept.update("c", "e", |d: &mut Doc| d.n += 1).is_ok());
     }
 }
