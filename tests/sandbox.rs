@@ -7,9 +7,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
-use refract::{EventSource, FailurePolicy, ProjectionState, ReadModelStore, SyncConfig};
+use refract::{
+    ChangeSet, DeadLetter, EventSource, FailurePolicy, Filter, Manifest, ModelKey, Page, ProjectionRecord,
+    ProjectionState, Query, ReadModelStore, Registration, RetryRequest, StoreError, SyncConfig,
+};
 use serde_json::{Value, json};
 
 fn refract(data: &Path, args: &[&str]) -> Output {
@@ -358,4 +363,117 @@ async fn retry_replays_dead_letters_through_the_current_plugin() {
     assert_eq!(docs, expected_ledger(&without_poison));
     let account_3 = all_documents(models.as_ref(), "ledger", "entries").await["account-3"].clone();
     assert_eq!(account_3["last_note"].as_str().map(str::len), Some(2000));
+}
+
+/// A read-model store whose commits fail, before reaching the store, on
+/// the calls listed in `fail_on` (counted from 1); everything else is the
+/// real store.
+struct FlakyCommits {
+    inner: Arc<dyn ReadModelStore>,
+    calls: AtomicUsize,
+    fail_on: Vec<usize>,
+}
+
+#[async_trait::async_trait]
+impl ReadModelStore for FlakyCommits {
+    async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.fail_on.contains(&call) {
+            return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+        }
+        self.inner.commit(key, changes, from, to).await
+    }
+    async fn register(&self, m: &Manifest, hash: &str, source: &str) -> Result<Registration, StoreError> {
+        self.inner.register(m, hash, source).await
+    }
+    async fn record_load_failure(&self, name: &str, hash: &str, source: &str, error: &str) -> Result<(), StoreError> {
+        self.inner.record_load_failure(name, hash, source, error).await
+    }
+    async fn request_rebuild(&self, name: &str) -> Result<ProjectionRecord, StoreError> {
+        self.inner.request_rebuild(name).await
+    }
+    async fn activate(&self, key: &ModelKey) -> Result<Option<ModelKey>, StoreError> {
+        self.inner.activate(key).await
+    }
+    async fn fail_generation(&self, key: &ModelKey, error: &str) -> Result<(), StoreError> {
+        self.inner.fail_generation(key, error).await
+    }
+    async fn drop_projection(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.drop_projection(name).await
+    }
+    async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
+        self.inner.projections().await
+    }
+    async fn projection(&self, name: &str) -> Result<ProjectionRecord, StoreError> {
+        self.inner.projection(name).await
+    }
+    async fn generation(&self, key: &ModelKey) -> Result<ProjectionRecord, StoreError> {
+        self.inner.generation(key).await
+    }
+    async fn set_state(&self, key: &ModelKey, state: ProjectionState, error: Option<&str>) -> Result<(), StoreError> {
+        self.inner.set_state(key, state, error).await
+    }
+    async fn skip_event(&self, key: &ModelKey, letter: &DeadLetter, from: u64, to: u64) -> Result<(), StoreError> {
+        self.inner.skip_event(key, letter, from, to).await
+    }
+    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters(name).await
+    }
+    async fn request_retry(&self, name: &str) -> Result<RetryRequest, StoreError> {
+        self.inner.request_retry(name).await
+    }
+    async fn finish_replay(
+        &self,
+        key: &ModelKey,
+        position: u64,
+        outcome: Result<&ChangeSet, &str>,
+    ) -> Result<(), StoreError> {
+        self.inner.finish_replay(key, position, outcome).await
+    }
+    async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.get(key, collection, id).await
+    }
+    async fn get_document(&self, projection: &str, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.get_document(projection, collection, id).await
+    }
+    async fn query_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<Page, StoreError> {
+        self.inner.query_documents(projection, collection, query).await
+    }
+    async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError> {
+        self.inner.count_documents(projection, collection, filters).await
+    }
+    async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.tables(projection).await
+    }
+}
+
+/// Failed commits (the store unreachable for a moment) make the runner
+/// read again from its committed checkpoint. The plugin instance projected
+/// those events already and keeps the documents it wrote, so it must be
+/// replaced too: otherwise every balance of a failed group would count
+/// twice. Compared account by account with a model computed in the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_commits_are_projected_again_without_counting_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let events = bank_events(200, 12_000, 5);
+    append_all(stores.events.as_ref(), &events).await;
+    let flaky =
+        Arc::new(FlakyCommits { inner: stores.models_dyn(), calls: AtomicUsize::new(0), fail_on: vec![2, 5, 6] });
+    let sync = SyncConfig { batch_size: 250, commit_events: 1_000, ..SyncConfig::default() };
+    let mut host = refract::Host::new(stores.events.clone(), flaky.clone(), sync).unwrap();
+    host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
+    host.wait_until_caught_up().await.unwrap();
+    assert_eq!(host.progress("account-summary").unwrap().checkpoint, 12_000);
+    host.shutdown().await;
+    assert!(flaky.calls.load(Ordering::SeqCst) > 6, "the failing commits were reached");
+
+    let docs = all_documents(stores.models_dyn().as_ref(), "account-summary", "accounts").await;
+    let got: BTreeMap<String, (i64, u64)> = docs
+        .iter()
+        .map(|(id, d)| (id.clone(), (d["balance"].as_i64().unwrap(), d["transactions"].as_u64().unwrap())))
+        .collect();
+    let want: BTreeMap<String, (i64, u64)> =
+        expected_accounts(&events).into_iter().map(|(id, a)| (id, (a.balance, a.transactions))).collect();
+    assert_eq!(got, want);
 }
