@@ -347,9 +347,12 @@ const KEPT_BYTES: usize = 4 << 20;
 /// decoding, which were a fifth of the CPU of a read-modify-write projection.
 #[derive(Default)]
 struct Kept {
-    docs: HashMap<String, HashMap<String, (Box<dyn Any>, usize)>>,
+    docs: HashMap<String, HashMap<String, KeptDoc>>,
     bytes: usize,
 }
+
+/// A decoded document and the length of its JSON.
+type KeptDoc = (Box<dyn Any>, usize);
 
 impl Kept {
     /// Applies `f` to the kept document if there is one of type `T` and
