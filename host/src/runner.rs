@@ -543,9 +543,9 @@ impl Runner {
         let result =
             result.map_err(Fault::from).and_then(|raw| Ok(ChangeSet::from_changes(raw, self.plugin.manifest())?));
         if result.is_err() {
-            // Refused changes are not staged, but the instance already
-            // counted them (the SDK keeps what it wrote decoded): a retry
-            // must start from what the host holds.
+            // A trapped instance cannot be trusted again, and one whose
+            // changes were refused already counted them (the SDK keeps what
+            // it wrote decoded): a retry must start from what the host holds.
             *instance = None;
         }
         (events, result)
@@ -688,10 +688,10 @@ impl Runner {
         Ok(())
     }
 
-    /// Calls `handle` on a blocking thread, instantiating first if needed.
-    /// After a failure the instance is dropped, since a trapped instance
-    /// cannot be trusted again; so is one from before the host last
-    /// discarded projected work (a failed commit), whose memory still holds it.
+    /// Calls `handle` on a blocking thread, instantiating first if needed,
+    /// and gives the instance back (`project` drops it if the call failed).
+    /// An instance from before the host last discarded projected work (a
+    /// failed commit) is replaced first, since its memory still holds that work.
     async fn call_plugin(
         &self,
         access: &ModelAccess,
@@ -712,7 +712,7 @@ impl Runner {
                 },
             };
             let result = inst.handle(&events, &limits);
-            (result.is_ok().then_some((inst, epoch)), events, result)
+            (Some((inst, epoch)), events, result)
         })
         .await;
         match joined {

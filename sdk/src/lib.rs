@@ -354,6 +354,19 @@ struct Kept {
 /// A decoded document and the length of its JSON.
 type KeptDoc = (Box<dyn Any>, usize);
 
+/// Runs `f` on the per-id map of `collection`, created on first use; looked
+/// up by `&str` first so that the collection name is copied once, not per write.
+fn in_collection<V, R>(
+    maps: &mut HashMap<String, HashMap<String, V>>,
+    collection: &str,
+    f: impl FnOnce(&mut HashMap<String, V>) -> R,
+) -> R {
+    match maps.get_mut(collection) {
+        Some(docs) => f(docs),
+        None => f(maps.entry(collection.to_owned()).or_default()),
+    }
+}
+
 impl Kept {
     /// Applies `f` to the kept document if there is one of type `T` and
     /// returns its new JSON; gives `f` back otherwise.
@@ -384,11 +397,7 @@ impl Kept {
             self.bytes = 0;
         }
         self.bytes += len;
-        let docs = match self.docs.get_mut(collection) {
-            Some(docs) => docs,
-            None => self.docs.entry(collection.to_owned()).or_default(),
-        };
-        docs.insert(id.to_owned(), (doc, len));
+        in_collection(&mut self.docs, collection, |docs| docs.insert(id.to_owned(), (doc, len)));
     }
 
     fn remove(&mut self, collection: &str, id: &str) {
@@ -483,19 +492,14 @@ impl Context {
         }
     }
 
-    /// Records the latest state of a document; looked up by `&str` first so
-    /// that the collection name is copied once per batch, not per write.
+    /// Records the latest state of a document.
     fn write(&mut self, collection: &str, id: &str, body: Option<String>) {
-        let docs = match self.writes.get_mut(collection) {
-            Some(docs) => docs,
-            None => self.writes.entry(collection.to_owned()).or_default(),
-        };
-        match docs.get_mut(id) {
+        in_collection(&mut self.writes, collection, |docs| match docs.get_mut(id) {
             Some(slot) => *slot = body,
             None => {
                 docs.insert(id.to_owned(), body);
             }
-        }
+        });
     }
 
     /// The batch's net changes, one per document written; the context is
