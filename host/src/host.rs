@@ -537,7 +537,7 @@ impl Host {
                 DocumentCache::default()
             }),
             staged: Default::default(),
-            prefetch: None,
+            read_ahead: None,
             committing: None,
         };
         let task = tokio::spawn(runner.run());

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 use crate::changes::{Change, ChangeError, ChangeSet};
 use crate::config::ProjectionConfig;
 use crate::document_cache::DocumentCache;
-use crate::event::Event;
+use crate::event::{Event, Subscription};
 use crate::plugin::{Instance, ModelAccess, Plugin, PluginError};
 use crate::policy::FailurePolicy;
 use crate::source::{EventSource, SourceError};
@@ -165,8 +165,8 @@ pub(crate) struct Runner {
     pub documents: Arc<DocumentCache>,
     /// Batches projected since the last commit.
     pub staged: Staged,
-    /// The next batch, read while the current one is projected.
-    pub prefetch: Option<Prefetch>,
+    /// The next batches, read while the current one is projected.
+    pub read_ahead: Option<ReadAhead>,
     /// The commit running while the next batches are projected.
     pub committing: Option<Committing>,
 }
@@ -185,21 +185,81 @@ pub(crate) struct Committing {
     task: tokio::task::JoinHandle<(Arc<ChangeSet>, Result<(), StoreError>)>,
 }
 
-/// A read of the next batch started before the current batch is projected,
-/// so that reading (on the store's thread) and projecting (on a plugin
-/// thread) overlap instead of taking turns.
-pub(crate) struct Prefetch {
-    /// Position the read starts after.
+/// Reads of the next batches, started before the current batch is
+/// projected, so that reading (on a store thread) and projecting (on a
+/// plugin thread) overlap instead of taking turns. One batch ahead was not
+/// enough: a read slowed by a commit on the other core held up the runner
+/// for a tenth of its time, so the reader keeps up to [`READ_AHEAD`]
+/// batches ready and catches up while the store is idle.
+pub(crate) struct ReadAhead {
+    /// Position the next batch it delivers starts after.
     from: u64,
     /// The head it reads up to.
     up_to: u64,
-    task: tokio::task::JoinHandle<Result<Vec<Event>, SourceError>>,
+    /// Batch size it reads with: a full batch ends at its last event.
+    limit: usize,
+    batches: tokio::sync::mpsc::Receiver<Result<Vec<Event>, SourceError>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Prefetch {
-    /// A read nobody will use should not hold a reader connection.
+/// Batches read ahead beyond the one being projected; the runner's memory
+/// grows by this many batches of events.
+const READ_AHEAD: usize = 2;
+
+impl ReadAhead {
+    /// Starts reading the batches after `from`, up to `up_to`.
+    fn start(source: Arc<dyn EventSource>, subscription: Subscription, from: u64, up_to: u64, limit: usize) -> Self {
+        // One batch waits in the channel while the task reads the next.
+        let (tx, batches) = tokio::sync::mpsc::channel(READ_AHEAD - 1);
+        let task = tokio::spawn(async move {
+            let mut after = from;
+            while after < up_to {
+                let read = source.read(after, up_to, &subscription, limit).await;
+                after = match &read {
+                    Ok(events) => batch_end(events, limit, up_to),
+                    // The runner reads again itself after a failed read.
+                    Err(_) => up_to,
+                };
+                if tx.send(read).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Self { from, up_to, limit, batches, task }
+    }
+
+    /// The next batch if it starts at `from`, with the head it was read up to.
+    /// `None` when it does not (the runner went back to its checkpoint) or
+    /// the read failed: the caller reads on its own.
+    async fn next(&mut self, from: u64) -> Option<(Vec<Event>, u64)> {
+        if from != self.from {
+            return None;
+        }
+        let events = self.batches.recv().await?.ok()?;
+        self.from = batch_end(&events, self.limit, self.up_to);
+        Some((events, self.up_to))
+    }
+
+    /// Whether it is reading, or has read, the batch after `from`.
+    fn covers(&self, from: u64) -> bool {
+        self.from == from && self.up_to > from
+    }
+}
+
+impl Drop for ReadAhead {
+    /// Reads nobody will use should not hold a reader connection.
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Where a batch read after some position up to `up_to` ends: at its last
+/// event if it is full (more may follow), else at `up_to` (everything up to
+/// it was read, including events the subscription skips).
+fn batch_end(events: &[Event], limit: usize, up_to: u64) -> u64 {
+    match events.last() {
+        Some(last) if events.len() >= limit => last.position,
+        _ => up_to,
     }
 }
 
@@ -304,8 +364,8 @@ impl Runner {
         // A prefetched read of the next batch already knows a head beyond
         // it; asking again costs a store round trip per batch, most of a
         // small batch's time. The head is asked again once that one is reached.
-        let head = match self.prefetch.as_ref().filter(|p| p.from == read_to && p.up_to > read_to) {
-            Some(p) => p.up_to,
+        let head = match self.read_ahead.as_ref().filter(|r| r.covers(read_to)) {
+            Some(r) => r.up_to,
             None => self.source.head().await.map_err(|e| StepError::Transient(e.to_string()))?,
         };
         if read_to >= head {
@@ -330,14 +390,14 @@ impl Runner {
             }
         }
         *partial_since = None;
-        // A full batch ends at its last event; otherwise everything up to the
-        // head was read, including events this projection does not subscribe to.
-        let to = if full { events.last().map_or(head, |e| e.position) } else { head };
+        let to = batch_end(&events, self.sync.batch_size, head);
         // Reached the head: what was read is committed at once, even a
         // full batch, so grouping only ever applies to a real backlog.
         let caught_up = !full || to >= head;
-        if !caught_up {
-            self.prefetch(to, head);
+        if !caught_up && !self.read_ahead.as_ref().is_some_and(|r| r.covers(to)) {
+            let subscription = self.plugin.manifest().subscription.clone();
+            let limit = self.sync.batch_size;
+            self.read_ahead = Some(ReadAhead::start(self.source.clone(), subscription, to, head, limit));
         }
         let batch_len = events.len();
         if !events.is_empty() {
@@ -374,12 +434,13 @@ impl Runner {
     }
 
     /// Up to a batch of events after `from`, and the head they were read up
-    /// to: the prefetched read if it starts at `from`, else a new read.
+    /// to: the batch read ahead if it starts at `from`, else a new read.
     async fn read_batch(&mut self, from: u64, head: u64) -> Result<(Vec<Event>, u64), StepError> {
-        if let Some(mut p) = self.prefetch.take().filter(|p| p.from == from) {
-            // A failed prefetch is retried below as an ordinary read.
-            if let Ok(Ok(events)) = (&mut p.task).await {
-                return Ok((events, p.up_to));
+        if let Some(ahead) = &mut self.read_ahead {
+            match ahead.next(from).await {
+                Some(read) => return Ok(read),
+                // Out of step or failed: read on our own, and start over later.
+                None => self.read_ahead = None,
             }
         }
         let subscription = &self.plugin.manifest().subscription;
@@ -389,18 +450,6 @@ impl Runner {
             .await
             .map_err(|e| StepError::Transient(e.to_string()))?;
         Ok((events, head))
-    }
-
-    /// Starts reading the batch after `from` in the background.
-    fn prefetch(&mut self, from: u64, head: u64) {
-        if from >= head {
-            return;
-        }
-        let source = self.source.clone();
-        let subscription = self.plugin.manifest().subscription.clone();
-        let limit = self.sync.batch_size;
-        let task = tokio::spawn(async move { source.read(from, head, &subscription, limit).await });
-        self.prefetch = Some(Prefetch { from, up_to: head, task });
     }
 
     /// Position up to which events have been read and projected: the
