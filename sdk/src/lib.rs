@@ -532,11 +532,12 @@ impl Context {
     }
 
     /// The batch's net changes, one per document written; the context is
-    /// left ready for the next batch.
+    /// left ready for the next batch. The maps keep their capacity, so the
+    /// next batch does not grow them again.
     fn take_changes(&mut self) -> Vec<wit::Change> {
         let mut changes = Vec::with_capacity(self.writes.values().map(Map::len).sum());
-        for (collection, docs) in std::mem::take(&mut self.writes) {
-            for (id, body) in docs {
+        for (collection, docs) in &mut self.writes {
+            for (id, body) in docs.drain() {
                 let collection = collection.clone();
                 changes.push(match body {
                     Some(body) => wit::Change::Upsert(wit::Document { collection, id, body }),
