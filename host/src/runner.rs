@@ -189,8 +189,8 @@ pub(crate) struct Committing {
 /// projected, so that reading (on a store thread) and projecting (on a
 /// plugin thread) overlap instead of taking turns. One batch ahead was not
 /// enough: a read slowed by a commit on the other core held up the runner
-/// for a tenth of its time, so the reader keeps up to [`READ_AHEAD`]
-/// batches ready and catches up while the store is idle.
+/// for a tenth of its time. The reader keeps several batches ready (see
+/// [`batches_ahead`]) and catches up while the store is idle.
 pub(crate) struct ReadAhead {
     /// Position the next batch it delivers starts after.
     from: u64,
@@ -202,15 +202,23 @@ pub(crate) struct ReadAhead {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Batches read ahead beyond the one being projected; the runner's memory
-/// grows by this many batches of events.
-const READ_AHEAD: usize = 2;
+/// Events a runner reads ahead of the one it projects, about 2.5 MiB of
+/// 400-byte events: at batch 1,000, six batches ahead gave about 5% more
+/// events/s than two (the reader uses the core the store leaves idle
+/// between commits) at the same peak RSS with 10 projections.
+const READ_AHEAD_EVENTS: usize = 6_000;
+
+/// Batches read ahead for a batch size: [`READ_AHEAD_EVENTS`] worth, but at
+/// least two (reading overlaps projecting) and at most 64.
+fn batches_ahead(batch_size: usize) -> usize {
+    (READ_AHEAD_EVENTS / batch_size.max(1)).clamp(2, 64)
+}
 
 impl ReadAhead {
     /// Starts reading the batches after `from`, up to `up_to`.
     fn start(source: Arc<dyn EventSource>, subscription: Subscription, from: u64, up_to: u64, limit: usize) -> Self {
         // One batch waits in the channel while the task reads the next.
-        let (tx, batches) = tokio::sync::mpsc::channel(READ_AHEAD - 1);
+        let (tx, batches) = tokio::sync::mpsc::channel(batches_ahead(limit) - 1);
         let task = tokio::spawn(async move {
             let mut after = from;
             while after < up_to {
@@ -828,5 +836,41 @@ impl StepError {
             StoreError::Retired { .. } => Self::Retired,
             e => Self::Transient(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(positions: &[u64]) -> Vec<Event> {
+        positions
+            .iter()
+            .map(|&position| Event {
+                position,
+                stream_id: "s".into(),
+                stream_version: position,
+                event_type: "t".into(),
+                payload: "{}".into(),
+                metadata: "{}".into(),
+                timestamp: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_batch_ends_at_its_last_event_any_other_at_the_head() {
+        assert_eq!(batch_end(&events(&[3, 5, 9]), 3, 20), 9, "full: more may follow the last event");
+        assert_eq!(batch_end(&events(&[3, 5]), 3, 20), 20, "partial: everything up to the head was read");
+        assert_eq!(batch_end(&[], 3, 20), 20, "nothing subscribed up to the head");
+    }
+
+    #[test]
+    fn read_ahead_is_bounded_in_events_but_always_overlaps() {
+        assert_eq!(batches_ahead(1_000), 6);
+        assert_eq!(batches_ahead(100), 60);
+        assert_eq!(batches_ahead(1), 64, "capped for realtime batches");
+        assert_eq!(batches_ahead(0), 64);
+        assert_eq!(batches_ahead(10_000), 2, "large batches still read one ahead while one waits");
     }
 }
