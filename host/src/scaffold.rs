@@ -124,6 +124,7 @@ license = "Apache-2.0"
 publish = false
 
 [dependencies]
+foldhash = "=0.2.0"
 serde = { version = "1.0.228", features = ["derive"] }
 serde_json = "1.0.145"
 wit-bindgen = { version = "=0.61.1" }
