@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use refract::{
-    ChangeSet, DeadLetter, EventSource, FailurePolicy, Filter, Manifest, ModelKey, Page, ProjectionRecord,
-    ProjectionState, Query, ReadModelStore, Registration, RetryRequest, StoreError, SyncConfig,
+    AppendRequest, Appended, ChangeSet, DeadLetter, Event, EventSource, EventStore, FailurePolicy, Filter, Manifest,
+    ModelKey, Page, ProjectionRecord, ProjectionState, Query, ReadModelStore, Registration, RetryRequest, SourceError,
+    StoreError, Subscription, SyncConfig,
 };
 use serde_json::{Value, json};
 
@@ -468,12 +469,80 @@ async fn failed_commits_are_projected_again_without_counting_twice() {
     host.shutdown().await;
     assert!(flaky.calls.load(Ordering::SeqCst) > 6, "the failing commits were reached");
 
+    assert_accounts_match(&stores, &events).await;
+}
+
+/// The event store, failing the reads whose call numbers are in `fail_on`
+/// (counting every read, those made ahead of the runner included).
+struct FlakyReads {
+    inner: Arc<refract::SqliteEventStore>,
+    calls: AtomicUsize,
+    fail_on: Vec<usize>,
+}
+
+#[async_trait::async_trait]
+impl EventSource for FlakyReads {
+    async fn head(&self) -> Result<u64, SourceError> {
+        self.inner.head().await
+    }
+    async fn read(
+        &self,
+        after: u64,
+        up_to: u64,
+        subscription: &Subscription,
+        limit: usize,
+    ) -> Result<Vec<Event>, SourceError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.fail_on.contains(&call) {
+            return Err(SourceError::Database(sqlx::Error::PoolTimedOut));
+        }
+        self.inner.read(after, up_to, subscription, limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for FlakyReads {
+    async fn append(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, SourceError> {
+        self.inner.append(requests).await
+    }
+    async fn stream_version(&self, stream_id: &str) -> Result<u64, SourceError> {
+        self.inner.stream_version(stream_id).await
+    }
+}
+
+/// The runner reads batches ahead of the one it projects. A read that
+/// fails, ahead or not, is made again from where the runner is: no batch
+/// is skipped or delivered twice (each would show in the balances).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_reads_are_read_again_without_gaps_or_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let events = bank_events(200, 12_000, 7);
+    append_all(stores.events.as_ref(), &events).await;
+    // Reads 2 and 3 are the first reads ahead; 3 and 4 fail in a row; 9 is
+    // in the middle of the run.
+    let flaky =
+        Arc::new(FlakyReads { inner: stores.events.clone(), calls: AtomicUsize::new(0), fail_on: vec![2, 3, 4, 9] });
+    let sync = SyncConfig { batch_size: 250, commit_events: 1_000, ..SyncConfig::default() };
+    let mut host = refract::Host::new(flaky.clone(), stores.models_dyn(), sync).unwrap();
+    host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
+    host.wait_until_caught_up().await.unwrap();
+    assert_eq!(host.progress("account-summary").unwrap().checkpoint, 12_000);
+    host.shutdown().await;
+    assert!(flaky.calls.load(Ordering::SeqCst) > 9, "the failing reads were reached");
+
+    assert_accounts_match(&stores, &events).await;
+}
+
+/// Every account's balance and transaction count equal those computed in
+/// the test: an event lost or applied twice changes one of them.
+async fn assert_accounts_match(stores: &Stores, events: &[BankEvent]) {
     let docs = all_documents(stores.models_dyn().as_ref(), "account-summary", "accounts").await;
     let got: BTreeMap<String, (i64, u64)> = docs
         .iter()
         .map(|(id, d)| (id.clone(), (d["balance"].as_i64().unwrap(), d["transactions"].as_u64().unwrap())))
         .collect();
     let want: BTreeMap<String, (i64, u64)> =
-        expected_accounts(&events).into_iter().map(|(id, a)| (id, (a.balance, a.transactions))).collect();
+        expected_accounts(events).into_iter().map(|(id, a)| (id, (a.balance, a.transactions))).collect();
     assert_eq!(got, want);
 }
