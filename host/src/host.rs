@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::cache::ModuleCache;
+use crate::call_thread::CallThread;
 use crate::config::Config;
 use crate::document_cache::DocumentCache;
 use crate::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
@@ -539,6 +540,7 @@ impl Host {
             staged: Default::default(),
             read_ahead: None,
             committing: None,
+            calls: CallThread::new(format!("refract-plugin-{name}")),
         };
         let task = tokio::spawn(runner.run());
         self.runners.insert(record.key.clone(), Running { progress, task });

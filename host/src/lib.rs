@@ -20,6 +20,7 @@ mod api;
 mod backend;
 mod bindings;
 mod cache;
+mod call_thread;
 mod capabilities;
 mod changes;
 mod clock;

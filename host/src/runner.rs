@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
+use crate::call_thread::CallThread;
 use crate::changes::{Change, ChangeError, ChangeSet};
 use crate::config::ProjectionConfig;
 use crate::document_cache::DocumentCache;
@@ -169,6 +170,8 @@ pub(crate) struct Runner {
     pub read_ahead: Option<ReadAhead>,
     /// The commit running while the next batches are projected.
     pub committing: Option<Committing>,
+    /// The thread the plugin is called on.
+    pub calls: CallThread,
 }
 
 /// A commit of staged batches that runs on the store while the runner
@@ -745,10 +748,11 @@ impl Runner {
         Ok(())
     }
 
-    /// Calls `handle` on a blocking thread, instantiating first if needed,
-    /// and gives the instance back (`project` drops it if the call failed).
-    /// An instance from before the host last discarded projected work (a
-    /// failed commit) is replaced first, since its memory still holds that work.
+    /// Calls `handle` on the runner's plugin thread, instantiating first if
+    /// needed, and gives the instance back (`project` drops it if the call
+    /// failed). An instance from before the host last discarded projected
+    /// work (a failed commit) is replaced first, since its memory still
+    /// holds that work.
     async fn call_plugin(
         &self,
         access: &ModelAccess,
@@ -760,24 +764,26 @@ impl Runner {
         let limits = self.config.limits.clone();
         let epoch = self.documents.epoch();
         let current = instance.take().filter(|(_, started)| *started == epoch);
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut inst = match current {
-                Some((i, _)) => i,
-                None => match plugin.instantiate(access, &limits) {
-                    Ok(i) => i,
-                    Err(e) => return (None, events, Err(e)),
-                },
-            };
-            let result = inst.handle(&events, &limits);
-            (Some((inst, epoch)), events, result)
-        })
-        .await;
+        let joined = self
+            .calls
+            .run(move || {
+                let mut inst = match current {
+                    Some((i, _)) => i,
+                    None => match plugin.instantiate(access, &limits) {
+                        Ok(i) => i,
+                        Err(e) => return (None, events, Err(e)),
+                    },
+                };
+                let result = inst.handle(&events, &limits);
+                (Some((inst, epoch)), events, result)
+            })
+            .await;
         match joined {
             Ok((back, events, result)) => {
                 *instance = back;
                 (events, result)
             }
-            Err(e) => (Vec::new(), Err(PluginError::Trap(format!("plugin thread failed: {e}")))),
+            Err(e) => (Vec::new(), Err(PluginError::Trap(e.to_string()))),
         }
     }
 

@@ -1,0 +1,98 @@
+//! The thread a runner calls its plugin on.
+//!
+//! A plugin call blocks (wasmtime runs the guest on the calling thread), so
+//! it cannot run on the async runtime's workers. tokio's blocking pool ran
+//! each call on whichever of its threads was free, so an instance's memory
+//! and the host's per-call state moved between threads, and cores, batch
+//! after batch. One thread per runner keeps them in one place: about 7% to
+//! 12% more events/s at batch 1,000 (BENCHMARKS.md).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Mutex, mpsc};
+
+/// Work sent to the thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread that runs one blocking call at a time, started on first use
+/// and ended when this is dropped (after the call it is running, if any).
+///
+/// ```ignore
+/// let thread = CallThread::new("refract-plugin");
+/// assert_eq!(thread.run(|| 2 + 2).await, Ok(4));
+/// ```
+#[derive(Debug)]
+pub(crate) struct CallThread {
+    name: String,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+/// Why a call did not return.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CallError {
+    /// The operating system would not start the thread.
+    #[error("cannot start the plugin thread: {0}")]
+    Spawn(String),
+    /// The call panicked (the thread survives it).
+    #[error("the plugin call panicked")]
+    Panicked,
+}
+
+impl CallThread {
+    /// A thread named `name`, not started yet.
+    pub(crate) fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), jobs: Mutex::new(None) }
+    }
+
+    /// Runs `f` on the thread and waits for its result without blocking the
+    /// async runtime.
+    pub(crate) async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<R, CallError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            // A panic drops `done` unsent, which the caller sees as `Panicked`.
+            if let Ok(value) = catch_unwind(AssertUnwindSafe(f)) {
+                let _ = done.send(value);
+            }
+        });
+        self.send(job)?;
+        result.await.map_err(|_| CallError::Panicked)
+    }
+
+    /// Queues a job, starting the thread if needed.
+    fn send(&self, job: Job) -> Result<(), CallError> {
+        // Nothing runs under this lock that can panic.
+        let mut jobs = self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if jobs.is_none() {
+            let (sender, queue) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name(self.name.clone())
+                .spawn(move || {
+                    for job in queue {
+                        job();
+                    }
+                })
+                .map_err(|e| CallError::Spawn(e.to_string()))?;
+            *jobs = Some(sender);
+        }
+        let sender = jobs.as_ref().expect("started above");
+        // The thread only ends when the sender is dropped, so this holds.
+        sender.send(job).map_err(|_| CallError::Panicked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_calls_in_order_on_one_thread_and_survives_a_panic() {
+        let thread = CallThread::new("refract-test-call");
+        let first = thread.run(|| std::thread::current().id()).await.unwrap();
+        assert_eq!(
+            thread.run(|| std::thread::current().name().map(str::to_owned)).await.unwrap().as_deref(),
+            Some("refract-test-call")
+        );
+        assert_eq!(thread.run(|| -> u8 { panic!("boom") }).await, Err(CallError::Panicked));
+        let after = thread.run(|| std::thread::current().id()).await.unwrap();
+        assert_eq!(first, after, "the same thread, still running after the panic");
+    }
+}
