@@ -461,12 +461,7 @@ async fn failed_commits_are_projected_again_without_counting_twice() {
     append_all(stores.events.as_ref(), &events).await;
     let flaky =
         Arc::new(FlakyCommits { inner: stores.models_dyn(), calls: AtomicUsize::new(0), fail_on: vec![2, 5, 6] });
-    let sync = SyncConfig { batch_size: 250, commit_events: 1_000, ..SyncConfig::default() };
-    let mut host = refract::Host::new(stores.events.clone(), flaky.clone(), sync).unwrap();
-    host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
-    host.wait_until_caught_up().await.unwrap();
-    assert_eq!(host.progress("account-summary").unwrap().checkpoint, 12_000);
-    host.shutdown().await;
+    project_to_head(stores.events.clone(), flaky.clone(), 12_000).await;
     assert!(flaky.calls.load(Ordering::SeqCst) > 6, "the failing commits were reached");
 
     assert_accounts_match(&stores, &events).await;
@@ -523,15 +518,22 @@ async fn failed_reads_are_read_again_without_gaps_or_repeats() {
     // in the middle of the run.
     let flaky =
         Arc::new(FlakyReads { inner: stores.events.clone(), calls: AtomicUsize::new(0), fail_on: vec![2, 3, 4, 9] });
-    let sync = SyncConfig { batch_size: 250, commit_events: 1_000, ..SyncConfig::default() };
-    let mut host = refract::Host::new(flaky.clone(), stores.models_dyn(), sync).unwrap();
-    host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
-    host.wait_until_caught_up().await.unwrap();
-    assert_eq!(host.progress("account-summary").unwrap().checkpoint, 12_000);
-    host.shutdown().await;
+    project_to_head(flaky.clone(), stores.models_dyn(), 12_000).await;
     assert!(flaky.calls.load(Ordering::SeqCst) > 9, "the failing reads were reached");
 
     assert_accounts_match(&stores, &events).await;
+}
+
+/// Runs `account-summary` over `events` into `models` in batches of 250,
+/// committing every 1,000 events (so a run has many reads and commits to
+/// fail), until it has reached `head`.
+async fn project_to_head(events: Arc<dyn EventStore>, models: Arc<dyn ReadModelStore>, head: u64) {
+    let sync = SyncConfig { batch_size: 250, commit_events: 1_000, ..SyncConfig::default() };
+    let mut host = refract::Host::new(events, models, sync).unwrap();
+    host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
+    host.wait_until_caught_up().await.unwrap();
+    assert_eq!(host.progress("account-summary").unwrap().checkpoint, head);
+    host.shutdown().await;
 }
 
 /// Every account's balance and transaction count equal those computed in

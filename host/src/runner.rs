@@ -372,9 +372,9 @@ impl Runner {
         partial_since: &mut Option<Instant>,
     ) -> Result<Option<Duration>, StepError> {
         let read_to = self.read_to();
-        // A prefetched read of the next batch already knows a head beyond
-        // it; asking again costs a store round trip per batch, most of a
-        // small batch's time. The head is asked again once that one is reached.
+        // The read ahead of the next batch already knows a head beyond it;
+        // asking again costs a store round trip per batch, most of a small
+        // batch's time. The head is asked again once that one is reached.
         let head = match self.read_ahead.as_ref().filter(|r| r.covers(read_to)) {
             Some(r) => r.up_to,
             None => self.source.head().await.map_err(|e| StepError::Transient(e.to_string()))?,
