@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
-use refract::{EventSource, PluginError, ProjectionState, ReadModelStore, SyncConfig};
+use refract::{EventSource, PluginError, ProjectionState, Registry, SyncConfig};
 
 fn refract(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_refract")).arg("--data-dir").arg(data).args(args).output().unwrap()

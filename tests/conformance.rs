@@ -71,4 +71,88 @@ conformance! {
     models_commit_is_atomic => crate::models::commit_is_atomic, models_store, "models.db";
     models_queries => crate::models::queries, models_store, "models.db";
     models_dead_letters => crate::models::dead_letters, models_store, "models.db";
+    models_storage_names_cannot_collide => crate::models::storage_names_cannot_collide, models_store, "models.db";
+}
+
+/// Runs `sql` on the database behind `fresh`, as a foreign tool (or an
+/// older refract) would, bypassing the store.
+async fn raw_sql(fresh: &Fresh, statements: &[&str]) {
+    use sqlx::{Connection, Executor};
+    if let Some(path) = fresh.url.strip_prefix("sqlite://") {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{path}")).await.unwrap();
+        for s in statements {
+            conn.execute(sqlx::AssertSqlSafe(*s)).await.unwrap();
+        }
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&fresh.url).await.unwrap();
+        for s in statements {
+            conn.execute(sqlx::AssertSqlSafe(*s)).await.unwrap();
+        }
+    }
+}
+
+/// Checkpoint 0 means empty tables: a new generation starts empty even when
+/// a stale table of its name exists (left by a foreign or older registry),
+/// on every backend, both when a module is registered and on a rebuild.
+async fn stale_tables_start_empty(fresh: Fresh) {
+    let store = models_store(&fresh).await;
+    raw_sql(
+        &fresh,
+        &[
+            r#"CREATE TABLE "rm:p:g1:items" (id TEXT PRIMARY KEY, doc TEXT NOT NULL)"#,
+            r#"INSERT INTO "rm:p:g1:items" (id, doc) VALUES ('ghost', '{"balance": 1}')"#,
+            r#"CREATE TABLE "rm:p:g2:items" (id TEXT PRIMARY KEY, doc TEXT NOT NULL)"#,
+            r#"INSERT INTO "rm:p:g2:items" (id, doc) VALUES ('ghost', '{"balance": 2}')"#,
+        ],
+    )
+    .await;
+    let r = store.register(&models::manifest("p"), "h1", "p.wasm").await.unwrap();
+    assert_eq!((r.target.key.generation, r.target.checkpoint), (1, 0));
+    assert_eq!(store.get_document("p", "items", "ghost").await.unwrap(), None, "registered generation is empty");
+    let rebuilt = store.request_rebuild("p").await.unwrap();
+    assert_eq!(rebuilt.key.generation, 2);
+    store.activate(&rebuilt.key).await.unwrap();
+    assert_eq!(store.get_document("p", "items", "ghost").await.unwrap(), None, "rebuilt generation is empty");
+}
+
+/// A store written by refract before collision-free names is migrated on
+/// open: its tables are renamed and their documents kept.
+async fn legacy_table_names_are_migrated(fresh: Fresh) {
+    let store = models_store(&fresh).await;
+    store.register(&models::manifest("p"), "h1", "p.wasm").await.unwrap();
+    let mut changes = refract::ChangeSet::default();
+    changes.collections.insert(
+        "items".into(),
+        refract::CollectionChanges { upserts: vec![("kept".into(), r#"{"balance": 7}"#.into())], deletes: vec![] },
+    );
+    store.commit(&refract::ModelKey { projection: "p".into(), generation: 1 }, &changes, 0, 5).await.unwrap();
+    drop(store);
+    // Put the store back as an older refract left it.
+    raw_sql(&fresh, &[r#"ALTER TABLE "rm:p:g1:items" RENAME TO "rm_p_g1__items""#, "DELETE FROM refract_meta"]).await;
+    let store = models_store(&fresh).await;
+    assert_eq!(store.tables("p").await.unwrap(), ["rm:p:g1:items", "rm:p:g1:other"]);
+    let doc: serde_json::Value =
+        serde_json::from_str(&store.get_document("p", "items", "kept").await.unwrap().unwrap()).unwrap();
+    assert_eq!(doc["balance"], 7);
+    assert_eq!(store.projection("p").await.unwrap().checkpoint, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_stale_tables_start_empty() {
+    stale_tables_start_empty(sqlite("models.db").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stale_tables_start_empty() {
+    stale_tables_start_empty(postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_legacy_table_names_are_migrated() {
+    legacy_table_names_are_migrated(sqlite("models.db").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_legacy_table_names_are_migrated() {
+    legacy_table_names_are_migrated(postgres().await).await;
 }

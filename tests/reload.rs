@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use refract::{
-    AppendRequest, EventSource, EventStore, ExpectedVersion, Host, NewEvent, PluginWatcher, ReadModelStore, Role,
-    Subscription, SyncConfig,
+    AppendRequest, EventSource, EventStore, ExpectedVersion, Host, NewEvent, PluginWatcher, ReadModelStore, Registry,
+    Role, Subscription, SyncConfig,
 };
 use serde_json::Value;
 
@@ -137,7 +137,7 @@ async fn replacing_a_plugin_rebuilds_blue_green() {
     // One reload for a file written in two steps: no failed generation for the half-written file.
     assert_eq!(
         models.tables(NAME).await.unwrap(),
-        vec!["rm_account-summary_g2__accounts".to_string()],
+        vec!["rm:account-summary:g2:accounts".to_string()],
         "old tables are gone"
     );
     stop.send(()).unwrap();
@@ -202,7 +202,7 @@ async fn a_broken_replacement_leaves_the_old_generation_serving() {
     let active = models.projection(NAME).await.unwrap();
     assert_eq!((active.key.generation, active.role), (1, Role::Active));
     assert_eq!(all_documents(models.as_ref(), NAME, "accounts").await, before);
-    assert_eq!(models.tables(NAME).await.unwrap(), vec!["rm_account-summary_g1__accounts".to_string()]);
+    assert_eq!(models.tables(NAME).await.unwrap(), vec!["rm:account-summary:g1:accounts".to_string()]);
 
     // `refract status` shows the failure next to the serving generation.
     let status = refract::status(stores.events.as_ref(), models.as_ref()).await.unwrap();

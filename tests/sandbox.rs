@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use refract::{
-    AppendRequest, Appended, ChangeSet, DeadLetter, Event, EventSource, EventStore, FailurePolicy, Filter, Manifest,
-    ModelKey, Page, ProjectionRecord, ProjectionState, Query, ReadModelStore, Registration, RetryRequest, SourceError,
-    StoreError, Subscription, SyncConfig,
+    AppendRequest, Appended, ChangeSet, DatabaseError, DbErrorKind, DeadLetter, Event, EventSource, EventStore,
+    FailurePolicy, ModelKey, ModelWriter, ProjectionState, ReadModelStore, SourceError, StoreError, Subscription,
+    SyncConfig,
 };
 use serde_json::{Value, json};
 
@@ -366,9 +366,10 @@ async fn retry_replays_dead_letters_through_the_current_plugin() {
     assert_eq!(account_3["last_note"].as_str().map(str::len), Some(2000));
 }
 
-/// A read-model store whose commits fail, before reaching the store, on
-/// the calls listed in `fail_on` (counted from 1); everything else is the
-/// real store.
+/// A writer whose commits fail, before reaching the store, on the calls
+/// listed in `fail_on` (counted from 1); everything else is the real
+/// store's writer. It implements the writer role only: the host keeps the
+/// real registry and reader.
 struct FlakyCommits {
     inner: Arc<dyn ReadModelStore>,
     calls: AtomicUsize,
@@ -376,75 +377,27 @@ struct FlakyCommits {
 }
 
 #[async_trait::async_trait]
-impl ReadModelStore for FlakyCommits {
+impl ModelWriter for FlakyCommits {
     async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if self.fail_on.contains(&call) {
-            return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+            return Err(StoreError::Database(DatabaseError::new(DbErrorKind::Unavailable, "injected: pool timed out")));
         }
         self.inner.commit(key, changes, from, to).await
     }
-    async fn register(&self, m: &Manifest, hash: &str, source: &str) -> Result<Registration, StoreError> {
-        self.inner.register(m, hash, source).await
-    }
-    async fn record_load_failure(&self, name: &str, hash: &str, source: &str, error: &str) -> Result<(), StoreError> {
-        self.inner.record_load_failure(name, hash, source, error).await
-    }
-    async fn request_rebuild(&self, name: &str) -> Result<ProjectionRecord, StoreError> {
-        self.inner.request_rebuild(name).await
-    }
-    async fn activate(&self, key: &ModelKey) -> Result<Option<ModelKey>, StoreError> {
-        self.inner.activate(key).await
-    }
-    async fn fail_generation(&self, key: &ModelKey, error: &str) -> Result<(), StoreError> {
-        self.inner.fail_generation(key, error).await
-    }
-    async fn drop_projection(&self, name: &str) -> Result<(), StoreError> {
-        self.inner.drop_projection(name).await
-    }
-    async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
-        self.inner.projections().await
-    }
-    async fn projection(&self, name: &str) -> Result<ProjectionRecord, StoreError> {
-        self.inner.projection(name).await
-    }
-    async fn generation(&self, key: &ModelKey) -> Result<ProjectionRecord, StoreError> {
-        self.inner.generation(key).await
-    }
-    async fn set_state(&self, key: &ModelKey, state: ProjectionState, error: Option<&str>) -> Result<(), StoreError> {
-        self.inner.set_state(key, state, error).await
-    }
     async fn skip_event(&self, key: &ModelKey, letter: &DeadLetter, from: u64, to: u64) -> Result<(), StoreError> {
         self.inner.skip_event(key, letter, from, to).await
-    }
-    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError> {
-        self.inner.dead_letters(name).await
-    }
-    async fn request_retry(&self, name: &str) -> Result<RetryRequest, StoreError> {
-        self.inner.request_retry(name).await
     }
     async fn finish_replay(
         &self,
         key: &ModelKey,
         position: u64,
         outcome: Result<&ChangeSet, &str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.inner.finish_replay(key, position, outcome).await
     }
     async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
         self.inner.get(key, collection, id).await
-    }
-    async fn get_document(&self, projection: &str, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
-        self.inner.get_document(projection, collection, id).await
-    }
-    async fn query_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<Page, StoreError> {
-        self.inner.query_documents(projection, collection, query).await
-    }
-    async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError> {
-        self.inner.count_documents(projection, collection, filters).await
-    }
-    async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.tables(projection).await
     }
 }
 
@@ -461,7 +414,7 @@ async fn failed_commits_are_projected_again_without_counting_twice() {
     append_all(stores.events.as_ref(), &events).await;
     let flaky =
         Arc::new(FlakyCommits { inner: stores.models_dyn(), calls: AtomicUsize::new(0), fail_on: vec![2, 5, 6] });
-    project_to_head(stores.events.clone(), flaky.clone(), 12_000).await;
+    project_to_head(stores.events.clone(), stores.models_dyn(), Some(flaky.clone()), 12_000).await;
     assert!(flaky.calls.load(Ordering::SeqCst) > 6, "the failing commits were reached");
 
     assert_accounts_match(&stores, &events).await;
@@ -489,7 +442,10 @@ impl EventSource for FlakyReads {
     ) -> Result<Vec<Event>, SourceError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if self.fail_on.contains(&call) {
-            return Err(SourceError::Database(sqlx::Error::PoolTimedOut));
+            return Err(SourceError::Database(DatabaseError::new(
+                DbErrorKind::Unavailable,
+                "injected: pool timed out",
+            )));
         }
         self.inner.read(after, up_to, subscription, limit).await
     }
@@ -518,7 +474,7 @@ async fn failed_reads_are_read_again_without_gaps_or_repeats() {
     // in the middle of the run.
     let flaky =
         Arc::new(FlakyReads { inner: stores.events.clone(), calls: AtomicUsize::new(0), fail_on: vec![2, 3, 4, 9] });
-    project_to_head(flaky.clone(), stores.models_dyn(), 12_000).await;
+    project_to_head(flaky.clone(), stores.models_dyn(), None, 12_000).await;
     assert!(flaky.calls.load(Ordering::SeqCst) > 9, "the failing reads were reached");
 
     assert_accounts_match(&stores, &events).await;
@@ -527,9 +483,17 @@ async fn failed_reads_are_read_again_without_gaps_or_repeats() {
 /// Runs `account-summary` over `events` into `models` in batches of 250,
 /// committing every 1,000 events (so a run has many reads and commits to
 /// fail), until it has reached `head`.
-async fn project_to_head(events: Arc<dyn EventStore>, models: Arc<dyn ReadModelStore>, head: u64) {
+async fn project_to_head(
+    events: Arc<dyn EventStore>,
+    models: Arc<dyn ReadModelStore>,
+    writer: Option<Arc<dyn ModelWriter>>,
+    head: u64,
+) {
     let sync = SyncConfig { batch_size: 250, commit_events: 1_000, ..SyncConfig::default() };
     let mut host = refract::Host::new(events, models, sync).unwrap();
+    if let Some(writer) = writer {
+        host = host.with_writer(writer);
+    }
     host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
     host.wait_until_caught_up().await.unwrap();
     assert_eq!(host.progress("account-summary").unwrap().checkpoint, head);

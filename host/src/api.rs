@@ -30,8 +30,8 @@ pub use metrics::Metrics;
 pub use params::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use routes::{BODY_LIMIT, router};
 
-use crate::host::{Host, ProjectionStatus};
-use crate::runner::CommitNotice;
+use crate::projection::host::{Host, ProjectionStatus};
+use crate::projection::runner::CommitNotice;
 use crate::source::EventStore;
 use crate::store::ReadModelStore;
 
@@ -87,7 +87,7 @@ impl ApiState {
     }
 
     async fn status(&self) -> Result<Vec<ProjectionStatus>, ApiError> {
-        Ok(crate::host::status(self.events().as_ref(), self.models().as_ref()).await?)
+        Ok(crate::projection::host::status(self.events().as_ref(), self.models().as_ref()).await?)
     }
 }
 

@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::watch::debounce;
+use crate::projection::watch::debounce;
 
 /// Errors building a plugin crate.
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +255,7 @@ pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>
         let Ok(event) = event else { return };
         // Only writes count: builds open and read the sources, and reacting to
         // those accesses would rebuild forever.
-        if !crate::watch::is_write(&event.kind) {
+        if !crate::projection::watch::is_write(&event.kind) {
             return;
         }
         for path in &event.paths {

@@ -18,52 +18,37 @@
 mod allocator;
 mod api;
 mod backend;
-mod bindings;
-mod cache;
-mod call_thread;
-mod capabilities;
-mod changes;
 mod clock;
-mod config;
+mod db;
 mod dev;
-mod document_cache;
-mod engine;
-mod event;
-mod guest_output;
-mod host;
-mod limits;
-mod manifest;
-mod plugin;
-mod policy;
-mod postgres;
-mod query;
-mod runner;
+mod model;
+mod projection;
+mod runtime;
 mod scaffold;
 mod source;
-mod sqlite;
 mod store;
-mod watch;
 
 pub use allocator::tune_allocator;
 pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, MAX_TIMEOUT, Metrics, router, serve};
 pub use backend::{BackendError, open_events, open_models};
-pub use cache::ModuleCache;
-pub use capabilities::Capability;
-pub use changes::{Change, ChangeError, ChangeSet, CollectionChanges};
-pub use config::{Config, ConfigError, ProjectionConfig};
+pub use db::{DatabaseError, DbErrorKind};
 pub use dev::{DevError, Lang, build_crate, build_project, plugin_crates, plugin_projects, spawn_rebuilder};
-pub use event::{AppendRequest, Event, ExpectedVersion, NewEvent, Subscription};
-pub use host::{DataDir, Host, HostError, HostLock, ProjectionStatus, status};
-pub use limits::{EPOCH_TICK, Limits};
-pub use manifest::{CollectionSpec, Manifest, ManifestError};
-pub use plugin::{Plugin, PluginError, PluginRuntime, module_hash};
-pub use policy::{FailurePolicy, RetryPolicy};
-pub use query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
-pub use runner::{CommitNotice, Progress, SyncConfig};
+pub use model::changes::{Change, ChangeError, ChangeSet, CollectionChanges};
+pub use model::event::{AppendRequest, Event, ExpectedVersion, NewEvent, Subscription};
+pub use model::manifest::{CollectionSpec, Manifest, ManifestError};
+pub use projection::config::{Config, ConfigError, ProjectionConfig};
+pub use projection::host::{DataDir, Host, HostError, HostLock, ProjectionStatus, status};
+pub use projection::policy::{FailurePolicy, RetryPolicy};
+pub use projection::runner::{CommitNotice, Progress, SyncConfig};
+pub use projection::watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError};
+pub use runtime::capabilities::Capability;
+pub use runtime::limits::{EPOCH_TICK, Limits};
+pub use runtime::module_cache::ModuleCache;
+pub use runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 pub use scaffold::new_project;
 pub use source::{Appended, EventSource, EventStore, PostgresEventStore, SourceError, SqliteEventStore};
+pub use store::query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
 pub use store::{
-    DeadLetter, ModelKey, PostgresReadModelStore, ProjectionRecord, ProjectionState, ReadModelStore, Registration,
-    RetryRequest, Role, SqliteReadModelStore, StoreError,
+    DeadLetter, ModelKey, ModelReader, ModelWriter, PostgresReadModelStore, ProjectionRecord, ProjectionState,
+    ReadModelStore, Registration, Registry, RetryRequest, Role, SqliteReadModelStore, StoreError,
 };
-pub use watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError};

@@ -8,10 +8,11 @@ use async_trait::async_trait;
 pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
 
-use crate::event::{AppendRequest, Event, ExpectedVersion, Subscription};
+use crate::db::DatabaseError;
+use crate::model::event::{AppendRequest, Event, ExpectedVersion, Subscription};
 
-impl From<crate::sqlite::SqliteError> for SourceError {
-    fn from(e: crate::sqlite::SqliteError) -> Self {
+impl From<crate::db::sqlite::SqliteError> for SourceError {
+    fn from(e: crate::db::sqlite::SqliteError) -> Self {
         Self::Sqlite { code: e.code, message: e.message }
     }
 }
@@ -46,7 +47,7 @@ pub enum SourceError {
     },
     /// The underlying database failed.
     #[error("event store error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] DatabaseError),
     /// SQLite failed while reading events through its C API (the embedded
     /// store's batch read; everything else goes through sqlx).
     #[error("event store error: SQLite error {code}: {message}")]
@@ -59,6 +60,12 @@ pub enum SourceError {
     /// The store returned events the host cannot read back.
     #[error("event store returned unreadable events: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for SourceError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e.into())
+    }
 }
 
 /// Where an append landed.
@@ -138,7 +145,7 @@ pub(crate) fn check_version(stream_id: &str, expected: ExpectedVersion, actual: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::NewEvent;
+    use crate::model::event::NewEvent;
 
     #[test]
     fn bad_json_names_the_event() {

@@ -1,6 +1,10 @@
 //! Where read models live: the `ReadModelStore` trait and its backends.
 
+pub(crate) mod document_cache;
+mod lifecycle;
+mod names;
 mod postgres;
+pub(crate) mod query;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -9,9 +13,10 @@ use serde::{Deserialize, Serialize};
 pub use postgres::PostgresReadModelStore;
 pub use sqlite::SqliteReadModelStore;
 
-use crate::changes::ChangeSet;
-use crate::manifest::{CollectionSpec, Manifest};
-use crate::query::{Filter, Page, Query, QueryError};
+use crate::db::DatabaseError;
+use crate::model::changes::ChangeSet;
+use crate::model::manifest::{CollectionSpec, Manifest};
+use crate::store::query::{Filter, Page, Query, QueryError};
 
 /// Errors from the read-model store.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +75,7 @@ pub enum StoreError {
     },
     /// The underlying database failed.
     #[error("read-model store error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] DatabaseError),
 }
 
 /// Lifecycle state of a projection, as recorded in the registry.
@@ -231,23 +236,21 @@ pub struct RetryRequest {
     pub replays: u64,
 }
 
-/// Storage for read models and projection checkpoints.
+/// The generation registry: which generations of which projections exist,
+/// their roles, checkpoints, states and dead letters, and every lifecycle
+/// decision (register, rebuild, swap, fail, drop, retry).
 ///
-/// A backend keeps, per projection generation and collection, JSON documents
-/// keyed by id, with an index for each field the manifest declares, and a
-/// registry of generations with their checkpoints. `commit` must write a
-/// batch's changes and the new checkpoint in one transaction: that is what
-/// makes projection exactly-once across crashes. Reads by projection name
-/// resolve the active generation and read its tables in one snapshot, so a
-/// swap is seen at one instant and never half.
+/// Both backends get this from one implementation (`store/lifecycle.rs`)
+/// over their SQL, so the decisions cannot drift apart.
 #[async_trait]
-pub trait ReadModelStore: Send + Sync + 'static {
+pub trait Registry: Send + Sync + 'static {
     /// Registers a loaded module (`source` is its file name). A new
     /// projection gets generation 1, active at once; the active module again
     /// keeps its generation, checkpoint and a `faulted` state (until
     /// [`request_retry`](Self::request_retry)); a building module again resumes
     /// its generation; any other module gets a new building generation from
-    /// position 0, superseding other building ones.
+    /// position 0, superseding other building ones. A new generation starts
+    /// with empty tables, whatever was left under their names.
     async fn register(&self, manifest: &Manifest, module_hash: &str, source: &str) -> Result<Registration, StoreError>;
 
     /// Records a module of projection `name` that failed to load, as a failed generation.
@@ -290,6 +293,23 @@ pub trait ReadModelStore: Send + Sync + 'static {
         last_error: Option<&str>,
     ) -> Result<(), StoreError>;
 
+    /// The dead letters of a projection's active generation, by position.
+    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// `refract retry`: a faulted projection becomes `stopped` with no error,
+    /// so the next run resumes from its checkpoint, and every dead letter of
+    /// the active generation is marked for replay.
+    async fn request_retry(&self, name: &str) -> Result<RetryRequest, StoreError>;
+
+    /// Names of the tables that hold a projection's documents (all generations), for checks and tools.
+    async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// What a runner writes with: a batch's changes with its checkpoint, a
+/// skipped event with its checkpoint, a replayed dead letter, and the
+/// plugin's `get` of its own generation.
+#[async_trait]
+pub trait ModelWriter: Send + Sync + 'static {
     /// Applies `changes` and moves the checkpoint from `from` to `to`, atomically.
     /// Fails, applying nothing, with `Retired` if the generation is no longer
     /// active or building, or `CheckpointMoved` if the checkpoint is not at `from`.
@@ -299,27 +319,28 @@ pub trait ReadModelStore: Send + Sync + 'static {
     /// (past the event), atomically; `CheckpointMoved` as for `commit`.
     async fn skip_event(&self, key: &ModelKey, letter: &DeadLetter, from: u64, to: u64) -> Result<(), StoreError>;
 
-    /// The dead letters of a projection's active generation, by position.
-    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError>;
-
-    /// `refract retry`: a faulted projection becomes `stopped` with no error,
-    /// so the next run resumes from its checkpoint, and every dead letter of
-    /// the active generation is marked for replay.
-    async fn request_retry(&self, name: &str) -> Result<RetryRequest, StoreError>;
-
-    /// Ends the replay of one dead letter. `Ok(changes)`: the changes are
-    /// applied and the letter removed, atomically (the checkpoint does not
-    /// move). `Err(error)`: the letter stays, with the new error, unmarked.
+    /// Ends the replay of one dead letter marked for replay, claiming it in
+    /// the same transaction, so that of two hosts replaying it only one
+    /// applies it. `Ok(changes)`: the changes are applied and the letter
+    /// removed, atomically (the checkpoint does not move). `Err(error)`: the
+    /// letter stays, with the new error, unmarked. Returns `false`, applying
+    /// nothing, when the letter was no longer marked (another host claimed it).
     async fn finish_replay(
         &self,
         key: &ModelKey,
         position: u64,
         outcome: Result<&ChangeSet, &str>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// One document of a given generation (the plugin `get` import).
     async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError>;
+}
 
+/// What the CLI and the API read with: documents of a projection's active
+/// generation, resolved and read in one snapshot, so a swap is seen at one
+/// instant and never half.
+#[async_trait]
+pub trait ModelReader: Send + Sync + 'static {
     /// A document of a projection's active generation, by name.
     async fn get_document(&self, projection: &str, collection: &str, id: &str) -> Result<Option<String>, StoreError>;
 
@@ -328,19 +349,22 @@ pub trait ReadModelStore: Send + Sync + 'static {
 
     /// A validated count over a projection's active generation.
     async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError>;
-
-    /// Names of the tables that hold a projection's documents (all generations), for checks and tools.
-    async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError>;
 }
 
-/// Why a conditional checkpoint move matched nothing, given the role the
-/// generation has now (`None`: it is gone): another writer moved the
-/// checkpoint of a live generation, or the generation was retired.
-fn checkpoint_refused(key: &ModelKey, from: u64, role: Option<&str>) -> StoreError {
-    match role {
-        Some("active" | "building") => {
-            StoreError::CheckpointMoved { projection: key.projection.clone(), expected: from }
-        }
-        _ => StoreError::Retired { projection: key.projection.clone(), generation: key.generation },
+/// Storage for read models and projection checkpoints: the three roles
+/// together, as a backend provides them.
+///
+/// A backend keeps, per projection generation and collection, JSON documents
+/// keyed by id, with an index for each field the manifest declares, and a
+/// registry of generations with their checkpoints. `commit` must write a
+/// batch's changes and the new checkpoint in one transaction: that is what
+/// makes projection exactly-once across crashes.
+pub trait ReadModelStore: Registry + ModelWriter + ModelReader {}
+
+impl<T: Registry + ModelWriter + ModelReader> ReadModelStore for T {}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e.into())
     }
 }

@@ -8,7 +8,7 @@ use refract::{
 };
 use serde_json::{Value, json};
 
-fn manifest(name: &str) -> Manifest {
+pub fn manifest(name: &str) -> Manifest {
     Manifest {
         name: name.into(),
         version: "1.0.0".into(),
@@ -60,7 +60,7 @@ pub async fn generation_lifecycle(store: Arc<dyn ReadModelStore>) {
     assert_eq!((r.target.key.clone(), r.target.role, r.target.checkpoint), (key("p", 1), Role::Active, 0));
     assert_eq!(r.target.state, ProjectionState::Running);
     assert!(r.active.is_none() && r.superseded.is_empty());
-    assert_eq!(store.tables("p").await.unwrap(), ["rm_p_g1__items", "rm_p_g1__other"]);
+    assert_eq!(store.tables("p").await.unwrap(), ["rm:p:g1:items", "rm:p:g1:other"]);
     store.commit(&key("p", 1), &upserts("items", &[("a", json!({"balance": 1}))]), 0, 5).await.unwrap();
 
     // The same module again resumes its generation and checkpoint.
@@ -77,10 +77,7 @@ pub async fn generation_lifecycle(store: Arc<dyn ReadModelStore>) {
     assert_eq!(r.target.key, key("p", 3));
     assert_eq!(r.superseded, [key("p", 2)]);
     assert_eq!(store.generation(&key("p", 2)).await.unwrap().role, Role::Retired);
-    assert_eq!(
-        store.tables("p").await.unwrap(),
-        ["rm_p_g1__items", "rm_p_g1__other", "rm_p_g3__items", "rm_p_g3__other"]
-    );
+    assert_eq!(store.tables("p").await.unwrap(), ["rm:p:g1:items", "rm:p:g1:other", "rm:p:g3:items", "rm:p:g3:other"]);
     // Same building module again: resumes generation 3.
     store.commit(&key("p", 3), &upserts("items", &[("b", json!({"balance": 2}))]), 0, 7).await.unwrap();
     let r = store.register(&m, "h3", "p.wasm").await.unwrap();
@@ -96,7 +93,7 @@ pub async fn generation_lifecycle(store: Arc<dyn ReadModelStore>) {
     let active = store.projection("p").await.unwrap();
     assert_eq!((active.key.clone(), active.role, active.checkpoint), (key("p", 3), Role::Active, 7));
     assert!(active.activated_at.is_some());
-    assert_eq!(store.tables("p").await.unwrap(), ["rm_p_g3__items", "rm_p_g3__other"]);
+    assert_eq!(store.tables("p").await.unwrap(), ["rm:p:g3:items", "rm:p:g3:other"]);
     assert!(doc(store.as_ref(), "p", "b").await.is_some());
     let err = store.commit(&key("p", 1), &ChangeSet::default(), 5, 6).await.unwrap_err();
     assert!(matches!(err, StoreError::Retired { generation: 1, .. }), "{err}");
@@ -111,7 +108,7 @@ pub async fn generation_lifecycle(store: Arc<dyn ReadModelStore>) {
         (failed.role, failed.state, failed.last_error.as_deref()),
         (Role::Failed, ProjectionState::Faulted, Some("it broke"))
     );
-    assert_eq!(store.tables("p").await.unwrap(), ["rm_p_g3__items", "rm_p_g3__other"]);
+    assert_eq!(store.tables("p").await.unwrap(), ["rm:p:g3:items", "rm:p:g3:other"]);
     assert_eq!(store.projection("p").await.unwrap().key, key("p", 3));
     let err = store.commit(&key("p", 4), &ChangeSet::default(), 0, 1).await.unwrap_err();
     assert!(matches!(err, StoreError::Retired { .. }), "{err}");
@@ -147,7 +144,7 @@ pub async fn generation_lifecycle(store: Arc<dyn ReadModelStore>) {
     // A projection whose name is a prefix of another's does not list its tables.
     store.register(&manifest("p"), "h1", "p.wasm").await.unwrap();
     store.register(&manifest("p_g1"), "h1", "p.wasm").await.unwrap();
-    assert_eq!(store.tables("p").await.unwrap(), ["rm_p_g1__items", "rm_p_g1__other"]);
+    assert_eq!(store.tables("p").await.unwrap(), ["rm:p:g1:items", "rm:p:g1:other"]);
 }
 
 /// Changes and the checkpoint move together or not at all.
@@ -331,9 +328,16 @@ pub async fn dead_letters(store: Arc<dyn ReadModelStore>) {
     assert_eq!((retry.cleared_fault, retry.replays), (false, 2));
     assert!(store.dead_letters("d").await.unwrap().iter().all(|l| l.replay));
     // A replay that fails again keeps the letter, unmarked, with the new error.
-    store.finish_replay(&k, 3, Err("trap: still")).await.unwrap();
+    assert!(store.finish_replay(&k, 3, Err("trap: still")).await.unwrap());
     // A replay that works applies its changes and removes the letter.
-    store.finish_replay(&k, 5, Ok(&upserts("items", &[("x", json!({"balance": 1}))]))).await.unwrap();
+    let replayed = upserts("items", &[("x", json!({"balance": 1}))]);
+    assert!(store.finish_replay(&k, 5, Ok(&replayed)).await.unwrap());
+    // A second host replaying the same letter finds it claimed: nothing is
+    // applied twice, and a late failure does not bring the letter back.
+    let doubled = upserts("items", &[("x", json!({"balance": 2}))]);
+    assert!(!store.finish_replay(&k, 5, Ok(&doubled)).await.unwrap(), "the letter was claimed once");
+    assert!(!store.finish_replay(&k, 5, Err("trap: late")).await.unwrap());
+    assert!(!store.finish_replay(&k, 3, Err("trap: unmarked")).await.unwrap(), "an unmarked letter is not replayed");
     let letters = store.dead_letters("d").await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!((letters[0].position, letters[0].replay, letters[0].error.as_str()), (3, false, "trap: still"));
@@ -347,4 +351,35 @@ pub async fn dead_letters(store: Arc<dyn ReadModelStore>) {
     store.activate(&building).await.unwrap();
     assert_eq!(store.dead_letters("d").await.unwrap(), [letter(1)]);
     assert!(matches!(store.dead_letters("nope").await.unwrap_err(), StoreError::UnknownProjection(_)));
+}
+
+fn manifest_with(name: &str, collection: &str) -> Manifest {
+    Manifest {
+        name: name.into(),
+        version: "1.0.0".into(),
+        subscription: Subscription::default(),
+        collections: vec![CollectionSpec { name: collection.into(), indexes: vec!["n".into()] }],
+    }
+}
+
+/// Projection `a` with collection `b_g1__c` and projection `a_g1__b` with
+/// collection `c` shared one table under the old naming: each overwrote
+/// the other's documents, and dropping one broke the other.
+pub async fn storage_names_cannot_collide(store: Arc<dyn ReadModelStore>) {
+    let (one, two) = (manifest_with("a", "b_g1__c"), manifest_with("a_g1__b", "c"));
+    store.register(&one, "h1", "a.wasm").await.unwrap();
+    store.register(&two, "h2", "b.wasm").await.unwrap();
+    store.commit(&key("a", 1), &upserts("b_g1__c", &[("x", json!({"n": 1}))]), 0, 1).await.unwrap();
+    store.commit(&key("a_g1__b", 1), &upserts("c", &[("x", json!({"n": 2}))]), 0, 1).await.unwrap();
+    let read = |p: &'static str, c: &'static str| {
+        let store = store.clone();
+        async move { store.get_document(p, c, "x").await.unwrap().map(|d| serde_json::from_str::<Value>(&d).unwrap()) }
+    };
+    assert_eq!(read("a", "b_g1__c").await, Some(json!({"n": 1})));
+    assert_eq!(read("a_g1__b", "c").await, Some(json!({"n": 2})));
+    let count = Query { filters: vec![], ..Query::default() };
+    assert_eq!(store.query_documents("a", "b_g1__c", &count).await.unwrap().documents.len(), 1);
+    store.drop_projection("a_g1__b").await.unwrap();
+    assert_eq!(read("a", "b_g1__c").await, Some(json!({"n": 1})), "dropping one projection left the other intact");
+    assert_eq!(store.tables("a").await.unwrap(), ["rm:a:g1:b_g1__c"]);
 }

@@ -5,10 +5,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::host::HostError;
-use crate::query::QueryError;
+use crate::projection::host::HostError;
 use crate::source::SourceError;
 use crate::store::StoreError;
+use crate::store::query::QueryError;
 
 /// Why an API request failed. Every variant becomes `{"error": "..."}` with
 /// a status that says whose fault it was: user mistakes are 4xx, and only a

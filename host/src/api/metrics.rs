@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::host::ProjectionStatus;
-use crate::runner::CommitNotice;
+use crate::projection::host::ProjectionStatus;
+use crate::projection::runner::CommitNotice;
 
 /// Upper bounds of the batch latency histogram, in seconds.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::api::error::ApiError;
-use crate::query::{DEFAULT_LIMIT, Filter, Order, Query};
+use crate::store::query::{DEFAULT_LIMIT, Filter, Order, Query};
 
 /// How long a read waits for `min_position` when the request does not say.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,7 +121,7 @@ impl QueryParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::Op;
+    use crate::store::query::Op;
 
     #[test]
     fn repeated_filters_and_paging() {

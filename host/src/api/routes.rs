@@ -15,10 +15,10 @@ use crate::api::consistency::wait_for;
 use crate::api::error::ApiError;
 use crate::api::params::{Consistency, QueryParams};
 use crate::api::{ApiState, openapi, sse};
-use crate::event::{AppendRequest, ExpectedVersion, NewEvent};
-use crate::host::ProjectionStatus;
-use crate::query::Page;
+use crate::model::event::{AppendRequest, ExpectedVersion, NewEvent};
+use crate::projection::host::ProjectionStatus;
 use crate::store::ProjectionRecord;
+use crate::store::query::Page;
 
 /// Largest request body accepted; larger ones get 413.
 pub const BODY_LIMIT: usize = 16 * 1024 * 1024;

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 
-use crate::runner::CommitNotice;
+use crate::projection::runner::CommitNotice;
 
 /// What the feed yields next.
 struct Feed {

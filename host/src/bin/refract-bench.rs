@@ -17,8 +17,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use refract::{
     AppendRequest, Change, ChangeSet, CollectionChanges, DataDir, Event, EventSource, EventStore, ExpectedVersion,
-    Host, Manifest, NewEvent, Plugin, PluginRuntime, ReadModelStore, SqliteEventStore, SqliteReadModelStore,
-    SyncConfig,
+    Host, Manifest, ModelReader, ModelWriter, NewEvent, Plugin, PluginRuntime, ReadModelStore, Registry,
+    SqliteEventStore, SqliteReadModelStore, SyncConfig,
 };
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
-use crate::event::{AppendRequest, Event, Subscription};
+use crate::model::event::{AppendRequest, Event, Subscription};
 
 const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS refract_events (
         position       BIGINT PRIMARY KEY,
@@ -66,8 +66,8 @@ pub struct PostgresEventStore {
 impl PostgresEventStore {
     /// Connects to `url` (`postgres://...`) and creates the events table if needed.
     pub async fn connect(url: &str) -> Result<Self, SourceError> {
-        let pool = crate::postgres::connect(url).await?;
-        crate::postgres::create_schema(&pool, SCHEMA).await?;
+        let pool = crate::db::postgres::connect(url).await?;
+        crate::db::postgres::create_schema(&pool, SCHEMA).await?;
         Ok(Self { pool })
     }
 

@@ -9,8 +9,8 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
-use crate::event::{AppendRequest, Event, Subscription};
-use crate::sqlite::{SqliteDb, Statement};
+use crate::db::sqlite::{SqliteDb, Statement};
+use crate::model::event::{AppendRequest, Event, Subscription};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -241,7 +241,7 @@ impl EventStore for SqliteEventStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ExpectedVersion, NewEvent};
+    use crate::model::event::{ExpectedVersion, NewEvent};
 
     async fn store_with(payloads: &[&str]) -> (tempfile::TempDir, SqliteEventStore) {
         let dir = tempfile::tempdir().unwrap();

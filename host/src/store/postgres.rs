@@ -23,18 +23,17 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::{Arguments, AssertSqlSafe, Row};
 
-use super::{
-    DeadLetter, ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Registration, RetryRequest, Role,
-    StoreError, checkpoint_refused,
-};
-use crate::changes::ChangeSet;
+use super::lifecycle::{self, Backend, NewGeneration, Tx};
+use super::names::{legacy_table_name, table_name};
+use super::{DeadLetter, ModelKey, ModelReader, ProjectionRecord, ProjectionState, Role, StoreError};
 use crate::clock::now_ms;
-use crate::manifest::{CollectionSpec, Manifest};
-use crate::query::{Cursor, Document, Filter, Op, Order, Page, Query, order_key, where_clause};
-use crate::sqlite::quote_ident;
+use crate::db::DbTx;
+use crate::db::sqlite::quote_ident;
+use crate::model::changes::ChangeSet;
+use crate::model::manifest::{CollectionSpec, Manifest};
+use crate::store::query::{Cursor, Document, Filter, Op, Order, Page, Query, order_key, where_clause};
 
-/// PostgreSQL silently truncates longer identifiers, which could make two
-/// generations share a table; such names are refused instead.
+/// PostgreSQL's identifier limit in bytes; longer names are silently truncated.
 const MAX_IDENTIFIER: usize = 63;
 
 const SCHEMA: &[&str] = &[
@@ -69,6 +68,7 @@ const SCHEMA: &[&str] = &[
         replay      BOOLEAN NOT NULL DEFAULT false,
         PRIMARY KEY (projection, generation, position)
     )",
+    "CREATE TABLE IF NOT EXISTS refract_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ];
 
 /// Serializes registry changes (register, activate, rebuild, ...) per
@@ -89,7 +89,7 @@ const UNDEFINED_TABLE: &str = "42P01";
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), refract::StoreError> {
-/// use refract::{PostgresReadModelStore, ReadModelStore};
+/// use refract::{PostgresReadModelStore, Registry};
 /// let store = PostgresReadModelStore::connect("postgres://postgres@127.0.0.1/refract").await?;
 /// for p in store.projections().await? {
 ///     println!("{} at {}", p.key.projection, p.checkpoint);
@@ -104,21 +104,16 @@ pub struct PostgresReadModelStore {
 impl PostgresReadModelStore {
     /// Connects to `url` (`postgres://...`) and creates the registry tables if needed.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = crate::postgres::connect(url).await?;
-        crate::postgres::create_schema(&pool, SCHEMA).await?;
-        Ok(Self { pool })
+        let pool = crate::db::postgres::connect(url).await?;
+        crate::db::postgres::create_schema(&pool, SCHEMA).await?;
+        let store = Self { pool };
+        lifecycle::migrate_names(&store).await?;
+        Ok(store)
     }
 
     /// Closes the connections.
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    /// A transaction holding the registry lock.
-    async fn registry_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(REGISTRY_LOCK).execute(&mut *tx).await?;
-        Ok(tx)
     }
 
     /// A read-only REPEATABLE READ transaction: resolving the active
@@ -127,10 +122,6 @@ impl PostgresReadModelStore {
     async fn snapshot(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         Ok(self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?)
     }
-}
-
-fn table_name(key: &ModelKey, collection: &str) -> String {
-    format!("rm_{}_g{}__{}", key.projection, key.generation, collection)
 }
 
 fn table(key: &ModelKey, collection: &str) -> String {
@@ -157,40 +148,6 @@ fn field_expr(field: &str) -> String {
     }
 }
 
-async fn create_tables(conn: &mut PgConnection, key: &ModelKey, manifest: &Manifest) -> Result<(), StoreError> {
-    for c in &manifest.collections {
-        let name = table_name(key, &c.name);
-        if name.len() > MAX_IDENTIFIER {
-            return Err(StoreError::NameTooLong { name, max: MAX_IDENTIFIER });
-        }
-        let t = quote_ident(&name);
-        // COLLATE "C": ids sort bytewise, as in SQLite, whatever the database's collation.
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE TABLE IF NOT EXISTS {t} (id TEXT COLLATE \"C\" PRIMARY KEY, doc JSONB NOT NULL)"
-        )))
-        .execute(&mut *conn)
-        .await?;
-        for field in &c.indexes {
-            let index = index_name(&name, field);
-            // NULLS FIRST matches SQLite's order; with id it serves order-by-field-then-id pages.
-            sqlx::query(AssertSqlSafe(format!(
-                "CREATE INDEX IF NOT EXISTS {index} ON {t} (({}) NULLS FIRST, id)",
-                field_expr(field)
-            )))
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-async fn drop_tables(conn: &mut PgConnection, key: &ModelKey, manifest: &Manifest) -> Result<(), sqlx::Error> {
-    for c in &manifest.collections {
-        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {}", table(key, &c.name)))).execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
 fn record_from_row(row: &PgRow) -> Result<ProjectionRecord, StoreError> {
     let name: String = row.try_get("projection")?;
     let corrupt = |reason: String| StoreError::Corrupt { projection: name.clone(), reason };
@@ -212,99 +169,8 @@ fn record_from_row(row: &PgRow) -> Result<ProjectionRecord, StoreError> {
     })
 }
 
-async fn record_in(conn: &mut PgConnection, key: &ModelKey) -> Result<Option<ProjectionRecord>, StoreError> {
-    sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE projection = $1 AND generation = $2")))
-        .bind(&key.projection)
-        .bind(key.generation as i64)
-        .fetch_optional(&mut *conn)
-        .await?
-        .as_ref()
-        .map(record_from_row)
-        .transpose()
-}
-
-/// Non-retired generations of one projection, oldest first.
-async fn live_generations(conn: &mut PgConnection, name: &str) -> Result<Vec<ProjectionRecord>, StoreError> {
-    sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE projection = $1 AND role <> 'retired' ORDER BY generation")))
-        .bind(name)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(record_from_row)
-        .collect()
-}
-
-async fn next_generation(conn: &mut PgConnection, name: &str) -> Result<u32, sqlx::Error> {
-    let max: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(generation), 0)::BIGINT FROM refract_generations WHERE projection = $1",
-    )
-    .bind(name)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(max as u32 + 1)
-}
-
-/// Inserts a generation row; `role` decides whether it serves at once.
-async fn insert_generation(
-    conn: &mut PgConnection,
-    key: &ModelKey,
-    role: Role,
-    manifest: &Manifest,
-    module_hash: &str,
-    source: &str,
-    error: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    let now = now_ms();
-    let state = if role == Role::Failed { ProjectionState::Faulted } else { ProjectionState::Running };
-    sqlx::query(
-        "INSERT INTO refract_generations (projection, generation, role, state, version, module_hash, source, \
-             manifest, checkpoint, last_error, created_at, activated_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $10)",
-    )
-    .bind(&key.projection)
-    .bind(key.generation as i64)
-    .bind(role.as_str())
-    .bind(state.as_str())
-    .bind(&manifest.version)
-    .bind(module_hash)
-    .bind(source)
-    .bind(serde_json::to_string(manifest).expect("a manifest always serializes"))
-    .bind(error)
-    .bind(now)
-    .bind((role == Role::Active).then_some(now))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Sets a generation's role (and, for failures, its error), dropping its
-/// tables when it stops being served or built.
-async fn retire(
-    conn: &mut PgConnection,
-    record: &ProjectionRecord,
-    role: Role,
-    error: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    drop_tables(&mut *conn, &record.key, &record.manifest).await?;
-    sqlx::query("DELETE FROM refract_dead_letters WHERE projection = $1 AND generation = $2")
-        .bind(&record.key.projection)
-        .bind(record.key.generation as i64)
-        .execute(&mut *conn)
-        .await?;
-    let state = if role == Role::Failed { ProjectionState::Faulted } else { ProjectionState::Stopped };
-    sqlx::query(
-        "UPDATE refract_generations SET role = $1, state = $2, last_error = COALESCE($3, last_error), updated_at = $4 \
-         WHERE projection = $5 AND generation = $6",
-    )
-    .bind(role.as_str())
-    .bind(state.as_str())
-    .bind(error)
-    .bind(now_ms())
-    .bind(&record.key.projection)
-    .bind(record.key.generation as i64)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+fn records(rows: Vec<PgRow>) -> Result<Vec<ProjectionRecord>, StoreError> {
+    rows.iter().map(record_from_row).collect()
 }
 
 async fn active_in(conn: &mut PgConnection, name: &str) -> Result<ProjectionRecord, StoreError> {
@@ -314,6 +180,441 @@ async fn active_in(conn: &mut PgConnection, name: &str) -> Result<ProjectionReco
         .await?
         .ok_or_else(|| StoreError::UnknownProjection(name.to_owned()))?;
     record_from_row(&row)
+}
+
+/// A transaction on the PostgreSQL database.
+pub struct PgTx(DbTx<Postgres>);
+
+impl PgTx {
+    fn c(&mut self) -> &mut PgConnection {
+        self.0.conn()
+    }
+}
+
+/// Runs `sql` with a generation's key as `$1, $2`; rows affected.
+async fn exec_for(conn: &mut PgConnection, sql: &'static str, key: &ModelKey) -> Result<u64, StoreError> {
+    Ok(sqlx::query(sql).bind(&key.projection).bind(key.generation as i64).execute(conn).await?.rows_affected())
+}
+
+#[async_trait]
+impl Tx for PgTx {
+    async fn live_generations(&mut self, name: Option<&str>) -> Result<Vec<ProjectionRecord>, StoreError> {
+        let rows = match name {
+            Some(name) => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "{RECORD} WHERE projection = $1 AND role <> 'retired' ORDER BY generation"
+                )))
+                .bind(name)
+                .fetch_all(self.c())
+                .await?
+            }
+            None => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "{RECORD} WHERE role <> 'retired' ORDER BY projection COLLATE \"C\", generation"
+                )))
+                .fetch_all(self.c())
+                .await?
+            }
+        };
+        records(rows)
+    }
+
+    async fn all_generations(&mut self, name: &str) -> Result<Vec<ProjectionRecord>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE projection = $1 ORDER BY generation")))
+            .bind(name)
+            .fetch_all(self.c())
+            .await?;
+        records(rows)
+    }
+
+    async fn record(&mut self, key: &ModelKey) -> Result<Option<ProjectionRecord>, StoreError> {
+        sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE projection = $1 AND generation = $2")))
+            .bind(&key.projection)
+            .bind(key.generation as i64)
+            .fetch_optional(self.c())
+            .await?
+            .as_ref()
+            .map(record_from_row)
+            .transpose()
+    }
+
+    async fn next_generation(&mut self, name: &str) -> Result<u32, StoreError> {
+        let max: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(generation), 0)::BIGINT FROM refract_generations WHERE projection = $1",
+        )
+        .bind(name)
+        .fetch_one(self.c())
+        .await?;
+        Ok(max as u32 + 1)
+    }
+
+    async fn insert_generation(&mut self, g: &NewGeneration<'_>) -> Result<(), StoreError> {
+        let now = now_ms();
+        let state = if g.role == Role::Failed { ProjectionState::Faulted } else { ProjectionState::Running };
+        let manifest = serde_json::to_string(g.manifest).map_err(|e| StoreError::Corrupt {
+            projection: g.key.projection.clone(),
+            reason: format!("manifest does not serialize: {e}"),
+        })?;
+        sqlx::query(
+            "INSERT INTO refract_generations (projection, generation, role, state, version, module_hash, source, \
+                 manifest, checkpoint, last_error, created_at, activated_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $10)",
+        )
+        .bind(&g.key.projection)
+        .bind(g.key.generation as i64)
+        .bind(g.role.as_str())
+        .bind(state.as_str())
+        .bind(&g.manifest.version)
+        .bind(g.module_hash)
+        .bind(g.source)
+        .bind(manifest)
+        .bind(g.error)
+        .bind(now)
+        .bind((g.role == Role::Active).then_some(now))
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn set_role(
+        &mut self,
+        key: &ModelKey,
+        role: Role,
+        state: ProjectionState,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refract_generations SET role = $1, state = $2, last_error = COALESCE($3, last_error), \
+                 updated_at = $4 \
+             WHERE projection = $5 AND generation = $6",
+        )
+        .bind(role.as_str())
+        .bind(state.as_str())
+        .bind(error)
+        .bind(now_ms())
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn resume(&mut self, key: &ModelKey, source: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refract_generations SET \
+                 state = CASE WHEN state = 'faulted' THEN 'faulted' ELSE 'running' END, \
+                 last_error = CASE WHEN state = 'faulted' THEN last_error ELSE NULL END, \
+                 source = $1, updated_at = $2 \
+             WHERE projection = $3 AND generation = $4",
+        )
+        .bind(source)
+        .bind(now_ms())
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn make_active(&mut self, key: &ModelKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refract_generations SET role = 'active', activated_at = $1, updated_at = $1 \
+             WHERE projection = $2 AND generation = $3",
+        )
+        .bind(now_ms())
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn set_state(
+        &mut self,
+        key: &ModelKey,
+        state: ProjectionState,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refract_generations SET state = $1, last_error = $2, updated_at = $3 \
+             WHERE projection = $4 AND generation = $5 AND role IN ('active', 'building')",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(now_ms())
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_fault(&mut self, key: &ModelKey) -> Result<bool, StoreError> {
+        let cleared = sqlx::query(
+            "UPDATE refract_generations SET state = 'stopped', last_error = NULL, updated_at = $1 \
+             WHERE projection = $2 AND generation = $3 AND state = 'faulted'",
+        )
+        .bind(now_ms())
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .execute(self.c())
+        .await?
+        .rows_affected();
+        Ok(cleared == 1)
+    }
+
+    async fn delete_projection(&mut self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM refract_generations WHERE projection = $1").bind(name).execute(self.c()).await?;
+        sqlx::query("DELETE FROM refract_dead_letters WHERE projection = $1").bind(name).execute(self.c()).await?;
+        Ok(())
+    }
+
+    async fn create_tables(&mut self, key: &ModelKey, manifest: &Manifest) -> Result<(), StoreError> {
+        for c in &manifest.collections {
+            let name = table_name(key, &c.name);
+            if name.len() > MAX_IDENTIFIER {
+                return Err(StoreError::NameTooLong { name, max: MAX_IDENTIFIER });
+            }
+            let t = quote_ident(&name);
+            // COLLATE "C": ids sort bytewise, as in SQLite, whatever the database's collation.
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE TABLE IF NOT EXISTS {t} (id TEXT COLLATE \"C\" PRIMARY KEY, doc JSONB NOT NULL)"
+            )))
+            .execute(self.c())
+            .await?;
+            for field in &c.indexes {
+                let index = index_name(&name, field);
+                // NULLS FIRST matches SQLite's order; with id it serves order-by-field-then-id pages.
+                sqlx::query(AssertSqlSafe(format!(
+                    "CREATE INDEX IF NOT EXISTS {index} ON {t} (({}) NULLS FIRST, id)",
+                    field_expr(field)
+                )))
+                .execute(self.c())
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn drop_tables(&mut self, key: &ModelKey, manifest: &Manifest) -> Result<(), StoreError> {
+        for c in &manifest.collections {
+            sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {}", table(key, &c.name))))
+                .execute(self.c())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn migrate_table(&mut self, key: &ModelKey, collection: &str, indexes: &[String]) -> Result<(), StoreError> {
+        let old = legacy_table_name(key, collection);
+        for field in indexes {
+            let index = index_name(&old, field);
+            sqlx::query(AssertSqlSafe(format!("DROP INDEX IF EXISTS {index}"))).execute(self.c()).await?;
+        }
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass(quote_ident($1)) IS NOT NULL")
+            .bind(&old)
+            .fetch_one(self.c())
+            .await?;
+        if exists {
+            let (old, new) = (quote_ident(&old), table(key, collection));
+            sqlx::query(AssertSqlSafe(format!("ALTER TABLE {old} RENAME TO {new}"))).execute(self.c()).await?;
+        }
+        Ok(())
+    }
+
+    async fn meta(&mut self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM refract_meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.c())
+            .await?)
+    }
+
+    async fn set_meta(&mut self, name: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refract_meta (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn letters(&mut self, key: &ModelKey) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM refract_dead_letters WHERE projection = $1 AND generation = $2 ORDER BY position",
+        )
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .fetch_all(self.c())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    position: r.try_get::<i64, _>("position")? as u64,
+                    stream_id: r.try_get("stream_id")?,
+                    event_type: r.try_get("event_type")?,
+                    error: r.try_get("error")?,
+                    module_hash: r.try_get("module_hash")?,
+                    recorded_at: r.try_get::<i64, _>("recorded_at")? as u64,
+                    replay: r.try_get("replay")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn delete_letters(&mut self, key: &ModelKey) -> Result<(), StoreError> {
+        exec_for(self.c(), "DELETE FROM refract_dead_letters WHERE projection = $1 AND generation = $2", key).await?;
+        Ok(())
+    }
+
+    async fn insert_letter(&mut self, key: &ModelKey, letter: &DeadLetter) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refract_dead_letters \
+                 (projection, generation, position, stream_id, event_type, error, module_hash, recorded_at, replay) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, false) \
+             ON CONFLICT (projection, generation, position) DO UPDATE SET error = excluded.error, \
+                 module_hash = excluded.module_hash, recorded_at = excluded.recorded_at, replay = false",
+        )
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(letter.position as i64)
+        .bind(&letter.stream_id)
+        .bind(&letter.event_type)
+        .bind(&letter.error)
+        .bind(&letter.module_hash)
+        .bind(letter.recorded_at as i64)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_replays(&mut self, key: &ModelKey) -> Result<u64, StoreError> {
+        exec_for(
+            self.c(),
+            "UPDATE refract_dead_letters SET replay = true WHERE projection = $1 AND generation = $2",
+            key,
+        )
+        .await
+    }
+
+    async fn claim_letter(&mut self, key: &ModelKey, position: u64) -> Result<bool, StoreError> {
+        // The DELETE row-locks the letter: a second claimer waits for this
+        // transaction, then re-checks the row and finds it gone.
+        let claimed = sqlx::query(
+            "DELETE FROM refract_dead_letters \
+             WHERE projection = $1 AND generation = $2 AND position = $3 AND replay",
+        )
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(position as i64)
+        .execute(self.c())
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    async fn unmark_letter(&mut self, key: &ModelKey, position: u64, error: &str) -> Result<bool, StoreError> {
+        let unmarked = sqlx::query(
+            "UPDATE refract_dead_letters SET replay = false, error = $1, recorded_at = $2 \
+             WHERE projection = $3 AND generation = $4 AND position = $5 AND replay",
+        )
+        .bind(error)
+        .bind(now_ms())
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(position as i64)
+        .execute(self.c())
+        .await?
+        .rows_affected();
+        Ok(unmarked == 1)
+    }
+
+    /// The conditional UPDATE row-locks the generation, so a concurrent
+    /// `activate` or a second writer either waits for this transaction or makes
+    /// this UPDATE match nothing: it is re-checked after the lock under READ COMMITTED.
+    async fn move_checkpoint(&mut self, key: &ModelKey, from: u64, to: u64) -> Result<bool, StoreError> {
+        let moved = sqlx::query(
+            "UPDATE refract_generations SET checkpoint = $1, updated_at = $2 \
+             WHERE projection = $3 AND generation = $4 AND checkpoint = $5 AND role IN ('active', 'building')",
+        )
+        .bind(to as i64)
+        .bind(now_ms())
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(from as i64)
+        .execute(self.c())
+        .await?
+        .rows_affected();
+        Ok(moved == 1)
+    }
+
+    /// One statement per collection and kind, whatever the batch size, with
+    /// the rows sent as arrays and unpacked by UNNEST.
+    async fn apply_changes(&mut self, key: &ModelKey, changes: &ChangeSet) -> Result<(), StoreError> {
+        for (collection, c) in &changes.collections {
+            let t = table(key, collection);
+            if !c.deletes.is_empty() {
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE id = ANY($1::text[])")))
+                    .bind(&c.deletes)
+                    .execute(self.c())
+                    .await?;
+            }
+            if !c.upserts.is_empty() {
+                let ids: Vec<&str> = c.upserts.iter().map(|(id, _)| id.as_str()).collect();
+                let docs: Vec<&str> = c.upserts.iter().map(|(_, doc)| doc.as_str()).collect();
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO {t} (id, doc) \
+                     SELECT u.id, u.doc::jsonb FROM UNNEST($1::text[], $2::text[]) AS u(id, doc) \
+                     ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
+                )))
+                .bind(&ids)
+                .bind(&docs)
+                .execute(self.c())
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.0.commit().await?)
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresReadModelStore {
+    type Tx = PgTx;
+
+    async fn registry_tx(&self) -> Result<PgTx, StoreError> {
+        let mut tx = PgTx(DbTx::begin(&self.pool, "BEGIN").await?);
+        sqlx::query(REGISTRY_LOCK).execute(tx.c()).await?;
+        Ok(tx)
+    }
+
+    async fn write_tx(&self) -> Result<PgTx, StoreError> {
+        Ok(PgTx(DbTx::begin(&self.pool, "BEGIN").await?))
+    }
+
+    async fn read_tx(&self) -> Result<PgTx, StoreError> {
+        Ok(PgTx(DbTx::begin(&self.pool, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?))
+    }
+
+    async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
+        get_in(&mut *self.pool.acquire().await?, key, collection, id).await
+    }
+
+    async fn tables_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
+                 AND left(tablename, char_length($1)) = $1 ORDER BY tablename COLLATE \"C\"",
+        )
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }
 
 /// SQL text that builds a query with numbered parameters.
@@ -402,65 +703,6 @@ fn push_cursor(conds: &mut Vec<String>, sql: &mut Sql, order: &Order, cursor: &C
     Ok(())
 }
 
-/// Moves the checkpoint from `from` to `to`, or fails with `Retired` (the
-/// generation is no longer active or building) or `CheckpointMoved`.
-///
-/// The conditional UPDATE row-locks the generation, so a concurrent
-/// `activate` or a second writer either waits for this transaction or makes
-/// this UPDATE match nothing: it is re-checked after the lock under READ COMMITTED.
-async fn move_checkpoint(conn: &mut PgConnection, key: &ModelKey, from: u64, to: u64) -> Result<(), StoreError> {
-    let moved = sqlx::query(
-        "UPDATE refract_generations SET checkpoint = $1, updated_at = $2 \
-         WHERE projection = $3 AND generation = $4 AND checkpoint = $5 AND role IN ('active', 'building')",
-    )
-    .bind(to as i64)
-    .bind(now_ms())
-    .bind(&key.projection)
-    .bind(key.generation as i64)
-    .bind(from as i64)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if moved == 1 {
-        return Ok(());
-    }
-    let role: Option<String> =
-        sqlx::query_scalar("SELECT role FROM refract_generations WHERE projection = $1 AND generation = $2")
-            .bind(&key.projection)
-            .bind(key.generation as i64)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Err(checkpoint_refused(key, from, role.as_deref()))
-}
-
-/// Writes a batch's net changes: one statement per collection and kind,
-/// whatever the batch size, with the rows sent as arrays and unpacked by UNNEST.
-async fn apply_changes(conn: &mut PgConnection, key: &ModelKey, changes: &ChangeSet) -> Result<(), sqlx::Error> {
-    for (collection, c) in &changes.collections {
-        let t = table(key, collection);
-        if !c.deletes.is_empty() {
-            sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE id = ANY($1::text[])")))
-                .bind(&c.deletes)
-                .execute(&mut *conn)
-                .await?;
-        }
-        if !c.upserts.is_empty() {
-            let ids: Vec<&str> = c.upserts.iter().map(|(id, _)| id.as_str()).collect();
-            let docs: Vec<&str> = c.upserts.iter().map(|(_, doc)| doc.as_str()).collect();
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO {t} (id, doc) \
-                 SELECT u.id, u.doc::jsonb FROM UNNEST($1::text[], $2::text[]) AS u(id, doc) \
-                 ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
-            )))
-            .bind(&ids)
-            .bind(&docs)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 /// Reads behind `query`: shared by key-based and name-based callers.
 async fn query_in(
     conn: &mut PgConnection,
@@ -532,314 +774,14 @@ async fn get_in(
 /// resolved after its snapshot began (PostgreSQL's catalog is not part of
 /// the snapshot); it then retries on a new snapshot, which sees the new generation.
 fn raced_a_swap(result: &Result<impl Sized, StoreError>) -> bool {
-    matches!(result, Err(StoreError::Database(sqlx::Error::Database(e))) if e.code().as_deref() == Some(UNDEFINED_TABLE))
+    matches!(result, Err(StoreError::Database(e)) if e.code() == Some(UNDEFINED_TABLE))
 }
 
 /// Tries a name-based read a few times while it keeps racing swaps.
 const SWAP_RETRIES: usize = 3;
 
 #[async_trait]
-impl ReadModelStore for PostgresReadModelStore {
-    async fn register(&self, manifest: &Manifest, module_hash: &str, source: &str) -> Result<Registration, StoreError> {
-        let mut tx = self.registry_tx().await?;
-        let live = live_generations(&mut tx, &manifest.name).await?;
-        let active = live.iter().find(|g| g.role == Role::Active).cloned();
-        let resumable = live
-            .iter()
-            .find(|g| g.module_hash == module_hash && matches!(g.role, Role::Active | Role::Building))
-            .cloned();
-        let mut superseded = Vec::new();
-        for g in live.iter().filter(|g| g.role == Role::Building) {
-            if resumable.as_ref().is_none_or(|r| r.key != g.key) {
-                retire(&mut tx, g, Role::Retired, None).await?;
-                superseded.push(g.key.clone());
-            }
-        }
-        let target_key = match &resumable {
-            Some(g) => g.key.clone(),
-            None => {
-                let key = ModelKey {
-                    projection: manifest.name.clone(),
-                    generation: next_generation(&mut tx, &manifest.name).await?,
-                };
-                // A projection with nothing serving builds in place; otherwise
-                // the old generation keeps serving while this one builds.
-                let role = if active.is_some() { Role::Building } else { Role::Active };
-                insert_generation(&mut tx, &key, role, manifest, module_hash, source, None).await?;
-                key
-            }
-        };
-        create_tables(&mut tx, &target_key, manifest).await?;
-        sqlx::query(
-            // A faulted generation stays faulted for the same module until
-            // `refract retry`: restarting must not silently re-run a poison event.
-            "UPDATE refract_generations SET \
-                 state = CASE WHEN state = 'faulted' THEN 'faulted' ELSE 'running' END, \
-                 last_error = CASE WHEN state = 'faulted' THEN last_error ELSE NULL END, \
-                 source = $1, updated_at = $2 \
-             WHERE projection = $3 AND generation = $4",
-        )
-        .bind(source)
-        .bind(now_ms())
-        .bind(&target_key.projection)
-        .bind(target_key.generation as i64)
-        .execute(&mut *tx)
-        .await?;
-        let target = record_in(&mut tx, &target_key)
-            .await?
-            .ok_or_else(|| StoreError::UnknownProjection(target_key.projection.clone()))?;
-        tx.commit().await?;
-        let active = active.filter(|a| a.key != target.key);
-        Ok(Registration { target, active, superseded })
-    }
-
-    async fn record_load_failure(
-        &self,
-        name: &str,
-        module_hash: &str,
-        source: &str,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.registry_tx().await?;
-        let live = live_generations(&mut tx, name).await?;
-        // The watcher may see the same broken file more than once.
-        if !live.iter().any(|g| g.module_hash == module_hash) {
-            let key = ModelKey { projection: name.to_owned(), generation: next_generation(&mut tx, name).await? };
-            let placeholder = Manifest::unknown(name);
-            insert_generation(&mut tx, &key, Role::Failed, &placeholder, module_hash, source, Some(error)).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn request_rebuild(&self, name: &str) -> Result<ProjectionRecord, StoreError> {
-        let mut tx = self.registry_tx().await?;
-        let active = active_in(&mut tx, name).await?;
-        for g in live_generations(&mut tx, name).await?.iter().filter(|g| g.role == Role::Building) {
-            retire(&mut tx, g, Role::Retired, None).await?;
-        }
-        let key = ModelKey { projection: name.to_owned(), generation: next_generation(&mut tx, name).await? };
-        insert_generation(&mut tx, &key, Role::Building, &active.manifest, &active.module_hash, &active.source, None)
-            .await?;
-        create_tables(&mut tx, &key, &active.manifest).await?;
-        let record = record_in(&mut tx, &key).await?.ok_or_else(|| StoreError::UnknownProjection(name.to_owned()))?;
-        tx.commit().await?;
-        Ok(record)
-    }
-
-    async fn activate(&self, key: &ModelKey) -> Result<Option<ModelKey>, StoreError> {
-        let mut tx = self.registry_tx().await?;
-        let live = live_generations(&mut tx, &key.projection).await?;
-        let Some(target) = live.iter().find(|g| g.key == *key) else {
-            return Err(StoreError::Retired { projection: key.projection.clone(), generation: key.generation });
-        };
-        if target.role == Role::Active {
-            return Ok(None);
-        }
-        let mut retired = None;
-        for g in live.iter().filter(|g| g.key != *key) {
-            // Failed attempts are history once a newer generation serves.
-            retire(&mut tx, g, Role::Retired, None).await?;
-            if g.role == Role::Active {
-                retired = Some(g.key.clone());
-            }
-        }
-        sqlx::query(
-            "UPDATE refract_generations SET role = 'active', activated_at = $1, updated_at = $1 \
-             WHERE projection = $2 AND generation = $3",
-        )
-        .bind(now_ms())
-        .bind(&key.projection)
-        .bind(key.generation as i64)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(retired)
-    }
-
-    async fn fail_generation(&self, key: &ModelKey, error: &str) -> Result<(), StoreError> {
-        let mut tx = self.registry_tx().await?;
-        if let Some(record) = record_in(&mut tx, key).await? {
-            retire(&mut tx, &record, Role::Failed, Some(error)).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn drop_projection(&self, name: &str) -> Result<(), StoreError> {
-        let mut tx = self.registry_tx().await?;
-        let all = sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE projection = $1")))
-            .bind(name)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(record_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        if all.is_empty() {
-            return Err(StoreError::UnknownProjection(name.to_owned()));
-        }
-        for g in &all {
-            drop_tables(&mut tx, &g.key, &g.manifest).await?;
-        }
-        sqlx::query("DELETE FROM refract_generations WHERE projection = $1").bind(name).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM refract_dead_letters WHERE projection = $1").bind(name).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
-        sqlx::query(AssertSqlSafe(format!("{RECORD} WHERE role <> 'retired' ORDER BY projection, generation")))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(record_from_row)
-            .collect()
-    }
-
-    async fn projection(&self, name: &str) -> Result<ProjectionRecord, StoreError> {
-        active_in(&mut *self.pool.acquire().await?, name).await
-    }
-
-    async fn generation(&self, key: &ModelKey) -> Result<ProjectionRecord, StoreError> {
-        record_in(&mut *self.pool.acquire().await?, key)
-            .await?
-            .ok_or_else(|| StoreError::UnknownProjection(key.projection.clone()))
-    }
-
-    async fn set_state(
-        &self,
-        key: &ModelKey,
-        state: ProjectionState,
-        last_error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE refract_generations SET state = $1, last_error = $2, updated_at = $3 \
-             WHERE projection = $4 AND generation = $5 AND role IN ('active', 'building')",
-        )
-        .bind(state.as_str())
-        .bind(last_error)
-        .bind(now_ms())
-        .bind(&key.projection)
-        .bind(key.generation as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        move_checkpoint(&mut tx, key, from, to).await?;
-        apply_changes(&mut tx, key, changes).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn skip_event(&self, key: &ModelKey, letter: &DeadLetter, from: u64, to: u64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        move_checkpoint(&mut tx, key, from, to).await?;
-        sqlx::query(
-            "INSERT INTO refract_dead_letters \
-                 (projection, generation, position, stream_id, event_type, error, module_hash, recorded_at, replay) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, false) \
-             ON CONFLICT (projection, generation, position) DO UPDATE SET error = excluded.error, \
-                 module_hash = excluded.module_hash, recorded_at = excluded.recorded_at, replay = false",
-        )
-        .bind(&key.projection)
-        .bind(key.generation as i64)
-        .bind(letter.position as i64)
-        .bind(&letter.stream_id)
-        .bind(&letter.event_type)
-        .bind(&letter.error)
-        .bind(&letter.module_hash)
-        .bind(letter.recorded_at as i64)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut tx = self.snapshot().await?;
-        let record = active_in(&mut tx, name).await?;
-        let rows = sqlx::query(
-            "SELECT * FROM refract_dead_letters WHERE projection = $1 AND generation = $2 ORDER BY position",
-        )
-        .bind(name)
-        .bind(record.key.generation as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeadLetter {
-                    position: r.try_get::<i64, _>("position")? as u64,
-                    stream_id: r.try_get("stream_id")?,
-                    event_type: r.try_get("event_type")?,
-                    error: r.try_get("error")?,
-                    module_hash: r.try_get("module_hash")?,
-                    recorded_at: r.try_get::<i64, _>("recorded_at")? as u64,
-                    replay: r.try_get("replay")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
-    }
-
-    async fn request_retry(&self, name: &str) -> Result<RetryRequest, StoreError> {
-        let mut tx = self.registry_tx().await?;
-        let generation = active_in(&mut tx, name).await?.key.generation as i64;
-        let cleared = sqlx::query(
-            "UPDATE refract_generations SET state = 'stopped', last_error = NULL, updated_at = $1 \
-             WHERE projection = $2 AND generation = $3 AND state = 'faulted'",
-        )
-        .bind(now_ms())
-        .bind(name)
-        .bind(generation)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let replays =
-            sqlx::query("UPDATE refract_dead_letters SET replay = true WHERE projection = $1 AND generation = $2")
-                .bind(name)
-                .bind(generation)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        tx.commit().await?;
-        Ok(RetryRequest { cleared_fault: cleared == 1, replays })
-    }
-
-    async fn finish_replay(
-        &self,
-        key: &ModelKey,
-        position: u64,
-        outcome: Result<&ChangeSet, &str>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let query = match outcome {
-            Ok(changes) => {
-                apply_changes(&mut tx, key, changes).await?;
-                sqlx::query(
-                    "DELETE FROM refract_dead_letters WHERE projection = $1 AND generation = $2 AND position = $3",
-                )
-            }
-            Err(_) => sqlx::query(
-                "UPDATE refract_dead_letters SET replay = false, error = $4, recorded_at = $5 \
-                 WHERE projection = $1 AND generation = $2 AND position = $3",
-            ),
-        };
-        let mut query = query.bind(key.projection.clone()).bind(key.generation as i64).bind(position as i64);
-        if let Err(error) = outcome {
-            query = query.bind(error.to_owned()).bind(now_ms());
-        }
-        query.execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
-        get_in(&mut *self.pool.acquire().await?, key, collection, id).await
-    }
-
+impl ModelReader for PostgresReadModelStore {
     async fn get_document(&self, projection: &str, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
         let mut attempt = 0;
         loop {
@@ -885,25 +827,5 @@ impl ReadModelStore for PostgresReadModelStore {
             }
             return result;
         }
-    }
-
-    async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = format!("rm_{projection}_g");
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
-                 AND left(tablename, char_length($1)) = $1 ORDER BY tablename COLLATE \"C\"",
-        )
-        .bind(&prefix)
-        .fetch_all(&self.pool)
-        .await?;
-        // `rm_a_g1__c` must not match projection `a` against `rm_a_gx_g1__c`.
-        Ok(names
-            .into_iter()
-            .filter(|n| {
-                let rest = &n[prefix.len()..];
-                let digits = rest.chars().take_while(char::is_ascii_digit).count();
-                digits > 0 && rest[digits..].starts_with("__")
-            })
-            .collect())
     }
 }

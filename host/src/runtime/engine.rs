@@ -3,7 +3,7 @@
 
 use wasmtime::{Config, Engine, OptLevel};
 
-use crate::limits::EPOCH_TICK;
+use crate::runtime::limits::EPOCH_TICK;
 
 /// Builds the engine: component model on, Cranelift optimizing for speed,
 /// epoch interruption for deadlines, and fuel metering when asked for

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::limits::Limits;
-use crate::policy::{FailurePolicy, RetryPolicy};
+use crate::projection::policy::{FailurePolicy, RetryPolicy};
+use crate::runtime::limits::Limits;
 
 /// Errors reading the config file.
 #[derive(Debug, thiserror::Error)]

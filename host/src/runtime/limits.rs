@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 
-use crate::changes::Change;
+use crate::model::changes::Change;
 
 /// How often the background thread advances the engine's epoch. A deadline
 /// is rounded up to whole ticks, so it is honoured within one tick.

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::de::IgnoredAny;
 
-use crate::manifest::Manifest;
+use crate::model::manifest::Manifest;
 
 /// Longest document id, in bytes.
 pub const MAX_ID_LEN: usize = 512;
@@ -164,7 +164,7 @@ fn check_document(body: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::CollectionSpec;
+    use crate::model::manifest::CollectionSpec;
 
     fn manifest() -> Manifest {
         Manifest {

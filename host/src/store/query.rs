@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::manifest::CollectionSpec;
+use crate::model::manifest::CollectionSpec;
 
 /// Largest page a query may ask for.
 pub const MAX_LIMIT: u32 = 10_000;

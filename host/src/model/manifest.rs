@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Subscription;
+use crate::model::event::Subscription;
 
 /// Longest projection name; keeps generated table names within PostgreSQL's 63 bytes.
 const MAX_PROJECTION_NAME: usize = 30;

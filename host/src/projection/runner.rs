@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::call_thread::CallThread;
-use crate::changes::{Change, ChangeError, ChangeSet};
-use crate::config::ProjectionConfig;
-use crate::document_cache::DocumentCache;
-use crate::event::{Event, Subscription};
-use crate::plugin::{Instance, ModelAccess, Plugin, PluginError};
-use crate::policy::FailurePolicy;
+use crate::model::changes::{Change, ChangeError, ChangeSet};
+use crate::model::event::{Event, Subscription};
+use crate::projection::config::ProjectionConfig;
+use crate::projection::policy::FailurePolicy;
+use crate::runtime::call_thread::CallThread;
+use crate::runtime::plugin::{Instance, ModelAccess, Plugin, PluginError};
 use crate::source::{EventSource, SourceError};
-use crate::store::{DeadLetter, ModelKey, ProjectionState, ReadModelStore, Role, StoreError};
+use crate::store::document_cache::DocumentCache;
+use crate::store::{DeadLetter, ModelKey, ModelWriter, ProjectionState, Registry, Role, StoreError};
 
 /// How a projection batches events: the three sync strategies.
 ///
@@ -155,7 +155,10 @@ pub(crate) struct Runner {
     pub switches: Switches,
     pub checkpoint: u64,
     pub source: Arc<dyn EventSource>,
-    pub store: Arc<dyn ReadModelStore>,
+    /// Where the generation's role, state and dead letters are kept.
+    pub registry: Arc<dyn Registry>,
+    /// Where its batches are committed.
+    pub writer: Arc<dyn ModelWriter>,
     pub sync: SyncConfig,
     pub config: ProjectionConfig,
     pub progress: watch::Sender<Progress>,
@@ -302,7 +305,7 @@ impl Runner {
     pub async fn run(mut self) {
         let name = self.key.projection.clone();
         let access = ModelAccess {
-            store: self.store.clone(),
+            store: self.writer.clone(),
             key: self.key.clone(),
             collections: self.plugin.manifest().collections.iter().map(|c| c.name.clone()).collect::<HashSet<_>>(),
             runtime: tokio::runtime::Handle::current(),
@@ -332,8 +335,8 @@ impl Runner {
                         checkpoint = self.checkpoint, kind = fault.kind(), error = %message, "projection faulted");
                     // A failed rebuild must not disturb the generation that serves.
                     let recorded = match self.role {
-                        Role::Building => self.store.fail_generation(&self.key, &message).await,
-                        _ => self.store.set_state(&self.key, ProjectionState::Faulted, Some(&message)).await,
+                        Role::Building => self.registry.fail_generation(&self.key, &message).await,
+                        _ => self.registry.set_state(&self.key, ProjectionState::Faulted, Some(&message)).await,
                     };
                     if let Err(e) = recorded {
                         tracing::error!(projection = %name, error = %e, "could not record the fault");
@@ -357,7 +360,7 @@ impl Runner {
         // the meantime refuses the commit, and its events are simply re-read
         // by whoever runs next: either way nothing is lost or doubled.
         let _ = self.flush(true).await;
-        if let Err(e) = self.store.set_state(&self.key, ProjectionState::Stopped, None).await {
+        if let Err(e) = self.registry.set_state(&self.key, ProjectionState::Stopped, None).await {
             tracing::warn!(projection = %name, error = %e, "could not record the stop");
         }
         self.report(ProjectionState::Stopped, None);
@@ -477,7 +480,7 @@ impl Runner {
         let staged = std::mem::take(&mut self.staged);
         if staged.to > self.checkpoint {
             let changes = self.documents.begin_commit();
-            let (store, key, from, to) = (self.store.clone(), self.key.clone(), self.checkpoint, staged.to);
+            let (store, key, from, to) = (self.writer.clone(), self.key.clone(), self.checkpoint, staged.to);
             let task = tokio::spawn(async move {
                 let result = store.commit(&key, &changes, from, to).await;
                 (changes, result)
@@ -683,7 +686,7 @@ impl Runner {
                     recorded_at: crate::clock::now_ms() as u64,
                     replay: false,
                 };
-                self.store
+                self.writer
                     .skip_event(&self.key, &letter, self.checkpoint, letter.position)
                     .await
                     .map_err(StepError::from_store)?;
@@ -712,18 +715,19 @@ impl Runner {
     /// Replays the dead letters `refract retry` marked, through the current
     /// plugin, before any new event: one that now succeeds is applied and
     /// removed; one that fails again stays, unmarked, with the new error.
-    async fn replay_dead_letters(&mut self, access: &ModelAccess, instance: &mut Slot) -> Result<(), StoreError> {
-        let letters = self.store.dead_letters(&self.key.projection).await?;
+    async fn replay_dead_letters(&mut self, access: &ModelAccess, instance: &mut Slot) -> Result<(), ReplayError> {
+        let letters = self.registry.dead_letters(&self.key.projection).await?;
         let plugin = self.plugin.clone();
         let subscription = &plugin.manifest().subscription;
         for letter in letters.into_iter().filter(|l| l.replay) {
-            let events =
-                self.source.read(letter.position - 1, letter.position, subscription, 1).await.map_err(|e| {
-                    StoreError::Corrupt { projection: self.key.projection.clone(), reason: e.to_string() }
-                })?;
+            let events = self
+                .source
+                .read(letter.position - 1, letter.position, subscription, 1)
+                .await
+                .map_err(|source| ReplayError::Read { position: letter.position, source })?;
             if events.is_empty() {
                 let gone = "the event is no longer in the event store";
-                self.store.finish_replay(&self.key, letter.position, Err(gone)).await?;
+                self.writer.finish_replay(&self.key, letter.position, Err(gone)).await?;
                 continue;
             }
             let outcome = match self.project_with_retries(access, instance, events).await {
@@ -737,10 +741,16 @@ impl Runner {
                 "dead letter replayed"
             );
             let finished =
-                self.store.finish_replay(&self.key, letter.position, outcome.as_ref().map_err(String::as_str)).await;
+                self.writer.finish_replay(&self.key, letter.position, outcome.as_ref().map_err(String::as_str)).await;
             match (&finished, &outcome) {
-                (Ok(()), Ok(changes)) => self.documents.committed(changes),
-                (Ok(()), Err(_)) => {}
+                (Ok(true), Ok(changes)) => self.documents.committed(changes),
+                (Ok(true), Err(_)) => {}
+                // Another host claimed the letter first and applied it: the
+                // instance projected it too, so its work is discarded.
+                (Ok(false), _) => {
+                    tracing::info!(projection = %self.key.projection, position = letter.position, "dead letter already replayed by another host");
+                    self.documents.clear();
+                }
                 (Err(_), _) => self.documents.clear(),
             }
             finished?;
@@ -790,7 +800,7 @@ impl Runner {
     /// A building generation that has read up to the head becomes active;
     /// the generation it replaces is stopped (its tables are already gone).
     async fn swap_in(&mut self) -> Result<(), StepError> {
-        let retired = self.store.activate(&self.key).await.map_err(StepError::from_store)?;
+        let retired = self.registry.activate(&self.key).await.map_err(StepError::from_store)?;
         self.role = Role::Active;
         if let Some(old) = &retired {
             if let Some(switch) = self.switches.lock().expect("switch map lock").get(old) {
@@ -824,6 +834,15 @@ impl Runner {
             _ = self.stop.changed() => {}
         }
     }
+}
+
+/// Why replaying dead letters stopped; they stay for the next run.
+#[derive(Debug, thiserror::Error)]
+enum ReplayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not read event {position} from the event store: {source}")]
+    Read { position: u64, source: SourceError },
 }
 
 enum StepError {

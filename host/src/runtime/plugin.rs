@@ -10,16 +10,16 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{self, GetError, LogLevel, Projector, ProjectorPre};
-use crate::cache::ModuleCache;
-use crate::capabilities::{self, Capability};
-use crate::changes::Change;
-use crate::document_cache::DocumentCache;
-use crate::event::{Event, Subscription};
-use crate::guest_output::{Channel, GuestOutput};
-use crate::limits::{Limits, MemoryLimitHit, MemoryLimiter};
-use crate::manifest::{CollectionSpec, Manifest, ManifestError};
-use crate::store::{ModelKey, ReadModelStore};
+use crate::model::changes::Change;
+use crate::model::event::{Event, Subscription};
+use crate::model::manifest::{CollectionSpec, Manifest, ManifestError};
+use crate::runtime::bindings::{self, GetError, LogLevel, Projector, ProjectorPre};
+use crate::runtime::capabilities::{self, Capability};
+use crate::runtime::guest_output::{Channel, GuestOutput};
+use crate::runtime::limits::{Limits, MemoryLimitHit, MemoryLimiter};
+use crate::runtime::module_cache::ModuleCache;
+use crate::store::document_cache::DocumentCache;
+use crate::store::{ModelKey, ModelWriter};
 
 /// The export every projection must provide.
 const PROJECTION_EXPORT: &str = "refract:projection/projection@0.1.0";
@@ -161,7 +161,7 @@ impl PluginError {
 /// collections of its own generation, nothing else.
 #[derive(Clone)]
 pub(crate) struct ModelAccess {
-    pub store: Arc<dyn ReadModelStore>,
+    pub store: Arc<dyn ModelWriter>,
     pub key: ModelKey,
     pub collections: HashSet<String>,
     pub runtime: tokio::runtime::Handle,
@@ -199,9 +199,10 @@ impl HostState {
             denied: None,
         }
     }
+}
 
-    /// Records an attempt to use a capability the plugin does not have.
-    pub(crate) fn denied(&mut self, capability: Capability) {
+impl capabilities::NotesDenials for HostState {
+    fn denied(&mut self, capability: Capability) {
         tracing::debug!(projection = %self.projection, %capability, "capability denied");
         self.denied.get_or_insert(capability);
     }
@@ -271,7 +272,7 @@ impl PluginRuntime {
     /// Like [`new`](Self::new); `fuel` turns on fuel metering, needed by any
     /// projection whose limits set fuel.
     pub fn with_fuel(fuel: bool) -> wasmtime::Result<Self> {
-        let engine = crate::engine::new_engine(fuel)?;
+        let engine = crate::runtime::engine::new_engine(fuel)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         capabilities::deny(&mut linker)?;

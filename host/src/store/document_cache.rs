@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
-use crate::changes::{ChangeSet, CollectionChanges};
+use crate::model::changes::{ChangeSet, CollectionChanges};
 
 /// Most committed documents a [`DocumentCache`] holds before it starts over:
 /// about 15 MiB of small documents, so ten projections stay well inside 300 MiB.

@@ -17,8 +17,6 @@ use wasmtime_wasi::filesystem::Descriptor;
 use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddressFamily};
 use wasmtime_wasi::p2::{TcpSocket, UdpSocket};
 
-use crate::plugin::HostState;
-
 /// WASI version whose entry points are replaced; the linker serves older
 /// 0.2.x imports from it too (semver-compatible lookup).
 const WASI: &str = "0.2.12";
@@ -41,23 +39,34 @@ impl std::fmt::Display for Capability {
     }
 }
 
+/// The store state that notes a denied attempt (the plugin's `HostState`);
+/// a trait, so this module need not import the plugin that links it.
+pub(crate) trait NotesDenials: 'static {
+    /// Records that the plugin tried to reach `capability`.
+    fn denied(&mut self, capability: Capability);
+}
+
 /// Replaces the WASI entry points of denied capabilities. Call after the
 /// WASI interfaces are linked.
-pub(crate) fn deny(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub(crate) fn deny<T: NotesDenials>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     linker.instance(&format!("wasi:filesystem/preopens@{WASI}"))?.func_wrap("get-directories", |mut s, (): ()| {
         s.data_mut().denied(Capability::Filesystem);
         Ok((Vec::<(Resource<Descriptor>, String)>::new(),))
     })?;
-    deny_socket::<TcpSocket>(linker, "tcp-create-socket", "create-tcp-socket")?;
-    deny_socket::<UdpSocket>(linker, "udp-create-socket", "create-udp-socket")?;
+    deny_socket::<T, TcpSocket>(linker, "tcp-create-socket", "create-tcp-socket")?;
+    deny_socket::<T, UdpSocket>(linker, "udp-create-socket", "create-udp-socket")?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
 /// Replaces a socket constructor with one that records the attempt and
 /// answers `access-denied`, as the empty context would.
-fn deny_socket<R: 'static>(linker: &mut Linker<HostState>, interface: &str, func: &str) -> wasmtime::Result<()> {
+fn deny_socket<T: NotesDenials, R: 'static>(
+    linker: &mut Linker<T>,
+    interface: &str,
+    func: &str,
+) -> wasmtime::Result<()> {
     linker.instance(&format!("wasi:sockets/{interface}@{WASI}"))?.func_wrap(func, |mut s, (_,): (IpAddressFamily,)| {
         s.data_mut().denied(Capability::Network);
         Ok((Err::<Resource<R>, _>(ErrorCode::AccessDenied),))

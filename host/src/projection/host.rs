@@ -10,17 +10,18 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::cache::ModuleCache;
-use crate::call_thread::CallThread;
-use crate::config::Config;
-use crate::document_cache::DocumentCache;
-use crate::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
-use crate::runner::{CommitNotice, Progress, Runner, Switches, SyncConfig};
-use crate::source::{EventStore, SourceError, SqliteEventStore};
+use crate::projection::config::Config;
+use crate::projection::runner::{CommitNotice, Progress, Runner, Switches, SyncConfig};
+use crate::projection::watch::{PluginChange, PluginWatcher, WatchError, is_plugin_file};
+use crate::runtime::call_thread::CallThread;
+use crate::runtime::module_cache::ModuleCache;
+use crate::runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
+use crate::source::{EventSource, EventStore, SourceError, SqliteEventStore};
+use crate::store::document_cache::DocumentCache;
 use crate::store::{
-    ModelKey, ProjectionRecord, ProjectionState, ReadModelStore, Role, SqliteReadModelStore, StoreError,
+    ModelKey, ModelWriter, ProjectionRecord, ProjectionState, ReadModelStore, Registry, Role, SqliteReadModelStore,
+    StoreError,
 };
-use crate::watch::{PluginChange, PluginWatcher, WatchError};
 
 /// How often a following host looks for generations requested by the CLI.
 const REGISTRY_POLL: Duration = Duration::from_secs(1);
@@ -208,7 +209,7 @@ impl ProjectionStatus {
 
 /// Status of every registered projection, read from the stores (works
 /// whether or not a host is running on them).
-pub async fn status(events: &dyn EventStore, models: &dyn ReadModelStore) -> Result<Vec<ProjectionStatus>, HostError> {
+pub async fn status(events: &dyn EventSource, models: &dyn Registry) -> Result<Vec<ProjectionStatus>, HostError> {
     let head = events.head().await?;
     Ok(models.projections().await?.into_iter().map(|r| ProjectionStatus::new(r, head)).collect())
 }
@@ -232,6 +233,9 @@ pub struct Host {
     runtime: PluginRuntime,
     events: Arc<dyn EventStore>,
     models: Arc<dyn ReadModelStore>,
+    /// What runners commit through: `models`, unless replaced with
+    /// [`with_writer`](Host::with_writer).
+    writer: Arc<dyn ModelWriter>,
     sync: SyncConfig,
     /// Limits and failure policies, per projection.
     config: Config,
@@ -265,6 +269,7 @@ impl Host {
         Ok(Self {
             runtime,
             events,
+            writer: models.clone(),
             models,
             sync,
             config,
@@ -274,6 +279,14 @@ impl Host {
             switches: Switches::default(),
             notices: broadcast::channel(NOTICE_BUFFER).0,
         })
+    }
+
+    /// Commits every runner's batches through `writer` instead of the
+    /// read-model store: a seam for wrapping the writer (tests inject
+    /// failures here) without reimplementing the registry and the reader.
+    pub fn with_writer(mut self, writer: Arc<dyn ModelWriter>) -> Self {
+        self.writer = writer;
+        self
     }
 
     /// Caches compiled plugins and module bytes in `cache`.
@@ -525,7 +538,8 @@ impl Host {
             switches: self.switches.clone(),
             checkpoint: record.checkpoint,
             source: self.events.clone(),
-            store: self.models.clone(),
+            registry: self.models.clone(),
+            writer: self.writer.clone(),
             sync: self.sync.clone(),
             config: self.config.for_projection(name),
             progress: progress_tx,
@@ -618,12 +632,6 @@ pub(crate) fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, HostError> {
         entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_plugin_file(p) && p.is_file()).collect();
     paths.sort();
     Ok(paths)
-}
-
-/// Whether a path names a plugin (`*.wasm`, not a hidden or temporary file).
-pub(crate) fn is_plugin_file(path: &Path) -> bool {
-    path.extension().is_some_and(|x| x == "wasm")
-        && path.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.'))
 }
 
 fn file_name(path: &Path) -> String {

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::host::is_plugin_file;
-
 /// How long a plugin file must stay untouched before it is (re)loaded. A
 /// build that writes the file in several steps produces one reload, and a
 /// half-written file is never loaded.
@@ -112,4 +110,10 @@ where
             }
         }
     }
+}
+
+/// Whether a path names a plugin (`*.wasm`, not a hidden or temporary file).
+pub(crate) fn is_plugin_file(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "wasm")
+        && path.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.'))
 }

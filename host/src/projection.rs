@@ -1,0 +1,9 @@
+//! Keeping read models in step with the log: the host that loads plugins
+//! and runs one runner per projection generation, the runner's batch loop,
+//! failure policies, `refract.toml`, and the plugins-folder watcher.
+
+pub(crate) mod config;
+pub(crate) mod host;
+pub(crate) mod policy;
+pub(crate) mod runner;
+pub(crate) mod watch;

@@ -1,0 +1,446 @@
+//! The generation lifecycle and the writer's transactions, decided once for
+//! every backend.
+//!
+//! A backend supplies a [`Backend`]: transactions made of small SQL verbs
+//! ([`Tx`]). Everything that decides something — which generation a module
+//! gets, what a swap retires, that a new generation starts empty, that a
+//! dead letter is claimed before it is applied, when a refused checkpoint
+//! move means "retired" — lives here, so the SQLite and PostgreSQL stores
+//! cannot drift apart. Only their SQL differs.
+
+use async_trait::async_trait;
+
+use super::names;
+use super::{
+    DeadLetter, ModelKey, ModelWriter, ProjectionRecord, ProjectionState, Registration, Registry, RetryRequest, Role,
+    StoreError,
+};
+use crate::model::changes::ChangeSet;
+use crate::model::manifest::Manifest;
+
+/// A generation row to insert.
+pub struct NewGeneration<'a> {
+    /// Projection and generation number.
+    pub key: &'a ModelKey,
+    /// Active (serves at once), building, or failed (a module that did not load).
+    pub role: Role,
+    /// What the module declared.
+    pub manifest: &'a Manifest,
+    /// SHA-256 of the module, hex.
+    pub module_hash: &'a str,
+    /// File the module came from.
+    pub source: &'a str,
+    /// Why it failed, for a failed generation.
+    pub error: Option<&'a str>,
+}
+
+/// One transaction on a backend, as the SQL verbs the lifecycle is made of.
+/// Dropping it without [`commit`](Tx::commit) rolls it back (the connection
+/// is closed rather than reused, so a connection left in a broken state by
+/// a failed write — a full disk — is never handed out again).
+#[async_trait]
+pub trait Tx: Send + Sized {
+    /// Live (non-retired) generations of one projection, or of all when
+    /// `name` is `None`, by projection then generation.
+    async fn live_generations(&mut self, name: Option<&str>) -> Result<Vec<ProjectionRecord>, StoreError>;
+    /// Every generation of a projection, retired ones included.
+    async fn all_generations(&mut self, name: &str) -> Result<Vec<ProjectionRecord>, StoreError>;
+    /// One generation's record.
+    async fn record(&mut self, key: &ModelKey) -> Result<Option<ProjectionRecord>, StoreError>;
+    /// One more than the highest generation number ever used by the projection.
+    async fn next_generation(&mut self, name: &str) -> Result<u32, StoreError>;
+    /// Inserts a generation at checkpoint 0 (state `faulted` for a failed one, else `running`).
+    async fn insert_generation(&mut self, generation: &NewGeneration<'_>) -> Result<(), StoreError>;
+    /// Sets role, state and (when given) error.
+    async fn set_role(
+        &mut self,
+        key: &ModelKey,
+        role: Role,
+        state: ProjectionState,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Marks the generation running under `source`, unless it is faulted
+    /// (which keeps its state and error).
+    async fn resume(&mut self, key: &ModelKey, source: &str) -> Result<(), StoreError>;
+    /// Makes the generation the active one, noting when.
+    async fn make_active(&mut self, key: &ModelKey) -> Result<(), StoreError>;
+    /// Sets state and error of an active or building generation.
+    async fn set_state(
+        &mut self,
+        key: &ModelKey,
+        state: ProjectionState,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// A faulted generation becomes `stopped` with no error; whether it was faulted.
+    async fn clear_fault(&mut self, key: &ModelKey) -> Result<bool, StoreError>;
+    /// Deletes the registry rows and dead letters of a projection.
+    async fn delete_projection(&mut self, name: &str) -> Result<(), StoreError>;
+
+    /// Creates the generation's tables and indexes if they do not exist.
+    async fn create_tables(&mut self, key: &ModelKey, manifest: &Manifest) -> Result<(), StoreError>;
+    /// Drops the generation's tables if they exist.
+    async fn drop_tables(&mut self, key: &ModelKey, manifest: &Manifest) -> Result<(), StoreError>;
+    /// Renames a table kept under a pre-0.2 name to its current name and
+    /// drops its old indexes (the caller then creates the current ones).
+    async fn migrate_table(&mut self, key: &ModelKey, collection: &str, indexes: &[String]) -> Result<(), StoreError>;
+    /// A value of the store's own metadata.
+    async fn meta(&mut self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a value of the store's own metadata.
+    async fn set_meta(&mut self, name: &str, value: &str) -> Result<(), StoreError>;
+
+    /// The generation's dead letters, by position.
+    async fn letters(&mut self, key: &ModelKey) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Deletes the generation's dead letters.
+    async fn delete_letters(&mut self, key: &ModelKey) -> Result<(), StoreError>;
+    /// Records a dead letter (replacing one at the same position), unmarked.
+    async fn insert_letter(&mut self, key: &ModelKey, letter: &DeadLetter) -> Result<(), StoreError>;
+    /// Marks every dead letter of the generation for replay; how many.
+    async fn mark_replays(&mut self, key: &ModelKey) -> Result<u64, StoreError>;
+    /// Deletes the letter if it is marked for replay; whether it was.
+    async fn claim_letter(&mut self, key: &ModelKey, position: u64) -> Result<bool, StoreError>;
+    /// Unmarks the letter with a new error if it is marked; whether it was.
+    async fn unmark_letter(&mut self, key: &ModelKey, position: u64, error: &str) -> Result<bool, StoreError>;
+
+    /// Moves the checkpoint from `from` to `to` if the generation is active
+    /// or building and at `from`; whether it moved.
+    async fn move_checkpoint(&mut self, key: &ModelKey, from: u64, to: u64) -> Result<bool, StoreError>;
+    /// Writes a batch's net changes.
+    async fn apply_changes(&mut self, key: &ModelKey, changes: &ChangeSet) -> Result<(), StoreError>;
+
+    /// Commits.
+    async fn commit(self) -> Result<(), StoreError>;
+}
+
+/// A backend: where transactions come from, and the reads that need none.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The backend's transaction.
+    type Tx: Tx;
+    /// A write transaction that excludes other registry writers.
+    async fn registry_tx(&self) -> Result<Self::Tx, StoreError>;
+    /// A write transaction for a runner's commit.
+    async fn write_tx(&self) -> Result<Self::Tx, StoreError>;
+    /// A read-only transaction: one snapshot.
+    async fn read_tx(&self) -> Result<Self::Tx, StoreError>;
+    /// One document of a generation (hot: the plugin's `get`).
+    async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError>;
+    /// Names of the model tables whose names start with `prefix`, sorted bytewise.
+    async fn tables_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// Why a conditional checkpoint move matched nothing, given the role the
+/// generation has now (`None`: it is gone): another writer moved the
+/// checkpoint of a live generation, or the generation was retired.
+fn checkpoint_refused(key: &ModelKey, from: u64, role: Option<Role>) -> StoreError {
+    match role {
+        Some(Role::Active | Role::Building) => {
+            StoreError::CheckpointMoved { projection: key.projection.clone(), expected: from }
+        }
+        _ => StoreError::Retired { projection: key.projection.clone(), generation: key.generation },
+    }
+}
+
+/// Moves the checkpoint or says why it could not.
+async fn move_checkpoint<T: Tx>(tx: &mut T, key: &ModelKey, from: u64, to: u64) -> Result<(), StoreError> {
+    if tx.move_checkpoint(key, from, to).await? {
+        return Ok(());
+    }
+    let role = tx.record(key).await?.map(|r| r.role);
+    Err(checkpoint_refused(key, from, role))
+}
+
+/// Takes a generation out of service: its tables and dead letters go, the
+/// record stays as history with its new role.
+async fn retire<T: Tx>(
+    tx: &mut T,
+    record: &ProjectionRecord,
+    role: Role,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    tx.drop_tables(&record.key, &record.manifest).await?;
+    tx.delete_letters(&record.key).await?;
+    let state = if role == Role::Failed { ProjectionState::Faulted } else { ProjectionState::Stopped };
+    tx.set_role(&record.key, role, state, error).await
+}
+
+/// Inserts a new generation whose tables start empty, whatever a foreign or
+/// older registry left under the same names.
+async fn start_generation<T: Tx>(tx: &mut T, generation: &NewGeneration<'_>) -> Result<(), StoreError> {
+    tx.insert_generation(generation).await?;
+    tx.drop_tables(generation.key, generation.manifest).await?;
+    tx.create_tables(generation.key, generation.manifest).await
+}
+
+async fn active_in<T: Tx>(tx: &mut T, name: &str) -> Result<ProjectionRecord, StoreError> {
+    tx.live_generations(Some(name))
+        .await?
+        .into_iter()
+        .find(|g| g.role == Role::Active)
+        .ok_or_else(|| StoreError::UnknownProjection(name.to_owned()))
+}
+
+async fn record_in<T: Tx>(tx: &mut T, key: &ModelKey) -> Result<ProjectionRecord, StoreError> {
+    tx.record(key).await?.ok_or_else(|| StoreError::UnknownProjection(key.projection.clone()))
+}
+
+/// The metadata key recording that tables carry collision-free names.
+const NAMES_MIGRATED: &str = "storage_names";
+const NAMES_VERSION: &str = "2";
+
+/// Renames the tables of every live generation from the ambiguous pre-0.2
+/// scheme to [`names`], once per store.
+pub(crate) async fn migrate_names<B: Backend>(backend: &B) -> Result<(), StoreError> {
+    let mut tx = backend.registry_tx().await?;
+    if tx.meta(NAMES_MIGRATED).await?.as_deref() == Some(NAMES_VERSION) {
+        return tx.commit().await;
+    }
+    for g in tx.live_generations(None).await? {
+        for c in &g.manifest.collections {
+            tx.migrate_table(&g.key, &c.name, &c.indexes).await?;
+        }
+        if matches!(g.role, Role::Active | Role::Building) {
+            tx.create_tables(&g.key, &g.manifest).await?;
+        }
+    }
+    tx.set_meta(NAMES_MIGRATED, NAMES_VERSION).await?;
+    tx.commit().await
+}
+
+#[async_trait]
+impl<B: Backend> Registry for B {
+    async fn register(&self, manifest: &Manifest, module_hash: &str, source: &str) -> Result<Registration, StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let live = tx.live_generations(Some(&manifest.name)).await?;
+        let active = live.iter().find(|g| g.role == Role::Active).cloned();
+        let resumable = live
+            .iter()
+            .find(|g| g.module_hash == module_hash && matches!(g.role, Role::Active | Role::Building))
+            .cloned();
+        let mut superseded = Vec::new();
+        for g in live.iter().filter(|g| g.role == Role::Building) {
+            if resumable.as_ref().is_none_or(|r| r.key != g.key) {
+                retire(&mut tx, g, Role::Retired, None).await?;
+                superseded.push(g.key.clone());
+            }
+        }
+        let target_key = match &resumable {
+            Some(g) => {
+                tx.create_tables(&g.key, manifest).await?;
+                g.key.clone()
+            }
+            None => {
+                let key = ModelKey {
+                    projection: manifest.name.clone(),
+                    generation: tx.next_generation(&manifest.name).await?,
+                };
+                // A projection with nothing serving builds in place; otherwise
+                // the old generation keeps serving while this one builds.
+                let role = if active.is_some() { Role::Building } else { Role::Active };
+                start_generation(
+                    &mut tx,
+                    &NewGeneration { key: &key, role, manifest, module_hash, source, error: None },
+                )
+                .await?;
+                key
+            }
+        };
+        // A faulted generation stays faulted for the same module until
+        // `refract retry`: restarting must not silently re-run a poison event.
+        tx.resume(&target_key, source).await?;
+        let target = record_in(&mut tx, &target_key).await?;
+        tx.commit().await?;
+        let active = active.filter(|a| a.key != target.key);
+        Ok(Registration { target, active, superseded })
+    }
+
+    async fn record_load_failure(
+        &self,
+        name: &str,
+        module_hash: &str,
+        source: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.registry_tx().await?;
+        // The watcher may see the same broken file more than once.
+        if !tx.live_generations(Some(name)).await?.iter().any(|g| g.module_hash == module_hash) {
+            let key = ModelKey { projection: name.to_owned(), generation: tx.next_generation(name).await? };
+            let placeholder = Manifest::unknown(name);
+            tx.insert_generation(&NewGeneration {
+                key: &key,
+                role: Role::Failed,
+                manifest: &placeholder,
+                module_hash,
+                source,
+                error: Some(error),
+            })
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn request_rebuild(&self, name: &str) -> Result<ProjectionRecord, StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let active = active_in(&mut tx, name).await?;
+        for g in tx.live_generations(Some(name)).await?.iter().filter(|g| g.role == Role::Building) {
+            retire(&mut tx, g, Role::Retired, None).await?;
+        }
+        let key = ModelKey { projection: name.to_owned(), generation: tx.next_generation(name).await? };
+        start_generation(
+            &mut tx,
+            &NewGeneration {
+                key: &key,
+                role: Role::Building,
+                manifest: &active.manifest,
+                module_hash: &active.module_hash,
+                source: &active.source,
+                error: None,
+            },
+        )
+        .await?;
+        let record = record_in(&mut tx, &key).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn activate(&self, key: &ModelKey) -> Result<Option<ModelKey>, StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let live = tx.live_generations(Some(&key.projection)).await?;
+        let Some(target) = live.iter().find(|g| g.key == *key) else {
+            return Err(StoreError::Retired { projection: key.projection.clone(), generation: key.generation });
+        };
+        if target.role == Role::Active {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let mut retired = None;
+        for g in live.iter().filter(|g| g.key != *key) {
+            // Failed attempts are history once a newer generation serves.
+            retire(&mut tx, g, Role::Retired, None).await?;
+            if g.role == Role::Active {
+                retired = Some(g.key.clone());
+            }
+        }
+        tx.make_active(key).await?;
+        tx.commit().await?;
+        Ok(retired)
+    }
+
+    async fn fail_generation(&self, key: &ModelKey, error: &str) -> Result<(), StoreError> {
+        let mut tx = self.registry_tx().await?;
+        if let Some(record) = tx.record(key).await? {
+            retire(&mut tx, &record, Role::Failed, Some(error)).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn drop_projection(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let all = tx.all_generations(name).await?;
+        if all.is_empty() {
+            return Err(StoreError::UnknownProjection(name.to_owned()));
+        }
+        for g in &all {
+            tx.drop_tables(&g.key, &g.manifest).await?;
+        }
+        tx.delete_projection(name).await?;
+        tx.commit().await
+    }
+
+    async fn projections(&self) -> Result<Vec<ProjectionRecord>, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let all = tx.live_generations(None).await?;
+        tx.commit().await?;
+        Ok(all)
+    }
+
+    async fn projection(&self, name: &str) -> Result<ProjectionRecord, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let active = active_in(&mut tx, name).await;
+        tx.commit().await?;
+        active
+    }
+
+    async fn generation(&self, key: &ModelKey) -> Result<ProjectionRecord, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let record = record_in(&mut tx, key).await;
+        tx.commit().await?;
+        record
+    }
+
+    async fn set_state(
+        &self,
+        key: &ModelKey,
+        state: ProjectionState,
+        last_error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        tx.set_state(key, state, last_error).await?;
+        tx.commit().await
+    }
+
+    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let active = active_in(&mut tx, name).await?;
+        let letters = tx.letters(&active.key).await?;
+        tx.commit().await?;
+        Ok(letters)
+    }
+
+    async fn request_retry(&self, name: &str) -> Result<RetryRequest, StoreError> {
+        let mut tx = self.registry_tx().await?;
+        let active = active_in(&mut tx, name).await?;
+        let cleared_fault = tx.clear_fault(&active.key).await?;
+        let replays = tx.mark_replays(&active.key).await?;
+        tx.commit().await?;
+        Ok(RetryRequest { cleared_fault, replays })
+    }
+
+    async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = names::table_prefix(projection);
+        Ok(self.tables_with_prefix(&prefix).await?.into_iter().filter(|t| names::is_table_of(&prefix, t)).collect())
+    }
+}
+
+#[async_trait]
+impl<B: Backend> ModelWriter for B {
+    async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        move_checkpoint(&mut tx, key, from, to).await?;
+        tx.apply_changes(key, changes).await?;
+        tx.commit().await
+    }
+
+    async fn skip_event(&self, key: &ModelKey, letter: &DeadLetter, from: u64, to: u64) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        move_checkpoint(&mut tx, key, from, to).await?;
+        tx.insert_letter(key, letter).await?;
+        tx.commit().await
+    }
+
+    async fn finish_replay(
+        &self,
+        key: &ModelKey,
+        position: u64,
+        outcome: Result<&ChangeSet, &str>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        // The claim comes first and in the same transaction: a second host
+        // replaying the same letter finds it claimed and applies nothing.
+        let claimed = match outcome {
+            Ok(changes) => {
+                let claimed = tx.claim_letter(key, position).await?;
+                if claimed {
+                    tx.apply_changes(key, changes).await?;
+                }
+                claimed
+            }
+            Err(error) => tx.unmark_letter(key, position, error).await?,
+        };
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
+        Backend::get(self, key, collection, id).await
+    }
+}
