@@ -102,6 +102,17 @@ pub async fn generation_lifecycle(store: Arc<dyn ReadModelStore>) {
     // An explicit rebuild: a building generation of the active module, which can fail.
     let rebuild = store.request_rebuild("p").await.unwrap();
     assert_eq!((rebuild.key.clone(), rebuild.role, rebuild.module_hash.as_str()), (key("p", 4), Role::Building, "h3"));
+    store.commit(&key("p", 4), &upserts("items", &[("r", json!({"balance": 1}))]), 0, 2).await.unwrap();
+    // A host restarted mid-rebuild (killed, or after an offline `refract
+    // rebuild`) registers the same module again: the rebuild resumes where
+    // it was, beside the active generation; it is not retired.
+    let resumed = store.register(&m, "h3", "p.wasm").await.unwrap();
+    assert_eq!(
+        (resumed.target.key.clone(), resumed.target.role, resumed.target.checkpoint),
+        (key("p", 4), Role::Building, 2)
+    );
+    assert_eq!(resumed.active.map(|a| a.key), Some(key("p", 3)));
+    assert!(resumed.superseded.is_empty());
     store.fail_generation(&key("p", 4), "it broke").await.unwrap();
     let failed = store.generation(&key("p", 4)).await.unwrap();
     assert_eq!(

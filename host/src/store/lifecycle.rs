@@ -212,10 +212,11 @@ impl<B: Backend> Registry for B {
         let mut tx = self.registry_tx().await?;
         let live = tx.live_generations(Some(&manifest.name)).await?;
         let active = live.iter().find(|g| g.role == Role::Active).cloned();
-        let resumable = live
-            .iter()
-            .find(|g| g.module_hash == module_hash && matches!(g.role, Role::Active | Role::Building))
-            .cloned();
+        // A building generation of this module resumes before the active one
+        // does: after `refract rebuild` both run the same module, and a host
+        // restarted mid-rebuild must carry the rebuild on, not retire it.
+        let of_module = |role: Role| live.iter().find(|g| g.module_hash == module_hash && g.role == role);
+        let resumable = of_module(Role::Building).or_else(|| of_module(Role::Active)).cloned();
         let mut superseded = Vec::new();
         for g in live.iter().filter(|g| g.role == Role::Building) {
             if resumable.as_ref().is_none_or(|r| r.key != g.key) {
