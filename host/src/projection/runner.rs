@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
+use crate::db::DbErrorKind;
 use crate::model::changes::{Change, ChangeError, ChangeSet};
 use crate::model::event::{Event, Subscription};
 use crate::projection::config::ProjectionConfig;
@@ -125,6 +126,8 @@ enum Fault {
     Change(#[from] ChangeError),
     #[error(transparent)]
     Store(StoreError),
+    #[error(transparent)]
+    Source(SourceError),
 }
 
 impl Fault {
@@ -134,7 +137,9 @@ impl Fault {
             Self::Plugin(e) => e.kind(),
             Self::Change(ChangeError::UndeclaredCollection(_)) => "undeclared collection",
             Self::Change(ChangeError::InvalidId { .. } | ChangeError::InvalidDocument { .. }) => "invalid document",
+            Self::Store(StoreError::Database(e)) if e.kind() == DbErrorKind::Refused => "store refused",
             Self::Store(_) => "store",
+            Self::Source(_) => "event store",
         }
     }
 
@@ -380,7 +385,7 @@ impl Runner {
         // batch's time. The head is asked again once that one is reached.
         let head = match self.read_ahead.as_ref().filter(|r| r.covers(read_to)) {
             Some(r) => r.up_to,
-            None => self.source.head().await.map_err(|e| StepError::Transient(e.to_string()))?,
+            None => self.source.head().await.map_err(StepError::from_source)?,
         };
         if read_to >= head {
             *partial_since = None;
@@ -458,11 +463,8 @@ impl Runner {
             }
         }
         let subscription = &self.plugin.manifest().subscription;
-        let events = self
-            .source
-            .read(from, head, subscription, self.sync.batch_size)
-            .await
-            .map_err(|e| StepError::Transient(e.to_string()))?;
+        let events =
+            self.source.read(from, head, subscription, self.sync.batch_size).await.map_err(StepError::from_source)?;
         Ok((events, head))
     }
 
@@ -855,12 +857,30 @@ enum StepError {
 impl StepError {
     /// A moved checkpoint means another host runs the projection: a fault.
     /// Anything else from the store may pass: retry.
+    /// A store that refuses a value it can never hold, or whose file is
+    /// damaged, would refuse every retry: a fault, named as such.
     fn from_store(e: StoreError) -> Self {
         match e {
             e @ StoreError::CheckpointMoved { .. } => Self::Fault(Fault::Store(e)),
             StoreError::Retired { .. } => Self::Retired,
+            StoreError::Database(e) if matches!(e.kind(), DbErrorKind::Refused | DbErrorKind::Corrupt) => {
+                Self::Fault(Fault::Store(StoreError::Database(e)))
+            }
             e => Self::Transient(e.to_string()),
         }
+    }
+
+    /// Reads that fail because the event store is damaged fault the
+    /// projection with the store's message; anything else is retried.
+    fn from_source(e: SourceError) -> Self {
+        let corrupt = match &e {
+            SourceError::Database(db) => db.kind() == DbErrorKind::Corrupt,
+            // SQLITE_CORRUPT and SQLITE_NOTADB, from the C-API read.
+            SourceError::Sqlite { code, .. } => matches!(code & 0xff, 11 | 26),
+            SourceError::Corrupt(_) => true,
+            _ => false,
+        };
+        if corrupt { Self::Fault(Fault::Source(e)) } else { Self::Transient(e.to_string()) }
     }
 }
 
