@@ -10,13 +10,9 @@
 //! thread. An application that embeds refract and picks its own global
 //! allocator turns the feature off (`default-features = false`).
 //!
-//! SQLite's own allocations still go to the C allocator. glibc serves an
-//! allocation above its mmap threshold from a mapping of its own and
-//! unmaps it on free, but by default it raises that threshold to the size
-//! of every such block freed. Commit-sized buffers (the JSON array SQLite
-//! unpacks) then come from the heap and stay there once freed: ten
-//! projections committing 50,000-event groups peaked at 314 MiB, against
-//! 268 MiB with the threshold pinned at 1 MiB (BENCHMARKS.md).
+//! SQLite's own allocations still go to the C allocator. The binaries pin
+//! glibc's mmap threshold for them (`src/cli/allocator.rs`): a
+//! process-wide setting, so it is the program's to make, not the library's.
 
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
@@ -30,24 +26,3 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static malloc_conf: &[u8] = b"background_thread:true,narenas:4,dirty_decay_ms:250,muzzy_decay_ms:0\0";
-
-/// Allocations from this size up get their own mapping, returned on free.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 1024 * 1024;
-
-/// Pins glibc's mmap threshold so that large freed buffers go back to the
-/// OS; a no-op on other platforms and C libraries. Binaries call it first
-/// thing in `main` (the `refract` binary and `refract-bench` do); it holds
-/// for the whole process, whichever thread calls it.
-///
-/// ```
-/// refract::tune_allocator();
-/// ```
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; glibc applies them
-    // under its own lock, and an unknown value is refused with a 0 return.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-    }
-}

@@ -20,19 +20,15 @@ mod api;
 mod backend;
 mod clock;
 mod db;
-mod dev;
 mod model;
 mod projection;
 mod runtime;
-mod scaffold;
 mod source;
 mod store;
 
-pub use allocator::tune_allocator;
 pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, MAX_TIMEOUT, Metrics, router, serve};
 pub use backend::{BackendError, open_events, open_models};
 pub use db::{DatabaseError, DbErrorKind};
-pub use dev::{DevError, Lang, build_crate, build_project, plugin_crates, plugin_projects, spawn_rebuilder};
 pub use model::changes::{Change, ChangeError, ChangeSet, CollectionChanges};
 pub use model::event::{AppendRequest, Event, ExpectedVersion, NewEvent, Subscription};
 pub use model::manifest::{CollectionSpec, Manifest, ManifestError};
@@ -45,7 +41,6 @@ pub use runtime::capabilities::Capability;
 pub use runtime::limits::{EPOCH_TICK, Limits};
 pub use runtime::module_cache::ModuleCache;
 pub use runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
-pub use scaffold::new_project;
 pub use source::{Appended, EventSource, EventStore, PostgresEventStore, SourceError, SqliteEventStore};
 pub use store::query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
 pub use store::{

@@ -8,6 +8,10 @@
 //! cargo run --release -p refract --bin refract-bench -- --events 1000000 --runs 3
 //! ```
 
+// glibc tuning, shared with the `refract` binary.
+#[path = "../cli/allocator.rs"]
+mod allocator;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,7 +66,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    refract::tune_allocator();
+    allocator::tune_allocator();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(args))

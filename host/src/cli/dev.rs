@@ -19,14 +19,15 @@
 //! watcher picks it up like any other replaced file.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use notify::{RecursiveMode, Watcher};
+use refract::DEBOUNCE;
 use tokio::sync::mpsc;
-
-use crate::projection::watch::debounce;
 
 /// Errors building a plugin crate.
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +74,6 @@ pub enum DevError {
     /// The crate folders could not be watched.
     #[error("cannot watch plugin sources: {0}")]
     Watch(#[from] notify::Error),
-}
-
-/// Plugin crates directly under `plugins_dir`.
-pub fn plugin_crates(plugins_dir: &Path) -> Vec<PathBuf> {
-    let mut crates: Vec<PathBuf> = subdirs(plugins_dir).filter(|p| p.join("Cargo.toml").is_file()).collect();
-    crates.sort();
-    crates
 }
 
 /// The language of a plugin project, from its marker file.
@@ -255,7 +249,7 @@ pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>
         let Ok(event) = event else { return };
         // Only writes count: builds open and read the sources, and reacting to
         // those accesses would rebuild forever.
-        if !crate::projection::watch::is_write(&event.kind) {
+        if !is_write(&event.kind) {
             return;
         }
         for path in &event.paths {
@@ -300,5 +294,43 @@ async fn rebuild(dir: &Path, lang: Lang, out_dir: &Path) {
         }
         Ok(Err(e)) => tracing::error!("{e}"),
         Err(e) => tracing::error!("plugin build task failed: {e}"),
+    }
+}
+
+/// Whether an event changes a file (reads and metadata-only changes do not):
+/// the rule of the library's plugin watcher, which keeps its copy private.
+fn is_write(kind: &notify::EventKind) -> bool {
+    use notify::event::{EventKind, ModifyKind};
+    matches!(kind, EventKind::Create(_) | EventKind::Remove(_))
+        || matches!(kind, EventKind::Modify(m) if !matches!(m, ModifyKind::Metadata(_)))
+}
+
+/// Calls `settled` with each path once it has been quiet for [`DEBOUNCE`]
+/// (the plugin watcher's delay, so a rebuilt `.wasm` and its sources settle
+/// alike), until `raw` closes or `settled` returns false.
+async fn debounce<F, Fut>(mut raw: mpsc::UnboundedReceiver<PathBuf>, mut settled: F)
+where
+    F: FnMut(PathBuf) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(DEBOUNCE / 4);
+    loop {
+        tokio::select! {
+            path = raw.recv() => match path {
+                Some(path) => { pending.insert(path, Instant::now()); }
+                None => return,
+            },
+            _ = tick.tick() => {
+                let quiet: Vec<PathBuf> =
+                    pending.iter().filter(|(_, t)| t.elapsed() >= DEBOUNCE).map(|(p, _)| p.clone()).collect();
+                for path in quiet {
+                    pending.remove(&path);
+                    if !settled(path).await {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dev::Lang;
+use super::dev::Lang;
 
 const EVENTS: &str = r#"{"stream": "counter-1", "type": "Incremented", "payload": {"by": 2}}
 {"stream": "counter-1", "type": "Incremented", "payload": {"by": 3}}
@@ -102,16 +102,16 @@ export const projection = exportProjection({
 "#;
 
 /// Helpers shared by every Python / JS project, written when missing.
-const PYTHON_SDK: &str = include_str!("../../plugins/python/sdk/refract.py");
-const JS_SDK: &str = include_str!("../../plugins/js/sdk/refract.js");
-const JS_BUILD: &str = include_str!("../../plugins/js/build.mjs");
-const JS_TOOLS: &str = include_str!("../../plugins/js/package.json");
+const PYTHON_SDK: &str = include_str!("../../../plugins/python/sdk/refract.py");
+const JS_SDK: &str = include_str!("../../../plugins/js/sdk/refract.js");
+const JS_BUILD: &str = include_str!("../../../plugins/js/build.mjs");
+const JS_TOOLS: &str = include_str!("../../../plugins/js/package.json");
 /// The lock pins componentize-js's whole dependency tree, as in this repository.
-const JS_TOOLS_LOCK: &str = include_str!("../../plugins/js/package-lock.json");
+const JS_TOOLS_LOCK: &str = include_str!("../../../plugins/js/package-lock.json");
 /// The contract: `wit_bindgen` (Rust), componentize-py and componentize-js all read it.
-const WIT: &str = include_str!("../../wit/projection.wit");
+const WIT: &str = include_str!("../../../wit/projection.wit");
 /// refract-sdk's source; its `generate!` reads `../wit`, i.e. the root's `wit/`.
-const RUST_SDK_LIB: &str = include_str!("../../sdk/src/lib.rs");
+const RUST_SDK_LIB: &str = include_str!("../../../sdk/src/lib.rs");
 /// refract-sdk's manifest without the workspace inheritance of `sdk/Cargo.toml`,
 /// which only resolves inside this repository. The versions must stay those of
 /// the workspace (a unit test checks).
@@ -245,8 +245,8 @@ mod tests {
     #[test]
     fn standalone_sdk_manifest_matches_the_workspace() {
         let standalone: toml::Table = toml::from_str(RUST_SDK_MANIFEST).unwrap();
-        let sdk: toml::Table = toml::from_str(include_str!("../../sdk/Cargo.toml")).unwrap();
-        let workspace: toml::Table = toml::from_str(include_str!("../../Cargo.toml")).unwrap();
+        let sdk: toml::Table = toml::from_str(include_str!("../../../sdk/Cargo.toml")).unwrap();
+        let workspace: toml::Table = toml::from_str(include_str!("../../../Cargo.toml")).unwrap();
         let names: Vec<&String> = sdk["dependencies"].as_table().unwrap().keys().collect();
         assert_eq!(names, standalone["dependencies"].as_table().unwrap().keys().collect::<Vec<_>>());
         for name in names {

@@ -1,0 +1,85 @@
+//! `refract get` and `refract query`: reading read models.
+
+use anyhow::{Result, bail};
+use refract::{Filter, Order, Query};
+
+use super::Stores;
+
+#[derive(clap::Args)]
+pub struct GetArgs {
+    /// Projection name.
+    projection: String,
+    /// Collection name.
+    collection: String,
+    /// Document id.
+    id: String,
+}
+
+#[derive(clap::Args)]
+pub struct QueryArgs {
+    /// Projection name.
+    projection: String,
+    /// Collection name.
+    collection: String,
+    /// Filter: field=value, field!=value, field>value, field>=value, field<value, field<=value, field=in:[a,b]. Repeatable.
+    #[arg(long = "where", value_name = "FILTER")]
+    filters: Vec<String>,
+    /// Order by a field; prefix with `-` for descending.
+    #[arg(long)]
+    order: Option<String>,
+    /// Page size.
+    #[arg(long, default_value_t = refract::DEFAULT_LIMIT)]
+    limit: u32,
+    /// `next_cursor` of the previous page.
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Print only the number of matching documents.
+    #[arg(long)]
+    count: bool,
+    /// Print one line per document (`id<TAB>json`) instead of a JSON page; the next cursor goes to stderr.
+    #[arg(long)]
+    lines: bool,
+}
+
+/// Prints one document, pretty.
+pub async fn get(data: &Stores, GetArgs { projection, collection, id }: GetArgs) -> Result<()> {
+    let models = data.open_models().await?;
+    match models.get_document(&projection, &collection, &id).await? {
+        Some(doc) => {
+            let value: serde_json::Value = serde_json::from_str(&doc)?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        None => bail!("no document `{id}` in {projection}/{collection}"),
+    }
+}
+
+/// Prints a page of a query, its lines, or its count.
+pub async fn query(data: &Stores, args: QueryArgs) -> Result<()> {
+    let QueryArgs { projection, collection, filters, order, limit, cursor, count, lines } = args;
+    let models = data.open_models().await?;
+    let filters = filters.iter().map(|f| Filter::parse(f)).collect::<Result<Vec<_>, _>>()?;
+    if count {
+        println!("{}", models.count_documents(&projection, &collection, &filters).await?);
+        return Ok(());
+    }
+    let query = Query { filters, order: order.as_deref().map(Order::parse), limit, cursor };
+    let page = models.query_documents(&projection, &collection, &query).await?;
+    if lines {
+        for d in &page.documents {
+            println!("{}\t{}", d.id, d.body);
+        }
+        if let Some(next) = page.next_cursor {
+            eprintln!("next cursor: {next}");
+        }
+        return Ok(());
+    }
+    let documents = page
+        .documents
+        .iter()
+        .map(|d| Ok(serde_json::json!({ "id": d.id, "document": serde_json::from_str::<serde_json::Value>(&d.body)? })))
+        .collect::<Result<Vec<_>>>()?;
+    let out = serde_json::json!({ "documents": documents, "next_cursor": page.next_cursor });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

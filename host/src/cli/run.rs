@@ -1,0 +1,148 @@
+//! `refract run` and `refract dev`: the host, its HTTP API and the plugins
+//! folder watch; `dev` also rebuilds plugin projects when their sources change.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use refract::{ApiState, Config, Host, PluginWatcher, SyncConfig};
+
+use super::Stores;
+
+/// Where `refract run` serves the HTTP API unless told otherwise.
+const DEFAULT_HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7878);
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Folder of projection components (*.wasm).
+    #[arg(long, env = "REFRACT_PLUGINS_DIR", default_value = "plugins")]
+    plugins: PathBuf,
+    /// Events per batch (1 = realtime).
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Batch strategy: how long a partial batch may wait for more events, in ms.
+    #[arg(long, default_value_t = 0)]
+    max_wait_ms: u64,
+    /// Scheduled strategy: project pending events once per interval, in ms.
+    #[arg(long)]
+    interval_ms: Option<u64>,
+    /// How often an idle projection looks for new events, in ms.
+    #[arg(long, default_value_t = 100)]
+    poll_ms: u64,
+    /// While catching up, commit at most this many events' changes at once (1 = a commit per batch).
+    #[arg(long, default_value_t = 50_000)]
+    commit_events: usize,
+    /// While catching up, commit at least this often, in ms.
+    #[arg(long, default_value_t = 250)]
+    commit_interval_ms: u64,
+    /// Exit once every projection has reached the head (or faulted), instead of following new events.
+    #[arg(long)]
+    exit_when_caught_up: bool,
+    /// Address the HTTP API listens on [default: 127.0.0.1:7878]. With
+    /// --exit-when-caught-up the API is served only if this is given.
+    #[arg(long, env = "REFRACT_HTTP", conflicts_with = "no_http")]
+    http: Option<SocketAddr>,
+    /// Do not serve the HTTP API.
+    #[arg(long)]
+    no_http: bool,
+    /// Sandbox limits and failure policies (TOML); `./refract.toml` is used when it exists.
+    #[arg(long, env = "REFRACT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// The config file: `--config`, else `./refract.toml` if it exists, else the defaults.
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    let default = Path::new("refract.toml");
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None if default.is_file() => Ok(Config::load(default)?),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Runs the host until Ctrl-C (or, with `--exit-when-caught-up`, until every
+/// projection has caught up). `dev` adds the plugin project rebuilder.
+pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
+    let _lock = data.lock()?;
+    // The watcher reports absolute paths; loading by the same absolute paths
+    // makes a replaced file a reload of the projection, not a second copy of it.
+    args.plugins = std::path::absolute(&args.plugins).context("resolving the plugins folder")?;
+    let sync = SyncConfig {
+        batch_size: args.batch_size.max(1),
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        interval: args.interval_ms.map(Duration::from_millis),
+        poll: Duration::from_millis(args.poll_ms.max(1)),
+        commit_events: args.commit_events.max(1),
+        commit_interval: Duration::from_millis(args.commit_interval_ms),
+    };
+    let events = data.open_events().await?;
+    let models = data.open_models().await?;
+    let config = load_config(args.config.as_deref())?;
+    let mut host = Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache());
+    // Bind before loading plugins so a taken port fails at once, not after
+    // every module has been compiled.
+    // A run that exits once caught up is a batch job: it serves HTTP only
+    // when asked, so such jobs do not fight over the default port.
+    let http = match (args.no_http, args.http) {
+        (true, _) => None,
+        (false, Some(addr)) => Some(addr),
+        (false, None) if args.exit_when_caught_up => None,
+        (false, None) => Some(DEFAULT_HTTP),
+    };
+    let listener = match http {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTP API to {addr} (use --http ADDR or --no-http)"))?,
+        ),
+    };
+    // Watch before loading, so a file written meanwhile is not missed.
+    let watcher = if args.exit_when_caught_up { None } else { Some(PluginWatcher::new(&args.plugins)?) };
+    let rebuilder = if dev { Some(super::dev::spawn_rebuilder(&args.plugins)?) } else { None };
+    let failures = host.load_plugins(&args.plugins).await?;
+    host.sync_registry().await?;
+    tracing::info!(
+        projections = host.projections().len(),
+        rejected = failures.len(),
+        plugins = %args.plugins.display(),
+        "host running"
+    );
+    let server = match listener {
+        Some(listener) => {
+            tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            Some((stop, tokio::spawn(refract::serve(listener, ApiState::from_host(&host), shutdown))))
+        }
+        None => None,
+    };
+    match watcher {
+        None => host.wait_until_caught_up().await?,
+        Some(watcher) => {
+            host.follow(watcher, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+            tracing::info!("shutting down");
+        }
+    }
+    if let Some(task) = rebuilder {
+        task.abort();
+    }
+    // Stop the API first so no request waits on a projection that is stopping.
+    if let Some((stop, task)) = server {
+        let _ = stop.send(());
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP API failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP API task failed"),
+            Err(_) => tracing::warn!("HTTP API did not stop within 10 s"),
+        }
+    }
+    host.shutdown().await;
+    Ok(())
+}
