@@ -5,12 +5,13 @@ mod cli;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
 use refract::DataDir;
 
 use cli::Stores;
+use cli::output::{StdoutError, errln};
 
 /// Keeps CQRS read models in sync with an event stream, running projections
 /// as sandboxed WebAssembly components.
@@ -65,7 +66,7 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     cli::allocator::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -77,7 +78,7 @@ async fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     let data = Stores::new(DataDir(cli.data_dir), cli.events, cli.store);
-    match cli.command {
+    let outcome = match cli.command {
         Command::Run(args) => cli::run::run(&data, args, false).await,
         Command::Dev(args) => cli::run::run(&data, args, true).await,
         Command::New(args) => cli::new::new(args),
@@ -90,5 +91,18 @@ async fn main() -> Result<()> {
         Command::Status(args) => cli::status::status(&data, args).await,
         Command::DeadLetters(args) => cli::dead_letters::dead_letters(&data, args).await,
         Command::Retry(args) => cli::dead_letters::retry(&data, args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output has gone (`refract ... | head`): it has
+        // what it wanted, so stop quietly, as ripgrep does.
+        Err(e) if e.chain().any(|c| c.downcast_ref::<StdoutError>().is_some_and(StdoutError::is_broken_pipe)) => {
+            ExitCode::SUCCESS
+        }
+        // What `main` returning `Err` prints, without its panic on a closed stderr.
+        Err(e) => {
+            errln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
     }
 }

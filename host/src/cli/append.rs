@@ -8,6 +8,7 @@ use refract::{AppendRequest, ExpectedVersion, NewEvent};
 use serde::Deserialize;
 
 use super::Stores;
+use super::output::outln;
 
 #[derive(clap::Args)]
 pub struct AppendArgs {
@@ -55,7 +56,7 @@ pub async fn append(data: &Stores, args: AppendArgs) -> Result<()> {
         events: vec![NewEvent::new(event_type, payload).with_metadata(metadata)],
     };
     let appended = events.append(&[request]).await?;
-    println!("{}", appended[0].last_position);
+    outln!("{}", appended[0].last_position)?;
     Ok(())
 }
 
@@ -65,7 +66,7 @@ pub async fn import(data: &Stores, ImportArgs { file }: ImportArgs) -> Result<()
     let events = data.open_events().await?;
     let appended = events.append(&requests).await?;
     let last = appended.last().map_or(0, |a| a.last_position);
-    println!("imported {} events; head is now {last}", appended.len());
+    outln!("imported {} events; head is now {last}", appended.len())?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use super::Stores;
+use super::output::outln;
 
 #[derive(clap::Args)]
 pub struct DeadLettersArgs {
@@ -25,12 +26,12 @@ pub async fn dead_letters(data: &Stores, DeadLettersArgs { projection, json }: D
     let models = data.open_models().await?;
     let letters = models.dead_letters(&projection).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&letters)?);
+        outln!("{}", serde_json::to_string_pretty(&letters)?)?;
         return Ok(());
     }
-    println!("{:>10}  {:<24} {:<20} {:<6} {:<12} ERROR", "POSITION", "STREAM", "TYPE", "REPLAY", "MODULE");
+    outln!("{:>10}  {:<24} {:<20} {:<6} {:<12} ERROR", "POSITION", "STREAM", "TYPE", "REPLAY", "MODULE")?;
     for l in letters {
-        println!(
+        outln!(
             "{:>10}  {:<24} {:<20} {:<6} {:<12} {}",
             l.position,
             l.stream_id,
@@ -38,7 +39,7 @@ pub async fn dead_letters(data: &Stores, DeadLettersArgs { projection, json }: D
             if l.replay { "yes" } else { "no" },
             &l.module_hash[..l.module_hash.len().min(12)],
             l.error
-        );
+        )?;
     }
     Ok(())
 }
@@ -48,10 +49,10 @@ pub async fn retry(data: &Stores, RetryArgs { projection }: RetryArgs) -> Result
     let models = data.open_models().await?;
     let r = models.request_retry(&projection).await?;
     if r.cleared_fault {
-        println!("{projection}: fault cleared; the next `refract run` resumes from the checkpoint");
+        outln!("{projection}: fault cleared; the next `refract run` resumes from the checkpoint")?;
     } else {
-        println!("{projection}: was not faulted");
+        outln!("{projection}: was not faulted")?;
     }
-    println!("{projection}: {} dead letter(s) will be replayed by the next `refract run`", r.replays);
+    outln!("{projection}: {} dead letter(s) will be replayed by the next `refract run`", r.replays)?;
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod append;
 pub mod dead_letters;
 pub mod dev;
 pub mod new;
+pub mod output;
 pub mod read;
 pub mod rebuild;
 pub mod run;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::dev::Lang;
+use super::output::outln;
 
 #[derive(clap::Args)]
 pub struct NewArgs {
@@ -33,7 +34,7 @@ pub fn new(NewArgs { name, lang, plugins }: NewArgs) -> Result<()> {
     };
     let (dir, written) = super::scaffold::new_project(&plugins, &name, lang)?;
     for file in written {
-        println!("created {}", file.display());
+        outln!("created {}", file.display())?;
     }
     let tool = match lang {
         Lang::Rust => "the wasm32-wasip2 Rust target".to_owned(),
@@ -41,10 +42,10 @@ pub fn new(NewArgs { name, lang, plugins }: NewArgs) -> Result<()> {
         // `npm install`, not `npm ci`: npm 11's ci refuses a lock without other platforms' binaries.
         Lang::Js => format!("Node.js 20+ and `npm install` in {}", plugins.join("js").display()),
     };
-    println!(
+    outln!(
         "\nnext: refract dev --plugins {} (needs {tool}), then in another terminal:\n      refract import {}",
         plugins.display(),
         dir.join("events.jsonl").display()
-    );
+    )?;
     Ok(())
 }

@@ -4,6 +4,7 @@ use anyhow::{Result, bail};
 use refract::{Filter, Order, Query};
 
 use super::Stores;
+use super::output::{errln, outln};
 
 #[derive(clap::Args)]
 pub struct GetArgs {
@@ -47,7 +48,7 @@ pub async fn get(data: &Stores, GetArgs { projection, collection, id }: GetArgs)
     match models.get_document(&projection, &collection, &id).await? {
         Some(doc) => {
             let value: serde_json::Value = serde_json::from_str(&doc)?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            outln!("{}", serde_json::to_string_pretty(&value)?)?;
             Ok(())
         }
         None => bail!("no document `{id}` in {projection}/{collection}"),
@@ -60,17 +61,17 @@ pub async fn query(data: &Stores, args: QueryArgs) -> Result<()> {
     let models = data.open_models().await?;
     let filters = filters.iter().map(|f| Filter::parse(f)).collect::<Result<Vec<_>, _>>()?;
     if count {
-        println!("{}", models.count_documents(&projection, &collection, &filters).await?);
+        outln!("{}", models.count_documents(&projection, &collection, &filters).await?)?;
         return Ok(());
     }
     let query = Query { filters, order: order.as_deref().map(Order::parse), limit, cursor };
     let page = models.query_documents(&projection, &collection, &query).await?;
     if lines {
         for d in &page.documents {
-            println!("{}\t{}", d.id, d.body);
+            outln!("{}\t{}", d.id, d.body)?;
         }
         if let Some(next) = page.next_cursor {
-            eprintln!("next cursor: {next}");
+            errln!("next cursor: {next}");
         }
         return Ok(());
     }
@@ -80,6 +81,6 @@ pub async fn query(data: &Stores, args: QueryArgs) -> Result<()> {
         .map(|d| Ok(serde_json::json!({ "id": d.id, "document": serde_json::from_str::<serde_json::Value>(&d.body)? })))
         .collect::<Result<Vec<_>>>()?;
     let out = serde_json::json!({ "documents": documents, "next_cursor": page.next_cursor });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(())
 }

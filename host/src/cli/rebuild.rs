@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use refract::{Host, Role, SyncConfig};
 
 use super::Stores;
+use super::output::{errln, outln};
 
 #[derive(clap::Args)]
 pub struct RebuildArgs {
@@ -31,7 +32,7 @@ pub async fn rebuild(data: &Stores, RebuildArgs { projection }: RebuildArgs) -> 
     let key = record.key.clone();
     match running {
         Some(pid) => {
-            eprintln!("host {pid} is running on this data dir: it builds generation {} and swaps it in", key.generation)
+            errln!("host {pid} is running on this data dir: it builds generation {} and swaps it in", key.generation)
         }
         None => {
             let mut host = Host::new(events.clone(), models.clone(), SyncConfig::default())?
@@ -74,7 +75,7 @@ pub async fn rebuild(data: &Stores, RebuildArgs { projection }: RebuildArgs) -> 
     }
     drop(lock);
     outcome?;
-    println!("{projection}: generation {} is active", key.generation);
+    outln!("{projection}: generation {} is active", key.generation)?;
     Ok(())
 }
 
@@ -82,9 +83,9 @@ pub async fn rebuild(data: &Stores, RebuildArgs { projection }: RebuildArgs) -> 
 pub async fn drop_projection(data: &Stores, DropArgs { projection }: DropArgs) -> Result<()> {
     let models = data.open_models().await?;
     models.drop_projection(&projection).await?;
-    println!("dropped {projection}");
+    outln!("dropped {projection}")?;
     if let Some(pid) = data.running_host() {
-        eprintln!(
+        errln!(
             "note: host {pid} is running; if its plugins folder still has {projection}'s .wasm, replacing or re-adding that file registers it again from position 0"
         );
     }

@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use super::Stores;
+use super::output::outln;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -17,15 +18,22 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
     let models = data.open_models().await?;
     let status = refract::status(events.as_ref(), models.as_ref()).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        outln!("{}", serde_json::to_string_pretty(&status)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<24} {:<16} {:>4} {:<8} {:>10} {:>10} {:>10}  {:<8} LAST ERROR",
-        "PROJECTION", "VERSION", "GEN", "ROLE", "CHECKPOINT", "HEAD", "LAG", "STATE"
-    );
+        "PROJECTION",
+        "VERSION",
+        "GEN",
+        "ROLE",
+        "CHECKPOINT",
+        "HEAD",
+        "LAG",
+        "STATE"
+    )?;
     for s in status {
-        println!(
+        outln!(
             "{:<24} {:<16} {:>4} {:<8} {:>10} {:>10} {:>10}  {:<8} {}",
             s.name,
             s.version,
@@ -36,7 +44,7 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
             s.lag,
             s.state,
             s.last_error.unwrap_or_default()
-        );
+        )?;
     }
     Ok(())
 }
