@@ -47,3 +47,17 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(output.status.success(), "refract {args:?}: {:?} {stderr}", output.status);
     }
 }
+
+#[test]
+fn importing_an_empty_file_reports_the_real_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let n = bank_events(5, 20, 1).len();
+    write_jsonl(&events, &bank_events(5, 20, 1));
+    let imported = ok(refract(dir.path(), &["import", events.to_str().unwrap()]));
+    assert_eq!(imported.trim(), format!("imported {n} events; head is now {n}"));
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let imported = ok(refract(dir.path(), &["import", empty.to_str().unwrap()]));
+    assert_eq!(imported.trim(), format!("imported 0 events; head is now {n}"));
+}

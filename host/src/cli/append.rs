@@ -64,9 +64,13 @@ pub async fn append(data: &Stores, args: AppendArgs) -> Result<()> {
 pub async fn import(data: &Stores, ImportArgs { file }: ImportArgs) -> Result<()> {
     let requests = read_import(&file)?;
     let events = data.open_events().await?;
-    let appended = events.append(&requests).await?;
-    let last = appended.last().map_or(0, |a| a.last_position);
-    outln!("imported {} events; head is now {last}", appended.len())?;
+    let head = if requests.is_empty() {
+        // Nothing to append: the head is wherever it already was.
+        events.head().await?
+    } else {
+        events.append(&requests).await?.last().map_or(0, |a| a.last_position)
+    };
+    outln!("imported {} events; head is now {head}", requests.len())?;
     Ok(())
 }
 
