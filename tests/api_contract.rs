@@ -2,9 +2,14 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 
+use common::http::Client;
 use common::*;
+use refract::ApiState;
+use serde_json::json;
+use tokio::net::TcpListener;
 
 fn refract(data: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_refract")).arg("--data-dir").arg(data).args(args).output().unwrap()
@@ -60,4 +65,63 @@ fn importing_an_empty_file_reports_the_real_head() {
     std::fs::write(&empty, "\n").unwrap();
     let imported = ok(refract(dir.path(), &["import", empty.to_str().unwrap()]));
     assert_eq!(imported.trim(), format!("imported 0 events; head is now {n}"));
+}
+
+/// API state over the stores, without a host: no projection runs, so only
+/// the requests move the stores.
+fn state(stores: &Stores) -> ApiState {
+    ApiState::new(stores.events.clone(), stores.models.clone(), tokio::sync::broadcast::channel(16).0)
+}
+
+/// Serves the API on an ephemeral loopback port.
+async fn serve(state: ApiState) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(refract::serve(listener, state, std::future::pending()));
+    addr
+}
+
+/// The template with every `{param}` filled in.
+fn fill(template: &str) -> String {
+    template.split('/').map(|s| if s.starts_with('{') { "x" } else { s }).collect::<Vec<_>>().join("/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_and_the_router_describe_the_same_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let addr = serve(state(&stores)).await;
+    let doc = Client::connect(addr).await.get("/openapi.json").await.json();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 9, "{paths:?}");
+    let no_route = |reply: &common::http::Reply| {
+        reply.status == 404 && reply.json()["error"].as_str().unwrap().starts_with("no such endpoint")
+    };
+    for (template, item) in paths {
+        let path = fill(template);
+        let documented: Vec<String> = item.as_object().unwrap().keys().map(|m| m.to_uppercase()).collect();
+        // Every documented operation is routed: it may fail (no projection `x`), but not as an unknown route or method.
+        for method in &documented {
+            let body = if method == "POST" {
+                json!({ "events": [{ "type": "Opened", "payload": {} }] }).to_string().into_bytes()
+            } else {
+                Vec::new()
+            };
+            let reply = Client::connect(addr).await.request(method, &path, body).await;
+            assert!(!no_route(&reply) && reply.status != 405, "{method} {path}: {} {}", reply.status, reply.text);
+        }
+        // And the router answers no method the document leaves out.
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            if !documented.iter().any(|m| m == method) {
+                let reply = Client::connect(addr).await.request(method, &path, Vec::new()).await;
+                assert_eq!(reply.status, 405, "{method} {path} is served but not documented: {}", reply.text);
+                assert!(reply.json()["error"].is_string(), "{}", reply.text);
+            }
+        }
+    }
+    // Paths next to the documented ones are not routed.
+    for path in ["/streams/x", "/streams/x/events/y", "/projections/x/y/z/w", "/health/x", "/openapi"] {
+        let reply = Client::connect(addr).await.get(path).await;
+        assert!(no_route(&reply), "GET {path} is served but not documented: {} {}", reply.status, reply.text);
+    }
 }

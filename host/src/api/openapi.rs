@@ -1,88 +1,185 @@
-//! The OpenAPI 3.1 description served at `/openapi.json`, written by hand so
-//! it needs no code generator; a test checks it names every route.
+//! The OpenAPI 3.1 description served at `/openapi.json`. It is built from
+//! the same route table as the router (`routes::ROUTES`), each route carrying
+//! its [`Operation`], so a route cannot be served without being described or
+//! described without being served. The shared schemas are written out below.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-fn error_response(description: &str) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+/// An HTTP method the API routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Method {
+    /// GET (and HEAD, which the router answers from it).
+    Get,
+    /// POST.
+    Post,
 }
 
-fn ok_json(description: &str, schema: Value) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+impl Method {
+    /// The operation's key in an OpenAPI path item.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Post => "post",
+        }
+    }
 }
 
-fn param(name: &str, location: &str, description: &str, schema: Value) -> Value {
-    json!({ "name": name, "in": location, "required": location == "path", "description": description, "schema": schema })
+/// Where a parameter is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum In {
+    /// A `{name}` segment of the path template.
+    Path,
+    /// The query string.
+    Query,
 }
 
-fn consistency_params() -> Vec<Value> {
-    vec![
-        param(
-            "min_position",
-            "query",
-            "Consistency token: wait until the projection's checkpoint is at least this global position (the `position` an append returned).",
-            json!({ "type": "integer", "minimum": 0 }),
-        ),
-        param(
-            "timeout_ms",
-            "query",
-            "How long to wait for `min_position`, in ms (default 5000, at most 60000); then 504.",
-            json!({ "type": "integer", "minimum": 0, "maximum": 60000 }),
-        ),
-    ]
+/// One parameter of an operation.
+pub struct Param {
+    /// Its name: the `{name}` of the template or the query key.
+    pub name: &'static str,
+    /// Path or query.
+    pub location: In,
+    /// What it means, for a person.
+    pub description: &'static str,
+    /// Its JSON schema.
+    pub schema: fn() -> Value,
 }
 
-fn name_param() -> Value {
-    param("name", "path", "Projection name.", json!({ "type": "string" }))
+/// The successful (200) answer of an operation.
+pub struct Success {
+    /// What it holds.
+    pub description: &'static str,
+    /// Its media type.
+    pub media_type: &'static str,
+    /// Its JSON schema.
+    pub schema: fn() -> Value,
 }
 
-fn collection_param() -> Value {
-    param(
-        "collection",
-        "path",
-        "Collection name, as the projection's manifest declares it.",
-        json!({ "type": "string" }),
-    )
+/// What the document says about one route.
+pub struct Operation {
+    /// One line.
+    pub summary: &'static str,
+    /// More, when one line is not enough.
+    pub description: Option<&'static str>,
+    /// Path and query parameters.
+    pub params: &'static [Param],
+    /// The component schema of the JSON request body, if the route takes one.
+    pub body: Option<&'static str>,
+    /// The 200 answer.
+    pub ok: Success,
+    /// The error statuses it can answer, each described by [`error_description`].
+    pub errors: &'static [u16],
 }
 
-/// The whole document.
-pub fn document() -> Value {
-    let bad = error_response("Bad parameter, filter, cursor, limit or body; the message says which.");
-    let unknown = error_response("Unknown projection, collection or document.");
-    let timeout =
-        error_response("The projection did not reach `min_position` within the timeout; `checkpoint` is where it is.");
-    let server = error_response("The store failed (not the client's fault).");
-    let mut with_consistency = vec![name_param()];
-    with_consistency.extend(consistency_params());
-    let mut query_params = vec![
-        name_param(),
-        collection_param(),
-        param(
-            "filter",
-            "query",
-            "Repeatable; all must hold. `field=value`, `field!=value`, `field>value`, `field>=value`, `field<value`, `field<=value` or `field=in:[v1,v2]`, on an indexed field or `id`. A value that is valid JSON is compared as JSON, anything else as a string.",
-            json!({ "type": "array", "items": { "type": "string" } }),
-        ),
-        param(
-            "order",
-            "query",
-            "Indexed field or `id` to sort by; prefix `-` for descending. Ties are broken by id.",
-            json!({ "type": "string" }),
-        ),
-        param(
-            "limit",
-            "query",
-            "Page size, 1 to 10000 (default 100).",
-            json!({ "type": "integer", "minimum": 1, "maximum": 10000 }),
-        ),
-        param("cursor", "query", "`next_cursor` of the previous page of the same query.", json!({ "type": "string" })),
-        param("count", "query", "Return only `{\"count\": N}`, the number of matches.", json!({ "type": "boolean" })),
-    ];
-    query_params.extend(consistency_params());
-    let mut document_params =
-        vec![name_param(), collection_param(), param("id", "path", "Document id.", json!({ "type": "string" }))];
-    document_params.extend(consistency_params());
-    let status_ref = json!({ "$ref": "#/components/schemas/ProjectionStatus" });
+/// A JSON 200 answer.
+pub const fn json_reply(description: &'static str, schema: fn() -> Value) -> Success {
+    Success { description, media_type: "application/json", schema }
+}
+
+/// The projection name in the path.
+pub const NAME: Param =
+    Param { name: "name", location: In::Path, description: "Projection name.", schema: string_schema };
+/// The collection name in the path.
+pub const COLLECTION: Param = Param {
+    name: "collection",
+    location: In::Path,
+    description: "Collection name, as the projection's manifest declares it.",
+    schema: string_schema,
+};
+/// Read-your-writes: the position to wait for.
+pub const MIN_POSITION: Param = Param {
+    name: "min_position",
+    location: In::Query,
+    description: "Consistency token: wait until the projection's checkpoint is at least this global position (the `position` an append returned).",
+    schema: || json!({ "type": "integer", "minimum": 0 }),
+};
+/// Read-your-writes: how long to wait.
+pub const TIMEOUT_MS: Param = Param {
+    name: "timeout_ms",
+    location: In::Query,
+    description: "How long to wait for `min_position`, in ms (default 5000, at most 60000); then 504.",
+    schema: || json!({ "type": "integer", "minimum": 0, "maximum": 60000 }),
+};
+
+/// The schema of a string parameter.
+pub fn string_schema() -> Value {
+    json!({ "type": "string" })
+}
+
+/// A reference to one of the component schemas below.
+pub fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// What an error status means, the same on every route that answers it.
+pub fn error_description(status: u16) -> &'static str {
+    match status {
+        400 => "Bad parameter, filter, cursor, limit or body; the message says which.",
+        404 => "Unknown projection, collection or document.",
+        409 => {
+            "The stream is not at `expected_version`; nothing was appended. The body has `expected_version` and `actual_version`."
+        }
+        413 => "The body is over 16 MiB.",
+        500 => "The store failed (not the client's fault).",
+        504 => "The projection did not reach `min_position` within the timeout; `checkpoint` is where it is.",
+        _ => "An error; the message says what went wrong.",
+    }
+}
+
+impl Param {
+    fn to_json(&self) -> Value {
+        let location = match self.location {
+            In::Path => "path",
+            In::Query => "query",
+        };
+        json!({
+            "name": self.name,
+            "in": location,
+            "required": self.location == In::Path,
+            "description": self.description,
+            "schema": (self.schema)(),
+        })
+    }
+}
+
+impl Operation {
+    fn to_json(&self) -> Value {
+        let mut responses = Map::new();
+        responses.insert(
+            "200".into(),
+            json!({ "description": self.ok.description, "content": { self.ok.media_type: { "schema": (self.ok.schema)() } } }),
+        );
+        for status in self.errors {
+            responses.insert(
+                status.to_string(),
+                json!({
+                    "description": error_description(*status),
+                    "content": { "application/json": { "schema": schema_ref("Error") } },
+                }),
+            );
+        }
+        let mut op = json!({ "summary": self.summary, "responses": responses });
+        if let Some(description) = self.description {
+            op["description"] = json!(description);
+        }
+        if !self.params.is_empty() {
+            op["parameters"] = self.params.iter().map(Param::to_json).collect();
+        }
+        if let Some(body) = self.body {
+            op["requestBody"] =
+                json!({ "required": true, "content": { "application/json": { "schema": schema_ref(body) } } });
+        }
+        op
+    }
+}
+
+/// The whole document, from the routes' methods, path templates and operations.
+pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, &'a Operation)>) -> Value {
+    let mut paths = Map::new();
+    for (method, path, operation) in routes {
+        let item = paths.entry(path).or_insert_with(|| json!({}));
+        item[method.key()] = operation.to_json();
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -90,58 +187,7 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Append events, read projection read models with read-your-writes consistency (`min_position`), follow commits live, scrape metrics. Every error is JSON: {\"error\": \"message\"}."
         },
-        "paths": {
-            "/streams/{stream}/events": { "post": {
-                "summary": "Append events to a stream, atomically",
-                "parameters": [ param("stream", "path", "Stream id, 1 to 256 bytes.", json!({ "type": "string" })) ],
-                "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/AppendBody" } } } },
-                "responses": {
-                    "200": ok_json("Appended. `position` is the consistency token.", json!({ "$ref": "#/components/schemas/Appended" })),
-                    "400": bad.clone(),
-                    "409": error_response("The stream is not at `expected_version`; nothing was appended. The body has `expected_version` and `actual_version`."),
-                    "413": error_response("The body is over 16 MiB."),
-                    "500": server.clone()
-                }
-            }},
-            "/projections": { "get": {
-                "summary": "Status of every projection",
-                "parameters": consistency_params(),
-                "responses": { "200": ok_json("One entry per projection.", json!({ "type": "array", "items": status_ref })), "400": bad.clone(), "504": timeout.clone(), "500": server.clone() }
-            }},
-            "/projections/{name}": { "get": {
-                "summary": "Status of one projection",
-                "parameters": with_consistency,
-                "responses": { "200": ok_json("Status.", status_ref), "400": bad.clone(), "404": unknown.clone(), "504": timeout.clone(), "500": server.clone() }
-            }},
-            "/projections/{name}/changes": { "get": {
-                "summary": "Server-Sent Events: one `commit` event per committed batch",
-                "description": "First event `ready` with {projection, checkpoint}. Then `commit` per batch with {projection, generation, checkpoint, events, changed: [{collection, id}]} and the checkpoint as the event id. `lagged` with {missed_notices} if the client fell behind. A collection named `changes` cannot be listed through /projections/{name}/{collection}.",
-                "parameters": [ name_param() ],
-                "responses": { "200": { "description": "An event stream.", "content": { "text/event-stream": { "schema": { "type": "string" } } } }, "400": bad.clone(), "404": unknown.clone(), "500": server.clone() }
-            }},
-            "/projections/{name}/{collection}": { "get": {
-                "summary": "Query a collection: filters, order, cursor paging",
-                "parameters": query_params,
-                "responses": { "200": ok_json("A page, or a count when `count=true`.", json!({ "oneOf": [ { "$ref": "#/components/schemas/Page" }, { "type": "object", "properties": { "count": { "type": "integer" } } } ] })), "400": bad.clone(), "404": unknown.clone(), "504": timeout.clone(), "500": server.clone() }
-            }},
-            "/projections/{name}/{collection}/{id}": { "get": {
-                "summary": "One document",
-                "parameters": document_params,
-                "responses": { "200": ok_json("The document.", json!({ "$ref": "#/components/schemas/Document" })), "400": bad.clone(), "404": unknown, "504": timeout, "500": server.clone() }
-            }},
-            "/metrics": { "get": {
-                "summary": "Prometheus metrics: events processed, batch latency histogram, checkpoint, head, lag and errors per projection",
-                "responses": { "200": { "description": "Prometheus text format 0.0.4.", "content": { "text/plain": { "schema": { "type": "string" } } } }, "500": server.clone() }
-            }},
-            "/health": { "get": {
-                "summary": "Liveness: the event store answers",
-                "responses": { "200": ok_json("Healthy.", json!({ "type": "object", "properties": { "status": { "const": "ok" }, "head": { "type": "integer" } } })), "500": server }
-            }},
-            "/openapi.json": { "get": {
-                "summary": "This document",
-                "responses": { "200": ok_json("OpenAPI 3.1.", json!({ "type": "object" })) }
-            }}
-        },
+        "paths": paths,
         "components": { "schemas": {
             "Error": { "type": "object", "required": ["error"], "properties": {
                 "error": { "type": "string", "description": "What went wrong, for a person." },

@@ -1,4 +1,8 @@
-//! The endpoints: append, projection status, documents, change feed, metrics, health.
+//! The endpoints: append, projection status, documents, change feed, metrics,
+//! health, and the one table ([`ROUTES`]) that both the router and the
+//! OpenAPI document are built from.
+
+use std::sync::LazyLock;
 
 use axum::Json;
 use axum::Router;
@@ -7,12 +11,16 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::consistency::wait_for;
 use crate::api::error::ApiError;
+use crate::api::openapi::{
+    COLLECTION, In, MIN_POSITION, Method, NAME, Operation, Param, Success, TIMEOUT_MS, json_reply, schema_ref,
+    string_schema,
+};
 use crate::api::params::{Consistency, QueryParams};
 use crate::api::{ApiState, openapi, sse};
 use crate::model::event::{AppendRequest, ExpectedVersion, NewEvent};
@@ -23,18 +31,219 @@ use crate::store::query::Page;
 /// Largest request body accepted; larger ones get 413.
 pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 
+/// One endpoint: its method and path template, the handler the router
+/// serves it with, and what the OpenAPI document says about it.
+pub struct Route {
+    /// The method it answers (any other gets 405).
+    pub method: Method,
+    /// The path template, `{param}` segments as axum and OpenAPI both write them.
+    pub path: &'static str,
+    /// Builds the handler for the method filter of [`Route::method`], so the
+    /// router cannot serve a method the table does not name.
+    handler: fn(MethodFilter) -> MethodRouter<ApiState>,
+    /// Its description in `/openapi.json`.
+    pub doc: Operation,
+}
+
+/// Every endpoint of the API. The router and `/openapi.json` are both built
+/// from this table and from nothing else.
+pub static ROUTES: &[Route] = &[
+    Route {
+        method: Method::Post,
+        path: "/streams/{stream}/events",
+        handler: |m| on(m, append),
+        doc: Operation {
+            summary: "Append events to a stream, atomically",
+            description: None,
+            params: &[Param {
+                name: "stream",
+                location: In::Path,
+                description: "Stream id, 1 to 256 bytes.",
+                schema: string_schema,
+            }],
+            body: Some("AppendBody"),
+            ok: json_reply("Appended. `position` is the consistency token.", || schema_ref("Appended")),
+            errors: &[400, 409, 413, 500],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/projections",
+        handler: |m| on(m, list_projections),
+        doc: Operation {
+            summary: "Status of every projection",
+            description: None,
+            params: &[MIN_POSITION, TIMEOUT_MS],
+            body: None,
+            ok: json_reply(
+                "One entry per projection.",
+                || json!({ "type": "array", "items": schema_ref("ProjectionStatus") }),
+            ),
+            errors: &[400, 504, 500],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/projections/{name}",
+        handler: |m| on(m, one_projection),
+        doc: Operation {
+            summary: "Status of one projection",
+            description: None,
+            params: &[NAME, MIN_POSITION, TIMEOUT_MS],
+            body: None,
+            ok: json_reply("Status.", || schema_ref("ProjectionStatus")),
+            errors: &[400, 404, 504, 500],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/projections/{name}/changes",
+        handler: |m| on(m, changes),
+        doc: Operation {
+            summary: "Server-Sent Events: one `commit` event per committed batch",
+            description: Some(
+                "First event `ready` with {projection, checkpoint}. Then `commit` per batch with {projection, generation, checkpoint, events, changed: [{collection, id}]} and the checkpoint as the event id. `lagged` with {missed_notices} if the client fell behind. A collection named `changes` cannot be listed through /projections/{name}/{collection}.",
+            ),
+            params: &[NAME],
+            body: None,
+            ok: Success { description: "An event stream.", media_type: "text/event-stream", schema: string_schema },
+            errors: &[400, 404, 500],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/projections/{name}/{collection}",
+        handler: |m| on(m, query),
+        doc: Operation {
+            summary: "Query a collection: filters, order, cursor paging",
+            description: None,
+            params: &[
+                NAME,
+                COLLECTION,
+                Param {
+                    name: "filter",
+                    location: In::Query,
+                    description: "Repeatable; all must hold. `field=value`, `field!=value`, `field>value`, `field>=value`, `field<value`, `field<=value` or `field=in:[v1,v2]`, on an indexed field or `id`. A value that is valid JSON is compared as JSON, anything else as a string.",
+                    schema: || json!({ "type": "array", "items": { "type": "string" } }),
+                },
+                Param {
+                    name: "order",
+                    location: In::Query,
+                    description: "Indexed field or `id` to sort by; prefix `-` for descending. Ties are broken by id.",
+                    schema: string_schema,
+                },
+                Param {
+                    name: "limit",
+                    location: In::Query,
+                    description: "Page size, 1 to 10000 (default 100).",
+                    schema: || json!({ "type": "integer", "minimum": 1, "maximum": 10000 }),
+                },
+                Param {
+                    name: "cursor",
+                    location: In::Query,
+                    description: "`next_cursor` of the previous page of the same query.",
+                    schema: string_schema,
+                },
+                Param {
+                    name: "count",
+                    location: In::Query,
+                    description: "Return only `{\"count\": N}`, the number of matches.",
+                    schema: || json!({ "type": "boolean" }),
+                },
+                MIN_POSITION,
+                TIMEOUT_MS,
+            ],
+            body: None,
+            ok: json_reply(
+                "A page, or a count when `count=true`.",
+                || json!({ "oneOf": [schema_ref("Page"), { "type": "object", "properties": { "count": { "type": "integer" } } }] }),
+            ),
+            errors: &[400, 404, 504, 500],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/projections/{name}/{collection}/{id}",
+        handler: |m| on(m, document),
+        doc: Operation {
+            summary: "One document",
+            description: None,
+            params: &[
+                NAME,
+                COLLECTION,
+                Param { name: "id", location: In::Path, description: "Document id.", schema: string_schema },
+                MIN_POSITION,
+                TIMEOUT_MS,
+            ],
+            body: None,
+            ok: json_reply("The document.", || schema_ref("Document")),
+            errors: &[400, 404, 504, 500],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/metrics",
+        handler: |m| on(m, metrics),
+        doc: Operation {
+            summary: "Prometheus metrics: events processed, batch latency histogram, checkpoint, head, lag and errors per projection",
+            description: None,
+            params: &[],
+            body: None,
+            ok: Success {
+                description: "Prometheus text format 0.0.4.",
+                media_type: "text/plain",
+                schema: string_schema,
+            },
+            errors: &[500],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/health",
+        handler: |m| on(m, health),
+        doc: Operation {
+            summary: "Liveness: the event store answers",
+            description: None,
+            params: &[],
+            body: None,
+            ok: json_reply(
+                "Healthy.",
+                || json!({ "type": "object", "properties": { "status": { "const": "ok" }, "head": { "type": "integer" } } }),
+            ),
+            errors: &[500],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/openapi.json",
+        handler: |m| on(m, openapi_json),
+        doc: Operation {
+            summary: "This document",
+            description: None,
+            params: &[],
+            body: None,
+            ok: json_reply("OpenAPI 3.1.", || json!({ "type": "object" })),
+            errors: &[],
+        },
+    },
+];
+
+impl Method {
+    fn filter(self) -> MethodFilter {
+        match self {
+            Method::Get => MethodFilter::GET,
+            Method::Post => MethodFilter::POST,
+        }
+    }
+}
+
 /// The API's routes over `state`.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi_json))
-        .route("/streams/{stream}/events", post(append))
-        .route("/projections", get(list_projections))
-        .route("/projections/{name}", get(one_projection))
-        .route("/projections/{name}/changes", get(changes))
-        .route("/projections/{name}/{collection}", get(query))
-        .route("/projections/{name}/{collection}/{id}", get(document))
+    let mut router = Router::new();
+    for route in ROUTES {
+        router = router.route(route.path, (route.handler)(route.method.filter()));
+    }
+    router
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -65,8 +274,12 @@ async fn metrics(State(s): State<ApiState>) -> Reply<Response> {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
-async fn openapi_json() -> Json<Value> {
-    Json(openapi::document())
+/// The document, built once from [`ROUTES`].
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| openapi::document(ROUTES.iter().map(|r| (r.method, r.path, &r.doc))).to_string());
+
+async fn openapi_json() -> Response {
+    json_text(DOCUMENT.clone())
 }
 
 #[derive(Deserialize)]
@@ -237,5 +450,62 @@ async fn document(
     match s.models().get_document(&name, &collection, &id).await? {
         Some(body) => Ok(json_text(document_json(&id, &body))),
         None => Err(ApiError::DocumentNotFound { projection: name, collection, id }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The `{param}` segments of a path template.
+    fn template_params(path: &str) -> BTreeSet<&str> {
+        path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')).collect()
+    }
+
+    #[test]
+    fn each_route_is_one_operation_with_its_path_parameters_declared() {
+        let mut seen = BTreeSet::new();
+        for r in ROUTES {
+            assert!(seen.insert((r.path, r.method)), "{:?} {} is in the table twice", r.method, r.path);
+            let declared: BTreeSet<&str> =
+                r.doc.params.iter().filter(|p| p.location == In::Path).map(|p| p.name).collect();
+            assert_eq!(declared, template_params(r.path), "path parameters of {:?} {}", r.method, r.path);
+            let query: Vec<&str> = r.doc.params.iter().filter(|p| p.location == In::Query).map(|p| p.name).collect();
+            assert_eq!(query.len(), query.iter().collect::<BTreeSet<_>>().len(), "{} repeats a parameter", r.path);
+        }
+    }
+
+    #[test]
+    fn the_document_has_exactly_the_table_and_every_reference_resolves() {
+        let doc: Value = serde_json::from_str(&DOCUMENT).unwrap();
+        let described: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| (path.clone(), m.clone())))
+            .collect();
+        let routed: BTreeSet<(String, String)> =
+            ROUTES.iter().map(|r| (r.path.to_owned(), r.method.key().to_owned())).collect();
+        assert_eq!(described, routed);
+
+        fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+            match v {
+                Value::Object(m) => {
+                    out.extend(m.get("$ref").and_then(Value::as_str));
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{r} does not resolve");
+        }
     }
 }
