@@ -13,6 +13,7 @@
 
 mod consistency;
 mod error;
+mod layers;
 mod metrics;
 mod openapi;
 mod params;

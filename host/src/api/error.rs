@@ -1,5 +1,9 @@
 //! The API's error type and how each kind maps to an HTTP status and a JSON body.
 
+use std::hash::BuildHasher;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +16,9 @@ use crate::store::query::QueryError;
 
 /// Why an API request failed. Every variant becomes `{"error": "..."}` with
 /// a status that says whose fault it was: user mistakes are 4xx, and only a
-/// failing store is a 500.
+/// failing store is a 500. A 500's body says only that the server failed,
+/// with an `error_id` under which the log has the whole error: backend text
+/// (SQL, file paths) never reaches the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// A malformed parameter, body or JSON.
@@ -69,18 +75,29 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The status this error is answered with.
+    /// The status this error is answered with. Only what the server alone
+    /// can cause is a 5xx; any other refusal of what the client sent,
+    /// including kinds of store or event errors added later, is a 400.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::Query(_) => StatusCode::BAD_REQUEST,
-            Self::Store(StoreError::UnknownProjection(_) | StoreError::UnknownCollection { .. }) => {
-                StatusCode::NOT_FOUND
-            }
-            Self::Store(StoreError::Query(_)) => StatusCode::BAD_REQUEST,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Source(SourceError::Conflict { .. }) => StatusCode::CONFLICT,
-            Self::Source(SourceError::InvalidEvent { .. }) => StatusCode::BAD_REQUEST,
-            Self::Source(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(e) => match e {
+                StoreError::UnknownProjection(_) | StoreError::UnknownCollection { .. } => StatusCode::NOT_FOUND,
+                StoreError::Database(_)
+                | StoreError::Corrupt { .. }
+                | StoreError::CheckpointMoved { .. }
+                | StoreError::Retired { .. }
+                | StoreError::NameTooLong { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            Self::Source(e) => match e {
+                SourceError::Conflict { .. } => StatusCode::CONFLICT,
+                SourceError::Database(_) | SourceError::Sqlite { .. } | SourceError::Corrupt(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                _ => StatusCode::BAD_REQUEST,
+            },
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::DocumentNotFound { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -119,9 +136,66 @@ impl From<HostError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // A 504 is the client's own deadline, and its body holds only positions.
         if status.is_server_error() && status != StatusCode::GATEWAY_TIMEOUT {
-            tracing::error!(error = %self, "API request failed");
+            return server_error(status, &self);
         }
         (status, Json(self.body())).into_response()
+    }
+}
+
+/// A 5xx answer: the error is logged in full under a fresh id, and the
+/// client gets the id alone.
+pub(crate) fn server_error(status: StatusCode, error: &dyn std::fmt::Display) -> Response {
+    let id = error_id();
+    tracing::error!(error_id = %id, error = %error, "API request failed");
+    let body = json!({
+        "error": format!("internal server error; the server log has the details under error id {id}"),
+        "error_id": id,
+    });
+    (status, Json(body)).into_response()
+}
+
+/// An id unique within the process and unlikely to repeat across restarts:
+/// a counter, scrambled by a per-process random key.
+fn error_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static KEY: LazyLock<std::hash::RandomState> = LazyLock::new(std::hash::RandomState::new);
+    format!("{:016x}", KEY.hash_one(NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{DatabaseError, DbErrorKind};
+
+    async fn json_of(response: Response) -> Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_server_error_hides_backend_text_behind_an_id() {
+        let backend = DatabaseError::new(DbErrorKind::Other, "near \"SELECT\": syntax error in rm_secret_g1__accounts");
+        let response = ApiError::Store(StoreError::Database(backend)).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let first = json_of(response).await;
+        let (text, id) = (first["error"].as_str().unwrap(), first["error_id"].as_str().unwrap());
+        assert!(!text.contains("SELECT") && !text.contains("rm_secret"), "{text}");
+        assert!(text.contains(id) && id.len() == 16, "{first}");
+
+        let second = json_of(ApiError::Internal("disk I/O error in /var/lib/refract".into()).into_response()).await;
+        assert!(!second["error"].as_str().unwrap().contains("/var/lib"), "{second}");
+        assert_ne!(second["error_id"], first["error_id"], "each failure gets its own id");
+    }
+
+    #[tokio::test]
+    async fn client_errors_keep_their_message() {
+        let response = ApiError::Query(QueryError::BadCursor).into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(json_of(response).await["error"].as_str().unwrap().contains("bad cursor"));
+        let invalid = SourceError::InvalidEvent { stream_id: "s".into(), index: 0, reason: "empty".into() };
+        assert_eq!(ApiError::Source(invalid).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::Store(StoreError::Query(QueryError::BadLimit(0))).status(), StatusCode::BAD_REQUEST);
     }
 }

@@ -120,7 +120,9 @@ pub fn error_description(status: u16) -> &'static str {
             "The stream is not at `expected_version`; nothing was appended. The body has `expected_version` and `actual_version`."
         }
         413 => "The body is over 16 MiB.",
-        500 => "The store failed (not the client's fault).",
+        500 => {
+            "The server failed (not the client's fault). The body says no more than that, with an `error_id` under which the server log has the details."
+        }
         504 => "The projection did not reach `min_position` within the timeout; `checkpoint` is where it is.",
         _ => "An error; the message says what went wrong.",
     }
@@ -190,7 +192,8 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, &'a Opera
         "paths": paths,
         "components": { "schemas": {
             "Error": { "type": "object", "required": ["error"], "properties": {
-                "error": { "type": "string", "description": "What went wrong, for a person." },
+                "error": { "type": "string", "description": "What went wrong, for a person. A 5xx says only that the server failed." },
+                "error_id": { "type": "string", "description": "5xx only: the id under which the server log has the error." },
                 "checkpoint": { "type": "integer", "description": "504 only: the projection's checkpoint when the wait gave up." },
                 "min_position": { "type": "integer", "description": "504 only: the position waited for." },
                 "expected_version": { "type": "integer", "description": "409 only." },

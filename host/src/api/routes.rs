@@ -22,7 +22,7 @@ use crate::api::openapi::{
     string_schema,
 };
 use crate::api::params::{Consistency, QueryParams};
-use crate::api::{ApiState, openapi, sse};
+use crate::api::{ApiState, layers, openapi, sse};
 use crate::model::event::{AppendRequest, ExpectedVersion, NewEvent};
 use crate::projection::host::ProjectionStatus;
 use crate::store::ProjectionRecord;
@@ -247,6 +247,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(layers::json_errors))
         .with_state(state)
 }
 
