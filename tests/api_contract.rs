@@ -2,15 +2,16 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::http::{Client, enc};
 use common::*;
 use refract::ApiState;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 fn refract(data: &std::path::Path, args: &[&str]) -> Output {
@@ -214,4 +215,63 @@ async fn nul_in_a_stream_id_is_refused_with_400() {
     let reply = Client::connect(addr).await.post("/streams/%00/events", &body).await;
     assert_eq!(reply.status, 400, "{}", reply.text);
     assert!(reply.json()["error"].is_string(), "{}", reply.text);
+}
+
+/// Sends `head` then `body` one byte per `every`, and returns all the server
+/// wrote back until it closed the connection (or `give_up` passed).
+fn trickle(addr: SocketAddr, head: &str, body: &[u8], every: Duration, give_up: Duration) -> (String, bool) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let reader = std::thread::spawn({
+        let mut stream = stream.try_clone().unwrap();
+        move || {
+            stream.set_read_timeout(Some(give_up)).unwrap();
+            let (mut out, mut buf) = (Vec::new(), [0; 4096]);
+            let closed = loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    // Bytes we sent after the server closed make it reset the connection.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                    Err(_) => break false,
+                }
+            };
+            (String::from_utf8_lossy(&out).into_owned(), closed)
+        }
+    });
+    let start = Instant::now();
+    for byte in body {
+        // A write fails once the server has closed: the rest is not wanted.
+        if stream.write_all(std::slice::from_ref(byte)).is_err() || start.elapsed() > give_up {
+            break;
+        }
+        std::thread::sleep(every);
+    }
+    reader.join().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_too_slowly_gets_408_and_the_connection_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let addr = serve(state(&stores).with_body_timeout(Duration::from_millis(300))).await;
+    let body = json!({ "events": [{ "type": "Opened", "payload": { "owner": "slow" } }] }).to_string();
+    let head = format!(
+        "POST /streams/s-1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let started = Instant::now();
+    let (reply, closed) = tokio::task::spawn_blocking(move || {
+        trickle(addr, &head, body.as_bytes(), Duration::from_millis(100), Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
+    assert!(reply.contains("\"error\":\"request body not received within 300 ms\""), "{reply}");
+    assert!(closed, "the server closed the connection");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // Nothing was appended, and a body that arrives in time still works.
+    let mut client = Client::connect(addr).await;
+    assert_eq!(client.get("/health").await.json()["head"], 0);
+    assert_eq!(client.append("s-1", "Opened", json!({}), Value::Null).await, 1);
 }

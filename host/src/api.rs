@@ -22,6 +22,7 @@ mod sse;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
@@ -39,7 +40,11 @@ use crate::store::ReadModelStore;
 /// What the API handlers share: the stores, the commit notices and the metrics.
 /// Cheap to clone.
 #[derive(Clone)]
-pub struct ApiState(Arc<Inner>);
+pub struct ApiState {
+    inner: Arc<Inner>,
+    /// How long a client has to send a request body (see [`ApiState::with_body_timeout`]).
+    body_timeout: Duration,
+}
 
 struct Inner {
     events: Arc<dyn EventStore>,
@@ -64,27 +69,41 @@ impl ApiState {
         notices: broadcast::Sender<CommitNotice>,
     ) -> Self {
         let metrics = Metrics::follow(notices.subscribe());
-        Self(Arc::new(Inner { events, models, notices, metrics, closing: watch::channel(false).0 }))
+        let inner = Arc::new(Inner { events, models, notices, metrics, closing: watch::channel(false).0 });
+        Self { inner, body_timeout: layers::BODY_TIMEOUT }
+    }
+
+    /// How long a client has, from the end of its request headers, to send
+    /// the whole body; after that it gets 408 and the connection is closed.
+    /// The default, 30 s, lets the largest body ([`BODY_LIMIT`]) arrive at
+    /// about 0.5 MiB/s.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    fn body_timeout(&self) -> Duration {
+        self.body_timeout
     }
 
     fn events(&self) -> &Arc<dyn EventStore> {
-        &self.0.events
+        &self.inner.events
     }
 
     fn models(&self) -> &Arc<dyn ReadModelStore> {
-        &self.0.models
+        &self.inner.models
     }
 
     fn subscribe(&self) -> broadcast::Receiver<CommitNotice> {
-        self.0.notices.subscribe()
+        self.inner.notices.subscribe()
     }
 
     fn metrics(&self) -> &Metrics {
-        &self.0.metrics
+        &self.inner.metrics
     }
 
     fn closing(&self) -> watch::Receiver<bool> {
-        self.0.closing.subscribe()
+        self.inner.closing.subscribe()
     }
 
     async fn status(&self) -> Result<Vec<ProjectionStatus>, ApiError> {
@@ -99,7 +118,7 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let closing = state.0.closing.clone();
+    let closing = state.inner.closing.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -55,6 +55,12 @@ pub enum ApiError {
         /// Limit in bytes.
         limit: usize,
     },
+    /// The body did not arrive in time (a client sending it slowly, or not at all).
+    #[error("request body not received within {timeout_ms} ms")]
+    BodyTimeout {
+        /// How long the server waited for the whole body.
+        timeout_ms: u64,
+    },
     /// A server-side failure that is not the client's doing.
     #[error("internal error: {0}")]
     Internal(String),
@@ -101,6 +107,7 @@ impl ApiError {
             Self::DocumentNotFound { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::ConsistencyTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }

@@ -1,11 +1,81 @@
-//! What every answer goes through: a JSON body on every error.
+//! What every request goes through: a deadline on reading its body, and a
+//! JSON body on every error answer.
 
-use axum::body::Body;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
-use axum::response::Response;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
 use serde_json::json;
 
-use crate::api::error::server_error;
+use crate::api::error::{ApiError, server_error};
+
+/// How long a client has to send a request body, from the moment its
+/// headers arrived: at 16 MiB, the largest body, that is about 0.5 MiB/s.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Gives the request body a deadline. A client that has not sent the whole
+/// body by then (a body trickled at 1 byte/s, or one that never comes) gets
+/// 408, and the connection is closed. Requests without a body pass as they are.
+pub async fn body_deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let deadline = Box::pin(tokio::time::sleep(timeout));
+    let flag = timed_out.clone();
+    let request = request.map(|body| Body::new(Deadline { body, deadline, timed_out: flag }));
+    let response = next.run(request).await;
+    if !timed_out.load(Ordering::Relaxed) {
+        return response;
+    }
+    // Whatever the handler made of its failed read, the answer is 408.
+    let mut response = ApiError::BodyTimeout { timeout_ms: timeout.as_millis() as u64 }.into_response();
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A request body that fails once its deadline has passed.
+struct Deadline {
+    body: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timed_out: Arc<AtomicBool>,
+}
+
+/// The error a [`Deadline`] body fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("request body timed out")]
+struct BodyTimedOut;
+
+impl HttpBody for Deadline {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.timed_out.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))));
+        }
+        Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// Largest error body read back to be wrapped in JSON; rejections are short.
 const ERROR_TEXT_LIMIT: usize = 64 * 1024;
@@ -37,7 +107,6 @@ pub async fn json_errors(response: Response) -> Response {
 mod tests {
     use super::*;
     use axum::http::StatusCode;
-    use axum::response::IntoResponse;
 
     #[tokio::test]
     async fn plain_text_errors_become_json() {

@@ -116,6 +116,7 @@ pub fn error_description(status: u16) -> &'static str {
     match status {
         400 => "Bad parameter, filter, cursor, limit or body; the message says which.",
         404 => "Unknown projection, collection or document.",
+        408 => "The request body did not arrive within the server's body timeout; the connection is closed.",
         409 => {
             "The stream is not at `expected_version`; nothing was appended. The body has `expected_version` and `actual_version`."
         }

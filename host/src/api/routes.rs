@@ -63,7 +63,7 @@ pub static ROUTES: &[Route] = &[
             }],
             body: Some("AppendBody"),
             ok: json_reply("Appended. `position` is the consistency token.", || schema_ref("Appended")),
-            errors: &[400, 409, 413, 500],
+            errors: &[400, 408, 409, 413, 500],
         },
     },
     Route {
@@ -239,6 +239,7 @@ impl Method {
 
 /// The API's routes over `state`.
 pub fn router(state: ApiState) -> Router {
+    let body_timeout = state.body_timeout();
     let mut router = Router::new();
     for route in ROUTES {
         router = router.route(route.path, (route.handler)(route.method.filter()));
@@ -247,6 +248,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(body_timeout, layers::body_deadline))
         .layer(axum::middleware::map_response(layers::json_errors))
         .with_state(state)
 }
