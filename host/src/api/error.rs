@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::db::DbErrorKind;
 use crate::projection::host::HostError;
 use crate::source::SourceError;
 use crate::store::StoreError;
@@ -83,12 +84,14 @@ pub enum ApiError {
 impl ApiError {
     /// The status this error is answered with. Only what the server alone
     /// can cause is a 5xx; any other refusal of what the client sent,
-    /// including kinds of store or event errors added later, is a 400.
+    /// including kinds of store or event errors added later, and a value
+    /// from the request that the database refuses to hold, is a 400.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::Query(_) => StatusCode::BAD_REQUEST,
             Self::Store(e) => match e {
                 StoreError::UnknownProjection(_) | StoreError::UnknownCollection { .. } => StatusCode::NOT_FOUND,
+                StoreError::Database(db) if db.kind() == DbErrorKind::Refused => StatusCode::BAD_REQUEST,
                 StoreError::Database(_)
                 | StoreError::Corrupt { .. }
                 | StoreError::CheckpointMoved { .. }
@@ -98,6 +101,7 @@ impl ApiError {
             },
             Self::Source(e) => match e {
                 SourceError::Conflict { .. } => StatusCode::CONFLICT,
+                SourceError::Database(db) if db.kind() == DbErrorKind::Refused => StatusCode::BAD_REQUEST,
                 SourceError::Database(_) | SourceError::Sqlite { .. } | SourceError::Corrupt(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
@@ -174,7 +178,7 @@ fn error_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{DatabaseError, DbErrorKind};
+    use crate::db::DatabaseError;
 
     async fn json_of(response: Response) -> Value {
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
@@ -204,5 +208,11 @@ mod tests {
         let invalid = SourceError::InvalidEvent { stream_id: "s".into(), index: 0, reason: "empty".into() };
         assert_eq!(ApiError::Source(invalid).status(), StatusCode::BAD_REQUEST);
         assert_eq!(ApiError::Store(StoreError::Query(QueryError::BadLimit(0))).status(), StatusCode::BAD_REQUEST);
+        // PostgreSQL refusing a NUL in an id or a payload: the request's value, not the server.
+        let refused = || DatabaseError::new(DbErrorKind::Refused, "invalid byte sequence for encoding \"UTF8\": 0x00");
+        assert_eq!(ApiError::Store(StoreError::Database(refused())).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::Source(SourceError::Database(refused())).status(), StatusCode::BAD_REQUEST);
+        let full = DatabaseError::new(DbErrorKind::Full, "database or disk is full");
+        assert_eq!(ApiError::Source(SourceError::Database(full)).status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
