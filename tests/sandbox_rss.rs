@@ -1,6 +1,8 @@
 //! The host's memory stays bounded while a memory-bomb plugin is retried.
-//! Its own test binary, so the peak RSS it reads is this test's alone.
+//! Its own test binary, so the peak RSS it reads is this test's alone (the
+//! other end-to-end tests share `tests/all/`).
 
+#[path = "all/common/mod.rs"]
 mod common;
 
 use common::*;

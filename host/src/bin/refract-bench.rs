@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, default_value = "target/refract-bench")]
     work_dir: PathBuf,
     /// Folder holding account_summary.wasm and bench_decode.wasm.
-    #[arg(long, default_value = "target/wasm32-wasip2/release")]
+    #[arg(long, default_value = "target/wasm32-wasip2/plugin")]
     plugins: PathBuf,
     /// Skip parts: any of throughput, rebuild, boundary, rss; or native and
     /// raw, the two comparison columns of the throughput table (e.g. to profile

@@ -2,7 +2,7 @@
 //! failure while a well-behaved projection keeps going; poison events are
 //! isolated and then halted on or skipped into the dead-letter table.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

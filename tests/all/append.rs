@@ -1,7 +1,5 @@
 //! The embedded event store: optimistic concurrency and gapless positions.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 

@@ -19,7 +19,7 @@ pub fn root() -> PathBuf {
 
 /// A plugin built by `scripts/build-plugins` (crate name with `_`).
 pub fn plugin(name: &str) -> PathBuf {
-    let path = root().join("target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    let path = root().join("target/wasm32-wasip2/plugin").join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: build the plugins first with `scripts/build-plugins` (scripts/test does it)",

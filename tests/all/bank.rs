@@ -1,7 +1,7 @@
 //! 10,000 bank events over 500 accounts through the real `account-summary`
 //! plugin; every account is checked against values computed in the test.
 
-mod common;
+use crate::common;
 
 use common::*;
 use refract::{Filter, Order, Query, SyncConfig};

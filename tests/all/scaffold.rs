@@ -20,7 +20,7 @@
 //!   it would share nothing with it and would wait on the lock of the `cargo
 //!   test` that runs this.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

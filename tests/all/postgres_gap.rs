@@ -3,7 +3,7 @@
 //! whatever order the writers race, yet the projection must apply every
 //! event exactly once: the final accounts equal values computed in the test.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

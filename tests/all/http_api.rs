@@ -3,7 +3,7 @@
 //! filters and cursor paging over 10,000 documents, error statuses, metrics,
 //! and a short load run (the 30 s benchmark is `#[ignore]`d; see BENCHMARKS.md).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -479,7 +479,7 @@ async fn short_load_has_no_errors_and_no_stale_reads() {
 }
 
 /// The benchmark in BENCHMARKS.md: run it explicitly with
-/// `cargo test --release -p refract --test http_api -- --ignored --nocapture load_benchmark`.
+/// `cargo test --release -p refract --test all -- --ignored --nocapture http_api::load_benchmark`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a 30 s benchmark, not a test; see BENCHMARKS.md"]
 async fn load_benchmark() {

@@ -3,7 +3,7 @@
 //! The Python and JS components are built by `scripts/build-polyglot`
 //! (`scripts/test` runs it) into `target/polyglot/`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -77,7 +77,7 @@ async fn rust_python_and_js_projections_write_identical_documents() {
 
 /// The numbers in BENCHMARKS.md: per language, first (compiling) and cached
 /// load, and projection throughput over 10,000 events with the projection
-/// running alone. `cargo test --release --test polyglot -- --ignored --nocapture`
+/// running alone. `cargo test --release -p refract --test all -- --ignored --nocapture polyglot::`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run by hand"]
 async fn load_and_throughput_per_language() {

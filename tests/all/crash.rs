@@ -3,7 +3,7 @@
 //! document by document (no event lost, none applied twice). Run once with
 //! the embedded SQLite stores and once with both stores in PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

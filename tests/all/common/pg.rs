@@ -26,7 +26,8 @@ pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| {
         panic!(
             "DATABASE_URL is not set: PostgreSQL tests need it, e.g. \
-             DATABASE_URL=postgres://postgres@127.0.0.1:5432/test (.ci/run sets it)"
+             DATABASE_URL=postgres://postgres@127.0.0.1:5432/test (scripts/test starts a \
+             throwaway PostgreSQL and sets it when it is unset)"
         )
     })
 }

@@ -2,7 +2,7 @@
 //! while the old one serves, then swaps atomically; broken replacements leave
 //! the old generation serving; compiled modules are cached across restarts.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -303,7 +303,7 @@ fn cli_rebuild_and_drop() {
     assert!(!status.contains(NAME), "{status}");
 }
 
-/// Not a test: `cargo test --release -p refract --test reload -- --ignored --nocapture reload_benchmark`.
+/// Not a test: `cargo test --release -p refract --test all -- --ignored --nocapture reload::reload_benchmark`.
 /// Measures plugin load time with a cold and a warm module cache, and the
 /// time from replacing a plugin file to the new generation serving at the
 /// head of 100,000 events. Figures go to BENCHMARKS.md.

@@ -1,6 +1,6 @@
 //! Bad input gets a clear error, the host keeps running, nothing stored is lost.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,6 +1,6 @@
 //! The contract of the HTTP API and of the CLI, from the outside.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;

@@ -1,10 +1,7 @@
 //! One conformance suite per store trait, run against every backend: the
 //! SQLite files and PostgreSQL (`DATABASE_URL`, a fresh schema per test).
 
-mod common;
-#[path = "conformance/events.rs"]
 mod events;
-#[path = "conformance/models.rs"]
 mod models;
 
 use std::sync::Arc;
@@ -14,7 +11,7 @@ use refract::{EventStore, ReadModelStore};
 /// Opens fresh stores; the temp dir or schema lives as long as the test.
 struct Fresh {
     _dir: Option<tempfile::TempDir>,
-    _schema: Option<common::pg::Schema>,
+    _schema: Option<crate::common::pg::Schema>,
     url: String,
 }
 
@@ -25,7 +22,7 @@ async fn sqlite(file: &str) -> Fresh {
 }
 
 async fn postgres() -> Fresh {
-    let schema = common::pg::fresh_schema().await;
+    let schema = crate::common::pg::fresh_schema().await;
     Fresh { _dir: None, url: schema.url.clone(), _schema: Some(schema) }
 }
 
@@ -62,16 +59,16 @@ macro_rules! conformance {
 }
 
 conformance! {
-    events_append_and_conflict => crate::events::append_and_conflict, events_store, "events.db";
-    events_atomic_multi_stream_append => crate::events::atomic_multi_stream_append, events_store, "events.db";
-    events_read_with_subscriptions => crate::events::read_with_subscriptions, events_store, "events.db";
-    events_sparse_reads_over_a_long_range => crate::events::sparse_reads_over_a_long_range, events_store, "events.db";
-    events_concurrent_appends_are_gapless => crate::events::concurrent_appends_are_gapless, events_store, "events.db";
-    models_generation_lifecycle => crate::models::generation_lifecycle, models_store, "models.db";
-    models_commit_is_atomic => crate::models::commit_is_atomic, models_store, "models.db";
-    models_queries => crate::models::queries, models_store, "models.db";
-    models_dead_letters => crate::models::dead_letters, models_store, "models.db";
-    models_storage_names_cannot_collide => crate::models::storage_names_cannot_collide, models_store, "models.db";
+    events_append_and_conflict => crate::conformance::events::append_and_conflict, events_store, "events.db";
+    events_atomic_multi_stream_append => crate::conformance::events::atomic_multi_stream_append, events_store, "events.db";
+    events_read_with_subscriptions => crate::conformance::events::read_with_subscriptions, events_store, "events.db";
+    events_sparse_reads_over_a_long_range => crate::conformance::events::sparse_reads_over_a_long_range, events_store, "events.db";
+    events_concurrent_appends_are_gapless => crate::conformance::events::concurrent_appends_are_gapless, events_store, "events.db";
+    models_generation_lifecycle => crate::conformance::models::generation_lifecycle, models_store, "models.db";
+    models_commit_is_atomic => crate::conformance::models::commit_is_atomic, models_store, "models.db";
+    models_queries => crate::conformance::models::queries, models_store, "models.db";
+    models_dead_letters => crate::conformance::models::dead_letters, models_store, "models.db";
+    models_storage_names_cannot_collide => crate::conformance::models::storage_names_cannot_collide, models_store, "models.db";
 }
 
 /// Runs `sql` on the database behind `fresh`, as a foreign tool (or an

@@ -1,9 +1,9 @@
 //! Projection throughput: N small bank events through `account-summary`
 //! into each read-model backend. Benchmarks, not tests: `#[ignore]`d, run with
-//! `REFRACT_BENCH_EVENTS=1000000 cargo test --release -p refract --test throughput -- --ignored --nocapture --test-threads 1`.
+//! `REFRACT_BENCH_EVENTS=1000000 cargo test --release -p refract --test all -- --ignored --nocapture --test-threads 1 throughput::`.
 //! Numbers are in BENCHMARKS.md.
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 

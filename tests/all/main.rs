@@ -1,0 +1,28 @@
+//! The end-to-end tests, in one binary: one module per subject, the shared
+//! helpers in `common/`. One binary links wasmtime and the host once rather
+//! than once per file, and its tests share the machine's cores under one
+//! libtest scheduler (`--test-threads`) instead of running file after file.
+//!
+//! Only what must run alone has a binary of its own: `tests/sandbox_rss.rs`
+//! reads the peak RSS of its process.
+//!
+//! No test here may change process-wide state (environment variables, the
+//! current directory): tests of every module run on parallel threads of this
+//! one process. Pass settings to child processes with `Command::env` and
+//! `Command::current_dir` instead.
+
+mod common;
+
+mod api_contract;
+mod append;
+mod bad_input;
+mod bank;
+mod conformance;
+mod crash;
+mod http_api;
+mod polyglot;
+mod postgres_gap;
+mod reload;
+mod sandbox;
+mod scaffold;
+mod throughput;
