@@ -59,10 +59,11 @@ fn output_into_a_closed_pipe_ends_quietly() {
 #[test]
 fn importing_an_empty_file_reports_the_real_head() {
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let n = bank_events(5, 20, 1).len();
-    write_jsonl(&events, &bank_events(5, 20, 1));
-    let imported = ok(refract(dir.path(), &["import", events.to_str().unwrap()]));
+    let events = bank_events(5, 20, 1);
+    let n = events.len();
+    let file = dir.path().join("events.jsonl");
+    write_jsonl(&file, &events);
+    let imported = ok(refract(dir.path(), &["import", file.to_str().unwrap()]));
     assert_eq!(imported.trim(), format!("imported {n} events; head is now {n}"));
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "\n").unwrap();
