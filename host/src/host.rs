@@ -575,6 +575,8 @@ impl Host {
         }
         let (stop_tx, stop) = watch::channel(false);
         self.switches.lock().expect("switch map lock").insert(record.key.clone(), stop_tx);
+        let config = self.config.for_projection(name);
+        let cache_bytes = config.limits.document_cache_bytes;
         let runner = Runner {
             plugin,
             key: record.key.clone(),
@@ -584,15 +586,15 @@ impl Host {
             source: self.events.clone(),
             store: self.models.clone(),
             sync: self.sync.clone(),
-            config: self.config.for_projection(name),
+            config,
             progress: progress_tx,
             notices: self.notices.clone(),
             stop,
             // Checkpoint 0 means no commit has touched the tables: they are empty.
             documents: Arc::new(if record.checkpoint == 0 {
-                DocumentCache::for_empty_generation()
+                DocumentCache::for_empty_generation(cache_bytes)
             } else {
-                DocumentCache::default()
+                DocumentCache::new(cache_bytes)
             }),
             staged: Default::default(),
             read_ahead: None,

@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{self, GetError, LogLevel, Projector, ProjectorPre};
 use crate::cache::ModuleCache;
 use crate::capabilities::{self, Capability};
-use crate::changes::Change;
+use crate::changes::{Change, MAX_ID_LEN};
 use crate::document_cache::DocumentCache;
 use crate::event::{Event, Subscription};
 use crate::guest_output::{Channel, GuestOutput};
@@ -234,6 +234,13 @@ impl bindings::refract::projection::host::Host for HostState {
         };
         if !access.collections.contains(&collection) {
             return Ok(Err(GetError::UnknownCollection(collection)));
+        }
+        if id.len() > MAX_ID_LEN {
+            // No document has such an id, and the document cache would keep it.
+            return Ok(Err(GetError::Unavailable(format!(
+                "document id of {} bytes: ids are 1 to {MAX_ID_LEN} bytes",
+                id.len()
+            ))));
         }
         if let Some(doc) = access.documents.get(&collection, &id) {
             return Ok(Ok(doc));
@@ -523,4 +530,39 @@ fn arm_store(store: &mut Store<HostState>, limits: &Limits) -> Result<(), Plugin
             .map_err(|e| PluginError::Trap(format!("cannot set fuel: {e:#}")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::refract::projection::host::Host as _;
+
+    /// An id no document can have is refused before the document cache or
+    /// the store sees it: a plugin reading distinct 1 MiB ids grew the
+    /// host's memory by 1 MiB per call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn get_refuses_an_id_longer_than_any_document_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteReadModelStore::open(&dir.path().join("models.db")).await.unwrap();
+        let documents = Arc::new(DocumentCache::default());
+        let access = ModelAccess {
+            store: Arc::new(store),
+            key: ModelKey { projection: "p".into(), generation: 1 },
+            collections: ["c".to_owned()].into(),
+            runtime: tokio::runtime::Handle::current(),
+            documents: documents.clone(),
+        };
+        let mut state = HostState::new("p".into(), Some(access), &Limits::default());
+        let answers = tokio::task::spawn_blocking(move || {
+            [MAX_ID_LEN + 1, 1 << 20].map(|len| match state.get("c".into(), "i".repeat(len)).unwrap() {
+                Err(GetError::Unavailable(message)) => message,
+                other => panic!("{len}-byte id: {other:?}"),
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(answers[0], "document id of 513 bytes: ids are 1 to 512 bytes");
+        assert_eq!(answers[1], "document id of 1048576 bytes: ids are 1 to 512 bytes");
+        assert_eq!(documents.get("c", &"i".repeat(MAX_ID_LEN + 1)), None, "nothing was cached");
+    }
 }
