@@ -178,6 +178,8 @@ pub(crate) struct HostState {
     limiter: MemoryLimiter,
     /// The first denied capability the plugin tried during the current call.
     denied: Option<Capability>,
+    /// Where the `log` import writes: cut and rate-limited like stdout.
+    log: GuestOutput,
 }
 
 impl HostState {
@@ -190,6 +192,7 @@ impl HostState {
             .stdout(GuestOutput::new(&projection, Channel::Stdout))
             .stderr(GuestOutput::new(&projection, Channel::Stderr))
             .build();
+        let log = GuestOutput::new(&projection, Channel::Log);
         Self {
             projection,
             access,
@@ -197,6 +200,7 @@ impl HostState {
             table: ResourceTable::new(),
             limiter: MemoryLimiter { memory_bytes: limits.memory_bytes },
             denied: None,
+            log,
         }
     }
 
@@ -217,14 +221,7 @@ impl bindings::refract::projection::types::Host for HostState {}
 
 impl bindings::refract::projection::host::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        let p = &self.projection;
-        match level {
-            LogLevel::Trace => tracing::trace!(projection = %p, "{message}"),
-            LogLevel::Debug => tracing::debug!(projection = %p, "{message}"),
-            LogLevel::Info => tracing::info!(projection = %p, "{message}"),
-            LogLevel::Warn => tracing::warn!(projection = %p, "{message}"),
-            LogLevel::Error => tracing::error!(projection = %p, "{message}"),
-        }
+        self.log.log(level, &message);
         Ok(())
     }
 
@@ -534,8 +531,64 @@ fn arm_store(store: &mut Store<HostState>, limits: &Limits) -> Result<(), Plugin
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use crate::bindings::refract::projection::host::Host as _;
+
+    /// A writer into a shared buffer, for the log capture.
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Everything logged on this thread while `f` runs, as text.
+    fn captured(f: impl FnOnce()) -> String {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Five 4 MiB `log` calls per event once wrote 400 MiB of log from 20
+    /// events. Each message is now cut at 1 KiB, at most 100 per second get
+    /// through, and the rest are counted in the line stdout uses.
+    #[test]
+    fn log_messages_are_cut_rate_limited_and_counted_like_stdout() {
+        const CALLS: usize = 150;
+        let message = "x".repeat(64 * 1024);
+        let log = captured(|| {
+            let mut state = HostState::new("chatty".into(), None, &Limits::default());
+            for _ in 0..CALLS {
+                state.log(LogLevel::Warn, message.clone()).unwrap();
+            }
+            // Not visible to the host: below the level it logs.
+            state.log(LogLevel::Debug, "quiet".into()).unwrap();
+            drop(state); // Reports the count of the last window.
+        });
+        let logged: Vec<&str> = log.lines().filter(|l| l.contains("xxxx")).collect();
+        assert_eq!(logged.len(), 100, "the stdout rate limit: 100 lines per second");
+        let cut = "x".repeat(1024);
+        assert!(logged.iter().all(|l| l.contains(&cut) && !l.contains(&format!("{cut}x"))), "cut at 1 KiB");
+        assert!(logged.iter().all(|l| l.contains("WARN") && l.contains("projection=chatty")), "{}", logged[0]);
+        let dropped: Vec<&str> = log.lines().filter(|l| l.contains("lines dropped")).collect();
+        assert_eq!(dropped.len(), 1, "{log}");
+        assert!(dropped[0].contains(r#"stream="log""#) && dropped[0].contains("dropped=50"), "{}", dropped[0]);
+        assert!(log.len() < 110 * 1024, "{} bytes of log from {} bytes of messages", log.len(), CALLS * message.len());
+    }
 
     /// An id no document can have is refused before the document cache or
     /// the store sees it: a plugin reading distinct 1 MiB ids grew the
