@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use refract::{
-    ChangeSet, DataDir, DeadLetter, Filter, HostError, Manifest, ModelKey, Page, ProjectionRecord, ProjectionState,
-    Query, ReadModelStore, Registration, RetryRequest, StoreError, SyncConfig,
+    ChangeSet, DataDir, DeadLetter, Filter, HostError, Manifest, ModelKey, Page, PluginError, PluginRuntime,
+    ProjectionRecord, ProjectionState, Query, ReadModelStore, Registration, RetryRequest, StoreError, SyncConfig,
 };
 
 // ---------------------------------------------------------------------------
@@ -272,4 +272,142 @@ async fn a_panic_during_a_plugin_call_fails_the_batch_instead_of_skipping_it() {
     let want: Vec<(String, i64, u64)> =
         expected_accounts(&events).into_iter().map(|(id, a)| (id, a.balance, a.transactions)).collect();
     assert_eq!(got, want);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Hostile component bytes
+
+/// The 8-byte preamble of a component (magic, version 0x0d, layer 1).
+const COMPONENT_HEADER: [u8; 8] = [0, b'a', b's', b'm', 0x0d, 0, 0x01, 0];
+
+/// Malformed, foreign and truncated bytes are each refused with the error
+/// that names what is wrong, and no input makes loading panic.
+#[test]
+fn hostile_bytes_are_refused_by_name_and_never_panic_the_host() {
+    let runtime = PluginRuntime::new().unwrap();
+    let path = Path::new("hostile.wasm");
+    let load = |bytes: &[u8]| runtime.load_bytes(path, bytes);
+
+    for bytes in [&b""[..], b"\0as", b"MZ\x90\0\x03\0\0\0 a PE file", b"(component)"] {
+        assert!(matches!(load(bytes), Err(PluginError::NotWasm { .. })), "{bytes:?}");
+    }
+    let core = load(b"\0asm\x01\0\0\0").unwrap_err();
+    assert!(matches!(core, PluginError::CoreModule { .. }), "{core}");
+    assert!(core.to_string().starts_with("hostile.wasm: a core WebAssembly module, not a component"), "{core}");
+
+    let mut garbage = COMPONENT_HEADER.to_vec();
+    garbage.extend([0xff; 64]);
+    match load(&garbage) {
+        Err(PluginError::Compile { reason, .. }) => assert!(!reason.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    match load(&COMPONENT_HEADER) {
+        Err(e @ PluginError::WrongWorld { .. }) => assert_eq!(
+            e.to_string(),
+            "hostile.wasm: does not implement the refract:projection@0.1.0 `projector` world: \
+             missing export `refract:projection/projection@0.1.0` (it exports: nothing)"
+        ),
+        other => panic!("an empty component: {other:?}"),
+    }
+
+    // A real component cut anywhere: an invalid component (or, cut right
+    // after a section, a valid one without the projection), every time.
+    let good = std::fs::read(plugin("account_summary")).unwrap();
+    let step = good.len() / 61;
+    let mut invalid = 0;
+    for len in (9..good.len()).step_by(step).chain([good.len() - 1]) {
+        match load(&good[..len]) {
+            Err(PluginError::Compile { .. }) => invalid += 1,
+            Err(PluginError::WrongWorld { .. }) => {}
+            other => panic!("cut at {len} of {}: {:?}", good.len(), other.map(|p| p.manifest().clone())),
+        }
+    }
+    assert!(invalid >= 55, "{invalid} of 62 cuts are invalid components");
+    // Bytes flipped anywhere: whatever comes of it, an answer, not a panic.
+    let mut rng = Rng::new(16);
+    for _ in 0..24 {
+        let mut bytes = good.clone();
+        let at = 8 + rng.below(bytes.len() as u64 - 8) as usize;
+        bytes[at] ^= 1 << rng.below(8);
+        if let Err(e @ PluginError::LoadPanicked { .. }) = load(&bytes) {
+            panic!("byte {at}: {e}");
+        }
+    }
+}
+
+/// A component holding a component holding a component... `depth` times.
+fn nested_components(depth: usize) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                return out.push(byte);
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    // Sizes from the innermost (an empty component) out, then the bytes
+    // from the outermost in: each level is a header and one section (id 4).
+    let mut sizes = vec![COMPONENT_HEADER.len()];
+    for _ in 0..depth {
+        let inner = *sizes.last().unwrap();
+        let mut len = Vec::new();
+        leb128(inner, &mut len);
+        sizes.push(COMPONENT_HEADER.len() + 1 + len.len() + inner);
+    }
+    let mut bytes = Vec::with_capacity(sizes[depth]);
+    for inner in sizes[..depth].iter().rev() {
+        bytes.extend(COMPONENT_HEADER);
+        bytes.push(4);
+        leb128(*inner, &mut bytes);
+    }
+    bytes.extend(COMPONENT_HEADER);
+    assert_eq!(bytes.len(), sizes[depth]);
+    bytes
+}
+
+/// 30,000 empty components nested in each other, 358 KB, made wasmtime
+/// use 18 GB while compiling (50,000 got the host killed for memory): the
+/// cost grows with the square of the depth. Nesting is now refused past 100
+/// levels, before compiling; real plugins nest one level.
+#[test]
+fn deeply_nested_components_are_refused_before_compiling() {
+    let runtime = PluginRuntime::new().unwrap();
+    let load = |depth: usize| runtime.load_bytes(Path::new("nested.wasm"), &nested_components(depth));
+    assert!(matches!(load(100), Err(PluginError::WrongWorld { .. })), "100 levels compile (and export nothing)");
+    for depth in [101, 30_000] {
+        let started = std::time::Instant::now();
+        match load(depth) {
+            Err(PluginError::Compile { reason, .. }) => {
+                assert_eq!(reason, "components are nested more than 100 deep", "{depth}")
+            }
+            other => panic!("{depth} levels: {other:?}"),
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{depth}: refused before compiling");
+    }
+    let good = runtime.load(&plugin("account_summary")).unwrap();
+    assert_eq!(good.manifest().name, "account-summary");
+}
+
+/// The host loads plugin files the same way: a bad file is an error
+/// returned to the caller, and the host goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_reports_a_hostile_file_and_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let file = dir.path().join("hostile.wasm");
+    let mut bytes = COMPONENT_HEADER.to_vec();
+    bytes.extend(b"\x00\xff\xff\xff\xff\x0f");
+    std::fs::write(&file, bytes).unwrap();
+    let mut host = stores.host(SyncConfig::default());
+    match host.load_file(&file).await {
+        Err(HostError::Plugin(PluginError::Compile { path, .. })) => assert_eq!(path, file),
+        other => panic!("{other:?}"),
+    }
+    let good = dir.path().join("account_summary.wasm");
+    std::fs::copy(plugin("account_summary"), &good).unwrap();
+    host.load_file(&good).await.unwrap();
+    assert_eq!(host.projections(), ["account-summary"]);
+    host.shutdown().await;
 }

@@ -400,7 +400,7 @@ impl Host {
             Ok::<_, PluginError>(plugin)
         })
         .await
-        .expect("plugin loading does not panic");
+        .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path: path.to_owned(), message: e.to_string() }));
         let result = match loaded {
             Ok(plugin) => self.start(plugin).await,
             Err(e) => {
@@ -535,6 +535,7 @@ impl Host {
     async fn load_cached(&mut self, hash: &str, source: &str) -> Result<Arc<Plugin>, HostError> {
         let runtime = self.runtime.clone();
         let (hash, name) = (hash.to_owned(), PathBuf::from(source));
+        let path = name.clone();
         let plugin = tokio::task::spawn_blocking(move || {
             let cache = runtime.cache().ok_or_else(|| PluginError::Io {
                 path: name.clone(),
@@ -544,7 +545,7 @@ impl Host {
             runtime.load_bytes(&name, &bytes)
         })
         .await
-        .expect("plugin loading does not panic")?;
+        .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path, message: e.to_string() }))?;
         let plugin = Arc::new(plugin);
         self.plugins.insert(plugin.hash().to_owned(), plugin.clone());
         Ok(plugin)

@@ -24,6 +24,12 @@ use crate::store::{ModelKey, ReadModelStore};
 /// The export every projection must provide.
 const PROJECTION_EXPORT: &str = "refract:projection/projection@0.1.0";
 
+/// Deepest nesting of components inside components a plugin may have.
+/// Toolchains nest a few levels; wasmtime's memory grows with the square of
+/// the depth (a 358 KB file of 30,000 nested empty components took 18 GB),
+/// so a hostile file is refused before it is compiled.
+const MAX_COMPONENT_NESTING: usize = 100;
+
 /// Errors loading or running a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -72,6 +78,15 @@ pub enum PluginError {
         path: PathBuf,
         /// What is wrong with it.
         source: ManifestError,
+    },
+    /// Loading panicked in the host or in wasmtime: a bug, which a hostile
+    /// component must still not turn into a crashed host.
+    #[error("{path}: loading failed inside the host: {message}")]
+    LoadPanicked {
+        /// Plugin file.
+        path: PathBuf,
+        /// The panic's message.
+        message: String,
     },
     /// The guest trapped (panic, unreachable, stack overflow, out-of-bounds access...).
     #[error("trap: {0}")]
@@ -122,6 +137,7 @@ impl PluginError {
             Self::Compile { .. } => "invalid component",
             Self::WrongWorld { .. } => "wrong world",
             Self::Manifest { .. } => "bad manifest",
+            Self::LoadPanicked { .. } => "load panic",
             Self::Trap(_) => "trap",
             Self::Timeout { .. } => "timeout",
             Self::MemoryLimit(_) => "memory limit",
@@ -301,13 +317,27 @@ impl PluginRuntime {
         self.load_bytes(path, &bytes)
     }
 
-    /// Loads a plugin from bytes; `path` only names it in messages.
+    /// Loads a plugin from bytes; `path` only names it in messages. Whatever
+    /// the bytes, this returns: a panic on the way (a bug in the host or in
+    /// wasmtime that some input reaches) is [`PluginError::LoadPanicked`].
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.load_unguarded(path, bytes))).unwrap_or_else(
+            |payload| {
+                Err(PluginError::LoadPanicked { path: path.to_owned(), message: panic_message(payload.as_ref()) })
+            },
+        )
+    }
+
+    fn load_unguarded(&self, path: &Path, bytes: &[u8]) -> Result<Plugin, PluginError> {
         let path = path.to_owned();
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(PluginError::CoreModule { path }),
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(PluginError::NotWasm { path }),
+        }
+        if nesting_exceeds(bytes, MAX_COMPONENT_NESTING) {
+            let reason = format!("components are nested more than {MAX_COMPONENT_NESTING} deep");
+            return Err(PluginError::Compile { path, reason });
         }
         let hash = module_hash(bytes);
         let (component, cached) = self.compile(&path, &hash, bytes)?;
@@ -372,6 +402,45 @@ impl PluginRuntime {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether the component in `bytes` nests components more than `max` deep
+/// (the outermost is depth 0). Reads only section headers; bytes that do
+/// not parse are left to the compiler to refuse with its own message.
+fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
+    /// Section id of a nested component.
+    const COMPONENT_SECTION: u8 = 4;
+    let Some(mut rest) = bytes.get(8..) else { return false };
+    while let Some((&id, after)) = rest.split_first() {
+        let Some((len, after)) = leb128_u32(after) else { return false };
+        let Some((body, after)) = after.split_at_checked(len as usize) else { return false };
+        if id == COMPONENT_SECTION && (max == 0 || nesting_exceeds(body, max - 1)) {
+            return true;
+        }
+        rest = after;
+    }
+    false
+}
+
+/// An unsigned LEB128 `u32` and what follows it.
+fn leb128_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let mut value = 0u32;
+    for (i, &b) in bytes.iter().enumerate().take(5) {
+        value |= u32::from(b & 0x7f).checked_shl(7 * i as u32)?;
+        if b & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// The message a panic was raised with, if it was text.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_owned(),
     }
 }
 
