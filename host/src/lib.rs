@@ -58,7 +58,10 @@ pub use limits::{EPOCH_TICK, Limits};
 pub use manifest::{CollectionSpec, Manifest, ManifestError};
 pub use plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 pub use policy::{FailurePolicy, RetryPolicy};
-pub use query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
+pub use query::{
+    DEFAULT_LIMIT, Document, Filter, MAX_FILTERS, MAX_IN_VALUES, MAX_LIMIT, Op, Order, Page, Query, QueryError,
+    check_document_id,
+};
 pub use runner::{CommitNotice, Progress, SyncConfig};
 pub use scaffold::new_project;
 pub use source::{Appended, EventSource, EventStore, PostgresEventStore, SourceError, SqliteEventStore};
