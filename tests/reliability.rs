@@ -13,9 +13,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use refract::{
-    ChangeSet, DataDir, DeadLetter, Filter, HostError, Manifest, ModelKey, Page, PluginError, PluginRuntime,
-    ProjectionRecord, ProjectionState, Query, ReadModelStore, Registration, RetryRequest, StoreError, SyncConfig,
+    AppendRequest, ChangeSet, DataDir, DeadLetter, EventStore, ExpectedVersion, Filter, HostError, InvalidName,
+    MAX_FILTERS, MAX_IN_VALUES, MAX_NAME_LEN, Manifest, ModelKey, NameField, NewEvent, Op, Page, PluginError,
+    PluginRuntime, ProjectionRecord, ProjectionState, Query, QueryError, ReadModelStore, Registration, RetryRequest,
+    SourceError, StoreError, SyncConfig,
 };
+use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------
 // 1. The data-dir lock
@@ -410,4 +413,137 @@ async fn the_host_reports_a_hostile_file_and_keeps_running() {
     host.load_file(&good).await.unwrap();
     assert_eq!(host.projections(), ["account-summary"]);
     host.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 6 and 7. Names and queries every backend refuses alike
+
+/// Fresh SQLite and PostgreSQL stores; the temp dir and schema live as long as this.
+struct Backends {
+    _dir: tempfile::TempDir,
+    _schema: common::pg::Schema,
+    stores: Vec<(&'static str, Arc<dyn EventStore>, Arc<dyn ReadModelStore>)>,
+}
+
+async fn backends() -> Backends {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = common::pg::fresh_schema().await;
+    let sqlite = |file: &str| format!("sqlite://{}", dir.path().join(file).display());
+    let stores = vec![
+        (
+            "sqlite",
+            refract::open_events(&sqlite("events.db")).await.unwrap(),
+            refract::open_models(&sqlite("models.db")).await.unwrap(),
+        ),
+        (
+            "postgres",
+            refract::open_events(&schema.url).await.unwrap(),
+            refract::open_models(&schema.url).await.unwrap(),
+        ),
+    ];
+    Backends { _dir: dir, _schema: schema, stores }
+}
+
+fn append(stream: &str, event_type: &str) -> AppendRequest {
+    AppendRequest {
+        stream_id: stream.into(),
+        expected: ExpectedVersion::Any,
+        events: vec![NewEvent::new(event_type, "{}")],
+    }
+}
+
+/// `POST /streams/%00/events` answered 200 on SQLite and 500 on
+/// PostgreSQL. Empty, overlong and control-character names are now refused
+/// with the same typed error by both, and nothing of the append is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_stream_ids_and_event_types_are_refused_alike_by_every_backend() {
+    let backends = backends().await;
+    let long = "n".repeat(MAX_NAME_LEN + 1);
+    let (stream, first) = (NameField::StreamId, NameField::EventType(0));
+    let cases = [
+        ("\0", "T", InvalidName::ControlCharacter { field: stream, code: 0, at: 0 }),
+        ("account\01", "T", InvalidName::ControlCharacter { field: stream, code: 0, at: 7 }),
+        ("account-1\n", "T", InvalidName::ControlCharacter { field: stream, code: 10, at: 9 }),
+        ("", "T", InvalidName::Empty { field: stream }),
+        (long.as_str(), "T", InvalidName::TooLong { field: stream, len: MAX_NAME_LEN + 1 }),
+        ("s", "", InvalidName::Empty { field: first }),
+        ("s", "Opened\0", InvalidName::ControlCharacter { field: first, code: 0, at: 6 }),
+        ("s", "Opened\u{1b}[31m", InvalidName::ControlCharacter { field: first, code: 0x1b, at: 6 }),
+        ("s", long.as_str(), InvalidName::TooLong { field: first, len: MAX_NAME_LEN + 1 }),
+    ];
+    for (backend, events, _) in &backends.stores {
+        events.append(&[append("s", "T")]).await.unwrap();
+        for (stream_id, event_type, want) in &cases {
+            // After a good request of the same append: all or nothing.
+            let err = events.append(&[append("s", "T"), append(stream_id, event_type)]).await.unwrap_err();
+            match &err {
+                SourceError::InvalidName(got) => assert_eq!(got, want, "{backend}: {stream_id:?} {event_type:?}"),
+                other => panic!("{backend}: {stream_id:?} {event_type:?}: {other}"),
+            }
+            assert_eq!(err.to_string(), format!("invalid append: {want}; nothing was appended"));
+        }
+        assert_eq!(events.head().await.unwrap(), 1, "{backend}: nothing of a refused append was written");
+        let at_limit = "n".repeat(MAX_NAME_LEN);
+        events.append(&[append(&at_limit, &at_limit), append("zürich ✓", "Ünïcode")]).await.unwrap();
+        assert_eq!(events.head().await.unwrap(), 3, "{backend}");
+    }
+    assert_eq!(
+        SourceError::from(cases[0].2.clone()).to_string(),
+        "invalid append: stream id contains control character U+0000 at byte 0; nothing was appended"
+    );
+}
+
+/// `?filter=` repeated 999 times answered 500 with SQLite's "Expression
+/// tree is too large", and NUL in a filter value 500 on PostgreSQL. Both
+/// are now the query's own errors on both backends (the API answers a
+/// `QueryError` with 400), and a query at the limits still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_nul_queries_are_refused_alike_by_every_backend() {
+    let backends = backends().await;
+    for (backend, events, models) in &backends.stores {
+        append_all(events.as_ref(), &bank_events(5, 20, 1)).await;
+        let mut host = refract::Host::new(events.clone(), models.clone(), SyncConfig::default()).unwrap();
+        host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
+        host.wait_until_caught_up().await.unwrap();
+        host.shutdown().await;
+        let count =
+            |filters: Vec<Filter>| async move { models.count_documents("account-summary", "accounts", &filters).await };
+        let query = |filters: Vec<Filter>| async move {
+            models.query_documents("account-summary", "accounts", &Query { filters, ..Query::default() }).await
+        };
+        let filter = |field: &str, op: Op, value: Value| Filter { field: field.into(), op, value };
+
+        let nul = QueryError::NulCharacter { what: "the value of filter `id`".into() };
+        assert_eq!(
+            query_error(backend, query(vec![filter("id", Op::Eq, json!("account-1\0"))]).await),
+            nul,
+            "{backend}"
+        );
+        assert_eq!(query_error(backend, count(vec![filter("id", Op::In, json!(["a", "\0"]))]).await), nul, "{backend}");
+
+        let many = vec![filter("id", Op::Ne, json!("nobody")); 999];
+        assert_eq!(query_error(backend, query(many.clone()).await), QueryError::TooManyFilters(999), "{backend}");
+        assert_eq!(query_error(backend, count(many).await), QueryError::TooManyFilters(999), "{backend}");
+        let values: Vec<Value> = (0..=MAX_IN_VALUES).map(|i| json!(format!("account-{i}"))).collect();
+        assert_eq!(
+            query_error(backend, count(vec![filter("id", Op::In, Value::Array(values.clone()))]).await),
+            QueryError::TooManyValues { field: "id".into(), count: MAX_IN_VALUES + 1 },
+            "{backend}"
+        );
+
+        // At the limits the backends answer: every filter lists all five
+        // accounts among 1,000 ids.
+        let in_list = filter("id", Op::In, Value::Array(values[..MAX_IN_VALUES].to_vec()));
+        assert_eq!(count(vec![in_list.clone(); MAX_FILTERS]).await.unwrap(), 5, "{backend}");
+        assert_eq!(query(vec![in_list; MAX_FILTERS]).await.unwrap().documents.len(), 5, "{backend}");
+    }
+}
+
+/// The query error a store answered with; anything else fails the test.
+fn query_error<T>(backend: &str, result: Result<T, StoreError>) -> QueryError {
+    match result {
+        Err(StoreError::Query(e)) => e,
+        Err(e) => panic!("{backend}: not a query error: {e}"),
+        Ok(_) => panic!("{backend}: answered"),
+    }
 }

@@ -52,7 +52,7 @@ pub use capabilities::Capability;
 pub use changes::{Change, ChangeError, ChangeSet, CollectionChanges};
 pub use config::{Config, ConfigError, ProjectionConfig};
 pub use dev::{DevError, Lang, build_crate, build_project, plugin_crates, plugin_projects, spawn_rebuilder};
-pub use event::{AppendRequest, Event, ExpectedVersion, NewEvent, Subscription};
+pub use event::{AppendRequest, Event, ExpectedVersion, InvalidName, MAX_NAME_LEN, NameField, NewEvent, Subscription};
 pub use host::{DataDir, Host, HostError, HostLock, ProjectionStatus, status};
 pub use limits::{EPOCH_TICK, Limits};
 pub use manifest::{CollectionSpec, Manifest, ManifestError};
