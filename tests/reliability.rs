@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::*;
 use refract::{
     AppendRequest, ChangeSet, DataDir, DeadLetter, EventStore, ExpectedVersion, Filter, HostError, InvalidName,
-    MAX_FILTERS, MAX_IN_VALUES, MAX_NAME_LEN, Manifest, ModelKey, NameField, NewEvent, Op, Page, PluginError,
-    PluginRuntime, ProjectionRecord, ProjectionState, Query, QueryError, ReadModelStore, Registration, RetryRequest,
-    SourceError, StoreError, SyncConfig,
+    MAX_EVENT_TYPES, MAX_FILTERS, MAX_IN_VALUES, MAX_NAME_LEN, MAX_STREAM_PREFIXES, Manifest, ModelKey, NameField,
+    NewEvent, Op, Page, PluginError, PluginRuntime, ProjectionRecord, ProjectionState, Query, QueryError,
+    ReadModelStore, Registration, RetryRequest, SourceError, StoreError, Subscription, SyncConfig,
 };
 use serde_json::{Value, json};
 
@@ -546,4 +546,44 @@ fn query_error<T>(backend: &str, result: Result<T, StoreError>) -> QueryError {
         Err(e) => panic!("{backend}: not a query error: {e}"),
         Ok(_) => panic!("{backend}: answered"),
     }
+}
+
+// ---------------------------------------------------------------------------
+// 8. Subscriptions the event stores can read by
+
+/// A subscription at the manifest's limits reads on every backend, and
+/// returns what the test computes; far beyond them, SQLite refused every
+/// read, which left the projection "store unavailable" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_at_the_manifest_limits_are_readable_by_every_backend() {
+    let backends = backends().await;
+    let events = bank_events(20, 400, 9);
+    let mut event_types: Vec<String> = (0..MAX_EVENT_TYPES - 1).map(|i| format!("Other{i}")).collect();
+    event_types.push("MoneyDeposited".into());
+    let mut stream_prefixes: Vec<String> = (0..MAX_STREAM_PREFIXES - 2).map(|i| format!("other-{i}-")).collect();
+    stream_prefixes.extend(["account-1".into(), "account-3".into()]);
+    let want = events
+        .iter()
+        .filter(|e| e.event_type == "MoneyDeposited")
+        .filter(|e| e.stream.starts_with("account-1") || e.stream.starts_with("account-3"))
+        .count();
+    assert!(want > 10, "the subscription selects something: {want}");
+    let subscription = Subscription { event_types, stream_prefixes };
+    let manifest = Manifest {
+        name: "p".into(),
+        version: "1".into(),
+        subscription: subscription.clone(),
+        collections: vec![refract::CollectionSpec { name: "c".into(), indexes: vec![] }],
+    };
+    assert_eq!(manifest.validate(), Ok(()));
+    for (backend, store, _) in &backends.stores {
+        append_all(store.as_ref(), &events).await;
+        let read = store.read(0, 400, &subscription, 1_000).await.unwrap();
+        assert_eq!(read.len(), want, "{backend}");
+        assert!(read.iter().all(|e| subscription.matches(&e.event_type, &e.stream_id)), "{backend}");
+    }
+    let (_, sqlite, _) = &backends.stores[0];
+    let unbounded =
+        Subscription { event_types: vec![], stream_prefixes: (0..5_000).map(|i| format!("account-{i}")).collect() };
+    assert!(sqlite.read(0, 400, &unbounded, 1_000).await.is_err(), "why the limit exists");
 }

@@ -55,7 +55,7 @@ pub use dev::{DevError, Lang, build_crate, build_project, plugin_crates, plugin_
 pub use event::{AppendRequest, Event, ExpectedVersion, InvalidName, MAX_NAME_LEN, NameField, NewEvent, Subscription};
 pub use host::{DataDir, Host, HostError, HostLock, ProjectionStatus, status};
 pub use limits::{EPOCH_TICK, Limits};
-pub use manifest::{CollectionSpec, Manifest, ManifestError};
+pub use manifest::{CollectionSpec, MAX_EVENT_TYPES, MAX_STREAM_PREFIXES, Manifest, ManifestError};
 pub use plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 pub use policy::{FailurePolicy, RetryPolicy};
 pub use query::{
