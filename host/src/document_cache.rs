@@ -279,14 +279,14 @@ impl Inner {
     }
 
     fn insert(&mut self, budget: u64, collection: &str, id: String, doc: Option<String>) {
-        // What this id held before goes first: it is stale either way.
-        if let Some(old) = self.committed.get_mut(collection).and_then(|ids| ids.remove_entry(id.as_str())) {
-            self.count -= 1;
-            self.bytes -= entry_cost(&old.0, &old.1);
-        }
-        let cost = entry_cost(&id, &doc);
+        let cost = entry_cost(id.len(), &doc);
         if cost > budget {
-            // Not kept: a miss must then ask the store, not read as absent.
+            // Not kept, and neither is the id's older version: a miss must
+            // then ask the store, not read a stale document or "absent".
+            if let Some(old) = self.committed.get_mut(collection).and_then(|ids| ids.remove(id.as_str())) {
+                self.count -= 1;
+                self.bytes -= entry_cost(id.len(), &old);
+            }
             self.complete = false;
             return;
         }
@@ -304,16 +304,20 @@ impl Inner {
             self.committed.insert(collection.to_owned(), Ids::default());
         }
         if let Some(ids) = self.committed.get_mut(collection) {
-            ids.insert(id, doc);
-            self.count += 1;
+            let id_len = id.len();
+            match ids.insert(id, doc) {
+                Some(old) => self.bytes -= entry_cost(id_len, &old),
+                None => self.count += 1,
+            }
             self.bytes += cost;
         }
     }
 }
 
-/// What a committed entry costs against the byte budget.
-fn entry_cost(id: &str, doc: &Option<String>) -> u64 {
-    (id.len() + doc.as_ref().map_or(0, String::len)) as u64 + ENTRY_OVERHEAD
+/// What a committed entry (an id of `id_len` bytes and its document)
+/// costs against the byte budget.
+fn entry_cost(id_len: usize, doc: &Option<String>) -> u64 {
+    (id_len + doc.as_ref().map_or(0, String::len)) as u64 + ENTRY_OVERHEAD
 }
 
 #[cfg(test)]
@@ -442,7 +446,7 @@ mod tests {
             assert_eq!(cache.get("d", &i.to_string()), Some(Some(body)), "the newest entry is kept");
         }
         assert!(inserted > 10 * BUDGET, "the bound was tested: {inserted} bytes went through");
-        let expected = entry_cost("1", &Some("x".repeat(256 << 10)));
+        let expected = entry_cost(1, &Some("x".repeat(256 << 10)));
         assert_eq!(expected, (1 + (256 << 10)) as u64 + ENTRY_OVERHEAD, "ids and bodies are what is counted");
     }
 
@@ -485,9 +489,9 @@ mod tests {
         let cache = DocumentCache::new(budget);
         cache.remember("c", "a", doc(100));
         cache.remember("c", "a", doc(10));
-        assert_eq!(cache.committed_bytes(), entry_cost("a", &doc(10)));
+        assert_eq!(cache.committed_bytes(), entry_cost(1, &doc(10)));
         cache.committed(&set(&[], &["a"]));
-        assert_eq!(cache.committed_bytes(), entry_cost("a", &None));
+        assert_eq!(cache.committed_bytes(), entry_cost(1, &None));
         assert_eq!(cache.get("c", "a"), Some(None));
     }
 
