@@ -30,8 +30,10 @@ pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, MAX_TIMEOUT, Metr
 pub use backend::{BackendError, open_events, open_models};
 pub use db::{DatabaseError, DbErrorKind};
 pub use model::changes::{Change, ChangeError, ChangeSet, CollectionChanges};
-pub use model::event::{AppendRequest, Event, ExpectedVersion, NewEvent, Subscription};
-pub use model::manifest::{CollectionSpec, Manifest, ManifestError};
+pub use model::event::{
+    AppendRequest, Event, ExpectedVersion, InvalidName, MAX_NAME_LEN, NameField, NewEvent, Subscription,
+};
+pub use model::manifest::{CollectionSpec, MAX_EVENT_TYPES, MAX_STREAM_PREFIXES, Manifest, ManifestError};
 pub use projection::config::{Config, ConfigError, ProjectionConfig};
 pub use projection::host::{DataDir, Host, HostError, HostLock, ProjectionStatus, status};
 pub use projection::policy::{FailurePolicy, RetryPolicy};
@@ -42,7 +44,10 @@ pub use runtime::limits::{EPOCH_TICK, Limits};
 pub use runtime::module_cache::ModuleCache;
 pub use runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 pub use source::{Appended, EventSource, EventStore, PostgresEventStore, SourceError, SqliteEventStore};
-pub use store::query::{DEFAULT_LIMIT, Document, Filter, MAX_LIMIT, Op, Order, Page, Query, QueryError};
+pub use store::query::{
+    DEFAULT_LIMIT, Document, Filter, MAX_FILTERS, MAX_IN_VALUES, MAX_LIMIT, Op, Order, Page, Query, QueryError,
+    check_document_id,
+};
 pub use store::{
     DeadLetter, ModelKey, ModelReader, ModelWriter, PostgresReadModelStore, ProjectionRecord, ProjectionState,
     ReadModelStore, Registration, Registry, RetryRequest, Role, SqliteReadModelStore, StoreError,

@@ -9,16 +9,13 @@ pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
 
 use crate::db::DatabaseError;
-use crate::model::event::{AppendRequest, Event, ExpectedVersion, Subscription};
+use crate::model::event::{AppendRequest, Event, ExpectedVersion, InvalidName, Subscription};
 
 impl From<crate::db::sqlite::SqliteError> for SourceError {
     fn from(e: crate::db::sqlite::SqliteError) -> Self {
         Self::Sqlite { code: e.code, message: e.message }
     }
 }
-
-/// Longest stream id, in bytes.
-pub const MAX_STREAM_ID_LEN: usize = 256;
 
 /// Errors from reading or appending events.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +42,11 @@ pub enum SourceError {
         /// What is wrong.
         reason: String,
     },
+    /// A stream id or event type is empty, too long or holds a control
+    /// character; nothing was appended. Checked before the database is
+    /// touched, so every backend refuses the same names.
+    #[error("invalid append: {0}; nothing was appended")]
+    InvalidName(#[from] InvalidName),
     /// The underlying database failed.
     #[error("event store error: {0}")]
     Database(#[from] DatabaseError),
@@ -113,16 +115,11 @@ pub(crate) fn validate_append(requests: &[AppendRequest]) -> Result<(), SourceEr
     for r in requests {
         let invalid =
             |index: usize, reason: String| SourceError::InvalidEvent { stream_id: r.stream_id.clone(), index, reason };
-        if r.stream_id.is_empty() || r.stream_id.len() > MAX_STREAM_ID_LEN {
-            return Err(invalid(0, format!("stream id must be 1 to {MAX_STREAM_ID_LEN} bytes")));
-        }
+        r.validate_names()?;
         if r.events.is_empty() {
             return Err(invalid(0, "an append needs at least one event".into()));
         }
         for (i, e) in r.events.iter().enumerate() {
-            if e.event_type.is_empty() {
-                return Err(invalid(i, "event type is empty".into()));
-            }
             for (what, text) in [("payload", &e.payload), ("metadata", &e.metadata)] {
                 serde_json::from_str::<serde::de::IgnoredAny>(text)
                     .map_err(|err| invalid(i, format!("{what} of `{}` is not valid JSON ({err})", e.event_type)))?;

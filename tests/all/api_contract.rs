@@ -207,7 +207,6 @@ async fn nul_in_a_document_id_or_a_filter_is_never_a_server_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs stream id validation in event.rs (issue 16): today the append is accepted"]
 async fn nul_in_a_stream_id_is_refused_with_400() {
     let dir = tempfile::tempdir().unwrap();
     let stores = Stores::open(dir.path()).await;

@@ -22,6 +22,7 @@ mod crash;
 mod http_api;
 mod polyglot;
 mod postgres_gap;
+mod reliability;
 mod reload;
 mod sandbox;
 mod scaffold;

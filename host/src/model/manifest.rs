@@ -9,6 +9,17 @@ const MAX_PROJECTION_NAME: usize = 30;
 /// Longest collection name, for the same reason.
 const MAX_COLLECTION_NAME: usize = 20;
 
+/// Most stream prefixes a manifest may subscribe to. The event stores turn
+/// each into a condition of their read statement (SQLite: two bound
+/// parameters in a chain of `OR`s, one level of expression depth each), so
+/// thousands of them made every read fail on SQLite's limits of 32,766
+/// parameters and an expression depth of 1,000, and the projection sat
+/// "store unavailable" forever. 64 stays far below both.
+pub const MAX_STREAM_PREFIXES: usize = 64;
+/// Most event types a manifest may subscribe to: one bound parameter each
+/// in the read's `IN` list (with [`MAX_STREAM_PREFIXES`], under 400 in all).
+pub const MAX_EVENT_TYPES: usize = 256;
+
 /// A manifest that failed validation.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ManifestError {
@@ -40,6 +51,24 @@ pub enum ManifestError {
     /// The projection declares no collection at all.
     #[error("the manifest declares no collection")]
     NoCollection,
+    /// The subscription lists more stream prefixes ([`MAX_STREAM_PREFIXES`])
+    /// or event types ([`MAX_EVENT_TYPES`]) than the event stores can read by.
+    #[error("the manifest subscribes to {count} {what}; the limit is {max}")]
+    TooManySubscriptions {
+        /// `stream prefixes` or `event types`.
+        what: &'static str,
+        /// How many it lists.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A subscribed stream prefix or event type holds NUL, which no event
+    /// can (PostgreSQL refuses to even compare with it).
+    #[error("a subscribed {what} contains a NUL character (U+0000), which no event can hold")]
+    NulInSubscription {
+        /// `stream prefix` or `event type`.
+        what: &'static str,
+    },
 }
 
 /// A collection a projection writes, with the JSON fields the host indexes.
@@ -75,6 +104,18 @@ impl Manifest {
     /// Checks names and fields; the host refuses a plugin whose manifest fails.
     pub fn validate(&self) -> Result<(), ManifestError> {
         check_name("projection", &self.name, MAX_PROJECTION_NAME)?;
+        let Subscription { event_types, stream_prefixes } = &self.subscription;
+        for (what, one, list, max) in [
+            ("stream prefixes", "stream prefix", stream_prefixes, MAX_STREAM_PREFIXES),
+            ("event types", "event type", event_types, MAX_EVENT_TYPES),
+        ] {
+            if list.len() > max {
+                return Err(ManifestError::TooManySubscriptions { what, count: list.len(), max });
+            }
+            if list.iter().any(|s| s.contains('\0')) {
+                return Err(ManifestError::NulInSubscription { what: one });
+            }
+        }
         if self.collections.is_empty() {
             return Err(ManifestError::NoCollection);
         }
@@ -148,6 +189,31 @@ mod tests {
         for bad in ["", "a..b", "a'b", "$.a", "a-b"] {
             assert!(matches!(manifest("p", "c", bad).validate(), Err(ManifestError::InvalidField { .. })), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn subscriptions_are_limited_by_name() {
+        let mut m = manifest("p", "c", "f");
+        let many = |n: usize, what: &str| (0..n).map(|i| format!("{what}-{i}")).collect::<Vec<_>>();
+        m.subscription = Subscription {
+            event_types: many(MAX_EVENT_TYPES, "Type"),
+            stream_prefixes: many(MAX_STREAM_PREFIXES, "stream"),
+        };
+        assert_eq!(m.validate(), Ok(()), "at the limits");
+        m.subscription.stream_prefixes = many(5_000, "stream");
+        let err = m.validate().unwrap_err();
+        assert_eq!(err, ManifestError::TooManySubscriptions { what: "stream prefixes", count: 5_000, max: 64 });
+        assert_eq!(err.to_string(), "the manifest subscribes to 5000 stream prefixes; the limit is 64");
+        m.subscription.stream_prefixes.clear();
+        m.subscription.event_types = many(MAX_EVENT_TYPES + 1, "Type");
+        assert_eq!(
+            m.validate(),
+            Err(ManifestError::TooManySubscriptions { what: "event types", count: 257, max: MAX_EVENT_TYPES })
+        );
+        m.subscription.event_types = vec!["Opened".into(), "Clo\0sed".into()];
+        assert_eq!(m.validate(), Err(ManifestError::NulInSubscription { what: "event type" }));
+        m.subscription = Subscription { event_types: vec![], stream_prefixes: vec!["\0".into()] };
+        assert_eq!(m.validate(), Err(ManifestError::NulInSubscription { what: "stream prefix" }));
     }
 
     #[test]

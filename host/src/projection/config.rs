@@ -65,6 +65,7 @@ struct Settings {
     max_changes: Option<usize>,
     max_batch_mib: Option<u64>,
     max_document_kib: Option<u64>,
+    document_cache_mib: Option<u64>,
     retries: Option<u32>,
     backoff_ms: Option<u64>,
     on_failure: Option<FailurePolicy>,
@@ -90,6 +91,9 @@ impl Settings {
         }
         if let Some(v) = self.max_document_kib {
             l.max_document_bytes = v.saturating_mul(1024);
+        }
+        if let Some(v) = self.document_cache_mib {
+            l.document_cache_bytes = v.saturating_mul(1024 * 1024);
         }
         if let Some(v) = self.retries {
             c.retry.retries = v;
@@ -176,7 +180,8 @@ mod tests {
     fn overrides_layer_on_defaults() {
         let c = Config::parse(
             "[defaults]\nmemory_mib = 32\nretries = 1\n\
-             [projections.p]\nfuel = 1000\nmax_document_kib = 2\nbackoff_ms = 5\nmax_batch_mib = 1\nmax_changes = 7\n",
+             [projections.p]\nfuel = 1000\nmax_document_kib = 2\nbackoff_ms = 5\nmax_batch_mib = 1\nmax_changes = 7\n\
+             document_cache_mib = 8\n",
         )
         .unwrap();
         let p = c.for_projection("p");
@@ -185,6 +190,7 @@ mod tests {
         assert_eq!(p.limits.max_document_bytes, 2048);
         assert_eq!(p.limits.max_batch_bytes, 1 << 20);
         assert_eq!(p.limits.max_changes, 7);
+        assert_eq!(p.limits.document_cache_bytes, 8 << 20);
         assert_eq!(p.retry, RetryPolicy { retries: 1, backoff: Duration::from_millis(5) });
         assert_eq!(c.for_projection("q").limits.fuel, None);
         assert!(c.uses_fuel());

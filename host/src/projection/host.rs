@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +68,7 @@ pub enum HostError {
     Locked {
         /// The data directory.
         path: PathBuf,
-        /// Process id of the other host.
+        /// Process id of the other host (0 if it had not written it yet).
         pid: u32,
     },
     /// The data directory's lock file could not be written.
@@ -103,27 +104,59 @@ impl DataDir {
         Ok(Arc::new(SqliteEventStore::open(&self.events()).await?))
     }
 
+    /// The lock file: locked (`flock`) by the host running on this data dir
+    /// for as long as it runs, and holding its pid. It is never deleted:
+    /// removing a file another process has open and locked would let a
+    /// third process lock a new file of the same name.
     fn pid_file(&self) -> PathBuf {
         self.0.join("refract.pid")
     }
 
     /// The process id of a live host running on this data dir, if any.
     pub fn running_host(&self) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()?;
-        // A host killed with SIGKILL leaves its pid file behind: only a live process counts.
-        (pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()).then_some(pid)
+        let file = std::fs::File::open(self.pid_file()).ok()?;
+        // A shared lock is refused exactly while a host holds the exclusive
+        // one; a host killed with SIGKILL held it no longer.
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(std::fs::TryLockError::WouldBlock) => Some(holder_pid(&file)).filter(|&pid| pid != std::process::id()),
+            Err(std::fs::TryLockError::Error(_)) => None,
+        }
     }
 
-    /// Claims the data dir for this process's host until the lock is dropped.
+    /// Claims the data dir for this process's host until the lock is
+    /// dropped (or the process ends, however it ends). Two processes that
+    /// try at the same instant cannot both succeed: the lock is an `flock`
+    /// on `<data-dir>/refract.pid`, not a check of the pid in it.
     pub fn lock(&self) -> Result<HostLock, HostError> {
-        if let Some(pid) = self.running_host() {
-            return Err(HostError::Locked { path: self.0.clone(), pid });
-        }
         std::fs::create_dir_all(&self.0).map_err(|source| HostError::LockFile { path: self.0.clone(), source })?;
         let path = self.pid_file();
-        std::fs::write(&path, std::process::id().to_string())
-            .map_err(|source| HostError::LockFile { path: path.clone(), source })?;
-        Ok(HostLock { path })
+        let failed = |source| HostError::LockFile { path: path.clone(), source };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(failed)?;
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                // `running_host` holds a shared lock for a moment: only a
+                // lock still held after a while is another host's.
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(HostError::Locked { path: self.0.clone(), pid: holder_pid(&file) });
+                }
+                Err(std::fs::TryLockError::Error(source)) => return Err(failed(source)),
+            }
+        }
+        file.set_len(0).map_err(failed)?;
+        (&file).write_all(std::process::id().to_string().as_bytes()).map_err(failed)?;
+        Ok(HostLock { file })
     }
 
     /// The module cache (`<data-dir>/cache`).
@@ -137,16 +170,40 @@ impl DataDir {
     }
 }
 
-/// Marks a data dir as served by this process; removed on drop.
+/// Holds a data dir for this process's host; released on drop, or when the
+/// process ends.
 #[derive(Debug)]
 pub struct HostLock {
-    path: PathBuf,
+    file: std::fs::File,
 }
 
 impl Drop for HostLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Still locked here, so this empties no other host's pid; the file
+        // stays (see `DataDir::pid_file`) and closing it releases the lock.
+        let _ = self.file.set_len(0);
     }
+}
+
+/// How long [`DataDir::lock`] retries a lock that is held, since
+/// [`DataDir::running_host`] holds it shared for a moment.
+const LOCK_PATIENCE: Duration = Duration::from_millis(200);
+
+/// The pid the holder of `file`'s lock wrote in it, waiting a moment for a
+/// holder that has just locked it to write it; 0 if it never does.
+fn holder_pid(file: &std::fs::File) -> u32 {
+    for _ in 0..20 {
+        let mut text = String::new();
+        let read = file.try_clone().and_then(|mut f| {
+            f.seek(SeekFrom::Start(0))?;
+            f.read_to_string(&mut text)
+        });
+        if let Some(pid) = read.ok().and_then(|_| text.trim().parse().ok()) {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    0
 }
 
 /// One running generation as the host tracks it.
@@ -356,7 +413,7 @@ impl Host {
             Ok::<_, PluginError>(plugin)
         })
         .await
-        .expect("plugin loading does not panic");
+        .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path: path.to_owned(), message: e.to_string() }));
         let result = match loaded {
             Ok(plugin) => self.start(plugin).await,
             Err(e) => {
@@ -491,6 +548,7 @@ impl Host {
     async fn load_cached(&mut self, hash: &str, source: &str) -> Result<Arc<Plugin>, HostError> {
         let runtime = self.runtime.clone();
         let (hash, name) = (hash.to_owned(), PathBuf::from(source));
+        let path = name.clone();
         let plugin = tokio::task::spawn_blocking(move || {
             let cache = runtime.cache().ok_or_else(|| PluginError::Io {
                 path: name.clone(),
@@ -500,7 +558,7 @@ impl Host {
             runtime.load_bytes(&name, &bytes)
         })
         .await
-        .expect("plugin loading does not panic")?;
+        .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path, message: e.to_string() }))?;
         let plugin = Arc::new(plugin);
         self.plugins.insert(plugin.hash().to_owned(), plugin.clone());
         Ok(plugin)
@@ -531,6 +589,8 @@ impl Host {
         }
         let (stop_tx, stop) = watch::channel(false);
         self.switches.lock().expect("switch map lock").insert(record.key.clone(), stop_tx);
+        let config = self.config.for_projection(name);
+        let cache_bytes = config.limits.document_cache_bytes;
         let runner = Runner {
             plugin,
             key: record.key.clone(),
@@ -541,15 +601,15 @@ impl Host {
             registry: self.models.clone(),
             writer: self.writer.clone(),
             sync: self.sync.clone(),
-            config: self.config.for_projection(name),
+            config,
             progress: progress_tx,
             notices: self.notices.clone(),
             stop,
             // Checkpoint 0 means no commit has touched the tables: they are empty.
             documents: Arc::new(if record.checkpoint == 0 {
-                DocumentCache::for_empty_generation()
+                DocumentCache::for_empty_generation(cache_bytes)
             } else {
-                DocumentCache::default()
+                DocumentCache::new(cache_bytes)
             }),
             staged: Default::default(),
             read_ahead: None,

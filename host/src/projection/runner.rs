@@ -776,26 +776,29 @@ impl Runner {
         let limits = self.config.limits.clone();
         let epoch = self.documents.epoch();
         let current = instance.take().filter(|(_, started)| *started == epoch);
-        let joined = self
+        let (events, joined) = self
             .calls
-            .run(move || {
+            .run_with(events, move |events| {
                 let mut inst = match current {
                     Some((i, _)) => i,
                     None => match plugin.instantiate(access, &limits) {
                         Ok(i) => i,
-                        Err(e) => return (None, events, Err(e)),
+                        Err(e) => return (None, Err(e)),
                     },
                 };
-                let result = inst.handle(&events, &limits);
-                (Some((inst, epoch)), events, result)
+                let result = inst.handle(events, &limits);
+                (Some((inst, epoch)), result)
             })
             .await;
         match joined {
-            Ok((back, events, result)) => {
+            Ok((back, result)) => {
                 *instance = back;
                 (events, result)
             }
-            Err(e) => (Vec::new(), Err(PluginError::Trap(e.to_string()))),
+            // A panic (in a host import, say) fails the batch like a trap:
+            // the instance went with it, and the batch is retried, then
+            // isolated, never committed as if it had projected nothing.
+            Err(e) => (events, Err(PluginError::Trap(e.to_string()))),
         }
     }
 

@@ -8,7 +8,7 @@
 //! 12% more events/s at batch 1,000 (BENCHMARKS.md).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 /// Work sent to the thread.
 type Job = Box<dyn FnOnce() + Send>;
@@ -57,6 +57,26 @@ impl CallThread {
         result.await.map_err(|_| CallError::Panicked)
     }
 
+    /// Like [`run`](Self::run), lending `input` to `f` and giving it back
+    /// whatever `f` does, panics included: a batch whose call panicked must
+    /// be retried, not lost. It is only copied if `f` somehow still held it.
+    pub(crate) async fn run_with<T, R>(
+        &self,
+        input: T,
+        f: impl FnOnce(&T) -> R + Send + 'static,
+    ) -> (T, Result<R, CallError>)
+    where
+        T: Clone + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let shared = Arc::new(input);
+        let lent = shared.clone();
+        // `lent` is dropped when `f` returns or unwinds, before the result
+        // (or its absence) reaches this side.
+        let result = self.run(move || f(&lent)).await;
+        (Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone()), result)
+    }
+
     /// Queues a job, starting the thread if needed.
     fn send(&self, job: Job) -> Result<(), CallError> {
         // Nothing runs under this lock that can panic.
@@ -94,5 +114,16 @@ mod tests {
         assert_eq!(thread.run(|| -> u8 { panic!("boom") }).await, Err(CallError::Panicked));
         let after = thread.run(|| std::thread::current().id()).await.unwrap();
         assert_eq!(first, after, "the same thread, still running after the panic");
+    }
+
+    #[tokio::test]
+    async fn a_lent_input_comes_back_after_a_panic() {
+        let thread = CallThread::new("refract-test-call");
+        let batch = vec!["e1".to_string(), "e2".to_string()];
+        let (back, result) =
+            thread.run_with(batch.clone(), |b| -> usize { panic!("boom after {} events", b.len()) }).await;
+        assert_eq!((back, result), (batch.clone(), Err(CallError::Panicked)));
+        let (back, result) = thread.run_with(batch.clone(), |b| b.len()).await;
+        assert_eq!((back, result), (batch, Ok(2)));
     }
 }

@@ -1,6 +1,7 @@
 //! A plugin's stdout and stderr, sent line by line to the host's `tracing`
 //! log, tagged with the projection name and rate-limited so a chatty or
-//! hostile plugin cannot flood the log or grow host memory.
+//! hostile plugin cannot flood the log or grow host memory. Messages of the
+//! `log` import get the same cut and rate limit, counted as a third stream.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -8,8 +9,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tracing::Level;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use crate::runtime::bindings::LogLevel;
 
 /// Longest line logged; the rest is cut (and counted as cut).
 const MAX_LINE: usize = 1024;
@@ -18,11 +22,13 @@ const LINES_PER_WINDOW: u32 = 100;
 /// Length of a rate-limiting window.
 const WINDOW: Duration = Duration::from_secs(1);
 
-/// Which of the two streams.
+/// Which of the three streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Channel {
     Stdout,
     Stderr,
+    /// The `log` import.
+    Log,
 }
 
 /// Line assembly and the rate limit, shared by every handle the guest opens.
@@ -64,25 +70,50 @@ impl LineLog {
         }
         let (p, stream) = (&self.projection, self.channel.name());
         match self.channel {
-            Channel::Stdout => tracing::info!(projection = %p, stream, "{line}"),
+            Channel::Stdout | Channel::Log => tracing::info!(projection = %p, stream, "{line}"),
             Channel::Stderr => tracing::warn!(projection = %p, stream, "{line}"),
         }
+    }
+
+    /// A message of the `log` import: its first `MAX_LINE` bytes, under the
+    /// stream's rate limit, at the level the plugin asked for.
+    fn message(&mut self, level: LogLevel, message: &str) {
+        if !level_enabled(level) || !self.admit(Instant::now()) {
+            return;
+        }
+        let mut end = message.len().min(MAX_LINE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (p, line) = (&self.projection, &message[..end]);
+        match level {
+            LogLevel::Trace => tracing::trace!(projection = %p, "{line}"),
+            LogLevel::Debug => tracing::debug!(projection = %p, "{line}"),
+            LogLevel::Info => tracing::info!(projection = %p, "{line}"),
+            LogLevel::Warn => tracing::warn!(projection = %p, "{line}"),
+            LogLevel::Error => tracing::error!(projection = %p, "{line}"),
+        }
+    }
+
+    /// Reports lines dropped in the current window and not reported yet.
+    fn report_dropped(&mut self) {
+        if self.dropped > 0 {
+            tracing::warn!(
+                projection = %self.projection,
+                stream = self.channel.name(),
+                dropped = self.dropped,
+                "plugin output rate-limited: lines dropped"
+            );
+        }
+        self.dropped = 0;
     }
 
     /// Whether a line may be logged now; reports lines dropped in the last window.
     fn admit(&mut self, now: Instant) -> bool {
         if now.duration_since(self.window_start) >= WINDOW {
-            if self.dropped > 0 {
-                tracing::warn!(
-                    projection = %self.projection,
-                    stream = self.channel.name(),
-                    dropped = self.dropped,
-                    "plugin output rate-limited: lines dropped"
-                );
-            }
+            self.report_dropped();
             self.window_start = now;
             self.lines_in_window = 0;
-            self.dropped = 0;
         }
         if self.lines_in_window >= LINES_PER_WINDOW {
             self.dropped += 1;
@@ -93,11 +124,31 @@ impl LineLog {
     }
 }
 
+impl Drop for LineLog {
+    /// The last window's count, which no later line would report.
+    fn drop(&mut self) {
+        self.report_dropped();
+    }
+}
+
+/// Whether the host logs `level` at all: messages it would not log do not
+/// count against the plugin's rate limit.
+fn level_enabled(level: LogLevel) -> bool {
+    match level {
+        LogLevel::Trace => tracing::enabled!(Level::TRACE),
+        LogLevel::Debug => tracing::enabled!(Level::DEBUG),
+        LogLevel::Info => tracing::enabled!(Level::INFO),
+        LogLevel::Warn => tracing::enabled!(Level::WARN),
+        LogLevel::Error => tracing::enabled!(Level::ERROR),
+    }
+}
+
 impl Channel {
     fn name(self) -> &'static str {
         match self {
             Self::Stdout => "stdout",
             Self::Stderr => "stderr",
+            Self::Log => "log",
         }
     }
 }
@@ -121,6 +172,11 @@ impl GuestOutput {
     fn write_bytes(&self, bytes: &[u8]) {
         // A poisoned lock only means a previous write panicked; the log state is still usable.
         self.0.lock().unwrap_or_else(|e| e.into_inner()).write(bytes);
+    }
+
+    /// Logs a message of the `log` import (made for [`Channel::Log`]).
+    pub(crate) fn log(&self, level: LogLevel, message: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).message(level, message);
     }
 }
 

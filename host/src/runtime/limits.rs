@@ -1,4 +1,5 @@
-//! What one plugin call may use: time, memory, fuel and output size.
+//! What one plugin call may use: time, memory, fuel and output size, and
+//! the host memory its `get` reads may keep cached.
 //!
 //! Every `handle` call runs under these limits, so a plugin cannot hang the
 //! host (epoch deadline), exhaust its memory (a `ResourceLimiter` on linear
@@ -24,6 +25,7 @@ const MIB: u64 = 1024 * 1024;
 /// assert_eq!(limits.deadline, std::time::Duration::from_secs(5));
 /// assert_eq!(limits.memory_bytes, 256 * 1024 * 1024);
 /// assert_eq!(limits.fuel, None);
+/// assert_eq!(limits.document_cache_bytes, 64 * 1024 * 1024);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -39,6 +41,11 @@ pub struct Limits {
     pub max_batch_bytes: u64,
     /// Largest document body, in bytes.
     pub max_document_bytes: u64,
+    /// Most bytes of committed documents (ids and bodies, plus a fixed cost
+    /// per entry) the host keeps in memory for the projection's `get`
+    /// reads; past it the cache starts over. Host memory a plugin's reads
+    /// can use, on top of its own `memory_bytes`.
+    pub document_cache_bytes: u64,
 }
 
 impl Default for Limits {
@@ -50,6 +57,7 @@ impl Default for Limits {
             max_changes: 100_000,
             max_batch_bytes: 64 * MIB,
             max_document_bytes: MIB,
+            document_cache_bytes: 64 * MIB,
         }
     }
 }

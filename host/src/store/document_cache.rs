@@ -19,6 +19,13 @@
 //!
 //! Only one runner writes a generation's tables (a second host's commit
 //! fails on the checkpoint), so nothing else can make an entry stale.
+//!
+//! The committed layer is bounded in entries and in bytes (ids and bodies
+//! plus a fixed cost per entry, [`Limits::document_cache_bytes`]), since a
+//! plugin chooses what it reads: without the byte bound, `get` with large
+//! distinct ids, or of large documents, grew the host without limit.
+//!
+//! [`Limits::document_cache_bytes`]: crate::Limits::document_cache_bytes
 
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
@@ -33,6 +40,10 @@ use crate::model::changes::{ChangeSet, CollectionChanges};
 /// about 15 MiB of small documents, so ten projections stay well inside 300 MiB.
 const CACHED_DOCUMENTS: usize = 50_000;
 
+/// What an entry costs besides its id and body: the map slot and the two
+/// strings' headers and allocations, roughly.
+const ENTRY_OVERHEAD: u64 = 96;
+
 /// Id to document; `None` records that the document does not exist. The
 /// hasher is seeded per map, so ids chosen by a plugin cannot force collisions.
 type Ids = HashMap<String, Option<String>, RandomState>;
@@ -43,12 +54,20 @@ type Docs = HashMap<String, Ids, RandomState>;
 /// The documents one generation's runner and plugin share; see the module docs.
 ///
 /// ```ignore
-/// let cache = DocumentCache::for_empty_generation();
+/// let cache = DocumentCache::for_empty_generation(64 << 20);
 /// assert_eq!(cache.get("accounts", "a-1"), Some(None)); // known absent: nothing was written yet
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct DocumentCache {
     inner: Mutex<Inner>,
+    /// Most bytes the committed layer holds before it starts over.
+    budget: u64,
+}
+
+impl Default for DocumentCache {
+    fn default() -> Self {
+        Self::new(crate::Limits::default().document_cache_bytes)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +75,8 @@ struct Inner {
     committed: Docs,
     /// Entries in `committed`, for the eviction bound.
     count: usize,
+    /// What the entries in `committed` cost, for the byte bound (see [`entry_cost`]).
+    bytes: u64,
     /// Changes of projected batches whose commit is still to come, per
     /// collection; a later batch's change to a document replaces an earlier one.
     staged: Docs,
@@ -71,11 +92,16 @@ struct Inner {
 }
 
 impl DocumentCache {
+    /// A cache whose committed layer holds at most `budget` bytes.
+    pub(crate) fn new(budget: u64) -> Self {
+        Self { inner: Mutex::new(Inner::default()), budget }
+    }
+
     /// A cache for a generation whose tables are still empty, so that a
     /// rebuild from position 0 never reads the store for a document it has
     /// not written.
-    pub(crate) fn for_empty_generation() -> Self {
-        Self { inner: Mutex::new(Inner { complete: true, ..Inner::default() }) }
+    pub(crate) fn for_empty_generation(budget: u64) -> Self {
+        Self { inner: Mutex::new(Inner { complete: true, ..Inner::default() }), budget }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -108,7 +134,7 @@ impl DocumentCache {
 
     /// Records what the store returned for a miss.
     pub(crate) fn remember(&self, collection: &str, id: &str, doc: Option<String>) {
-        self.lock().insert(collection, id.to_owned(), doc);
+        self.lock().insert(self.budget, collection, id.to_owned(), doc);
     }
 
     /// Adds a projected batch's changes, to be committed later.
@@ -161,13 +187,13 @@ impl DocumentCache {
             return;
         };
         let set = Arc::try_unwrap(committing.set).unwrap_or_else(|shared| (*shared).clone());
-        inner.fold(set);
+        inner.fold(self.budget, set);
     }
 
     /// Folds in changes committed directly (not staged first); rare enough
     /// (dead-letter replays) to copy them.
     pub(crate) fn committed(&self, changes: &ChangeSet) {
-        self.lock().fold(changes.clone());
+        self.lock().fold(self.budget, changes.clone());
     }
 
     /// Forgets everything, staged and committing changes included: the next
@@ -184,6 +210,12 @@ impl DocumentCache {
     /// projection may keep its own caches), so the runner replaces it.
     pub(crate) fn epoch(&self) -> u64 {
         self.lock().epoch
+    }
+
+    /// What the committed layer costs now, in the bytes `budget` counts.
+    #[cfg(test)]
+    fn committed_bytes(&self) -> u64 {
+        self.lock().bytes
     }
 }
 
@@ -235,23 +267,35 @@ fn id_at(c: &CollectionChanges, slot: Slot) -> &str {
 
 impl Inner {
     /// Makes committed changes part of the committed layer.
-    fn fold(&mut self, set: ChangeSet) {
+    fn fold(&mut self, budget: u64, set: ChangeSet) {
         for (collection, c) in set.collections {
             for (id, body) in c.upserts {
-                self.insert(&collection, id, Some(body));
+                self.insert(budget, &collection, id, Some(body));
             }
             for id in c.deletes {
-                self.insert(&collection, id, None);
+                self.insert(budget, &collection, id, None);
             }
         }
     }
 
-    fn insert(&mut self, collection: &str, id: String, doc: Option<String>) {
+    fn insert(&mut self, budget: u64, collection: &str, id: String, doc: Option<String>) {
+        let cost = entry_cost(id.len(), &doc);
+        if cost > budget {
+            // Not kept, and neither is the id's older version: a miss must
+            // then ask the store, not read a stale document or "absent".
+            if let Some(old) = self.committed.get_mut(collection).and_then(|ids| ids.remove(id.as_str())) {
+                self.count -= 1;
+                self.bytes -= entry_cost(id.len(), &old);
+            }
+            self.complete = false;
+            return;
+        }
         // Starting over is cheaper than tracking recency, and a miss costs
         // only what every read cost before this cache existed.
-        if self.count >= CACHED_DOCUMENTS {
+        if self.count >= CACHED_DOCUMENTS || self.bytes + cost > budget {
             self.committed.clear();
             self.count = 0;
+            self.bytes = 0;
             self.complete = false;
         }
         // Looked up by `&str` first: the collection name is only copied for
@@ -259,16 +303,27 @@ impl Inner {
         if !self.committed.contains_key(collection) {
             self.committed.insert(collection.to_owned(), Ids::default());
         }
-        let ids = self.committed.get_mut(collection).expect("inserted above");
-        if ids.insert(id, doc).is_none() {
-            self.count += 1;
+        if let Some(ids) = self.committed.get_mut(collection) {
+            let id_len = id.len();
+            match ids.insert(id, doc) {
+                Some(old) => self.bytes -= entry_cost(id_len, &old),
+                None => self.count += 1,
+            }
+            self.bytes += cost;
         }
     }
+}
+
+/// What a committed entry (an id of `id_len` bytes and its document)
+/// costs against the byte budget.
+fn entry_cost(id_len: usize, doc: &Option<String>) -> u64 {
+    (id_len + doc.as_ref().map_or(0, String::len)) as u64 + ENTRY_OVERHEAD
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Limits;
 
     fn set(upserts: &[(&str, &str)], deletes: &[&str]) -> ChangeSet {
         let c = CollectionChanges {
@@ -342,7 +397,7 @@ mod tests {
 
     #[test]
     fn a_failed_commit_drops_committing_and_staged_changes() {
-        let cache = DocumentCache::for_empty_generation();
+        let cache = DocumentCache::for_empty_generation(Limits::default().document_cache_bytes);
         cache.stage(set(&[("a", "{\"v\":1}")], &[]));
         cache.begin_commit();
         cache.stage(set(&[("b", "{\"v\":1}")], &[]));
@@ -356,7 +411,7 @@ mod tests {
 
     #[test]
     fn an_empty_generation_knows_what_is_absent_until_it_evicts() {
-        let cache = DocumentCache::for_empty_generation();
+        let cache = DocumentCache::for_empty_generation(Limits::default().document_cache_bytes);
         assert_eq!(cache.get("c", "never-written"), Some(None));
         for i in 0..CACHED_DOCUMENTS {
             cache.remember("c", &i.to_string(), None);
@@ -367,6 +422,77 @@ mod tests {
         assert_eq!(cache.epoch(), epoch, "evicting committed documents discards no projected work");
         assert_eq!(cache.get("c", "0"), None, "the full cache was cleared and is no longer complete");
         assert_eq!(cache.get("c", "one more"), Some(None));
+    }
+
+    /// A plugin calling `get` with distinct 1 MiB ids drove the host to
+    /// 1.06 GB: the cache counted entries, 50,000 of them. Now what it holds
+    /// stays within its byte budget, whatever the sizes.
+    #[test]
+    fn the_byte_bound_holds_under_distinct_large_ids_and_documents() {
+        const BUDGET: u64 = 4 << 20;
+        let cache = DocumentCache::new(BUDGET);
+        let mut inserted = 0;
+        for i in 0..200 {
+            // Distinct 64 KiB ids that are absent, then 256 KiB documents.
+            let id = format!("{i}-{}", "k".repeat(64 << 10));
+            cache.remember("c", &id, None);
+            inserted += id.len() as u64;
+            assert!(cache.committed_bytes() <= BUDGET, "{} bytes after id {i}", cache.committed_bytes());
+            assert_eq!(cache.get("c", &id), Some(None), "the newest entry is kept");
+            let body = "x".repeat(256 << 10);
+            cache.remember("d", &i.to_string(), Some(body.clone()));
+            inserted += body.len() as u64;
+            assert!(cache.committed_bytes() <= BUDGET, "{} bytes after document {i}", cache.committed_bytes());
+            assert_eq!(cache.get("d", &i.to_string()), Some(Some(body)), "the newest entry is kept");
+        }
+        assert!(inserted > 10 * BUDGET, "the bound was tested: {inserted} bytes went through");
+        let expected = entry_cost(1, &Some("x".repeat(256 << 10)));
+        assert_eq!(expected, (1 + (256 << 10)) as u64 + ENTRY_OVERHEAD, "ids and bodies are what is counted");
+    }
+
+    #[test]
+    fn the_default_budget_is_the_limit() {
+        assert_eq!(DocumentCache::default().budget, 64 << 20);
+        assert_eq!(DocumentCache::default().budget, Limits::default().document_cache_bytes);
+    }
+
+    /// Evicting for bytes keeps the rules the module docs state.
+    #[test]
+    fn eviction_for_bytes_keeps_the_rules() {
+        let budget = 10 * (ENTRY_OVERHEAD + 1 + 100);
+        let doc = |n: usize| Some("x".repeat(n));
+        // An empty generation knows what is absent until it evicts.
+        let cache = DocumentCache::for_empty_generation(budget);
+        cache.stage(set(&[("s", "{}")], &[]));
+        cache.committed(&set(&[("a", "{}")], &[]));
+        let epoch = cache.epoch();
+        for i in 0..10 {
+            cache.remember("c", &i.to_string(), doc(100));
+        }
+        assert_eq!(cache.epoch(), epoch, "evicting committed documents discards no projected work");
+        assert_eq!(cache.get("c", "never-written"), None, "no longer complete: only the store knows");
+        assert_eq!(cache.get("c", "a"), None, "evicted with the rest");
+        assert_eq!(cache.get("c", "9"), Some(doc(100)));
+        assert_eq!(cache.get("c", "s"), Some(Some("{}".to_string())), "staged changes are never evicted");
+
+        // An entry larger than the whole budget is not kept, and hides no
+        // older version of itself.
+        let cache = DocumentCache::for_empty_generation(budget);
+        cache.committed(&set(&[("big", "{\"v\":1}")], &[]));
+        assert_eq!(cache.get("c", "big"), Some(Some("{\"v\":1}".to_string())));
+        cache.committed(&set(&[("big", &"x".repeat(budget as usize))], &[]));
+        assert_eq!(cache.get("c", "big"), None, "not the stale version, and not `absent`: ask the store");
+        assert_eq!(cache.get("c", "other"), None, "a cache that skipped an entry is not complete");
+        assert_eq!(cache.committed_bytes(), 0);
+
+        // Replacing an entry counts only its new size.
+        let cache = DocumentCache::new(budget);
+        cache.remember("c", "a", doc(100));
+        cache.remember("c", "a", doc(10));
+        assert_eq!(cache.committed_bytes(), entry_cost(1, &doc(10)));
+        cache.committed(&set(&[], &["a"]));
+        assert_eq!(cache.committed_bytes(), entry_cost(1, &None));
+        assert_eq!(cache.get("c", "a"), Some(None));
     }
 
     #[test]

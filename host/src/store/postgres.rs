@@ -31,7 +31,9 @@ use crate::db::DbTx;
 use crate::db::sqlite::quote_ident;
 use crate::model::changes::ChangeSet;
 use crate::model::manifest::{CollectionSpec, Manifest};
-use crate::store::query::{Cursor, Document, Filter, Op, Order, Page, Query, order_key, where_clause};
+use crate::store::query::{
+    Cursor, Document, Filter, Op, Order, Page, Query, check_document_id, order_key, where_clause,
+};
 
 /// PostgreSQL's identifier limit in bytes; longer names are silently truncated.
 const MAX_IDENTIFIER: usize = 63;
@@ -783,6 +785,7 @@ const SWAP_RETRIES: usize = 3;
 #[async_trait]
 impl ModelReader for PostgresReadModelStore {
     async fn get_document(&self, projection: &str, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
+        check_document_id(id)?;
         let mut attempt = 0;
         loop {
             let mut tx = self.snapshot().await?;

@@ -12,6 +12,13 @@ use crate::model::manifest::CollectionSpec;
 pub const MAX_LIMIT: u32 = 10_000;
 /// Page size when the caller gives none.
 pub const DEFAULT_LIMIT: u32 = 100;
+/// Most filters one query may have. Each is one condition of the SQL
+/// statement's `WHERE`; unbounded, a long enough list failed in the store
+/// (SQLite: "Expression tree is too large") instead of being refused.
+pub const MAX_FILTERS: usize = 32;
+/// Most values of one `in:` filter. Each is a bound SQL parameter: even
+/// [`MAX_FILTERS`] such filters stay under SQLite's 32,766 parameters.
+pub const MAX_IN_VALUES: usize = 1_000;
 
 /// A query that cannot be run as written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,6 +52,41 @@ pub enum QueryError {
     /// The cursor was not produced by this query's order.
     #[error("bad cursor: pass the `next_cursor` of a previous page of the same query")]
     BadCursor,
+    /// The query has more than [`MAX_FILTERS`] filters.
+    #[error("{0} filters in one query; the limit is {MAX_FILTERS}")]
+    TooManyFilters(usize),
+    /// An `in:` filter has more than [`MAX_IN_VALUES`] values.
+    #[error("`in` filter on `{field}` has {count} values; the limit is {MAX_IN_VALUES}")]
+    TooManyValues {
+        /// Field of the filter.
+        field: String,
+        /// How many values it has.
+        count: usize,
+    },
+    /// A document id or filter value holds a NUL character, which
+    /// PostgreSQL cannot hold in text: refused up front on every backend.
+    #[error("{what} contains a NUL character (U+0000), which is not allowed")]
+    NulCharacter {
+        /// What held it: `document id`, or the filter's field.
+        what: String,
+    },
+}
+
+/// Checks a document id asked for by a caller (a `get` of one document),
+/// as filter values are checked, before any store sees it.
+///
+/// ```
+/// assert!(refract::check_document_id("account-1").is_ok());
+/// assert_eq!(
+///     refract::check_document_id("a\0b").unwrap_err().to_string(),
+///     "document id contains a NUL character (U+0000), which is not allowed"
+/// );
+/// ```
+pub fn check_document_id(id: &str) -> Result<(), QueryError> {
+    if id.contains('\0') {
+        return Err(QueryError::NulCharacter { what: "document id".into() });
+    }
+    Ok(())
 }
 
 fn list_fields(fields: &[String]) -> String {
@@ -134,6 +176,16 @@ impl Filter {
 
     fn check_value(&self) -> Result<(), QueryError> {
         let bad = |reason: &str| QueryError::BadValue { field: self.field.clone(), reason: reason.to_owned() };
+        let values = match &self.value {
+            Value::Array(items) => items.as_slice(),
+            v => std::slice::from_ref(v),
+        };
+        if self.op == Op::In && values.len() > MAX_IN_VALUES {
+            return Err(QueryError::TooManyValues { field: self.field.clone(), count: values.len() });
+        }
+        if values.iter().any(|v| v.as_str().is_some_and(|s| s.contains('\0'))) {
+            return Err(QueryError::NulCharacter { what: format!("the value of filter `{}`", self.field) });
+        }
         match (&self.op, &self.value) {
             (Op::In, Value::Array(items)) if items.iter().all(is_scalar) => Ok(()),
             (Op::In, _) => Err(bad("`in` takes a JSON array of scalars, e.g. in:[\"a\",\"b\"]")),
@@ -190,6 +242,9 @@ impl Default for Query {
 impl Query {
     /// Checks fields against the collection's indexes, the values and the limit.
     pub fn validate(&self, spec: &CollectionSpec) -> Result<(), QueryError> {
+        if self.filters.len() > MAX_FILTERS {
+            return Err(QueryError::TooManyFilters(self.filters.len()));
+        }
         for field in self.filters.iter().map(|f| &f.field).chain(self.order.iter().map(|o| &o.field)) {
             if !spec.is_queryable(field) {
                 return Err(QueryError::NotIndexed {
@@ -327,6 +382,46 @@ mod tests {
         assert_eq!(err.to_string(), "field `owner` is not indexed in collection `c` (queryable: id, balance)");
         let q = Query { limit: 0, ..Query::default() };
         assert_eq!(q.validate(&spec), Err(QueryError::BadLimit(0)));
+    }
+
+    #[test]
+    fn filters_and_in_values_are_limited_by_name() {
+        let spec = CollectionSpec { name: "c".into(), indexes: vec!["balance".into()] };
+        let filters = |n: usize| vec![Filter::parse("balance>1").unwrap(); n];
+        let at_limit = Query { filters: filters(MAX_FILTERS), ..Query::default() };
+        assert_eq!(at_limit.validate(&spec), Ok(()));
+        let over = Query { filters: filters(999), ..Query::default() };
+        assert_eq!(over.validate(&spec), Err(QueryError::TooManyFilters(999)));
+        assert_eq!(over.validate(&spec).unwrap_err().to_string(), "999 filters in one query; the limit is 32");
+
+        let list = |n: usize| format!("balance=in:[{}]", (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+        assert_eq!(Filter::parse(&list(MAX_IN_VALUES)).unwrap().value.as_array().map(Vec::len), Some(MAX_IN_VALUES));
+        let err = Filter::parse(&list(MAX_IN_VALUES + 1)).unwrap_err();
+        assert_eq!(err, QueryError::TooManyValues { field: "balance".into(), count: MAX_IN_VALUES + 1 });
+        assert_eq!(err.to_string(), "`in` filter on `balance` has 1001 values; the limit is 1000");
+        // A filter built by hand, not parsed, is checked by `validate`.
+        let values: Vec<Value> = (0..2_000).map(Value::from).collect();
+        let built = Filter { field: "balance".into(), op: Op::In, value: Value::Array(values) };
+        let q = Query { filters: vec![built], ..Query::default() };
+        assert_eq!(q.validate(&spec), Err(QueryError::TooManyValues { field: "balance".into(), count: 2_000 }));
+    }
+
+    #[test]
+    fn nul_in_ids_and_filter_values_is_refused() {
+        let nul = |field: &str| QueryError::NulCharacter { what: format!("the value of filter `{field}`") };
+        assert_eq!(Filter::parse("id=a\0b"), Err(nul("id")));
+        assert_eq!(Filter::parse("owner=in:[\"x\",\"\\u0000\"]"), Err(nul("owner")));
+        assert_eq!(Filter::parse("owner>\"\\u0000\""), Err(nul("owner")));
+        assert_eq!(
+            Filter::parse("id=a\0b").unwrap_err().to_string(),
+            "the value of filter `id` contains a NUL character (U+0000), which is not allowed"
+        );
+        let spec = CollectionSpec { name: "c".into(), indexes: vec![] };
+        let built = Filter { field: "id".into(), op: Op::Eq, value: json!("\u{0}") };
+        assert_eq!(Query { filters: vec![built], ..Query::default() }.validate(&spec), Err(nul("id")));
+        assert!(Filter::parse("id=a\u{1}b").is_ok(), "only NUL: other control characters are valid ids");
+        assert_eq!(check_document_id("doc\0"), Err(QueryError::NulCharacter { what: "document id".into() }));
+        assert_eq!(check_document_id("doc-1"), Ok(()));
     }
 
     #[test]

@@ -17,7 +17,9 @@ use crate::db::DbTx;
 use crate::db::sqlite::{SqliteDb, quote_ident};
 use crate::model::changes::ChangeSet;
 use crate::model::manifest::{CollectionSpec, Manifest};
-use crate::store::query::{Cursor, Document, Filter, Op, Order, Page, Query, order_key, where_clause};
+use crate::store::query::{
+    Cursor, Document, Filter, Op, Order, Page, Query, check_document_id, order_key, where_clause,
+};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS refract_generations (
@@ -679,6 +681,7 @@ async fn get_in(
 #[async_trait]
 impl ModelReader for SqliteReadModelStore {
     async fn get_document(&self, projection: &str, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
+        check_document_id(id)?;
         let mut tx = self.snapshot().await?;
         let record = active_in(&mut tx, projection).await?;
         record.collection(collection)?;
