@@ -34,7 +34,7 @@ pub use routes::{BODY_LIMIT, router};
 
 use crate::projection::host::{Host, ProjectionStatus};
 use crate::projection::runner::CommitNotice;
-use crate::source::EventStore;
+use crate::source::{EventSource, EventStore};
 use crate::store::ReadModelStore;
 
 /// What the API handlers share: the stores, the commit notices and the metrics.
@@ -47,7 +47,9 @@ pub struct ApiState {
 }
 
 struct Inner {
-    events: Arc<dyn EventStore>,
+    source: Arc<dyn EventSource>,
+    /// `None`: the source is read-only and appends are refused.
+    events: Option<Arc<dyn EventStore>>,
     models: Arc<dyn ReadModelStore>,
     notices: broadcast::Sender<CommitNotice>,
     metrics: Metrics,
@@ -59,7 +61,7 @@ impl ApiState {
     /// State over the host's stores and notices. Starts the metrics
     /// collector, so it must be called inside a Tokio runtime.
     pub fn from_host(host: &Host) -> Self {
-        Self::new(host.events(), host.models(), host.notices())
+        Self::build(host.source(), host.events(), host.models(), host.notices())
     }
 
     /// State over explicit stores and a commit-notice sender.
@@ -68,8 +70,27 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
     ) -> Self {
+        Self::build(events.clone(), Some(events), models, notices)
+    }
+
+    /// State over a read-only event source: reads, queries and consistency
+    /// waits work; appends answer 405 naming the reason.
+    pub fn read_only(
+        source: Arc<dyn EventSource>,
+        models: Arc<dyn ReadModelStore>,
+        notices: broadcast::Sender<CommitNotice>,
+    ) -> Self {
+        Self::build(source, None, models, notices)
+    }
+
+    fn build(
+        source: Arc<dyn EventSource>,
+        events: Option<Arc<dyn EventStore>>,
+        models: Arc<dyn ReadModelStore>,
+        notices: broadcast::Sender<CommitNotice>,
+    ) -> Self {
         let metrics = Metrics::follow(notices.subscribe());
-        let inner = Arc::new(Inner { events, models, notices, metrics, closing: watch::channel(false).0 });
+        let inner = Arc::new(Inner { source, events, models, notices, metrics, closing: watch::channel(false).0 });
         Self { inner, body_timeout: layers::BODY_TIMEOUT }
     }
 
@@ -86,8 +107,13 @@ impl ApiState {
         self.body_timeout
     }
 
-    fn events(&self) -> &Arc<dyn EventStore> {
-        &self.inner.events
+    fn source(&self) -> &Arc<dyn EventSource> {
+        &self.inner.source
+    }
+
+    /// The event store appends go to, or the error for a read-only source.
+    fn appender(&self) -> Result<&Arc<dyn EventStore>, ApiError> {
+        self.inner.events.as_ref().ok_or(ApiError::ReadOnlySource)
     }
 
     fn models(&self) -> &Arc<dyn ReadModelStore> {
@@ -107,7 +133,7 @@ impl ApiState {
     }
 
     async fn status(&self) -> Result<Vec<ProjectionStatus>, ApiError> {
-        Ok(crate::projection::host::status(self.events().as_ref(), self.models().as_ref()).await?)
+        Ok(crate::projection::host::status(self.source().as_ref(), self.models().as_ref()).await?)
     }
 }
 

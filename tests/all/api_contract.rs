@@ -275,3 +275,56 @@ async fn a_body_sent_too_slowly_gets_408_and_the_connection_is_closed() {
     assert_eq!(client.get("/health").await.json()["head"], 0);
     assert_eq!(client.append("s-1", "Opened", json!({}), Value::Null).await, 1);
 }
+
+/// An event source that can only be read: the role a synced table or a
+/// foreign stream plays. It implements `EventSource`'s two methods, nothing else.
+struct ReadOnly(Arc<dyn refract::EventStore>);
+
+#[async_trait::async_trait]
+impl refract::EventSource for ReadOnly {
+    async fn head(&self) -> Result<u64, refract::SourceError> {
+        self.0.head().await
+    }
+    async fn read(
+        &self,
+        after: u64,
+        up_to: u64,
+        subscription: &refract::Subscription,
+        limit: usize,
+    ) -> Result<Vec<refract::Event>, refract::SourceError> {
+        self.0.read(after, up_to, subscription, limit).await
+    }
+}
+
+/// A host over a read-only source projects it and serves reads and
+/// consistency waits; an append through its API is refused by name (405),
+/// and nothing reaches the log behind the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_over_a_read_only_source_projects_it_and_refuses_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let events = bank_events(20, 500, 3);
+    append_all(stores.events.as_ref(), &events).await;
+    let source: Arc<dyn refract::EventSource> = Arc::new(ReadOnly(stores.events.clone()));
+    let mut host =
+        refract::Host::from_source(source, stores.models_dyn(), refract::SyncConfig::default(), Default::default())
+            .unwrap();
+    assert!(host.events().is_none());
+    host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
+    host.wait_until_caught_up().await.unwrap();
+    let addr = serve(ApiState::from_host(&host)).await;
+    let mut client = Client::connect(addr).await;
+
+    let want = expected_accounts(&events);
+    let (id, account) = want.iter().next().unwrap();
+    let reply = client.get(&format!("/projections/account-summary/accounts/{id}?min_position=500")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["document"]["balance"], json!(account.balance));
+
+    let body = json!({ "events": [{ "type": "Opened", "payload": {} }] });
+    let reply = client.post("/streams/account-x/events", &body).await;
+    assert_eq!(reply.status, 405, "{}", reply.text);
+    assert!(reply.json()["error"].as_str().unwrap().contains("read-only event source"), "{}", reply.text);
+    assert_eq!(refract::EventSource::head(stores.events.as_ref()).await.unwrap(), 500, "nothing was appended");
+    host.shutdown().await;
+}

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method not allowed on this endpoint (see /openapi.json)")]
     MethodNotAllowed,
+    /// The host reads a source it cannot append to.
+    #[error("this host reads a read-only event source: append where the events come from")]
+    ReadOnlySource,
     /// The body is over the limit.
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge {
@@ -109,7 +112,7 @@ impl ApiError {
             },
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::DocumentNotFound { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed | Self::ReadOnlySource => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::ConsistencyTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,

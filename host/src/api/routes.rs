@@ -267,7 +267,7 @@ fn json_text(text: String) -> Response {
 }
 
 async fn health(State(s): State<ApiState>) -> Reply {
-    let head = s.events().head().await?;
+    let head = s.source().head().await?;
     Ok(Json(json!({ "status": "ok", "head": head })))
 }
 
@@ -345,7 +345,7 @@ async fn append(
             })
             .collect(),
     };
-    let appended = s.events().append(&[request]).await?;
+    let appended = s.appender()?.append(&[request]).await?;
     let a = appended[0];
     Ok(Json(json!({
         "position": a.last_position,
@@ -384,7 +384,7 @@ async fn one_projection(
     let name = path(name)?;
     let c = Consistency::parse(raw.as_deref())?;
     let record = wait_for(&s, &name, c, no_check).await?;
-    let head = s.events().head().await?;
+    let head = s.source().head().await?;
     Ok(Json(status_json(&s, ProjectionStatus::new(record, head))))
 }
 

@@ -288,7 +288,11 @@ pub async fn status(events: &dyn EventSource, models: &dyn Registry) -> Result<V
 /// ```
 pub struct Host {
     runtime: PluginRuntime,
-    events: Arc<dyn EventStore>,
+    /// Where runners read events.
+    source: Arc<dyn EventSource>,
+    /// Where appends go, when the source is refract's own log; `None` for a
+    /// read-only source (a table being synced, a foreign stream).
+    events: Option<Arc<dyn EventStore>>,
     models: Arc<dyn ReadModelStore>,
     /// What runners commit through: `models`, unless replaced with
     /// [`with_writer`](Host::with_writer).
@@ -322,10 +326,24 @@ impl Host {
         sync: SyncConfig,
         config: Config,
     ) -> Result<Self, HostError> {
+        let mut host = Self::from_source(events.clone(), models, sync, config)?;
+        host.events = Some(events);
+        Ok(host)
+    }
+
+    /// A host that only reads its events: projections follow `source`, and
+    /// nothing can be appended through the host or its API.
+    pub fn from_source(
+        source: Arc<dyn EventSource>,
+        models: Arc<dyn ReadModelStore>,
+        sync: SyncConfig,
+        config: Config,
+    ) -> Result<Self, HostError> {
         let runtime = PluginRuntime::with_fuel(config.uses_fuel()).map_err(|e| HostError::Runtime(format!("{e:#}")))?;
         Ok(Self {
             runtime,
-            events,
+            source,
+            events: None,
             writer: models.clone(),
             models,
             sync,
@@ -352,8 +370,13 @@ impl Host {
         self
     }
 
-    /// The event store the host reads (and the API appends to).
-    pub fn events(&self) -> Arc<dyn EventStore> {
+    /// Where the host reads its events.
+    pub fn source(&self) -> Arc<dyn EventSource> {
+        self.source.clone()
+    }
+
+    /// The event store appends go to; `None` for a read-only source.
+    pub fn events(&self) -> Option<Arc<dyn EventStore>> {
         self.events.clone()
     }
 
@@ -597,7 +620,7 @@ impl Host {
             role: record.role,
             switches: self.switches.clone(),
             checkpoint: record.checkpoint,
-            source: self.events.clone(),
+            source: self.source.clone(),
             registry: self.models.clone(),
             writer: self.writer.clone(),
             sync: self.sync.clone(),
@@ -658,7 +681,7 @@ impl Host {
     /// when the wait starts (a building one is swapped in by then), or has
     /// faulted or stopped.
     pub async fn wait_until_caught_up(&self) -> Result<(), HostError> {
-        let head = self.events.head().await?;
+        let head = self.source.head().await?;
         for r in self.runners.values() {
             let mut rx = r.progress.clone();
             // An error means the runner ended; its last report says why.
