@@ -54,7 +54,7 @@ struct Contender {
 impl Contender {
     fn spawn(dir: &Path) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "lock_child", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "reliability::lock_child", "--nocapture", "--test-threads=1"])
             .env(LOCK_CHILD, dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
