@@ -26,4 +26,5 @@ mod reliability;
 mod reload;
 mod sandbox;
 mod scaffold;
+mod store_refusals;
 mod throughput;
