@@ -18,6 +18,7 @@ mod append;
 mod bad_input;
 mod bank;
 mod conformance;
+mod corrupt_events;
 mod crash;
 mod http_api;
 mod polyglot;
