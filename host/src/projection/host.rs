@@ -638,6 +638,7 @@ impl Host {
             read_ahead: None,
             committing: None,
             calls: CallThread::new(format!("refract-plugin-{name}")),
+            refused_to: 0,
         };
         let task = tokio::spawn(runner.run());
         self.runners.insert(record.key.clone(), Running { progress, task });

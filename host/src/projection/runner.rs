@@ -126,6 +126,9 @@ enum Fault {
     Change(#[from] ChangeError),
     #[error(transparent)]
     Store(StoreError),
+    /// The store refused a value it can never hold: retrying cannot help.
+    #[error("store refused: {0}")]
+    Refused(StoreError),
     #[error(transparent)]
     Source(SourceError),
 }
@@ -137,10 +140,17 @@ impl Fault {
             Self::Plugin(e) => e.kind(),
             Self::Change(ChangeError::UndeclaredCollection(_)) => "undeclared collection",
             Self::Change(ChangeError::InvalidId { .. } | ChangeError::InvalidDocument { .. }) => "invalid document",
-            Self::Store(StoreError::Database(e)) if e.kind() == DbErrorKind::Refused => "store refused",
+            Self::Refused(_) => "store refused",
             Self::Store(_) => "store",
             Self::Source(_) => "event store",
         }
+    }
+
+    /// Whether the store refused a value it can never hold: like a failing
+    /// plugin call, that is the fault of one event, isolated and put under
+    /// the projection's failure policy.
+    fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused(_))
     }
 
     /// The event the plugin itself blamed, if it did.
@@ -180,6 +190,10 @@ pub(crate) struct Runner {
     pub committing: Option<Committing>,
     /// The thread the plugin is called on.
     pub calls: CallThread,
+    /// Position a commit the store refused reached: until the checkpoint
+    /// passes it, batches commit one at a time so a refusal can be pinned
+    /// to one event (0: no refusal pending).
+    pub refused_to: u64,
 }
 
 /// A commit of staged batches that runs on the store while the runner
@@ -373,7 +387,60 @@ impl Runner {
     }
 
     /// One read-project-commit cycle. Returns how long to pause before the next.
+    ///
+    /// A grouped commit the store refused (a value it can never hold, such
+    /// as U+0000 in a PostgreSQL jsonb document) covers many events: the
+    /// runner goes back to its checkpoint and commits batch by batch up to
+    /// where that commit reached, so the refusal can be isolated to its event.
     async fn step(
+        &mut self,
+        access: &ModelAccess,
+        instance: &mut Slot,
+        partial_since: &mut Option<Instant>,
+    ) -> Result<Option<Duration>, StepError> {
+        if self.checkpoint < self.refused_to {
+            return self.step_one_batch(access, instance).await;
+        }
+        match self.step_grouped(access, instance, partial_since).await {
+            Err(StepError::Fault(fault)) if fault.is_refusal() && self.refused_to > self.checkpoint => {
+                tracing::warn!(
+                    projection = %self.key.projection,
+                    checkpoint = self.checkpoint,
+                    refused_to = self.refused_to,
+                    error = %fault,
+                    "the store refused a commit; committing batch by batch to find the event"
+                );
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    /// One batch after the checkpoint, projected and committed on its own;
+    /// a batch whose call fails or whose commit the store refuses is isolated.
+    async fn step_one_batch(&mut self, access: &ModelAccess, instance: &mut Slot) -> Result<Option<Duration>, StepError> {
+        debug_assert!(self.read_to() <= self.checkpoint, "refusals are isolated from a committed checkpoint");
+        self.read_ahead = None;
+        let started = Instant::now();
+        let (from, up_to, limit) = (self.checkpoint, self.refused_to, self.sync.batch_size);
+        let subscription = &self.plugin.manifest().subscription;
+        let events = self.source.read(from, up_to, subscription, limit).await.map_err(StepError::from_source)?;
+        let to = batch_end(&events, limit, up_to);
+        let (events, result) = self.project_with_retries(access, instance, events).await;
+        let fault = match result {
+            Ok(changes) => match self.commit(changes, to, events.len(), started).await {
+                Ok(()) => return Ok(None),
+                Err(StepError::Fault(fault)) if fault.is_refusal() && !events.is_empty() => fault,
+                Err(e) => return Err(e),
+            },
+            Err(_) if *self.stop.borrow() => return Ok(None),
+            Err(fault) => fault,
+        };
+        self.isolate(access, instance, events, fault).await
+    }
+
+    /// One read-project-commit cycle of batches committed in groups.
+    async fn step_grouped(
         &mut self,
         access: &ModelAccess,
         instance: &mut Slot,
@@ -521,6 +588,9 @@ impl Runner {
             Err(e) => {
                 self.documents.clear();
                 self.staged = Staged::default();
+                if matches!(&e, StepError::Fault(f) if f.is_refusal()) {
+                    self.refused_to = self.refused_to.max(c.to);
+                }
                 Err(e)
             }
         }
@@ -639,30 +709,44 @@ impl Runner {
                 .and_then(|p| pending.iter().position(|e| e.position == p))
                 .map_or(pending.len() / 2, |i| i.max(1));
             let right = pending.split_off(split);
-            let started = Instant::now();
-            let (left, result) = self.project(access, instance, pending).await;
-            match result {
-                Ok(changes) => {
-                    self.commit_through(changes, &left, started).await?;
-                    pending = right;
-                    let started = Instant::now();
-                    let (rest, result) = self.project(access, instance, pending).await;
+            match self.apply(access, instance, pending).await? {
+                (_, Ok(())) => {
+                    let (rest, result) = self.apply(access, instance, right).await?;
                     match result {
-                        Ok(changes) => {
-                            // The whole batch fails but both halves pass: the
-                            // failure was not caused by one event. Go on.
-                            self.commit_through(changes, &rest, started).await?;
-                            return Ok(None);
-                        }
+                        // The whole batch fails but both halves pass: the
+                        // failure was not caused by one event. Go on.
+                        Ok(()) => return Ok(None),
                         Err(f) => (pending, fault) = (rest, f),
                     }
                 }
-                Err(f) => (pending, fault) = (left, f),
+                (left, Err(f)) => (pending, fault) = (left, f),
             }
         }
         match pending.pop() {
             Some(poison) => self.poison(poison, fault).await,
             None => Err(StepError::Fault(fault)),
+        }
+    }
+
+    /// Projects `events` once and commits their changes at once. A failing
+    /// call, or a commit the store refuses, is the events' fault; any other
+    /// commit error stops the isolation.
+    async fn apply(
+        &mut self,
+        access: &ModelAccess,
+        instance: &mut Slot,
+        events: Vec<Event>,
+    ) -> Result<(Vec<Event>, Result<(), Fault>), StepError> {
+        let started = Instant::now();
+        let (events, result) = self.project(access, instance, events).await;
+        let changes = match result {
+            Ok(changes) => changes,
+            Err(fault) => return Ok((events, Err(fault))),
+        };
+        match self.commit_through(changes, &events, started).await {
+            Ok(()) => Ok((events, Ok(()))),
+            Err(StepError::Fault(fault)) if fault.is_refusal() => Ok((events, Err(fault))),
+            Err(e) => Err(e),
         }
     }
 
@@ -866,7 +950,10 @@ impl StepError {
         match e {
             e @ StoreError::CheckpointMoved { .. } => Self::Fault(Fault::Store(e)),
             StoreError::Retired { .. } => Self::Retired,
-            StoreError::Database(e) if matches!(e.kind(), DbErrorKind::Refused | DbErrorKind::Corrupt) => {
+            StoreError::Database(e) if e.kind() == DbErrorKind::Refused => {
+                Self::Fault(Fault::Refused(StoreError::Database(e)))
+            }
+            StoreError::Database(e) if e.kind() == DbErrorKind::Corrupt => {
                 Self::Fault(Fault::Store(StoreError::Database(e)))
             }
             e => Self::Transient(e.to_string()),
