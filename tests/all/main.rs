@@ -19,6 +19,7 @@ mod bad_input;
 mod bank;
 mod conformance;
 mod crash;
+mod disk_full;
 mod http_api;
 mod polyglot;
 mod postgres_gap;

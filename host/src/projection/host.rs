@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::projection::config::Config;
-use crate::projection::runner::{CommitNotice, Progress, Runner, Switches, SyncConfig};
+use crate::projection::runner::{CommitNotice, Progress, Runner, StoreErrors, Switches, SyncConfig};
 use crate::projection::watch::{PluginChange, PluginWatcher, WatchError, is_plugin_file};
 use crate::runtime::call_thread::CallThread;
 use crate::runtime::module_cache::ModuleCache;
@@ -235,6 +235,10 @@ pub struct ProjectionStatus {
     pub state: ProjectionState,
     /// Why it faulted, if it did.
     pub last_error: Option<String>,
+    /// The store or source error a running host is retrying for it (a full
+    /// disk, an unreachable database), as the host's API reports it; none
+    /// when read from the registry alone.
+    pub store_error: Option<String>,
     /// Plugin file it was loaded from.
     pub source: String,
     /// When the generation was created, ms since the Unix epoch.
@@ -257,6 +261,7 @@ impl ProjectionStatus {
             lag: head.saturating_sub(record.checkpoint),
             state: record.state,
             last_error: record.last_error,
+            store_error: None,
             source: record.source,
             created_at: record.created_at,
             activated_at: record.activated_at,
@@ -302,6 +307,7 @@ pub struct Host {
     sources: BTreeMap<PathBuf, (String, String)>,
     runners: BTreeMap<ModelKey, Running>,
     switches: Switches,
+    store_errors: StoreErrors,
     notices: broadcast::Sender<CommitNotice>,
 }
 
@@ -334,6 +340,7 @@ impl Host {
             sources: BTreeMap::new(),
             runners: BTreeMap::new(),
             switches: Switches::default(),
+            store_errors: StoreErrors::default(),
             notices: broadcast::channel(NOTICE_BUFFER).0,
         })
     }
@@ -366,6 +373,11 @@ impl Host {
     /// falls more than a few thousand notices behind gets `Lagged`.
     pub fn subscribe(&self) -> broadcast::Receiver<CommitNotice> {
         self.notices.subscribe()
+    }
+
+    /// The store errors its runners are retrying, for the HTTP API.
+    pub fn store_errors(&self) -> StoreErrors {
+        self.store_errors.clone()
     }
 
     /// The sender behind [`Host::subscribe`], so a component that outlives a
@@ -615,6 +627,7 @@ impl Host {
             read_ahead: None,
             committing: None,
             calls: CallThread::new(format!("refract-plugin-{name}")),
+            store_errors: self.store_errors.clone(),
         };
         let task = tokio::spawn(runner.run());
         self.runners.insert(record.key.clone(), Running { progress, task });
