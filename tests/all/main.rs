@@ -21,6 +21,7 @@ mod conformance;
 mod crash;
 mod disk_full;
 mod http_api;
+mod killed_host;
 mod polyglot;
 mod postgres_gap;
 mod reliability;

@@ -239,12 +239,26 @@ pub struct ProjectionStatus {
     /// disk, an unreachable database), as the host's API reports it; none
     /// when read from the registry alone.
     pub store_error: Option<String>,
+    /// Whether the host that runs it is alive, where that can be told (a
+    /// SQLite data dir's lock); none where it cannot (PostgreSQL stores).
+    pub host: Option<HostLiveness>,
     /// Plugin file it was loaded from.
     pub source: String,
     /// When the generation was created, ms since the Unix epoch.
     pub created_at: u64,
     /// When it was swapped in, ms since the Unix epoch.
     pub activated_at: Option<u64>,
+}
+
+/// Whether a projection recorded as `running` has a live host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostLiveness {
+    /// A process holds the data dir's lock.
+    Running,
+    /// No process holds it: the host that ran the projection was killed
+    /// or ended without recording the stop.
+    Gone,
 }
 
 impl ProjectionStatus {
@@ -262,6 +276,7 @@ impl ProjectionStatus {
             state: record.state,
             last_error: record.last_error,
             store_error: None,
+            host: None,
             source: record.source,
             created_at: record.created_at,
             activated_at: record.activated_at,
