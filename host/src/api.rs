@@ -33,7 +33,7 @@ pub use params::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use routes::{BODY_LIMIT, router};
 
 use crate::projection::host::{Host, ProjectionStatus};
-use crate::projection::runner::CommitNotice;
+use crate::projection::runner::{CommitNotice, StoreErrors};
 use crate::source::{EventSource, EventStore};
 use crate::store::ReadModelStore;
 
@@ -53,6 +53,8 @@ struct Inner {
     models: Arc<dyn ReadModelStore>,
     notices: broadcast::Sender<CommitNotice>,
     metrics: Metrics,
+    /// Store errors the host's runners are retrying.
+    store_errors: StoreErrors,
     /// Set when the server shuts down, so open change feeds end.
     closing: watch::Sender<bool>,
 }
@@ -61,7 +63,7 @@ impl ApiState {
     /// State over the host's stores and notices. Starts the metrics
     /// collector, so it must be called inside a Tokio runtime.
     pub fn from_host(host: &Host) -> Self {
-        Self::build(host.source(), host.events(), host.models(), host.notices())
+        Self::build(host.source(), host.events(), host.models(), host.notices(), host.store_errors())
     }
 
     /// State over explicit stores and a commit-notice sender.
@@ -70,7 +72,7 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
     ) -> Self {
-        Self::build(events.clone(), Some(events), models, notices)
+        Self::build(events.clone(), Some(events), models, notices, StoreErrors::default())
     }
 
     /// State over a read-only event source: reads, queries and consistency
@@ -80,7 +82,7 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
     ) -> Self {
-        Self::build(source, None, models, notices)
+        Self::build(source, None, models, notices, StoreErrors::default())
     }
 
     fn build(
@@ -88,9 +90,11 @@ impl ApiState {
         events: Option<Arc<dyn EventStore>>,
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
+        store_errors: StoreErrors,
     ) -> Self {
         let metrics = Metrics::follow(notices.subscribe());
-        let inner = Arc::new(Inner { source, events, models, notices, metrics, closing: watch::channel(false).0 });
+        let closing = watch::channel(false).0;
+        let inner = Arc::new(Inner { source, events, models, notices, metrics, store_errors, closing });
         Self { inner, body_timeout: layers::BODY_TIMEOUT }
     }
 
@@ -132,8 +136,19 @@ impl ApiState {
         self.inner.closing.subscribe()
     }
 
+    fn store_errors(&self) -> &StoreErrors {
+        &self.inner.store_errors
+    }
+
+    /// The registry's status, with the store errors being retried now.
     async fn status(&self) -> Result<Vec<ProjectionStatus>, ApiError> {
-        Ok(crate::projection::host::status(self.source().as_ref(), self.models().as_ref()).await?)
+        let mut status = crate::projection::host::status(self.source().as_ref(), self.models().as_ref()).await?;
+        let errors = self.store_errors().snapshot();
+        for s in &mut status {
+            let key = crate::store::ModelKey { projection: s.name.clone(), generation: s.generation };
+            s.store_error = errors.get(&key).cloned();
+        }
+        Ok(status)
     }
 }
 

@@ -34,6 +34,15 @@ where
         &mut self.conn
     }
 
+    /// Rolls back a transaction that is fine but must not commit (a version
+    /// conflict); the connection goes back to the pool. If the rollback
+    /// fails, the connection is closed instead.
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql("ROLLBACK").execute(&mut *self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+
     /// Commits; on failure the connection is closed (see the type's docs).
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         sqlx::raw_sql("COMMIT").execute(&mut *self.conn).await?;

@@ -35,9 +35,9 @@ pub use model::event::{
 };
 pub use model::manifest::{CollectionSpec, MAX_EVENT_TYPES, MAX_STREAM_PREFIXES, Manifest, ManifestError};
 pub use projection::config::{Config, ConfigError, ProjectionConfig};
-pub use projection::host::{DataDir, Host, HostError, HostLock, ProjectionStatus, status};
+pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, ProjectionStatus, status};
 pub use projection::policy::{FailurePolicy, RetryPolicy};
-pub use projection::runner::{CommitNotice, Progress, SyncConfig};
+pub use projection::runner::{CommitNotice, Progress, StoreErrors, SyncConfig};
 pub use projection::watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError};
 pub use runtime::capabilities::Capability;
 pub use runtime::limits::{EPOCH_TICK, Limits};

@@ -46,12 +46,16 @@ fn sync() -> SyncConfig {
     SyncConfig { batch_size: 100, ..SyncConfig::default() }
 }
 
-async fn run(policy: &str, events: &[BankEvent]) -> (refract::Progress, std::sync::Arc<dyn refract::ReadModelStore>, pg::Schema) {
+async fn run(
+    policy: &str,
+    events: &[BankEvent],
+) -> (refract::Progress, std::sync::Arc<dyn refract::ReadModelStore>, pg::Schema) {
     let schema = pg::fresh_schema().await;
     let store = refract::open_events(&schema.url).await.unwrap();
     let models = refract::open_models(&schema.url).await.unwrap();
     append_all(store.as_ref(), events).await;
-    let config = refract::Config::parse(&format!("[defaults]\nretries = 1\nbackoff_ms = 5\non_failure = \"{policy}\"")).unwrap();
+    let config =
+        refract::Config::parse(&format!("[defaults]\nretries = 1\nbackoff_ms = 5\non_failure = \"{policy}\"")).unwrap();
     let mut host = Host::with_config(store.clone(), models.clone(), sync(), config).unwrap();
     host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(60), host.wait_until_caught_up())

@@ -119,6 +119,11 @@ impl Metrics {
                 "1 when the projection is faulted (see last_error in /projections), else 0.",
             ),
             (
+                "refract_projection_store_error",
+                "gauge",
+                "1 while the generation retries a store or source error (see store_error in /projections), else 0.",
+            ),
+            (
                 "refract_notices_missed_total",
                 "counter",
                 "Commit notices the metrics collector missed by falling behind.",
@@ -147,6 +152,8 @@ impl Metrics {
             let _ = writeln!(out, "refract_projection_lag{{projection=\"{p}\"}} {}", s.lag);
             let faulted = u8::from(s.state == crate::store::ProjectionState::Faulted);
             let _ = writeln!(out, "refract_projection_errors{{projection=\"{p}\"}} {faulted}");
+            let (g, failing) = (s.generation, u8::from(s.store_error.is_some()));
+            let _ = writeln!(out, "refract_projection_store_error{{projection=\"{p}\",generation=\"{g}\"}} {failing}");
         }
         let missed = self.missed.load(std::sync::atomic::Ordering::Relaxed);
         let _ = writeln!(out, "refract_notices_missed_total {missed}");

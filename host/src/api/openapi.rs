@@ -217,7 +217,9 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, &'a Opera
                 "name": { "type": "string" }, "version": { "type": "string" }, "generation": { "type": "integer" },
                 "module_hash": { "type": "string" }, "checkpoint": { "type": "integer" }, "head": { "type": "integer" },
                 "lag": { "type": "integer" }, "state": { "enum": ["running", "faulted", "stopped"] },
-                "last_error": { "type": ["string", "null"] }, "events_per_second": { "type": "number", "description": "Over the last 10 s." }
+                "last_error": { "type": ["string", "null"] },
+                "store_error": { "type": ["string", "null"], "description": "The store or source error the projection is retrying, until a step succeeds." },
+                "events_per_second": { "type": "number", "description": "Over the last 10 s." }
             }},
             "Document": { "type": "object", "properties": { "id": { "type": "string" }, "document": { "type": "object" } } },
             "Page": { "type": "object", "properties": {

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{Uri, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::Deserialize;
@@ -266,9 +266,20 @@ fn json_text(text: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
-async fn health(State(s): State<ApiState>) -> Reply {
+/// 200 when every projection can reach its stores; 503 ("degraded") while
+/// any of them retries a store or source error, naming each one.
+async fn health(State(s): State<ApiState>) -> Reply<Response> {
+    let errors = s.store_errors().snapshot();
+    if !errors.is_empty() {
+        let failing: Vec<Value> = errors
+            .into_iter()
+            .map(|(k, error)| json!({ "projection": k.projection, "generation": k.generation, "error": error }))
+            .collect();
+        let body = json!({ "status": "degraded", "store_errors": failing });
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response());
+    }
     let head = s.source().head().await?;
-    Ok(Json(json!({ "status": "ok", "head": head })))
+    Ok(Json(json!({ "status": "ok", "head": head })).into_response())
 }
 
 async fn metrics(State(s): State<ApiState>) -> Reply<Response> {

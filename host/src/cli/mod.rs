@@ -40,6 +40,13 @@ impl Stores {
         refract::open_events(&self.events).await.context("opening the event store")
     }
 
+    /// Whether the registry is the data dir's own `models.db`, the one a
+    /// host on this data dir holds the data-dir lock for. A PostgreSQL
+    /// registry may be served by hosts elsewhere, which no local lock shows.
+    pub fn registry_is_local(&self) -> bool {
+        self.models == format!("sqlite://{}", self.dir.models().display())
+    }
+
     pub async fn open_models(&self) -> Result<Arc<dyn ReadModelStore>> {
         refract::open_models(&self.models).await.context("opening the read-model store")
     }

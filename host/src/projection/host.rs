@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::projection::config::Config;
-use crate::projection::runner::{CommitNotice, Progress, Runner, Switches, SyncConfig};
+use crate::projection::runner::{CommitNotice, Progress, Runner, StoreErrors, Switches, SyncConfig};
 use crate::projection::watch::{PluginChange, PluginWatcher, WatchError, is_plugin_file};
 use crate::runtime::call_thread::CallThread;
 use crate::runtime::module_cache::ModuleCache;
@@ -235,12 +235,30 @@ pub struct ProjectionStatus {
     pub state: ProjectionState,
     /// Why it faulted, if it did.
     pub last_error: Option<String>,
+    /// The store or source error a running host is retrying for it (a full
+    /// disk, an unreachable database), as the host's API reports it; none
+    /// when read from the registry alone.
+    pub store_error: Option<String>,
+    /// Whether the host that runs it is alive, where that can be told (a
+    /// SQLite data dir's lock); none where it cannot (PostgreSQL stores).
+    pub host: Option<HostLiveness>,
     /// Plugin file it was loaded from.
     pub source: String,
     /// When the generation was created, ms since the Unix epoch.
     pub created_at: u64,
     /// When it was swapped in, ms since the Unix epoch.
     pub activated_at: Option<u64>,
+}
+
+/// Whether a projection recorded as `running` has a live host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostLiveness {
+    /// A process holds the data dir's lock.
+    Running,
+    /// No process holds it: the host that ran the projection was killed
+    /// or ended without recording the stop.
+    Gone,
 }
 
 impl ProjectionStatus {
@@ -257,6 +275,8 @@ impl ProjectionStatus {
             lag: head.saturating_sub(record.checkpoint),
             state: record.state,
             last_error: record.last_error,
+            store_error: None,
+            host: None,
             source: record.source,
             created_at: record.created_at,
             activated_at: record.activated_at,
@@ -306,6 +326,7 @@ pub struct Host {
     sources: BTreeMap<PathBuf, (String, String)>,
     runners: BTreeMap<ModelKey, Running>,
     switches: Switches,
+    store_errors: StoreErrors,
     notices: broadcast::Sender<CommitNotice>,
 }
 
@@ -352,6 +373,7 @@ impl Host {
             sources: BTreeMap::new(),
             runners: BTreeMap::new(),
             switches: Switches::default(),
+            store_errors: StoreErrors::default(),
             notices: broadcast::channel(NOTICE_BUFFER).0,
         })
     }
@@ -389,6 +411,11 @@ impl Host {
     /// falls more than a few thousand notices behind gets `Lagged`.
     pub fn subscribe(&self) -> broadcast::Receiver<CommitNotice> {
         self.notices.subscribe()
+    }
+
+    /// The store errors its runners are retrying, for the HTTP API.
+    pub fn store_errors(&self) -> StoreErrors {
+        self.store_errors.clone()
     }
 
     /// The sender behind [`Host::subscribe`], so a component that outlives a
@@ -639,6 +666,7 @@ impl Host {
             committing: None,
             calls: CallThread::new(format!("refract-plugin-{name}")),
             refused_to: 0,
+            store_errors: self.store_errors.clone(),
         };
         let task = tokio::spawn(runner.run());
         self.runners.insert(record.key.clone(), Running { progress, task });

@@ -7,7 +7,7 @@
 //! projection's [`FailurePolicy`]: halt there, or skip the event into the
 //! dead-letter table and go on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,8 +95,40 @@ pub struct Progress {
     pub checkpoint: u64,
     /// Running, faulted or stopped.
     pub state: ProjectionState,
-    /// Why it faulted.
+    /// Why it faulted; while it is `running`, the store or source error it
+    /// is retrying ("store unavailable: ..."), cleared by the next step that
+    /// succeeds.
     pub last_error: Option<String>,
+}
+
+/// The store or source error each generation is retrying, while it retries:
+/// what `/health`, `/metrics` and `/projections` show. Shared by a host's
+/// runners and its API.
+#[derive(Debug, Clone, Default)]
+pub struct StoreErrors(Arc<Mutex<BTreeMap<ModelKey, String>>>);
+
+impl StoreErrors {
+    fn set(&self, key: &ModelKey, message: &str) {
+        self.0.lock().expect("store error map lock").insert(key.clone(), message.to_owned());
+    }
+
+    fn clear(&self, key: &ModelKey) {
+        self.0.lock().expect("store error map lock").remove(key);
+    }
+
+    /// The errors now being retried, by generation.
+    pub fn snapshot(&self) -> BTreeMap<ModelKey, String> {
+        self.0.lock().expect("store error map lock").clone()
+    }
+}
+
+/// Clears a runner's entry in [`StoreErrors`] however the runner ends.
+struct ClearStoreError(StoreErrors, ModelKey);
+
+impl Drop for ClearStoreError {
+    fn drop(&mut self) {
+        self.0.clear(&self.1);
+    }
 }
 
 /// Sent after every committed batch: the "operations ready" signal that
@@ -194,6 +226,8 @@ pub(crate) struct Runner {
     /// passes it, batches commit one at a time so a refusal can be pinned
     /// to one event (0: no refusal pending).
     pub refused_to: u64,
+    /// Where it shows the store error it is retrying.
+    pub store_errors: StoreErrors,
 }
 
 /// A commit of staged batches that runs on the store while the runner
@@ -333,6 +367,8 @@ impl Runner {
         let mut instance: Slot = None;
         let mut partial_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
+        let _clear = ClearStoreError(self.store_errors.clone(), self.key.clone());
+        let mut retrying = false;
         tracing::info!(projection = %name, generation = self.key.generation, checkpoint = self.checkpoint, "projection started");
         // Dead letters belong to the serving generation; a rebuild starts clean.
         if self.role == Role::Active {
@@ -344,6 +380,11 @@ impl Runner {
             match self.step(&access, &mut instance, &mut partial_since).await {
                 Ok(pause) => {
                     backoff = Duration::from_millis(100);
+                    if std::mem::take(&mut retrying) {
+                        tracing::info!(projection = %name, "store available again");
+                        self.store_errors.clear(&self.key);
+                        self.report(ProjectionState::Running, None);
+                    }
                     if let Some(pause) = pause {
                         self.sleep(pause).await;
                     }
@@ -370,6 +411,10 @@ impl Runner {
                 }
                 Err(StepError::Transient(e)) => {
                     tracing::warn!(projection = %name, error = %e, retry_in = ?backoff, "store unavailable, retrying");
+                    let message = format!("store unavailable: {e}");
+                    self.store_errors.set(&self.key, &message);
+                    self.report(ProjectionState::Running, Some(message));
+                    retrying = true;
                     self.sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -418,7 +463,11 @@ impl Runner {
 
     /// One batch after the checkpoint, projected and committed on its own;
     /// a batch whose call fails or whose commit the store refuses is isolated.
-    async fn step_one_batch(&mut self, access: &ModelAccess, instance: &mut Slot) -> Result<Option<Duration>, StepError> {
+    async fn step_one_batch(
+        &mut self,
+        access: &ModelAccess,
+        instance: &mut Slot,
+    ) -> Result<Option<Duration>, StepError> {
         debug_assert!(self.read_to() <= self.checkpoint, "refusals are isolated from a committed checkpoint");
         self.read_ahead = None;
         let started = Instant::now();

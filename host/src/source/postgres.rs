@@ -8,6 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
+use crate::db::DbTx;
 use crate::model::event::{AppendRequest, Event, Subscription};
 
 const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS refract_events (
@@ -198,22 +199,26 @@ async fn stream_versions<'a>(
 impl EventStore for PostgresEventStore {
     async fn append(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, SourceError> {
         validate_append(requests)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = DbTx::begin(&self.pool, "BEGIN").await?;
         // See the type's docs: this lock is what keeps positions gapless and in commit order.
-        sqlx::query(APPEND_LOCK).execute(&mut *tx).await?;
+        sqlx::query(APPEND_LOCK).execute(tx.conn()).await?;
         let mut position: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::BIGINT FROM refract_events")
-            .fetch_one(&mut *tx)
+            .fetch_one(tx.conn())
             .await?;
         let timestamp = now_ms();
         let mut results = Vec::with_capacity(requests.len());
         // Rows for one INSERT over all requests: one round trip per append, not per event.
         let (mut positions, mut streams, mut versions, mut types, mut payloads, mut metadata) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut versions_now = stream_versions(&mut tx, requests).await?;
+        let mut versions_now = stream_versions(tx.conn(), requests).await?;
         for r in requests {
             let current = versions_now.get(r.stream_id.as_str()).copied().unwrap_or(0);
-            // Dropping `tx` on error rolls back: nothing was written yet anyway.
-            check_version(&r.stream_id, r.expected, current as u64)?;
+            // A conflict leaves the connection fine: roll back and keep it.
+            // Any other error drops `tx`, which closes the connection.
+            if let Err(e) = check_version(&r.stream_id, r.expected, current as u64) {
+                tx.rollback().await?;
+                return Err(e);
+            }
             let first_position = position + 1;
             let mut version = current;
             for e in &r.events {
@@ -247,7 +252,7 @@ impl EventStore for PostgresEventStore {
         .bind(&payloads)
         .bind(&metadata)
         .bind(timestamp)
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await?;
         tx.commit().await?;
         Ok(results)

@@ -9,6 +9,7 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
+use crate::db::DbTx;
 use crate::db::sqlite::{SqliteDb, Statement};
 use crate::model::event::{AppendRequest, Event, Subscription};
 
@@ -181,17 +182,21 @@ async fn stream_versions<'a>(
 impl EventStore for SqliteEventStore {
     async fn append(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, SourceError> {
         validate_append(requests)?;
-        let mut tx = self.db.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = DbTx::begin(&self.db.writer, "BEGIN IMMEDIATE").await?;
         let mut position: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(&mut *tx).await?;
+            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(tx.conn()).await?;
         let timestamp = now_ms();
-        let mut versions_now = stream_versions(&mut tx, requests).await?;
+        let mut versions_now = stream_versions(tx.conn(), requests).await?;
         let mut results = Vec::with_capacity(requests.len());
         let mut rows = Vec::with_capacity(requests.iter().map(|r| r.events.len()).sum());
         for r in requests {
             let current = versions_now.get(r.stream_id.as_str()).copied().unwrap_or(0);
-            // Dropping `tx` on error rolls back: nothing was written yet anyway.
-            check_version(&r.stream_id, r.expected, current as u64)?;
+            // A conflict leaves the connection fine: roll back and keep it.
+            // Any other error drops `tx`, which closes the connection.
+            if let Err(e) = check_version(&r.stream_id, r.expected, current as u64) {
+                tx.rollback().await?;
+                return Err(e);
+            }
             let first_position = position + 1;
             let mut version = current;
             for e in &r.events {
@@ -223,7 +228,7 @@ impl EventStore for SqliteEventStore {
                     .bind(e.metadata.as_str())
                     .bind(timestamp);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(tx.conn()).await?;
         }
         tx.commit().await?;
         Ok(results)

@@ -1,0 +1,64 @@
+//! Issue 16, item 9: `refract status` must not say `running` for a host
+//! that was killed. A real `refract run` is started, SIGKILLed once it has
+//! projected, and `refract status` is asked before and after.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn status_tells_a_killed_host_from_a_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plugins = plugins_dir(dir.path(), &["account_summary"]);
+    let refract = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_refract")).arg("--data-dir").arg(&data).args(args).output().unwrap();
+        assert!(out.status.success(), "refract {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    write_jsonl(&dir.path().join("bank.jsonl"), &bank_events(30, 600, 9));
+    refract(&["import", dir.path().join("bank.jsonl").to_str().unwrap()]);
+
+    let mut host = Command::new(env!("CARGO_BIN_EXE_refract"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["run", "--no-http", "--plugins"])
+        .arg(&plugins)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let status = |json: &str| -> Value {
+        let v: Value = serde_json::from_str(json).unwrap();
+        v.as_array().unwrap().iter().find(|p| p["name"] == "account-summary").cloned().unwrap_or(Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let alive = loop {
+        let s = status(&refract(&["status", "--json"]));
+        if s["checkpoint"] == 600 || Instant::now() > deadline {
+            break s;
+        }
+        assert!(host.try_wait().unwrap().is_none(), "the host exited on its own");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(alive["checkpoint"], 600, "the host did not project: {alive}");
+    assert_eq!(alive["state"], "running", "{alive}");
+    assert_eq!(alive["host"], "running", "{alive}");
+    let table = refract(&["status"]);
+    assert!(!table.contains("host not running"), "{table}");
+
+    host.kill().unwrap(); // SIGKILL: the host records nothing.
+    host.wait().unwrap();
+    let gone = status(&refract(&["status", "--json"]));
+    // The registry still says running; the status must tell the host is gone.
+    assert_eq!(gone["state"], "running", "{gone}");
+    assert_eq!(gone["host"], "gone", "{gone}");
+    let table = refract(&["status"]);
+    let line = table.lines().find(|l| l.starts_with("account-summary")).unwrap_or_default();
+    assert!(line.contains("stopped (host not running)"), "{table}");
+}
