@@ -38,7 +38,7 @@ pub use projection::config::{Config, ConfigError, ProjectionConfig};
 pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, ProjectionStatus, status};
 pub use projection::policy::{FailurePolicy, RetryPolicy};
 pub use projection::runner::{CommitNotice, Progress, StoreErrors, SyncConfig};
-pub use projection::watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError};
+pub use projection::watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError, debounce, is_write};
 pub use runtime::capabilities::Capability;
 pub use runtime::limits::{EPOCH_TICK, Limits};
 pub use runtime::module_cache::ModuleCache;

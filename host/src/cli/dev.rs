@@ -19,14 +19,12 @@
 //! watcher picks it up like any other replaced file.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use notify::{RecursiveMode, Watcher};
-use refract::DEBOUNCE;
+use refract::{debounce, is_write};
 use tokio::sync::mpsc;
 
 /// Errors building a plugin crate.
@@ -294,43 +292,5 @@ async fn rebuild(dir: &Path, lang: Lang, out_dir: &Path) {
         }
         Ok(Err(e)) => tracing::error!("{e}"),
         Err(e) => tracing::error!("plugin build task failed: {e}"),
-    }
-}
-
-/// Whether an event changes a file (reads and metadata-only changes do not):
-/// the rule of the library's plugin watcher, which keeps its copy private.
-fn is_write(kind: &notify::EventKind) -> bool {
-    use notify::event::{EventKind, ModifyKind};
-    matches!(kind, EventKind::Create(_) | EventKind::Remove(_))
-        || matches!(kind, EventKind::Modify(m) if !matches!(m, ModifyKind::Metadata(_)))
-}
-
-/// Calls `settled` with each path once it has been quiet for [`DEBOUNCE`]
-/// (the plugin watcher's delay, so a rebuilt `.wasm` and its sources settle
-/// alike), until `raw` closes or `settled` returns false.
-async fn debounce<F, Fut>(mut raw: mpsc::UnboundedReceiver<PathBuf>, mut settled: F)
-where
-    F: FnMut(PathBuf) -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
-    let mut tick = tokio::time::interval(DEBOUNCE / 4);
-    loop {
-        tokio::select! {
-            path = raw.recv() => match path {
-                Some(path) => { pending.insert(path, Instant::now()); }
-                None => return,
-            },
-            _ = tick.tick() => {
-                let quiet: Vec<PathBuf> =
-                    pending.iter().filter(|(_, t)| t.elapsed() >= DEBOUNCE).map(|(p, _)| p.clone()).collect();
-                for path in quiet {
-                    pending.remove(&path);
-                    if !settled(path).await {
-                        return;
-                    }
-                }
-            }
-        }
     }
 }

@@ -76,7 +76,7 @@ impl PluginWatcher {
 }
 
 /// Whether an event changes a file (reads and metadata-only changes do not).
-pub(crate) fn is_write(kind: &notify::EventKind) -> bool {
+pub fn is_write(kind: &notify::EventKind) -> bool {
     use notify::event::{EventKind, ModifyKind};
     matches!(kind, EventKind::Create(_) | EventKind::Remove(_))
         || matches!(kind, EventKind::Modify(m) if !matches!(m, ModifyKind::Metadata(_)))
@@ -85,7 +85,7 @@ pub(crate) fn is_write(kind: &notify::EventKind) -> bool {
 /// Calls `settled` with each path once it has been quiet for `DEBOUNCE`,
 /// until `raw` closes or `settled` returns false. Shared by the plugin
 /// watcher and `refract dev`'s source watcher.
-pub(crate) async fn debounce<F, Fut>(mut raw: mpsc::UnboundedReceiver<PathBuf>, mut settled: F)
+pub async fn debounce<F, Fut>(mut raw: mpsc::UnboundedReceiver<PathBuf>, mut settled: F)
 where
     F: FnMut(PathBuf) -> Fut,
     Fut: Future<Output = bool>,
