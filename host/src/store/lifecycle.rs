@@ -190,6 +190,15 @@ const NAMES_VERSION: &str = "2";
 /// Renames the tables of every live generation from the ambiguous pre-0.2
 /// scheme to [`names`], once per store.
 pub(crate) async fn migrate_names<B: Backend>(backend: &B) -> Result<(), StoreError> {
+    // Every open (a `refract status` too) asks; only a store that still
+    // needs migrating takes the write lock, so readers never contend with
+    // a host for it.
+    let mut read = backend.read_tx().await?;
+    let done = read.meta(NAMES_MIGRATED).await?.as_deref() == Some(NAMES_VERSION);
+    read.commit().await?;
+    if done {
+        return Ok(());
+    }
     let mut tx = backend.registry_tx().await?;
     if tx.meta(NAMES_MIGRATED).await?.as_deref() == Some(NAMES_VERSION) {
         return tx.commit().await;
