@@ -26,14 +26,7 @@ async fn account_summary_matches_independent_computation() {
     let models = stores.models_dyn();
     let docs = all_documents(models.as_ref(), "account-summary", "accounts").await;
     assert_eq!(docs.len(), 500);
-    for (id, want) in &expected {
-        let got = &docs[id];
-        assert_eq!(got["balance"].as_i64(), Some(want.balance), "balance of {id}");
-        assert_eq!(got["transactions"].as_u64(), Some(want.transactions), "transactions of {id}");
-        assert_eq!(got["owner"].as_str(), Some(want.owner.as_str()), "owner of {id}");
-        let status = if want.closed { "closed" } else { "open" };
-        assert_eq!(got["status"].as_str(), Some(status), "status of {id}");
-    }
+    assert_accounts(&docs, &expected);
     let record = models.projection("account-summary").await.unwrap();
     assert_eq!(record.checkpoint, 10_000);
     assert_eq!(record.key.generation, 1);

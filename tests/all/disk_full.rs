@@ -194,13 +194,6 @@ async fn a_full_disk_shows_and_the_host_recovers_by_itself() {
     let docs = all_documents(stores.models_dyn().as_ref(), "account-summary", "accounts").await;
     let expected = expected_accounts(&all);
     assert_eq!(docs.len(), expected.len());
-    for (id, want) in &expected {
-        let got = &docs[id];
-        assert_eq!(got["balance"].as_i64(), Some(want.balance), "balance of {id}");
-        assert_eq!(got["transactions"].as_u64(), Some(want.transactions), "transactions of {id}");
-        assert_eq!(got["owner"].as_str(), Some(want.owner.as_str()), "owner of {id}");
-        let status = if want.closed { "closed" } else { "open" };
-        assert_eq!(got["status"].as_str(), Some(status), "status of {id}");
-    }
+    assert_accounts(&docs, &expected);
     drop(stores);
 }

@@ -201,3 +201,16 @@ pub async fn all_documents(models: &dyn ReadModelStore, projection: &str, collec
         }
     }
 }
+
+/// Every expected account's document has the balance, transaction count,
+/// owner and status computed in the test.
+pub fn assert_accounts(docs: &BTreeMap<String, Value>, expected: &BTreeMap<String, ExpectedAccount>) {
+    for (id, want) in expected {
+        let got = &docs[id];
+        assert_eq!(got["balance"].as_i64(), Some(want.balance), "balance of {id}");
+        assert_eq!(got["transactions"].as_u64(), Some(want.transactions), "transactions of {id}");
+        assert_eq!(got["owner"].as_str(), Some(want.owner.as_str()), "owner of {id}");
+        let status = if want.closed { "closed" } else { "open" };
+        assert_eq!(got["status"].as_str(), Some(status), "status of {id}");
+    }
+}
