@@ -35,6 +35,7 @@ pub use model::event::{
 };
 pub use model::manifest::{CollectionSpec, MAX_EVENT_TYPES, MAX_STREAM_PREFIXES, Manifest, ManifestError};
 pub use projection::config::{Config, ConfigError, ProjectionConfig};
+pub use projection::lease::{DEFAULT_LEASE_TTL, LeaseSettings, default_node_id, hostname};
 pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, ProjectionStatus, status};
 pub use projection::policy::{FailurePolicy, RetryPolicy};
 pub use projection::runner::{CommitNotice, Progress, StoreErrors, SyncConfig};
@@ -49,6 +50,6 @@ pub use store::query::{
     check_document_id,
 };
 pub use store::{
-    DeadLetter, ModelKey, ModelReader, ModelWriter, PostgresReadModelStore, ProjectionRecord, ProjectionState,
+    DeadLetter, Lease, LeaseGrant, LeaseRecord, Leases, ModelKey, ModelReader, ModelWriter, PostgresReadModelStore, ProjectionRecord, ProjectionState,
     ReadModelStore, Registration, Registry, RetryRequest, Role, SqliteReadModelStore, StoreError,
 };

@@ -1,6 +1,7 @@
 //! Where read models live: the `ReadModelStore` trait and its backends.
 
 pub(crate) mod document_cache;
+mod lease;
 mod lifecycle;
 mod names;
 mod postgres;
@@ -10,6 +11,7 @@ mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use lease::{Lease, LeaseGrant, LeaseRecord, Leases};
 pub use postgres::PostgresReadModelStore;
 pub use sqlite::SqliteReadModelStore;
 
@@ -47,6 +49,19 @@ pub enum StoreError {
         projection: String,
         /// Checkpoint the writer started from.
         expected: u64,
+    },
+    /// Another node holds the generation's lease: this node's write was not
+    /// applied, and its runner must stop and wait for the lease.
+    #[error("generation {generation} of `{projection}` is leased to node `{owner}` (epoch {epoch}); not applied")]
+    LeaseLost {
+        /// Projection name.
+        projection: String,
+        /// Generation whose lease moved.
+        generation: u32,
+        /// The node that holds the lease now.
+        owner: String,
+        /// Its epoch.
+        epoch: u64,
     },
     /// The generation was retired or dropped; its runner should stop.
     #[error("generation {generation} of `{projection}` is no longer active or building")]
@@ -359,9 +374,9 @@ pub trait ModelReader: Send + Sync + 'static {
 /// registry of generations with their checkpoints. `commit` must write a
 /// batch's changes and the new checkpoint in one transaction: that is what
 /// makes projection exactly-once across crashes.
-pub trait ReadModelStore: Registry + ModelWriter + ModelReader {}
+pub trait ReadModelStore: Registry + ModelWriter + ModelReader + Leases {}
 
-impl<T: Registry + ModelWriter + ModelReader> ReadModelStore for T {}
+impl<T: Registry + ModelWriter + ModelReader + Leases> ReadModelStore for T {}
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {

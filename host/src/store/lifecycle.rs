@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 
+use super::lease::{Fences, LeaseRecord, check_fence};
 use super::names;
 use super::{
     DeadLetter, ModelKey, ModelWriter, ProjectionRecord, ProjectionState, Registration, Registry, RetryRequest, Role,
@@ -107,6 +108,22 @@ pub trait Tx: Send + Sized {
     /// Writes a batch's net changes.
     async fn apply_changes(&mut self, key: &ModelKey, changes: &ChangeSet) -> Result<(), StoreError>;
 
+    /// The `(owner, epoch)` of the generation's lease, if it has one, read
+    /// with a row lock where the backend has them (see `lease::check_fence`).
+    async fn lease_holder(&mut self, key: &ModelKey) -> Result<Option<(String, u64)>, StoreError>;
+    /// Takes the lease for `node` if it has none, it expired, or `node` holds
+    /// it; bumps the epoch and sets the expiry `ttl_ms` from now. The new
+    /// epoch, or `None` when another node holds it.
+    async fn take_lease(&mut self, key: &ModelKey, node: &str, ttl_ms: i64) -> Result<Option<u64>, StoreError>;
+    /// Pushes the expiry `ttl_ms` from now if `(node, epoch)` still holds it; whether it did.
+    async fn renew_lease(&mut self, key: &ModelKey, node: &str, epoch: u64, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Expires the lease now if `(node, epoch)` holds it.
+    async fn release_lease(&mut self, key: &ModelKey, node: &str, epoch: u64) -> Result<(), StoreError>;
+    /// Every lease row, by projection then generation.
+    async fn all_leases(&mut self) -> Result<Vec<LeaseRecord>, StoreError>;
+    /// Deletes the generation's lease row (it retired).
+    async fn delete_lease(&mut self, key: &ModelKey) -> Result<(), StoreError>;
+
     /// Commits.
     async fn commit(self) -> Result<(), StoreError>;
 }
@@ -126,6 +143,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError>;
     /// Names of the model tables whose names start with `prefix`, sorted bytewise.
     async fn tables_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// The leases this handle was granted, which its writes are fenced on.
+    fn fences(&self) -> &Fences;
 }
 
 /// Why a conditional checkpoint move matched nothing, given the role the
@@ -159,6 +178,7 @@ async fn retire<T: Tx>(
 ) -> Result<(), StoreError> {
     tx.drop_tables(&record.key, &record.manifest).await?;
     tx.delete_letters(&record.key).await?;
+    tx.delete_lease(&record.key).await?;
     let state = if role == Role::Failed { ProjectionState::Faulted } else { ProjectionState::Stopped };
     tx.set_role(&record.key, role, state, error).await
 }
@@ -322,6 +342,7 @@ impl<B: Backend> Registry for B {
             tx.commit().await?;
             return Ok(None);
         }
+        check_fence(self, &mut tx, key).await?;
         let mut retired = None;
         for g in live.iter().filter(|g| g.key != *key) {
             // Failed attempts are history once a newer generation serves.
@@ -415,6 +436,7 @@ impl<B: Backend> Registry for B {
 impl<B: Backend> ModelWriter for B {
     async fn commit(&self, key: &ModelKey, changes: &ChangeSet, from: u64, to: u64) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
+        check_fence(self, &mut tx, key).await?;
         move_checkpoint(&mut tx, key, from, to).await?;
         tx.apply_changes(key, changes).await?;
         tx.commit().await
@@ -422,6 +444,7 @@ impl<B: Backend> ModelWriter for B {
 
     async fn skip_event(&self, key: &ModelKey, letter: &DeadLetter, from: u64, to: u64) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
+        check_fence(self, &mut tx, key).await?;
         move_checkpoint(&mut tx, key, from, to).await?;
         tx.insert_letter(key, letter).await?;
         tx.commit().await
@@ -434,6 +457,7 @@ impl<B: Backend> ModelWriter for B {
         outcome: Result<&ChangeSet, &str>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
+        check_fence(self, &mut tx, key).await?;
         // The claim comes first and in the same transaction: a second host
         // replaying the same letter finds it claimed and applies nothing.
         let claimed = match outcome {

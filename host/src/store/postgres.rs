@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::{Arguments, AssertSqlSafe, Row};
 
+use super::lease::{Fences, LeaseRecord, lease_record};
 use super::lifecycle::{self, Backend, NewGeneration, Tx};
 use super::names::{legacy_table_name, table_name};
 use super::{DeadLetter, ModelKey, ModelReader, ProjectionRecord, ProjectionState, Role, StoreError};
@@ -71,11 +72,25 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (projection, generation, position)
     )",
     "CREATE TABLE IF NOT EXISTS refract_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    // Which node may write a generation (`lease.rs`); expiry in ms since the
+    // Unix epoch by the database's clock, so nodes' clocks need not agree.
+    "CREATE TABLE IF NOT EXISTS refract_leases (
+        projection TEXT    NOT NULL,
+        generation BIGINT  NOT NULL,
+        owner      TEXT    NOT NULL,
+        epoch      BIGINT  NOT NULL,
+        expires_at BIGINT  NOT NULL,
+        PRIMARY KEY (projection, generation)
+    )",
 ];
 
 /// Serializes registry changes (register, activate, rebuild, ...) per
 /// schema, as SQLite's single writer does: each reads the registry and
 /// decides from it, so two must not interleave.
+/// The database's clock in ms since the Unix epoch: lease expiries are
+/// compared against one clock, whichever node asks.
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
 const REGISTRY_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('refract.registry:' || current_schema()))";
 
 /// Columns of a registry row, in the order `record_from_row` reads them.
@@ -101,6 +116,7 @@ const UNDEFINED_TABLE: &str = "42P01";
 #[derive(Debug, Clone)]
 pub struct PostgresReadModelStore {
     pool: PgPool,
+    fences: Fences,
 }
 
 impl PostgresReadModelStore {
@@ -108,7 +124,7 @@ impl PostgresReadModelStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = crate::db::postgres::connect(url).await?;
         crate::db::postgres::create_schema(&pool, SCHEMA).await?;
-        let store = Self { pool };
+        let store = Self { pool, fences: Fences::default() };
         lifecycle::migrate_names(&store).await?;
         Ok(store)
     }
@@ -368,6 +384,7 @@ impl Tx for PgTx {
     async fn delete_projection(&mut self, name: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM refract_generations WHERE projection = $1").bind(name).execute(self.c()).await?;
         sqlx::query("DELETE FROM refract_dead_letters WHERE projection = $1").bind(name).execute(self.c()).await?;
+        sqlx::query("DELETE FROM refract_leases WHERE projection = $1").bind(name).execute(self.c()).await?;
         Ok(())
     }
 
@@ -581,6 +598,89 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn lease_holder(&mut self, key: &ModelKey) -> Result<Option<(String, u64)>, StoreError> {
+        // FOR SHARE: a take-over (an UPDATE of this row) waits until this
+        // write commits, so the write lands under the lease or not at all.
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT owner, epoch FROM refract_leases WHERE projection = $1 AND generation = $2 FOR SHARE",
+        )
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .fetch_optional(self.c())
+        .await?;
+        Ok(row.map(|(owner, epoch)| (owner, epoch as u64)))
+    }
+
+    async fn take_lease(&mut self, key: &ModelKey, node: &str, ttl_ms: i64) -> Result<Option<u64>, StoreError> {
+        let epoch: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "INSERT INTO refract_leases AS l (projection, generation, owner, epoch, expires_at) \
+             VALUES ($1, $2, $3, 1, {NOW_MS} + $4) \
+             ON CONFLICT (projection, generation) DO UPDATE \
+             SET owner = EXCLUDED.owner, epoch = l.epoch + 1, expires_at = EXCLUDED.expires_at \
+             WHERE l.owner = EXCLUDED.owner OR l.expires_at <= {NOW_MS} \
+             RETURNING epoch"
+        )))
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(node)
+        .bind(ttl_ms)
+        .fetch_optional(self.c())
+        .await?;
+        Ok(epoch.map(|e| e as u64))
+    }
+
+    async fn renew_lease(&mut self, key: &ModelKey, node: &str, epoch: u64, ttl_ms: i64) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE refract_leases SET expires_at = {NOW_MS} + $1 \
+             WHERE projection = $2 AND generation = $3 AND owner = $4 AND epoch = $5"
+        )))
+        .bind(ttl_ms)
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(node)
+        .bind(epoch as i64)
+        .execute(self.c())
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    async fn release_lease(&mut self, key: &ModelKey, node: &str, epoch: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refract_leases SET expires_at = 0 \
+             WHERE projection = $1 AND generation = $2 AND owner = $3 AND epoch = $4",
+        )
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(node)
+        .bind(epoch as i64)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn all_leases(&mut self) -> Result<Vec<LeaseRecord>, StoreError> {
+        let rows: Vec<(String, i64, String, i64, i64, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT projection, generation, owner, epoch, expires_at, expires_at <= {NOW_MS} \
+             FROM refract_leases ORDER BY projection COLLATE \"C\", generation"
+        )))
+        .fetch_all(self.c())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(p, g, owner, epoch, expires, expired)| lease_record(p, g, owner, epoch, expires, expired))
+            .collect())
+    }
+
+    async fn delete_lease(&mut self, key: &ModelKey) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM refract_leases WHERE projection = $1 AND generation = $2")
+            .bind(&key.projection)
+            .bind(key.generation as i64)
+            .execute(self.c())
+            .await?;
+        Ok(())
+    }
+
     async fn commit(self) -> Result<(), StoreError> {
         Ok(self.0.commit().await?)
     }
@@ -606,6 +706,10 @@ impl Backend for PostgresReadModelStore {
 
     async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
         get_in(&mut *self.pool.acquire().await?, key, collection, id).await
+    }
+
+    fn fences(&self) -> &Fences {
+        &self.fences
     }
 
     async fn tables_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -9,6 +9,7 @@ use serde_json::Value;
 use sqlx::sqlite::{Sqlite, SqliteArguments};
 use sqlx::{Arguments, AssertSqlSafe, Row, SqliteConnection};
 
+use super::lease::{Fences, LeaseRecord, lease_record};
 use super::lifecycle::{self, Backend, NewGeneration, Tx};
 use super::names::{index_name, legacy_table_name, table_name};
 use super::{DeadLetter, ModelKey, ModelReader, ProjectionRecord, ProjectionState, Role, StoreError};
@@ -54,6 +55,15 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (projection, generation, position)
     )",
     "CREATE TABLE IF NOT EXISTS refract_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    // Which node may write a generation (`lease.rs`); expiry in ms since the Unix epoch.
+    "CREATE TABLE IF NOT EXISTS refract_leases (
+        projection TEXT    NOT NULL,
+        generation INTEGER NOT NULL,
+        owner      TEXT    NOT NULL,
+        epoch      INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (projection, generation)
+    )",
 ];
 
 /// Columns of a registry row, in the order `record_from_row` reads them.
@@ -75,6 +85,7 @@ const RECORD: &str = "SELECT projection, generation, role, state, module_hash, s
 #[derive(Debug, Clone)]
 pub struct SqliteReadModelStore {
     db: SqliteDb,
+    fences: Fences,
 }
 
 impl SqliteReadModelStore {
@@ -84,7 +95,7 @@ impl SqliteReadModelStore {
         for statement in SCHEMA {
             sqlx::query(*statement).execute(&db.writer).await?;
         }
-        let store = Self { db };
+        let store = Self { db, fences: Fences::default() };
         lifecycle::migrate_names(&store).await?;
         Ok(store)
     }
@@ -318,6 +329,7 @@ impl Tx for SqliteTx {
     async fn delete_projection(&mut self, name: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM refract_generations WHERE projection = ?").bind(name).execute(self.c()).await?;
         sqlx::query("DELETE FROM refract_dead_letters WHERE projection = ?").bind(name).execute(self.c()).await?;
+        sqlx::query("DELETE FROM refract_leases WHERE projection = ?").bind(name).execute(self.c()).await?;
         Ok(())
     }
 
@@ -512,6 +524,87 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn lease_holder(&mut self, key: &ModelKey) -> Result<Option<(String, u64)>, StoreError> {
+        // The write transaction already holds SQLite's one write lock.
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT owner, epoch FROM refract_leases WHERE projection = ? AND generation = ?")
+                .bind(&key.projection)
+                .bind(key.generation as i64)
+                .fetch_optional(self.c())
+                .await?;
+        Ok(row.map(|(owner, epoch)| (owner, epoch as u64)))
+    }
+
+    async fn take_lease(&mut self, key: &ModelKey, node: &str, ttl_ms: i64) -> Result<Option<u64>, StoreError> {
+        let now = now_ms();
+        let epoch: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO refract_leases (projection, generation, owner, epoch, expires_at) VALUES (?1, ?2, ?3, 1, ?4 + ?5) \
+             ON CONFLICT (projection, generation) DO UPDATE \
+             SET owner = excluded.owner, epoch = epoch + 1, expires_at = excluded.expires_at \
+             WHERE owner = excluded.owner OR expires_at <= ?4 \
+             RETURNING epoch",
+        )
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(node)
+        .bind(now)
+        .bind(ttl_ms)
+        .fetch_optional(self.c())
+        .await?;
+        Ok(epoch.map(|e| e as u64))
+    }
+
+    async fn renew_lease(&mut self, key: &ModelKey, node: &str, epoch: u64, ttl_ms: i64) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE refract_leases SET expires_at = ? + ? \
+             WHERE projection = ? AND generation = ? AND owner = ? AND epoch = ?",
+        )
+        .bind(now_ms())
+        .bind(ttl_ms)
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(node)
+        .bind(epoch as i64)
+        .execute(self.c())
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    async fn release_lease(&mut self, key: &ModelKey, node: &str, epoch: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refract_leases SET expires_at = 0 \
+             WHERE projection = ? AND generation = ? AND owner = ? AND epoch = ?",
+        )
+        .bind(&key.projection)
+        .bind(key.generation as i64)
+        .bind(node)
+        .bind(epoch as i64)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn all_leases(&mut self) -> Result<Vec<LeaseRecord>, StoreError> {
+        let now = now_ms();
+        let rows: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
+            "SELECT projection, generation, owner, epoch, expires_at FROM refract_leases \
+             ORDER BY projection, generation",
+        )
+        .fetch_all(self.c())
+        .await?;
+        Ok(rows.into_iter().map(|(p, g, owner, epoch, expires)| lease_record(p, g, owner, epoch, expires, expires <= now)).collect())
+    }
+
+    async fn delete_lease(&mut self, key: &ModelKey) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM refract_leases WHERE projection = ? AND generation = ?")
+            .bind(&key.projection)
+            .bind(key.generation as i64)
+            .execute(self.c())
+            .await?;
+        Ok(())
+    }
+
     async fn commit(self) -> Result<(), StoreError> {
         Ok(self.0.commit().await?)
     }
@@ -537,6 +630,10 @@ impl Backend for SqliteReadModelStore {
 
     async fn get(&self, key: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
         get_in(&mut *self.db.readers.acquire().await?, key, collection, id).await
+    }
+
+    fn fences(&self) -> &Fences {
+        &self.fences
     }
 
     async fn tables_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -34,6 +34,11 @@ async fn models_store(fresh: &Fresh) -> Arc<dyn ReadModelStore> {
     refract::open_models(&fresh.url).await.unwrap()
 }
 
+/// Two handles on one read-model store, as two nodes sharing it.
+async fn two_nodes(fresh: &Fresh) -> [Arc<dyn ReadModelStore>; 2] {
+    [models_store(fresh).await, models_store(fresh).await]
+}
+
 /// Registers `sqlite::NAME` and `postgres::NAME` for each suite function.
 macro_rules! conformance {
     ($($name:ident => $suite:path, $open:ident, $file:literal;)*) => {
@@ -69,6 +74,7 @@ conformance! {
     models_queries => crate::conformance::models::queries, models_store, "models.db";
     models_dead_letters => crate::conformance::models::dead_letters, models_store, "models.db";
     models_storage_names_cannot_collide => crate::conformance::models::storage_names_cannot_collide, models_store, "models.db";
+    models_leases_fence_every_write => crate::conformance::models::leases_fence_every_write, two_nodes, "models.db";
 }
 
 /// Runs `sql` on the database behind `fresh`, as a foreign tool (or an

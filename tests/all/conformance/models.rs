@@ -1,10 +1,11 @@
 //! What every `ReadModelStore` must do, written once and run against each backend.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use refract::{
-    ChangeSet, CollectionChanges, CollectionSpec, DeadLetter, Filter, Manifest, ModelKey, Order, ProjectionState,
-    Query, ReadModelStore, Role, StoreError, Subscription,
+    ChangeSet, CollectionChanges, CollectionSpec, DeadLetter, Filter, Lease, LeaseGrant, Manifest, ModelKey, Order,
+    ProjectionState, Query, ReadModelStore, Role, StoreError, Subscription,
 };
 use serde_json::{Value, json};
 
@@ -393,4 +394,88 @@ pub async fn storage_names_cannot_collide(store: Arc<dyn ReadModelStore>) {
     store.drop_projection("a_g1__b").await.unwrap();
     assert_eq!(read("a", "b_g1__c").await, Some(json!({"n": 1})), "dropping one projection left the other intact");
     assert_eq!(store.tables("a").await.unwrap(), ["rm:a:g1:b_g1__c"]);
+}
+
+fn granted(grant: LeaseGrant) -> Lease {
+    match grant {
+        LeaseGrant::Granted(lease) => lease,
+        held => panic!("expected the lease, got {held:?}"),
+    }
+}
+
+fn lost_to(result: Result<impl std::fmt::Debug, StoreError>, node: &str, at_epoch: u64) {
+    match result {
+        Err(StoreError::LeaseLost { owner, epoch, .. }) => assert_eq!((owner.as_str(), epoch), (node, at_epoch)),
+        other => panic!("expected LeaseLost to {node} at epoch {at_epoch}, got {other:?}"),
+    }
+}
+
+/// Two handles on one store, as two nodes: leases are taken, refused,
+/// renewed, taken over after expiry, taken back by a restarted node and
+/// released; every write — commit, skip, replay, swap — by a node that does
+/// not hold the current `(owner, epoch)` is refused and applies nothing.
+pub async fn leases_fence_every_write(stores: [Arc<dyn ReadModelStore>; 2]) {
+    let [a, b] = stores;
+    let ttl = Duration::from_millis(400);
+    a.register(&manifest("l"), "h1", "l.wasm").await.unwrap();
+    let k = key("l", 1);
+    // Nobody leases it yet: an embedder without leases writes freely.
+    a.commit(&k, &upserts("items", &[("x", json!({"balance": 1}))]), 0, 1).await.unwrap();
+
+    let la = granted(a.acquire(&k, "node-a", ttl).await.unwrap());
+    assert_eq!((la.node.as_str(), la.epoch), ("node-a", 1));
+    match b.acquire(&k, "node-b", ttl).await.unwrap() {
+        LeaseGrant::Held { owner, .. } => assert_eq!(owner, "node-a"),
+        granted => panic!("a held lease was granted again: {granted:?}"),
+    }
+    // The holder writes; the other node is fenced, whatever checkpoint it names.
+    a.commit(&k, &upserts("items", &[("x", json!({"balance": 2}))]), 1, 2).await.unwrap();
+    lost_to(b.commit(&k, &upserts("items", &[("y", json!({"balance": 9}))]), 2, 3).await, "node-a", 1);
+    lost_to(b.skip_event(&k, &letter(3), 2, 3).await, "node-a", 1);
+    assert_eq!(doc(a.as_ref(), "l", "y").await, None, "a fenced commit applied nothing");
+    assert_eq!(a.projection("l").await.unwrap().checkpoint, 2);
+    assert!(a.renew(&la, ttl).await.unwrap());
+
+    // Expired, it goes to the other node with the next epoch; the old
+    // holder can neither renew nor write.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let lb = granted(b.acquire(&k, "node-b", ttl).await.unwrap());
+    assert_eq!(lb.epoch, 2);
+    assert!(!a.renew(&la, ttl).await.unwrap());
+    lost_to(a.commit(&k, &upserts("items", &[("x", json!({"balance": 99}))]), 2, 3).await, "node-b", 2);
+    b.skip_event(&k, &letter(3), 2, 3).await.unwrap();
+    assert_eq!(doc(a.as_ref(), "l", "x").await, Some(json!({"balance": 2})));
+
+    // A dead-letter replay is fenced too.
+    a.request_retry("l").await.unwrap();
+    lost_to(a.finish_replay(&k, 3, Ok(&upserts("items", &[("x", json!({"balance": 7}))]))).await, "node-b", 2);
+    assert!(b.finish_replay(&k, 3, Err("trap: still")).await.unwrap());
+
+    // A node restarted under the same id takes its own lease back at once,
+    // and the handle it had before is fenced out.
+    let lb2 = granted(a.acquire(&k, "node-b", ttl).await.unwrap());
+    assert_eq!(lb2.epoch, 3);
+    lost_to(b.commit(&k, &ChangeSet::default(), 3, 4).await, "node-b", 3);
+    // Released, it is free at once.
+    a.release(&lb2).await.unwrap();
+    let la2 = granted(b.acquire(&k, "node-a", ttl).await.unwrap());
+    assert_eq!(la2.epoch, 4);
+    let listed = a.leases().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].key.clone(), listed[0].owner.as_str(), listed[0].epoch), (k.clone(), "node-a", 4));
+    assert!(!listed[0].expired);
+
+    // A swap is fenced on the building generation's lease.
+    let r = a.register(&manifest("l"), "h2", "l.wasm").await.unwrap();
+    let k2 = r.target.key.clone();
+    assert_eq!(r.target.role, Role::Building);
+    let l2 = granted(b.acquire(&k2, "node-b", ttl).await.unwrap());
+    lost_to(a.activate(&k2).await, "node-b", l2.epoch);
+    assert_eq!(a.projection("l").await.unwrap().key, k, "the fenced swap changed nothing");
+    assert_eq!(b.activate(&k2).await.unwrap(), Some(k.clone()));
+    // The retired generation's lease is gone, and it gets no new one.
+    assert!(a.leases().await.unwrap().iter().all(|l| l.key != k));
+    assert!(matches!(a.acquire(&k, "node-a", ttl).await, Err(StoreError::Retired { .. })));
+    a.drop_projection("l").await.unwrap();
+    assert_eq!(a.leases().await.unwrap(), vec![]);
 }
