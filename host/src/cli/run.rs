@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use refract::{ApiState, Config, Host, PluginWatcher, SyncConfig};
+use refract::{ApiState, Config, Host, LeaseSettings, PluginWatcher, SyncConfig};
 
 use super::Stores;
 
@@ -49,6 +49,26 @@ pub struct RunArgs {
     /// Sandbox limits and failure policies (TOML); `./refract.toml` is used when it exists.
     #[arg(long, env = "REFRACT_CONFIG")]
     config: Option<PathBuf>,
+    /// This node's id among hosts sharing a PostgreSQL store [default:
+    /// HOSTNAME-XXXXXXXX, from the host name and the data dir, so a
+    /// restarted host takes its leases back at once].
+    #[arg(long, env = "REFRACT_NODE_ID")]
+    node_id: Option<String>,
+    /// How long a lease on a projection lasts without renewal, in ms: how
+    /// soon another node takes over from a host that died.
+    #[arg(long, env = "REFRACT_LEASE_TTL_MS", default_value_t = 10_000)]
+    lease_ttl_ms: u64,
+}
+
+/// The node id a data dir's host runs as: readable, stable across restarts
+/// (the data-dir lock makes it unique on the machine), distinct for two
+/// data dirs with the same name.
+fn node_id(data: &Stores) -> String {
+    use sha2::{Digest, Sha256};
+    let dir = data.0.canonicalize().unwrap_or_else(|_| data.0.clone());
+    let hash = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    let short: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{short}", refract::hostname())
 }
 
 /// The config file: `--config`, else `./refract.toml` if it exists, else the defaults.
@@ -79,7 +99,13 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
     let events = data.open_events().await?;
     let models = data.open_models().await?;
     let config = load_config(args.config.as_deref())?;
-    let mut host = Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache());
+    let lease = LeaseSettings {
+        node: args.node_id.clone().unwrap_or_else(|| node_id(data)),
+        ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),
+    };
+    tracing::info!(node = %lease.node, lease_ttl = ?lease.ttl, "node");
+    let mut host =
+        Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache()).with_lease(lease);
     // Bind before loading plugins so a taken port fails at once, not after
     // every module has been compiled.
     // A run that exits once caught up is a batch job: it serves HTTP only

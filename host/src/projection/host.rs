@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::projection::config::Config;
+use crate::projection::lease::LeaseSettings;
 use crate::projection::runner::{CommitNotice, Progress, Runner, StoreErrors, Switches, SyncConfig};
 use crate::projection::watch::{PluginChange, PluginWatcher, WatchError, is_plugin_file};
 use crate::runtime::call_thread::CallThread;
@@ -328,6 +329,8 @@ pub struct Host {
     switches: Switches,
     store_errors: StoreErrors,
     notices: broadcast::Sender<CommitNotice>,
+    /// This node's id and lease lifetime: every runner writes under a lease.
+    lease: LeaseSettings,
 }
 
 impl Host {
@@ -375,6 +378,7 @@ impl Host {
             switches: Switches::default(),
             store_errors: StoreErrors::default(),
             notices: broadcast::channel(NOTICE_BUFFER).0,
+            lease: LeaseSettings::default(),
         })
     }
 
@@ -384,6 +388,19 @@ impl Host {
     pub fn with_writer(mut self, writer: Arc<dyn ModelWriter>) -> Self {
         self.writer = writer;
         self
+    }
+
+    /// Runs as node `settings.node`, with leases of `settings.ttl`. Hosts
+    /// sharing a store must have distinct node ids; the default,
+    /// `{hostname}-{pid}`, is distinct per process.
+    pub fn with_lease(mut self, settings: LeaseSettings) -> Self {
+        self.lease = settings;
+        self
+    }
+
+    /// This node's lease settings.
+    pub fn lease(&self) -> &LeaseSettings {
+        &self.lease
     }
 
     /// Caches compiled plugins and module bytes in `cache`.
@@ -625,6 +642,7 @@ impl Host {
             checkpoint: record.checkpoint,
             state: record.state,
             last_error: record.last_error.clone(),
+            leased: false,
         });
         if record.state == ProjectionState::Faulted {
             tracing::warn!(
@@ -650,6 +668,9 @@ impl Host {
             source: self.source.clone(),
             registry: self.models.clone(),
             writer: self.writer.clone(),
+            leased: false,
+            leases: self.models.clone(),
+            lease: self.lease.clone(),
             sync: self.sync.clone(),
             config,
             progress: progress_tx,
@@ -715,7 +736,9 @@ impl Host {
             let mut rx = r.progress.clone();
             // An error means the runner ended; its last report says why.
             let _ = rx
-                .wait_for(|p| (p.checkpoint >= head && p.role == Role::Active) || p.state != ProjectionState::Running)
+                .wait_for(|p| {
+                    (p.leased && p.checkpoint >= head && p.role == Role::Active) || p.state != ProjectionState::Running
+                })
                 .await;
         }
         Ok(())

@@ -18,12 +18,13 @@ use crate::db::DbErrorKind;
 use crate::model::changes::{Change, ChangeError, ChangeSet};
 use crate::model::event::{Event, Subscription};
 use crate::projection::config::ProjectionConfig;
+use crate::projection::lease::{LeaseSettings, NoLease, Renewal, wait_for_lease};
 use crate::projection::policy::FailurePolicy;
 use crate::runtime::call_thread::CallThread;
 use crate::runtime::plugin::{Instance, ModelAccess, Plugin, PluginError};
 use crate::source::{EventSource, SourceError};
 use crate::store::document_cache::DocumentCache;
-use crate::store::{DeadLetter, ModelKey, ModelWriter, ProjectionState, Registry, Role, StoreError};
+use crate::store::{DeadLetter, Lease, Leases, ModelKey, ModelWriter, ProjectionState, Registry, Role, StoreError};
 
 /// How a projection batches events: the three sync strategies.
 ///
@@ -99,6 +100,10 @@ pub struct Progress {
     /// is retrying ("store unavailable: ..."), cleared by the next step that
     /// succeeds.
     pub last_error: Option<String>,
+    /// Whether the runner holds the generation's lease and has taken up
+    /// its stored checkpoint and replayed the dead letters marked for it:
+    /// until then `checkpoint` is the one it was started with.
+    pub leased: bool,
 }
 
 /// The store or source error each generation is retrying, while it retries:
@@ -206,6 +211,12 @@ pub(crate) struct Runner {
     pub registry: Arc<dyn Registry>,
     /// Where its batches are committed.
     pub writer: Arc<dyn ModelWriter>,
+    /// Whether it holds its lease and has synced to the store (see [`Progress::leased`]).
+    pub leased: bool,
+    /// Where the generation's lease is taken and renewed.
+    pub leases: Arc<dyn Leases>,
+    /// This node's id and lease lifetime.
+    pub lease: LeaseSettings,
     pub sync: SyncConfig,
     pub config: ProjectionConfig,
     pub progress: watch::Sender<Progress>,
@@ -354,7 +365,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 type Slot = Option<(Instance, u64)>;
 
 impl Runner {
-    /// Runs until stopped or faulted.
+    /// Runs until stopped or faulted, while it holds the generation's lease.
+    ///
+    /// A runner writes only under its lease. Another node holding it, the
+    /// runner stands by and asks again; losing it (a write the store fenced),
+    /// the runner drops everything it projected and stands by again.
     pub async fn run(mut self) {
         let name = self.key.projection.clone();
         let access = ModelAccess {
@@ -365,19 +380,109 @@ impl Runner {
             documents: self.documents.clone(),
         };
         let mut instance: Slot = None;
-        let mut partial_since: Option<Instant> = None;
-        let mut backoff = Duration::from_millis(100);
         let _clear = ClearStoreError(self.store_errors.clone(), self.key.clone());
-        let mut retrying = false;
-        tracing::info!(projection = %name, generation = self.key.generation, checkpoint = self.checkpoint, "projection started");
-        // Dead letters belong to the serving generation; a rebuild starts clean.
-        if self.role == Role::Active {
-            if let Err(e) = self.replay_dead_letters(&access, &mut instance).await {
-                tracing::warn!(projection = %name, error = %e, "could not replay dead letters; they stay for the next run");
+        loop {
+            let mut stop = self.stop.clone();
+            let progress = self.progress.clone();
+            let lease = match wait_for_lease(self.leases.as_ref(), &self.key, &self.lease, &mut stop, |owner| {
+                progress.send_modify(|p| p.last_error = Some(format!("standby: node `{owner}` holds the lease")));
+            })
+            .await
+            {
+                Ok(lease) => lease,
+                Err(NoLease::Stopped) => {
+                    self.report(ProjectionState::Stopped, None);
+                    return;
+                }
+                Err(NoLease::Retired) => {
+                    tracing::info!(projection = %name, generation = self.key.generation, "generation retired");
+                    self.report(ProjectionState::Stopped, None);
+                    return;
+                }
+            };
+            let renewal = Renewal::start(self.leases.clone(), lease.clone(), &self.lease);
+            match self.run_leased(&access, &mut instance, &lease).await {
+                Leased::Lost(reason) => {
+                    self.leased = false;
+                    tracing::warn!(projection = %name, generation = self.key.generation, node = %self.lease.node,
+                        reason = %reason, "lost the lease; dropped what was not committed and standing by");
+                    drop(renewal);
+                    instance = None;
+                    self.discard();
+                    self.report(ProjectionState::Running, Some(format!("standby: {reason}")));
+                }
+                Leased::Ended => {
+                    drop(renewal);
+                    if let Err(e) = self.leases.release(&lease).await {
+                        tracing::warn!(projection = %name, error = %e, "could not release the lease; it expires by itself");
+                    }
+                    return;
+                }
             }
         }
+    }
+
+    /// Forgets everything projected after the committed checkpoint.
+    fn discard(&mut self) {
+        if let Some(c) = self.committing.take() {
+            c.task.abort();
+        }
+        self.documents.clear();
+        self.staged = Staged::default();
+        self.read_ahead = None;
+    }
+
+    /// Takes the stored checkpoint and role as they are now: another node
+    /// may have moved them while this one did not hold the lease.
+    async fn resync(&mut self) -> Result<(), StepError> {
+        let record = self.registry.generation(&self.key).await.map_err(StepError::from_store)?;
+        if !matches!(record.role, Role::Active | Role::Building) {
+            return Err(StepError::Retired);
+        }
+        if record.checkpoint != self.checkpoint {
+            tracing::info!(projection = %self.key.projection, from = self.checkpoint, to = record.checkpoint,
+                "another node moved the checkpoint; resuming from it");
+            self.discard();
+            self.checkpoint = record.checkpoint;
+        }
+        self.role = record.role;
+        Ok(())
+    }
+
+    /// The runner's work while it holds `lease`.
+    async fn run_leased(&mut self, access: &ModelAccess, instance: &mut Slot, lease: &Lease) -> Leased {
+        let name = self.key.projection.clone();
+        let mut partial_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(100);
+        let mut retrying = false;
+        tracing::info!(projection = %name, generation = self.key.generation, checkpoint = self.checkpoint,
+            node = %lease.node, epoch = lease.epoch, "projection started");
+        let mut synced = false;
         while !*self.stop.borrow() {
-            match self.step(&access, &mut instance, &mut partial_since).await {
+            let step = if synced {
+                self.step(access, instance, &mut partial_since).await
+            } else {
+                match self.resync().await {
+                    Ok(()) => {
+                        synced = true;
+                        // Dead letters belong to the serving generation; a rebuild starts clean.
+                        if self.role == Role::Active {
+                            if let Err(e) = self.replay_dead_letters(access, instance).await {
+                                if let ReplayError::Store(StoreError::LeaseLost { .. }) = &e {
+                                    return Leased::Lost(e.to_string());
+                                }
+                                tracing::warn!(projection = %name, error = %e,
+                                    "could not replay dead letters; they stay for the next run");
+                            }
+                        }
+                        self.leased = true;
+                        self.report(ProjectionState::Running, None);
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match step {
                 Ok(pause) => {
                     backoff = Duration::from_millis(100);
                     if std::mem::take(&mut retrying) {
@@ -389,6 +494,7 @@ impl Runner {
                         self.sleep(pause).await;
                     }
                 }
+                Err(StepError::LeaseLost(reason)) => return Leased::Lost(reason),
                 Err(StepError::Fault(fault)) => {
                     let message = fault.to_string();
                     tracing::error!(projection = %name, generation = self.key.generation, role = %self.role,
@@ -402,12 +508,12 @@ impl Runner {
                         tracing::error!(projection = %name, error = %e, "could not record the fault");
                     }
                     self.report(ProjectionState::Faulted, Some(message));
-                    return;
+                    return Leased::Ended;
                 }
                 Err(StepError::Retired) => {
                     tracing::info!(projection = %name, generation = self.key.generation, "generation retired");
                     self.report(ProjectionState::Stopped, None);
-                    return;
+                    return Leased::Ended;
                 }
                 Err(StepError::Transient(e)) => {
                     tracing::warn!(projection = %name, error = %e, retry_in = ?backoff, "store unavailable, retrying");
@@ -423,12 +529,17 @@ impl Runner {
         // Keep what was projected before the stop. A generation retired in
         // the meantime refuses the commit, and its events are simply re-read
         // by whoever runs next: either way nothing is lost or doubled.
-        let _ = self.flush(true).await;
+        if let Err(StepError::LeaseLost(_)) = self.flush(true).await {
+            // Another node runs it now: its state is that node's to record.
+            self.report(ProjectionState::Stopped, None);
+            return Leased::Ended;
+        }
         if let Err(e) = self.registry.set_state(&self.key, ProjectionState::Stopped, None).await {
             tracing::warn!(projection = %name, error = %e, "could not record the stop");
         }
         self.report(ProjectionState::Stopped, None);
         tracing::info!(projection = %name, checkpoint = self.checkpoint, "projection stopped");
+        Leased::Ended
     }
 
     /// One read-project-commit cycle. Returns how long to pause before the next.
@@ -963,6 +1074,7 @@ impl Runner {
             checkpoint: self.checkpoint,
             state,
             last_error,
+            leased: self.leased,
         });
     }
 
@@ -988,6 +1100,16 @@ enum StepError {
     Transient(String),
     /// The generation was replaced or dropped: stop without a fault.
     Retired,
+    /// Another node holds the lease now: stand by, without a fault.
+    LeaseLost(String),
+}
+
+/// How a runner's time under a lease ended.
+enum Leased {
+    /// Another node took the lease over.
+    Lost(String),
+    /// Stopped, faulted or retired: the runner is done.
+    Ended,
 }
 
 impl StepError {
@@ -999,6 +1121,7 @@ impl StepError {
         match e {
             e @ StoreError::CheckpointMoved { .. } => Self::Fault(Fault::Store(e)),
             StoreError::Retired { .. } => Self::Retired,
+            e @ StoreError::LeaseLost { .. } => Self::LeaseLost(e.to_string()),
             StoreError::Database(e) if e.kind() == DbErrorKind::Refused => {
                 Self::Fault(Fault::Refused(StoreError::Database(e)))
             }
