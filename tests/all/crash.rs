@@ -1,7 +1,14 @@
 //! Crash safety: SIGKILL the host again and again while it projects 50,000
 //! events; the final read model must equal a run that was never interrupted,
 //! document by document (no event lost, none applied twice). Run once with
-//! the embedded SQLite stores and once with both stores in PostgreSQL.
+//! the embedded SQLite stores and once with both stores in PostgreSQL, and
+//! with two hosts sharing one PostgreSQL store, killed at random during
+//! catch-up and during a dead-letter replay.
+//!
+//! Kill times adapt to the machine: a round in which the host made no
+//! progress (a slow start on a loaded machine) lengthens the next one, a
+//! round that made progress shortens it, so kills keep landing mid-run
+//! however fast or slow the machine is.
 
 use crate::common;
 
@@ -10,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use refract::ReadModelStore;
 use sqlx::Connection;
 
 const EVENTS: usize = 50_000;
@@ -39,9 +47,14 @@ impl Target {
 }
 
 fn host_command(target: &Target, plugins: &Path) -> Command {
+    host_on(target, &target.data, plugins)
+}
+
+/// A host on `target`'s stores with its own data dir (and so its own node id).
+fn host_on(target: &Target, data: &Path, plugins: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_refract"));
     cmd.arg("--data-dir")
-        .arg(&target.data)
+        .arg(data)
         .args(["--events", &target.events, "--store", &target.models])
         // Commits grouped over 10 batches, one in flight while the next are
         // projected: kills land between, during and after commits.
@@ -86,15 +99,14 @@ async fn sigkill_loop(dir: &Path, killed: &Target, clean: &Target) {
     let events = bank_events(1_000, EVENTS, 42);
     seed(killed, clean, &events).await;
 
-    // Kill after a random delay; the delay grows slowly so that runs get
-    // past plugin compilation and into projection, whatever the machine's speed.
     let mut rng = Rng::new(99);
+    let mut pace = Pace::new();
     let mut kills_mid_stream = 0;
     let mut last_checkpoint = 0;
     let mut finished = false;
-    for round in 0..200u64 {
+    for _ in 0..400 {
         let mut child = host_command(killed, &plugins).spawn().unwrap();
-        let delay = Duration::from_millis(60 + round * 8 + rng.below(150));
+        let delay = pace.next_delay(&mut rng);
         let started = Instant::now();
         let exited = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -117,6 +129,7 @@ async fn sigkill_loop(dir: &Path, killed: &Target, clean: &Target) {
         if cp > last_checkpoint && cp < EVENTS as u64 {
             kills_mid_stream += 1;
         }
+        pace.record(cp > last_checkpoint);
         last_checkpoint = cp;
     }
     eprintln!("{kills_mid_stream} kills landed mid-projection");
@@ -168,4 +181,310 @@ async fn seed(killed: &Target, clean: &Target, events: &[BankEvent]) {
             std::fs::copy(killed.data.join("events.db"), clean.data.join("events.db")).unwrap();
         }
     }
+}
+
+/// Delays between a host's start and its SIGKILL, adapted to the machine.
+struct Pace {
+    level: Duration,
+    floor: Duration,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self::starting(Duration::from_millis(200), Duration::from_millis(100))
+    }
+
+    /// Starts at `level`, and never goes below `floor`.
+    fn starting(level: Duration, floor: Duration) -> Self {
+        Self { level, floor }
+    }
+
+    /// A random delay around the current level (half to one and a half times it).
+    fn next_delay(&self, rng: &mut Rng) -> Duration {
+        let ms = self.level.as_millis() as u64;
+        Duration::from_millis(ms / 2 + rng.below(ms.max(1)))
+    }
+
+    /// A round without progress means the host did not get past its start
+    /// in time: give it longer. With progress, kill sooner, to stay mid-run.
+    fn record(&mut self, progressed: bool) {
+        self.level = if progressed {
+            (self.level * 4 / 5).max(self.floor)
+        } else {
+            (self.level * 3 / 2).min(Duration::from_secs(30))
+        };
+    }
+}
+
+/// The lease lifetime the two-host runs use: short, so that a killed
+/// owner's projections move to the other host within the test's rounds.
+const TWO_HOST_TTL_MS: &str = "1000";
+
+/// Two hosts, each with its own data dir (so its own node id), share one
+/// PostgreSQL store. Round after round one of them is SIGKILLed, sometimes
+/// the lease owner kept down past its lease so the other takes over. Each
+/// event must be applied exactly once: the models equal an uninterrupted
+/// run's, document by document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_sigkilled_during_catch_up_lose_and_double_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Target::postgres(dir.path().join("a")).await;
+    let clean = Target::postgres(dir.path().join("clean")).await;
+    let plugins = plugins_dir(dir.path(), &["account_summary", "order_summary"]);
+    let events = bank_events(1_000, EVENTS, 43);
+    seed(&shared, &clean, &events).await;
+
+    let report = kill_two_hosts(dir.path(), &shared, &plugins, "account-summary", EVENTS as u64).await;
+    eprintln!("two hosts: {report:?}");
+    assert!(report.kills_mid_stream >= 3, "only {} kills landed mid-projection", report.kills_mid_stream);
+    assert!(report.owners_seen >= 2, "the lease never moved to the other host: {report:?}");
+
+    let status = host_command(&clean, &plugins).status().unwrap();
+    assert!(status.success());
+    let shared_models = refract::open_models(&shared.models).await.unwrap();
+    let clean_models = refract::open_models(&clean.models).await.unwrap();
+    for (projection, collections) in
+        [("account-summary", &["accounts"][..]), ("order-summary", &["orders", "customers"][..])]
+    {
+        let a = shared_models.projection(projection).await.unwrap();
+        assert_eq!(a.checkpoint, EVENTS as u64, "{projection}");
+        for c in collections {
+            let got = all_documents(shared_models.as_ref(), projection, c).await;
+            let want = all_documents(clean_models.as_ref(), projection, c).await;
+            assert_eq!(got, want, "{projection}/{c} differs from the uninterrupted run");
+        }
+    }
+    let docs = all_documents(shared_models.as_ref(), "account-summary", "accounts").await;
+    for (id, want) in expected_accounts(&events) {
+        assert_eq!(docs[&id]["balance"].as_i64(), Some(want.balance), "{id}");
+        assert_eq!(docs[&id]["transactions"].as_u64(), Some(want.transactions), "{id}");
+    }
+}
+
+/// Dead letters replayed by the two-host replay test.
+const LETTERS: usize = 1_000;
+
+/// 1,000 events are dead-lettered under a 1 KiB document limit; the limit is
+/// raised and `refract retry` marks them. Two hosts then replay them while
+/// being SIGKILLed: each letter is applied exactly once, so every entry's
+/// sum and count equal the events' own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_sigkilled_during_dead_letter_replay_apply_each_letter_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Target::postgres(dir.path().join("a")).await;
+    let plugins = plugins_dir(dir.path(), &["poison"]);
+    // 50 accounts; 1,000 deposits carry a 2,000-byte note, too big for 1 KiB.
+    let mut events = bank_events(50, 6_000, 44);
+    let mut rng = Rng::new(7);
+    let mut noted = 0;
+    while noted < LETTERS {
+        let i = rng.below(events.len() as u64) as usize;
+        if events[i].event_type == "MoneyDeposited" && events[i].payload.get("note").is_none() {
+            events[i].payload["note"] = serde_json::Value::String(format!("{i:04}").repeat(500));
+            noted += 1;
+        }
+    }
+    let store = refract::open_events(&shared.events).await.unwrap();
+    append_all(store.as_ref(), &events).await;
+    let total = store.head().await.unwrap();
+
+    let write_config = |kib: u32| {
+        let path = dir.path().join(format!("refract-{kib}.toml"));
+        std::fs::write(&path, format!("[defaults]\nretries = 0\non_failure = \"skip\"\nmax_document_kib = {kib}\n"))
+            .unwrap();
+        path
+    };
+    let strict = write_config(1);
+    let status = host_command(&shared, &plugins).arg("--config").arg(&strict).status().unwrap();
+    assert!(status.success());
+    let models = refract::open_models(&shared.models).await.unwrap();
+    assert_eq!(models.dead_letters("ledger").await.unwrap().len(), LETTERS);
+    assert_eq!(models.request_retry("ledger").await.unwrap().replays, LETTERS as u64);
+
+    let relaxed = write_config(4);
+    let report = replay_with_two_hosts(dir.path(), &shared, &plugins, &relaxed, models.as_ref()).await;
+    eprintln!("two hosts replaying: {report:?}");
+    assert!(report.kills_mid_stream >= 3, "only {} kills landed mid-replay", report.kills_mid_stream);
+
+    assert_eq!(models.dead_letters("ledger").await.unwrap(), vec![], "every letter was replayed");
+    assert_eq!(models.projection("ledger").await.unwrap().checkpoint, total);
+    assert_eq!(ledger(models.as_ref()).await, expected_ledger(&events));
+}
+
+/// What a two-host kill loop did.
+#[derive(Debug, Default)]
+struct KillReport {
+    rounds: usize,
+    kills_mid_stream: usize,
+    /// Distinct nodes seen holding the lease while work was left.
+    owners_seen: usize,
+}
+
+/// The node ids of the two hosts.
+const NODES: [&str; 2] = ["node-a", "node-b"];
+
+/// The two hosts of a two-host run, each `None` while it is down.
+struct Pair {
+    data: [PathBuf; 2],
+    children: [Option<std::process::Child>; 2],
+}
+
+impl Pair {
+    fn new(dir: &Path) -> Self {
+        Self { data: [dir.join("node-a"), dir.join("node-b")], children: [None, None] }
+    }
+
+    /// Starts host `i` if it is down, as node `NODES[i]`.
+    fn start(&mut self, i: usize, spawn: &dyn Fn(&Path) -> Command) {
+        if self.children[i].is_none() {
+            self.children[i] = Some(spawn(&self.data[i]).args(["--node-id", NODES[i]]).spawn().unwrap());
+        }
+    }
+
+    /// Hosts that exited on their own since the last look (they must have succeeded).
+    fn reap(&mut self) -> usize {
+        let mut done = 0;
+        for slot in &mut self.children {
+            if let Some(status) = slot.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                assert!(status.success(), "a host failed on its own: {status}");
+                *slot = None;
+                done += 1;
+            }
+        }
+        done
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    /// Waits for the live hosts to finish by themselves.
+    fn finish(&mut self) {
+        for slot in &mut self.children {
+            if let Some(mut c) = slot.take() {
+                let status = c.wait().unwrap();
+                assert!(status.success(), "a host failed on its own: {status}");
+            }
+        }
+    }
+}
+
+/// Which of the pair's data dirs belongs to the node holding the lease.
+async fn lease_owner(models: &dyn ReadModelStore, projection: &str) -> Option<String> {
+    let leases = models.leases().await.unwrap();
+    leases.into_iter().filter(|l| l.key.projection == projection && !l.expired).map(|l| l.owner).next()
+}
+
+/// Runs two `refract run --exit-when-caught-up` hosts on `target` with
+/// random SIGKILLs until one of them finishes by itself, then lets the
+/// other finish. Every third kill hits the lease owner and keeps it down
+/// for longer than the lease, so the other host must take over.
+async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection: &str, head: u64) -> KillReport {
+    let spawn = |data: &Path| {
+        let mut cmd = host_on(target, data, plugins);
+        cmd.args(["--lease-ttl-ms", TWO_HOST_TTL_MS]);
+        cmd
+    };
+    let models = refract::open_models(&target.models).await.unwrap();
+    let mut pair = Pair::new(dir);
+    let mut rng = Rng::new(5);
+    let mut pace = Pace::new();
+    let mut report = KillReport::default();
+    let mut owners = std::collections::BTreeSet::new();
+    let mut last = 0;
+    let mut down: Option<(usize, Instant)> = None;
+    for round in 0..400 {
+        report.rounds = round + 1;
+        for i in 0..2 {
+            let kept_down = down.is_some_and(|(d, until)| d == i && Instant::now() < until);
+            if !kept_down {
+                pair.start(i, &spawn);
+            }
+        }
+        tokio::time::sleep(pace.next_delay(&mut rng)).await;
+        if pair.reap() > 0 {
+            break;
+        }
+        let owner = lease_owner(models.as_ref(), projection).await;
+        let cp = checkpoint(target, projection).await;
+        assert!(cp >= last, "checkpoint went back from {last} to {cp}");
+        if let Some(owner) = &owner {
+            if cp < head {
+                owners.insert(owner.clone());
+            }
+        }
+        // Every third round the owner goes down for longer than its lease.
+        let victim = match owner.as_deref().and_then(node_index) {
+            Some(i) if round % 3 == 2 => {
+                down = Some((i, Instant::now() + Duration::from_millis(2_500)));
+                i
+            }
+            _ => rng.below(2) as usize,
+        };
+        pair.kill(victim);
+        let cp = checkpoint(target, projection).await;
+        if cp > last && cp < head {
+            report.kills_mid_stream += 1;
+        }
+        pace.record(cp > last);
+        last = cp;
+    }
+    pair.finish();
+    report.owners_seen = owners.len();
+    assert_eq!(checkpoint(target, projection).await, head, "the hosts never finished: {report:?}");
+    report
+}
+
+/// Which host of the pair runs as node `owner`.
+fn node_index(owner: &str) -> Option<usize> {
+    NODES.iter().position(|n| *n == owner)
+}
+
+/// The same loop for a replay, killing the host that holds the lease (the
+/// one replaying) whenever it is known: it ends when a host finished by
+/// itself. A kill counts as mid-replay when the owner had replayed some
+/// letters and not all.
+async fn replay_with_two_hosts(
+    dir: &Path,
+    target: &Target,
+    plugins: &Path,
+    config: &Path,
+    models: &dyn ReadModelStore,
+) -> KillReport {
+    let spawn = |data: &Path| {
+        let mut cmd = host_on(target, data, plugins);
+        cmd.args(["--lease-ttl-ms", TWO_HOST_TTL_MS]).arg("--config").arg(config);
+        cmd
+    };
+    let mut pair = Pair::new(dir);
+    let mut rng = Rng::new(6);
+    // A replay is quick: kills must come soon after a host is up.
+    let mut pace = Pace::starting(Duration::from_millis(60), Duration::from_millis(20));
+    let mut report = KillReport::default();
+    let letters = || async { models.dead_letters("ledger").await.unwrap().len() };
+    let all = letters().await;
+    let mut left = all;
+    for round in 0..400 {
+        report.rounds = round + 1;
+        pair.start(0, &spawn);
+        pair.start(1, &spawn);
+        tokio::time::sleep(pace.next_delay(&mut rng)).await;
+        if pair.reap() > 0 {
+            break;
+        }
+        let owner = lease_owner(models, "ledger").await.as_deref().and_then(node_index);
+        pair.kill(owner.unwrap_or_else(|| rng.below(2) as usize));
+        let now = letters().await;
+        assert!(now <= left, "dead letters came back: {left} -> {now}");
+        if owner.is_some() && now > 0 && now < all {
+            report.kills_mid_stream += 1;
+        }
+        pace.record(now < left);
+        left = now;
+    }
+    pair.finish();
+    report
 }

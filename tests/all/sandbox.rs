@@ -195,30 +195,6 @@ fn poisoned_stream(total: usize, poison_at: &[usize]) -> Vec<BankEvent> {
     events
 }
 
-/// The ledger as the test computes it: net amount and movement count per account.
-fn expected_ledger(events: &[BankEvent]) -> BTreeMap<String, (i64, u64)> {
-    let mut out: BTreeMap<String, (i64, u64)> = BTreeMap::new();
-    for e in events {
-        let amount = match e.event_type {
-            "MoneyDeposited" => e.payload["amount"].as_i64().unwrap(),
-            "MoneyWithdrawn" => -e.payload["amount"].as_i64().unwrap(),
-            _ => continue,
-        };
-        let entry = out.entry(e.stream.clone()).or_default();
-        entry.0 += amount;
-        entry.1 += 1;
-    }
-    out
-}
-
-async fn ledger(models: &dyn ReadModelStore) -> BTreeMap<String, (i64, u64)> {
-    all_documents(models, "ledger", "entries")
-        .await
-        .into_iter()
-        .map(|(id, d)| (id, (d["net"].as_i64().unwrap(), d["movements"].as_u64().unwrap())))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_records_each_poison_event_and_projects_the_rest() {
     let dir = tempfile::tempdir().unwrap();

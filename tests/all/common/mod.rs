@@ -214,3 +214,28 @@ pub fn assert_accounts(docs: &BTreeMap<String, Value>, expected: &BTreeMap<Strin
         assert_eq!(got["status"].as_str(), Some(status), "status of {id}");
     }
 }
+
+/// The `ledger` fixture's model (net, movements per account), computed without refract.
+pub fn expected_ledger(events: &[BankEvent]) -> BTreeMap<String, (i64, u64)> {
+    let mut out: BTreeMap<String, (i64, u64)> = BTreeMap::new();
+    for e in events {
+        let amount = match e.event_type {
+            "MoneyDeposited" => e.payload["amount"].as_i64().unwrap(),
+            "MoneyWithdrawn" => -e.payload["amount"].as_i64().unwrap(),
+            _ => continue,
+        };
+        let entry = out.entry(e.stream.clone()).or_default();
+        entry.0 += amount;
+        entry.1 += 1;
+    }
+    out
+}
+
+/// The `ledger` model as stored: (net, movements) per entry.
+pub async fn ledger(models: &dyn ReadModelStore) -> BTreeMap<String, (i64, u64)> {
+    all_documents(models, "ledger", "entries")
+        .await
+        .into_iter()
+        .map(|(id, d)| (id, (d["net"].as_i64().unwrap(), d["movements"].as_u64().unwrap())))
+        .collect()
+}
