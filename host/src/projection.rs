@@ -4,6 +4,7 @@
 
 pub(crate) mod config;
 pub(crate) mod host;
+pub(crate) mod lease;
 pub(crate) mod policy;
 pub(crate) mod runner;
 pub(crate) mod watch;
