@@ -369,6 +369,8 @@ impl Runner {
         let mut backoff = Duration::from_millis(100);
         let _clear = ClearStoreError(self.store_errors.clone(), self.key.clone());
         let mut retrying = false;
+        // Subscribed before the first head query, so no append after it is missed.
+        let mut appended = self.source.subscribe();
         tracing::info!(projection = %name, generation = self.key.generation, checkpoint = self.checkpoint, "projection started");
         // Dead letters belong to the serving generation; a rebuild starts clean.
         if self.role == Role::Active {
@@ -386,7 +388,7 @@ impl Runner {
                         self.report(ProjectionState::Running, None);
                     }
                     if let Some(pause) = pause {
-                        self.sleep(pause).await;
+                        self.pause(pause, &mut appended).await;
                     }
                 }
                 Err(StepError::Fault(fault)) => {
@@ -970,6 +972,33 @@ impl Runner {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
             _ = self.stop.changed() => {}
+        }
+    }
+
+    /// The pause between two steps: until `d` has passed, the runner is
+    /// stopped, or the source reports an append (see
+    /// [`EventSource::subscribe`]), so new events are read at once and the
+    /// poll is only the fallback. A scheduled projection is the exception:
+    /// projecting once per interval is what it asked for. An append seen
+    /// while the runner was busy ends the next pause at once, since the
+    /// receiver remembers it; at worst that costs one head query too many.
+    async fn pause(&mut self, d: Duration, appended: &mut Option<watch::Receiver<u64>>) {
+        let wakes = appended.as_mut().filter(|_| self.sync.interval.is_none());
+        let append = async {
+            match wakes {
+                // An error means the source is gone: only the timer and stop are left.
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.stop.changed() => {}
+            _ = append => {}
         }
     }
 }
