@@ -2,6 +2,7 @@
 
 mod postgres;
 mod sqlite;
+mod wake;
 
 use async_trait::async_trait;
 
@@ -95,6 +96,17 @@ pub trait EventSource: Send + Sync + 'static {
         subscription: &Subscription,
         limit: usize,
     ) -> Result<Vec<Event>, SourceError>;
+
+    /// Wake-ups for new events: a receiver whose value, the newest position
+    /// the source knows to be appended, changes as soon as it learns of an
+    /// append, so an idle runner reads at once instead of at its next poll.
+    /// `None` (the default): the source cannot tell, and runners only poll.
+    /// A notice may come late or be missed (a lost connection), so runners
+    /// keep polling as the fallback; it may also come for events a runner
+    /// already read, which costs it one head query.
+    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// An event source that can also append, with optimistic concurrency.

@@ -31,3 +31,4 @@ mod sandbox;
 mod scaffold;
 mod store_refusals;
 mod throughput;
+mod wakeups;

@@ -1,7 +1,7 @@
 //! End-to-end benchmarks of refract: projection throughput into SQLite
 //! (WASM plugin, the same projection in native Rust, and the raw SQLite
-//! ceiling), rebuild time, the WASM boundary alone, and peak RSS with 1 and
-//! 10 concurrent projections. See BENCHMARKS.md for what each figure means.
+//! ceiling), rebuild time, the WASM boundary alone, peak RSS with 1 and
+//! 10 concurrent projections, and append → visible latency. See BENCHMARKS.md for what each figure means.
 //!
 //! ```sh
 //! scripts/build-plugins
@@ -11,6 +11,8 @@
 // glibc tuning, shared with the `refract` binary.
 #[path = "../cli/allocator.rs"]
 mod allocator;
+#[path = "refract-bench/latency.rs"]
+mod latency;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -58,7 +60,22 @@ struct Args {
     /// Folder holding account_summary.wasm and bench_decode.wasm.
     #[arg(long, default_value = "target/wasm32-wasip2/plugin")]
     plugins: PathBuf,
-    /// Skip parts: any of throughput, rebuild, boundary, rss; or native and
+    /// Appends per append → visible latency measurement with wake-ups.
+    #[arg(long, default_value_t = 1_000)]
+    latency_appends: usize,
+    /// Appends per latency measurement with wake-ups hidden, the poll-only
+    /// baseline (each waits for a poll; 0 skips it).
+    #[arg(long, default_value_t = 100)]
+    latency_baseline_appends: usize,
+    /// PostgreSQL server for the latency part (a schema of its own is
+    /// created and dropped); without it only SQLite is measured.
+    #[arg(long, env = "DATABASE_URL")]
+    postgres_url: Option<String>,
+    /// Internal: append one event per line of stdin to this store URL and
+    /// print each position (the other process of the latency part).
+    #[arg(long, hide = true)]
+    append_child: Option<String>,
+    /// Skip parts: any of throughput, rebuild, boundary, rss, latency; or native and
     /// raw, the two comparison columns of the throughput table (e.g. to profile
     /// the engine alone).
     #[arg(long, value_delimiter = ',')]
@@ -69,6 +86,9 @@ fn main() -> Result<()> {
     allocator::tune_allocator();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(url) = &args.append_child {
+        return rt.block_on(latency::child(url));
+    }
     rt.block_on(run(args))
 }
 
@@ -156,6 +176,17 @@ async fn run(args: Args) -> Result<()> {
             }
             println!("| {batch} | {:.0} |", median(&mut rates));
         }
+    }
+
+    if !skip("latency") {
+        latency::run(&latency::Settings {
+            work_dir: &args.work_dir,
+            plugin: &account_summary,
+            appends: args.latency_appends,
+            baseline_appends: args.latency_baseline_appends,
+            postgres: args.postgres_url.as_deref(),
+        })
+        .await?;
     }
 
     if !skip("rss") {

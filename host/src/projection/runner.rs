@@ -381,6 +381,8 @@ impl Runner {
         };
         let mut instance: Slot = None;
         let _clear = ClearStoreError(self.store_errors.clone(), self.key.clone());
+        // Subscribed before the first head query, so no append after it is missed.
+        let mut appended = self.source.subscribe();
         loop {
             let mut stop = self.stop.clone();
             let progress = self.progress.clone();
@@ -401,7 +403,7 @@ impl Runner {
                 }
             };
             let renewal = Renewal::start(self.leases.clone(), lease.clone(), &self.lease);
-            match self.run_leased(&access, &mut instance, &lease).await {
+            match self.run_leased(&access, &mut instance, &lease, &mut appended).await {
                 Leased::Lost(reason) => {
                     self.leased = false;
                     tracing::warn!(projection = %name, generation = self.key.generation, node = %self.lease.node,
@@ -450,7 +452,13 @@ impl Runner {
     }
 
     /// The runner's work while it holds `lease`.
-    async fn run_leased(&mut self, access: &ModelAccess, instance: &mut Slot, lease: &Lease) -> Leased {
+    async fn run_leased(
+        &mut self,
+        access: &ModelAccess,
+        instance: &mut Slot,
+        lease: &Lease,
+        appended: &mut Option<watch::Receiver<u64>>,
+    ) -> Leased {
         let name = self.key.projection.clone();
         let mut partial_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
@@ -491,7 +499,7 @@ impl Runner {
                         self.report(ProjectionState::Running, None);
                     }
                     if let Some(pause) = pause {
-                        self.sleep(pause).await;
+                        self.pause(pause, appended).await;
                     }
                 }
                 Err(StepError::LeaseLost(reason)) => return Leased::Lost(reason),
@@ -1082,6 +1090,33 @@ impl Runner {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
             _ = self.stop.changed() => {}
+        }
+    }
+
+    /// The pause between two steps: until `d` has passed, the runner is
+    /// stopped, or the source reports an append (see
+    /// [`EventSource::subscribe`]), so new events are read at once and the
+    /// poll is only the fallback. A scheduled projection is the exception:
+    /// projecting once per interval is what it asked for. An append seen
+    /// while the runner was busy ends the next pause at once, since the
+    /// receiver remembers it; at worst that costs one head query too many.
+    async fn pause(&mut self, d: Duration, appended: &mut Option<watch::Receiver<u64>>) {
+        let wakes = appended.as_mut().filter(|_| self.sync.interval.is_none());
+        let append = async {
+            match wakes {
+                // An error means the source is gone: only the timer and stop are left.
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.stop.changed() => {}
+            _ = append => {}
         }
     }
 }

@@ -1,11 +1,15 @@
 //! Events in PostgreSQL, with a gapless global position.
 
+mod listen;
+
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::postgres::{PgConnection, PgExecutor, PgPool};
 use sqlx::{AssertSqlSafe, Row};
 
+use super::wake::Wake;
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
 use crate::db::DbTx;
@@ -48,6 +52,10 @@ const APPEND_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('refract.append
 /// small server; batch several events per append for more). Reads are never
 /// blocked.
 ///
+/// **Wake-ups.** Each append notifies its commit (`pg_notify`), and each
+/// store that has runners listens (see `listen.rs`), so runners on any node
+/// see an append within milliseconds instead of at their next poll.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), refract::SourceError> {
 /// use refract::{AppendRequest, EventStore, ExpectedVersion, NewEvent, PostgresEventStore};
@@ -62,6 +70,7 @@ const APPEND_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('refract.append
 #[derive(Debug, Clone)]
 pub struct PostgresEventStore {
     pool: PgPool,
+    wake: Arc<Wake>,
 }
 
 impl PostgresEventStore {
@@ -69,11 +78,12 @@ impl PostgresEventStore {
     pub async fn connect(url: &str) -> Result<Self, SourceError> {
         let pool = crate::db::postgres::connect(url).await?;
         crate::db::postgres::create_schema(&pool, SCHEMA).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, wake: Arc::new(Wake::new()) })
     }
 
     /// Closes the connections.
     pub async fn close(&self) {
+        self.wake.stop();
         self.pool.close().await;
     }
 }
@@ -81,10 +91,12 @@ impl PostgresEventStore {
 #[async_trait]
 impl EventSource for PostgresEventStore {
     async fn head(&self) -> Result<u64, SourceError> {
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::BIGINT FROM refract_events")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(head as u64)
+        Ok(head_of(&self.pool).await?)
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let options = (*self.pool.connect_options()).clone();
+        Some(self.wake.subscribe(|head| listen::follow(options, head)))
     }
 
     async fn read(
@@ -126,6 +138,13 @@ impl EventSource for PostgresEventStore {
         }
         Ok(events)
     }
+}
+
+/// Position of the newest event, 0 when there is none.
+async fn head_of<'e>(executor: impl PgExecutor<'e>) -> Result<u64, sqlx::Error> {
+    let head: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::BIGINT FROM refract_events").fetch_one(executor).await?;
+    Ok(head as u64)
 }
 
 /// The most positions one read statement covers.
@@ -238,12 +257,17 @@ impl EventStore for PostgresEventStore {
                 stream_version: version as u64,
             });
         }
+        // The notification rides in the same statement (no extra round trip
+        // while the append lock is held) and is delivered only if the append
+        // commits; its payload is what `listen.rs` parses.
         sqlx::query(
-            "INSERT INTO refract_events \
-                 (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
-             SELECT p, s, v, t, pl, m, $7 \
-             FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
-                 AS u(p, s, v, t, pl, m)",
+            "WITH appended AS ( \
+                 INSERT INTO refract_events \
+                     (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
+                 SELECT p, s, v, t, pl, m, $7 \
+                 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
+                     AS u(p, s, v, t, pl, m)) \
+             SELECT pg_notify($8, $9::bigint::text || ' ' || COALESCE(current_schema()::text, ''))",
         )
         .bind(&positions)
         .bind(&streams)
@@ -252,9 +276,12 @@ impl EventStore for PostgresEventStore {
         .bind(&payloads)
         .bind(&metadata)
         .bind(timestamp)
+        .bind(listen::CHANNEL)
+        .bind(position)
         .execute(tx.conn())
         .await?;
         tx.commit().await?;
+        self.wake.advance(position as u64);
         Ok(results)
     }
 

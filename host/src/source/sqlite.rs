@@ -1,12 +1,17 @@
 //! The embedded event store: one SQLite file, no server.
 
+mod wal;
+
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
+use sqlx::SqlitePool;
 use sqlx::sqlite::SqliteConnection;
 
+use super::wake::Wake;
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
 use crate::db::DbTx;
@@ -31,6 +36,10 @@ CREATE TABLE IF NOT EXISTS events (
 /// `max(position) + 1`, so they have no gaps and a reader can never see a
 /// later position commit before an earlier one.
 ///
+/// Runners are woken at once by appends through this store, and within a
+/// few milliseconds by appends of other processes, which the store notices
+/// through a watch on its WAL file (see `wal.rs`).
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), refract::SourceError> {
 /// use refract::{AppendRequest, EventStore, ExpectedVersion, NewEvent, SqliteEventStore};
@@ -45,6 +54,8 @@ CREATE TABLE IF NOT EXISTS events (
 #[derive(Debug, Clone)]
 pub struct SqliteEventStore {
     db: SqliteDb,
+    path: PathBuf,
+    wake: Arc<Wake>,
 }
 
 impl SqliteEventStore {
@@ -52,11 +63,12 @@ impl SqliteEventStore {
     pub async fn open(path: &Path) -> Result<Self, SourceError> {
         let db = SqliteDb::open(path).await?;
         sqlx::query(SCHEMA).execute(&db.writer).await?;
-        Ok(Self { db })
+        Ok(Self { db, path: path.to_owned(), wake: Arc::new(Wake::new()) })
     }
 
     /// Closes the connections.
     pub async fn close(&self) {
+        self.wake.stop();
         self.db.close().await;
     }
 }
@@ -64,9 +76,11 @@ impl SqliteEventStore {
 #[async_trait]
 impl EventSource for SqliteEventStore {
     async fn head(&self) -> Result<u64, SourceError> {
-        let head: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(&self.db.readers).await?;
-        Ok(head as u64)
+        Ok(head_of(&self.db.readers).await?)
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.wake.subscribe(|head| wal::follow(&self.path, self.db.readers.clone(), head)))
     }
 
     async fn read(
@@ -126,6 +140,12 @@ impl EventSource for SqliteEventStore {
         }
         Ok(events)
     }
+}
+
+/// Position of the newest event, 0 when there is none.
+async fn head_of(readers: &SqlitePool) -> Result<u64, sqlx::Error> {
+    let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(readers).await?;
+    Ok(head as u64)
 }
 
 /// Events a read reserves room for up front; a larger batch grows as it goes.
@@ -231,6 +251,7 @@ impl EventStore for SqliteEventStore {
             query.execute(tx.conn()).await?;
         }
         tx.commit().await?;
+        self.wake.advance(position as u64);
         Ok(results)
     }
 
