@@ -18,6 +18,7 @@ mod metrics;
 mod openapi;
 mod params;
 mod routes;
+mod server;
 mod sse;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use params::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use routes::{BODY_LIMIT, router};
+pub use server::HEADER_TIMEOUT;
 
 use crate::projection::host::{Host, ProjectionStatus};
 use crate::projection::runner::{CommitNotice, StoreErrors};
@@ -44,6 +46,8 @@ pub struct ApiState {
     inner: Arc<Inner>,
     /// How long a client has to send a request body (see [`ApiState::with_body_timeout`]).
     body_timeout: Duration,
+    /// How long a client has to send a request's headers (see [`ApiState::with_header_timeout`]).
+    header_timeout: Duration,
 }
 
 struct Inner {
@@ -95,7 +99,7 @@ impl ApiState {
         let metrics = Metrics::follow(notices.subscribe());
         let closing = watch::channel(false).0;
         let inner = Arc::new(Inner { source, events, models, notices, metrics, store_errors, closing });
-        Self { inner, body_timeout: layers::BODY_TIMEOUT }
+        Self { inner, body_timeout: layers::BODY_TIMEOUT, header_timeout: server::HEADER_TIMEOUT }
     }
 
     /// How long a client has, from the end of its request headers, to send
@@ -104,6 +108,14 @@ impl ApiState {
     /// about 0.5 MiB/s.
     pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
         self.body_timeout = timeout;
+        self
+    }
+
+    /// How long a client has to send a request's headers, from their first
+    /// byte; after that the connection is closed without an answer (there
+    /// is no request to answer yet). The default is [`HEADER_TIMEOUT`].
+    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
         self
     }
 
@@ -160,10 +172,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let closing = state.inner.closing.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing.send_replace(true);
-        })
-        .await
+    let header_timeout = state.header_timeout;
+    server::serve(listener, router(state), header_timeout, shutdown, move || {
+        closing.send_replace(true);
+    })
+    .await
 }

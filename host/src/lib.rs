@@ -26,7 +26,7 @@ mod runtime;
 mod source;
 mod store;
 
-pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, MAX_TIMEOUT, Metrics, router, serve};
+pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, HEADER_TIMEOUT, MAX_TIMEOUT, Metrics, router, serve};
 pub use backend::{BackendError, open_events, open_models};
 pub use db::{DatabaseError, DbErrorKind};
 pub use model::changes::{Change, ChangeError, ChangeSet, CollectionChanges};

@@ -276,6 +276,29 @@ async fn a_body_sent_too_slowly_gets_408_and_the_connection_is_closed() {
     assert_eq!(client.append("s-1", "Opened", json!({}), Value::Null).await, 1);
 }
 
+/// Headers trickled a byte at a time never complete a request: the
+/// connection is closed once the header deadline passes (there is no
+/// request to answer yet), and the server keeps serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_sent_too_slowly_close_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let addr = serve(state(&stores).with_header_timeout(Duration::from_millis(500))).await;
+    let head = "GET /health HTTP/1.1\r\nhost: x\r\nx-slow: ".to_owned();
+    let rest = "a".repeat(200) + "\r\n\r\n";
+    let started = Instant::now();
+    let (reply, closed) = tokio::task::spawn_blocking(move || {
+        trickle(addr, &head, rest.as_bytes(), Duration::from_millis(100), Duration::from_secs(15))
+    })
+    .await
+    .unwrap();
+    assert!(closed, "the server closed the connection");
+    assert!(!reply.contains("200 OK"), "a request trickled past the deadline was served: {reply}");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed only after {:?}", started.elapsed());
+    let mut client = Client::connect(addr).await;
+    assert_eq!(client.get("/health").await.json()["head"], 0);
+}
+
 /// An event source that can only be read: the role a synced table or a
 /// foreign stream plays. It implements `EventSource`'s two methods, nothing else.
 struct ReadOnly(Arc<dyn refract::EventStore>);
