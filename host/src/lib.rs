@@ -35,8 +35,8 @@ pub use model::event::{
 };
 pub use model::manifest::{CollectionSpec, MAX_EVENT_TYPES, MAX_STREAM_PREFIXES, Manifest, ManifestError};
 pub use projection::config::{Config, ConfigError, ProjectionConfig};
-pub use projection::lease::{DEFAULT_LEASE_TTL, LeaseSettings, default_node_id, hostname};
 pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, ProjectionStatus, status};
+pub use projection::lease::{DEFAULT_LEASE_TTL, LeaseSettings, default_node_id, hostname};
 pub use projection::policy::{FailurePolicy, RetryPolicy};
 pub use projection::runner::{CommitNotice, Progress, StoreErrors, SyncConfig};
 pub use projection::watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError, debounce, is_write};
@@ -50,6 +50,7 @@ pub use store::query::{
     check_document_id,
 };
 pub use store::{
-    DeadLetter, Lease, LeaseGrant, LeaseRecord, Leases, ModelKey, ModelReader, ModelWriter, PostgresReadModelStore, ProjectionRecord, ProjectionState,
-    ReadModelStore, Registration, Registry, RetryRequest, Role, SqliteReadModelStore, StoreError,
+    DeadLetter, Lease, LeaseGrant, LeaseRecord, Leases, ModelKey, ModelReader, ModelWriter, PostgresReadModelStore,
+    ProjectionRecord, ProjectionState, ReadModelStore, Registration, Registry, RetryRequest, Role,
+    SqliteReadModelStore, StoreError,
 };

@@ -58,6 +58,8 @@ enum Command {
     Query(cli::read::QueryArgs),
     /// Show each projection: version, generation, checkpoint, head, lag, state, last error.
     Status(cli::status::StatusArgs),
+    /// List the nodes holding projection leases (hosts sharing a store), with the generations each runs.
+    Nodes(cli::status::NodesArgs),
     /// List the events a projection skipped (`on_failure = "skip"`), with their errors.
     DeadLetters(cli::dead_letters::DeadLettersArgs),
     /// Clear a projection's fault so the next `run` resumes from its checkpoint,
@@ -89,6 +91,7 @@ async fn main() -> ExitCode {
         Command::Get(args) => cli::read::get(&data, args).await,
         Command::Query(args) => cli::read::query(&data, args).await,
         Command::Status(args) => cli::status::status(&data, args).await,
+        Command::Nodes(args) => cli::status::nodes(&data, args).await,
         Command::DeadLetters(args) => cli::dead_letters::dead_letters(&data, args).await,
         Command::Retry(args) => cli::dead_letters::retry(&data, args).await,
     };

@@ -396,7 +396,9 @@ async fn one_projection(
     let c = Consistency::parse(raw.as_deref())?;
     let record = wait_for(&s, &name, c, no_check).await?;
     let head = s.source().head().await?;
-    Ok(Json(status_json(&s, ProjectionStatus::new(record, head))))
+    let leases = s.models().leases().await?;
+    let lease = leases.iter().find(|l| l.key == record.key);
+    Ok(Json(status_json(&s, ProjectionStatus::new(record, head).with_lease(lease))))
 }
 
 async fn changes(

@@ -5,8 +5,8 @@
 //! status tells that apart: a live host holds the data dir's lock, and a
 //! `running` projection without one is shown as `stopped (host not
 //! running)` (`"host": "gone"` in JSON). PostgreSQL stores can be served
-//! by hosts on other machines, which no local lock shows: there `host` is
-//! null until hosts hold leases in the store (the cluster issue).
+//! by hosts on other machines, which no local lock shows: there a
+//! generation whose lease expired has no live host.
 
 use anyhow::Result;
 use refract::{HostLiveness, ProjectionState};
@@ -37,7 +37,7 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
         return Ok(());
     }
     outln!(
-        "{:<24} {:<16} {:>4} {:<8} {:>10} {:>10} {:>10}  {:<8} LAST ERROR",
+        "{:<24} {:<16} {:>4} {:<8} {:>10} {:>10} {:>10}  {:<20} {:<8} LAST ERROR",
         "PROJECTION",
         "VERSION",
         "GEN",
@@ -45,11 +45,12 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
         "CHECKPOINT",
         "HEAD",
         "LAG",
+        "NODE",
         "STATE"
     )?;
     for s in status {
         outln!(
-            "{:<24} {:<16} {:>4} {:<8} {:>10} {:>10} {:>10}  {:<8} {}",
+            "{:<24} {:<16} {:>4} {:<8} {:>10} {:>10} {:>10}  {:<20} {:<8} {}",
             s.name,
             s.version,
             s.generation,
@@ -57,12 +58,63 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
             s.checkpoint,
             s.head,
             s.lag,
+            s.owner.as_deref().unwrap_or("-"),
             match s.host {
                 Some(HostLiveness::Gone) => "stopped (host not running)".to_owned(),
                 _ => s.state.to_string(),
             },
             s.last_error.unwrap_or_default()
         )?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct NodesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One node as the lease table shows it.
+#[derive(serde::Serialize)]
+struct Node {
+    node: String,
+    /// Whether it renewed at least one of its leases in time.
+    live: bool,
+    /// The generations it holds, as `projection/gN`.
+    units: Vec<String>,
+    /// The latest expiry among its leases, ms since the Unix epoch.
+    expires_at_ms: i64,
+}
+
+/// Prints the nodes that hold or held leases, with their units. A node is
+/// live while it keeps its leases renewed; a node standing by holds none
+/// and is not listed.
+pub async fn nodes(data: &Stores, NodesArgs { json }: NodesArgs) -> Result<()> {
+    let models = data.open_models().await?;
+    let mut nodes: std::collections::BTreeMap<String, Node> = Default::default();
+    for l in models.leases().await? {
+        let node = nodes.entry(l.owner.clone()).or_insert_with(|| Node {
+            node: l.owner.clone(),
+            live: false,
+            units: vec![],
+            expires_at_ms: l.expires_at_ms,
+        });
+        node.expires_at_ms = node.expires_at_ms.max(l.expires_at_ms);
+        if !l.expired {
+            node.live = true;
+            node.units.push(format!("{}/g{}", l.key.projection, l.key.generation));
+        }
+    }
+    let nodes: Vec<Node> = nodes.into_values().collect();
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&nodes)?)?;
+        return Ok(());
+    }
+    outln!("{:<28} {:<5} UNITS", "NODE", "LIVE")?;
+    for n in nodes {
+        outln!("{:<28} {:<5} {}", n.node, if n.live { "yes" } else { "no" }, n.units.join(" "))?;
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ use crate::runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 use crate::source::{EventSource, EventStore, SourceError, SqliteEventStore};
 use crate::store::document_cache::DocumentCache;
 use crate::store::{
-    ModelKey, ModelWriter, ProjectionRecord, ProjectionState, ReadModelStore, Registry, Role, SqliteReadModelStore,
+    LeaseRecord, ModelKey, ModelWriter, ProjectionRecord, ProjectionState, ReadModelStore, Role, SqliteReadModelStore,
     StoreError,
 };
 
@@ -249,6 +249,10 @@ pub struct ProjectionStatus {
     pub created_at: u64,
     /// When it was swapped in, ms since the Unix epoch.
     pub activated_at: Option<u64>,
+    /// The node that holds (or last held) the generation's lease.
+    pub owner: Option<String>,
+    /// When that lease expires unless renewed, ms since the Unix epoch (the store's clock).
+    pub lease_expires_at_ms: Option<i64>,
 }
 
 /// Whether a projection recorded as `running` has a live host.
@@ -281,15 +285,40 @@ impl ProjectionStatus {
             source: record.source,
             created_at: record.created_at,
             activated_at: record.activated_at,
+            owner: None,
+            lease_expires_at_ms: None,
         }
+    }
+
+    /// Adds who holds the generation's lease. A `running` generation whose
+    /// lease expired has no live host: whoever ran it was killed (a clean
+    /// stop records `stopped`), wherever it ran.
+    pub fn with_lease(mut self, lease: Option<&LeaseRecord>) -> Self {
+        if let Some(l) = lease {
+            self.owner = Some(l.owner.clone());
+            self.lease_expires_at_ms = Some(l.expires_at_ms);
+            if self.state == ProjectionState::Running {
+                self.host = Some(if l.expired { HostLiveness::Gone } else { HostLiveness::Running });
+            }
+        }
+        self
     }
 }
 
-/// Status of every registered projection, read from the stores (works
-/// whether or not a host is running on them).
-pub async fn status(events: &dyn EventSource, models: &dyn Registry) -> Result<Vec<ProjectionStatus>, HostError> {
+/// Status of every registered projection, with its lease, read from the
+/// stores (works whether or not a host is running on them).
+pub async fn status(events: &dyn EventSource, models: &dyn ReadModelStore) -> Result<Vec<ProjectionStatus>, HostError> {
     let head = events.head().await?;
-    Ok(models.projections().await?.into_iter().map(|r| ProjectionStatus::new(r, head)).collect())
+    let leases = models.leases().await?;
+    Ok(models
+        .projections()
+        .await?
+        .into_iter()
+        .map(|r| {
+            let lease = leases.iter().find(|l| l.key == r.key);
+            ProjectionStatus::new(r, head).with_lease(lease)
+        })
+        .collect())
 }
 
 /// A running refract host.

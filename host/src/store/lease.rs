@@ -114,12 +114,9 @@ pub(crate) async fn check_fence<B: Backend>(backend: &B, tx: &mut B::Tx, key: &M
     };
     match backend.fences().get(key) {
         Some((node, held)) if node == owner && held == epoch => Ok(()),
-        _ => Err(StoreError::LeaseLost {
-            projection: key.projection.clone(),
-            generation: key.generation,
-            owner,
-            epoch,
-        }),
+        _ => {
+            Err(StoreError::LeaseLost { projection: key.projection.clone(), generation: key.generation, owner, epoch })
+        }
     }
 }
 

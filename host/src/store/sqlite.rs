@@ -593,7 +593,10 @@ impl Tx for SqliteTx {
         )
         .fetch_all(self.c())
         .await?;
-        Ok(rows.into_iter().map(|(p, g, owner, epoch, expires)| lease_record(p, g, owner, epoch, expires, expires <= now)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(p, g, owner, epoch, expires)| lease_record(p, g, owner, epoch, expires, expires <= now))
+            .collect())
     }
 
     async fn delete_lease(&mut self, key: &ModelKey) -> Result<(), StoreError> {
