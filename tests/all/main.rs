@@ -22,6 +22,7 @@ mod corrupt_events;
 mod crash;
 mod disk_full;
 mod http_api;
+mod import_race;
 mod killed_host;
 mod polyglot;
 mod postgres_gap;
