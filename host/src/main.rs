@@ -99,9 +99,10 @@ async fn main() -> ExitCode {
         Err(e) if e.chain().any(|c| c.downcast_ref::<StdoutError>().is_some_and(StdoutError::is_broken_pipe)) => {
             ExitCode::SUCCESS
         }
-        // What `main` returning `Err` prints, without its panic on a closed stderr.
         Err(e) => {
-            errln!("Error: {e:?}");
+            for line in cli::report::lines(&e) {
+                errln!("{line}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -10,6 +10,7 @@ pub mod new;
 pub mod output;
 pub mod read;
 pub mod rebuild;
+pub mod report;
 pub mod run;
 pub mod scaffold;
 pub mod status;
