@@ -77,22 +77,7 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    let data = Stores::new(DataDir(cli.data_dir), cli.events, cli.store);
-    let outcome = match cli.command {
-        Command::Run(args) => cli::run::run(&data, args, false).await,
-        Command::Dev(args) => cli::run::run(&data, args, true).await,
-        Command::New(args) => cli::new::new(args),
-        Command::Rebuild(args) => cli::rebuild::rebuild(&data, args).await,
-        Command::Drop(args) => cli::rebuild::drop_projection(&data, args).await,
-        Command::Append(args) => cli::append::append(&data, args).await,
-        Command::Import(args) => cli::append::import(&data, args).await,
-        Command::Get(args) => cli::read::get(&data, args).await,
-        Command::Query(args) => cli::read::query(&data, args).await,
-        Command::Status(args) => cli::status::status(&data, args).await,
-        Command::DeadLetters(args) => cli::dead_letters::dead_letters(&data, args).await,
-        Command::Retry(args) => cli::dead_letters::retry(&data, args).await,
-    };
-    match outcome {
+    match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output has gone (`refract ... | head`): it has
         // what it wanted, so stop quietly, as ripgrep does.
@@ -105,5 +90,33 @@ async fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs the command. Only `run`, `dev`, `import` and `append` may create a
+/// data dir; the others first check that there is one.
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let data = Stores::new(DataDir(cli.data_dir), cli.events, cli.store);
+    // `new` touches only the plugins folder.
+    let may_create = matches!(
+        cli.command,
+        Command::Run(_) | Command::Dev(_) | Command::Import(_) | Command::Append(_) | Command::New(_)
+    );
+    if !may_create {
+        data.require_existing()?;
+    }
+    match cli.command {
+        Command::Run(args) => cli::run::run(&data, args, false).await,
+        Command::Dev(args) => cli::run::run(&data, args, true).await,
+        Command::New(args) => cli::new::new(args),
+        Command::Rebuild(args) => cli::rebuild::rebuild(&data, args).await,
+        Command::Drop(args) => cli::rebuild::drop_projection(&data, args).await,
+        Command::Append(args) => cli::append::append(&data, args).await,
+        Command::Import(args) => cli::append::import(&data, args).await,
+        Command::Get(args) => cli::read::get(&data, args).await,
+        Command::Query(args) => cli::read::query(&data, args).await,
+        Command::Status(args) => cli::status::status(&data, args).await,
+        Command::DeadLetters(args) => cli::dead_letters::dead_letters(&data, args).await,
+        Command::Retry(args) => cli::dead_letters::retry(&data, args).await,
     }
 }

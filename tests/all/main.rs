@@ -20,6 +20,7 @@ mod bank;
 mod conformance;
 mod corrupt_events;
 mod crash;
+mod data_dir;
 mod disk_full;
 mod http_api;
 mod import_race;

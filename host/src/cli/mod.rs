@@ -51,6 +51,34 @@ impl Stores {
     pub async fn open_models(&self) -> Result<Arc<dyn ReadModelStore>> {
         refract::open_models(&self.models).await.context("opening the read-model store")
     }
+
+    /// Fails unless the SQLite files the stores name already exist.
+    ///
+    /// Opening a SQLite store creates its file, so a mistyped `--data-dir`
+    /// would quietly become a new, empty data dir and `status` would show
+    /// nothing instead of saying the path is wrong. Only the commands that
+    /// write events or run the host (`run`, `dev`, `import`, `append`)
+    /// create a data dir; every other command calls this first.
+    pub fn require_existing(&self) -> Result<()> {
+        let own = |url: &str, path: PathBuf| *url == format!("sqlite://{}", path.display());
+        if own(&self.events, self.dir.events()) && own(&self.models, self.dir.models()) && !self.dir.0.is_dir() {
+            anyhow::bail!(
+                "no data dir at {}: check --data-dir or REFRACT_DATA_DIR (`refract run`, `import` and `append` create one)",
+                self.dir.0.display()
+            );
+        }
+        for (url, what, made_by) in [
+            (&self.events, "event store", "`refract import`, `append` or `run`"),
+            (&self.models, "read-model store", "`refract run`"),
+        ] {
+            if let Some(path) = url.strip_prefix("sqlite://").map(std::path::Path::new)
+                && !path.exists()
+            {
+                anyhow::bail!("no {what} at {}: check the path ({made_by} creates it)", path.display());
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for Stores {
