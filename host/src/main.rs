@@ -65,8 +65,7 @@ enum Command {
     Retry(cli::dead_letters::RetryArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     cli::allocator::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -77,7 +76,20 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    match dispatch(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            errln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(dispatch(cli));
+    // Do not wait for blocking work still running: a host stopped during
+    // start-up may be compiling a module it will never use, which can take
+    // many seconds. Everything that must finish (commits, the API) has been
+    // awaited by the command itself.
+    runtime.shutdown_background();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output has gone (`refract ... | head`): it has
         // what it wanted, so stop quietly, as ripgrep does.

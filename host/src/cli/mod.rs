@@ -4,6 +4,7 @@
 
 pub mod allocator;
 pub mod append;
+pub mod caught_up;
 pub mod dead_letters;
 pub mod dev;
 pub mod new;
@@ -13,6 +14,7 @@ pub mod rebuild;
 pub mod report;
 pub mod run;
 pub mod scaffold;
+pub mod signals;
 pub mod status;
 
 use std::path::PathBuf;

@@ -1,5 +1,7 @@
 //! `refract run` and `refract dev`: the host, its HTTP API and the plugins
 //! folder watch; `dev` also rebuilds plugin projects when their sources change.
+//! How a run ends (signals, the `--exit-when-caught-up` verdict) is decided in
+//! `signals` and `caught_up`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,8 @@ use anyhow::{Context, Result};
 use refract::{ApiState, Config, Host, PluginWatcher, SyncConfig};
 
 use super::Stores;
+use super::caught_up;
+use super::signals::Shutdown;
 
 /// Where `refract run` serves the HTTP API unless told otherwise.
 const DEFAULT_HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7878);
@@ -37,6 +41,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 250)]
     commit_interval_ms: u64,
     /// Exit once every projection has reached the head (or faulted), instead of following new events.
+    /// Exits non-zero if a projection faulted, a plugin was rejected, or there were no plugins.
     #[arg(long)]
     exit_when_caught_up: bool,
     /// Address the HTTP API listens on [default: 127.0.0.1:7878]. With
@@ -61,47 +66,37 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     }
 }
 
-/// Runs the host until Ctrl-C (or, with `--exit-when-caught-up`, until every
-/// projection has caught up). `dev` adds the plugin project rebuilder.
+/// Runs the host until Ctrl-C or SIGTERM (or, with `--exit-when-caught-up`,
+/// until every projection has caught up). `dev` adds the plugin project
+/// rebuilder. A signal during start-up stops it there: the plugins loaded so
+/// far are shut down and the rest are not compiled.
 pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
+    // First of all, so that no signal from here on kills the process uncleanly.
+    let shutdown = Shutdown::listen()?;
     let _lock = data.lock()?;
     // The watcher reports absolute paths; loading by the same absolute paths
     // makes a replaced file a reload of the projection, not a second copy of it.
     args.plugins = std::path::absolute(&args.plugins).context("resolving the plugins folder")?;
-    let sync = SyncConfig {
-        batch_size: args.batch_size.max(1),
-        max_wait: Duration::from_millis(args.max_wait_ms),
-        interval: args.interval_ms.map(Duration::from_millis),
-        poll: Duration::from_millis(args.poll_ms.max(1)),
-        commit_events: args.commit_events.max(1),
-        commit_interval: Duration::from_millis(args.commit_interval_ms),
+    let batch = args.exit_when_caught_up;
+    let Some(opened) = shutdown.unless_requested(open(data, &args)).await else {
+        return interrupted(batch);
     };
-    let events = data.open_events().await?;
-    let models = data.open_models().await?;
-    let config = load_config(args.config.as_deref())?;
-    let mut host = Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache());
-    // Bind before loading plugins so a taken port fails at once, not after
-    // every module has been compiled.
-    // A run that exits once caught up is a batch job: it serves HTTP only
-    // when asked, so such jobs do not fight over the default port.
-    let http = match (args.no_http, args.http) {
-        (true, _) => None,
-        (false, Some(addr)) => Some(addr),
-        (false, None) if args.exit_when_caught_up => None,
-        (false, None) => Some(DEFAULT_HTTP),
-    };
-    let listener = match http {
-        None => None,
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the HTTP API to {addr} (use --http ADDR or --no-http)"))?,
-        ),
-    };
+    let (mut host, listener) = opened?;
     // Watch before loading, so a file written meanwhile is not missed.
-    let watcher = if args.exit_when_caught_up { None } else { Some(PluginWatcher::new(&args.plugins)?) };
+    let watcher = if batch { None } else { Some(PluginWatcher::new(&args.plugins)?) };
     let rebuilder = if dev { Some(super::dev::spawn_rebuilder(&args.plugins)?) } else { None };
-    let failures = host.load_plugins(&args.plugins).await?;
+    tracing::info!(plugins = %args.plugins.display(), "loading plugins");
+    let failures = match shutdown.unless_requested(host.load_plugins(&args.plugins)).await {
+        Some(loaded) => loaded?,
+        None => {
+            // Loading was abandoned mid-compile; the plugins started before it stop cleanly.
+            if let Some(task) = rebuilder {
+                task.abort();
+            }
+            host.shutdown().await;
+            return interrupted(batch);
+        }
+    };
     host.sync_registry().await?;
     tracing::info!(
         projections = host.projections().len(),
@@ -120,16 +115,19 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
         }
         None => None,
     };
-    match watcher {
-        None => host.wait_until_caught_up().await?,
+    let outcome = match watcher {
+        None => match shutdown.unless_requested(host.wait_until_caught_up()).await {
+            Some(caught_up) => {
+                caught_up.map_err(Into::into).and_then(|()| caught_up::verdict(&host, &failures, &args.plugins))
+            }
+            None => Err(anyhow::anyhow!(NOT_CAUGHT_UP)),
+        },
         Some(watcher) => {
-            host.follow(watcher, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await;
+            host.follow(watcher, shutdown.requested()).await;
             tracing::info!("shutting down");
+            Ok(())
         }
-    }
+    };
     if let Some(task) = rebuilder {
         task.abort();
     }
@@ -144,5 +142,51 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
         }
     }
     host.shutdown().await;
-    Ok(())
+    outcome
+}
+
+/// Why a `--exit-when-caught-up` run stopped by a signal fails: the batch job did not finish.
+const NOT_CAUGHT_UP: &str = "stopped by a signal before every projection caught up";
+
+/// The end of a run stopped during start-up: a clean stop for a host that
+/// follows events, a failure for a batch job that was meant to catch up.
+fn interrupted(batch: bool) -> Result<()> {
+    tracing::info!("stopped during start-up");
+    if batch { Err(anyhow::anyhow!(NOT_CAUGHT_UP)) } else { Ok(()) }
+}
+
+/// Opens the stores and the host, and binds the HTTP API: everything before
+/// the plugins are loaded.
+async fn open(data: &Stores, args: &RunArgs) -> Result<(Host, Option<tokio::net::TcpListener>)> {
+    let sync = SyncConfig {
+        batch_size: args.batch_size.max(1),
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        interval: args.interval_ms.map(Duration::from_millis),
+        poll: Duration::from_millis(args.poll_ms.max(1)),
+        commit_events: args.commit_events.max(1),
+        commit_interval: Duration::from_millis(args.commit_interval_ms),
+    };
+    let events = data.open_events().await?;
+    let models = data.open_models().await?;
+    let config = load_config(args.config.as_deref())?;
+    let host = Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache());
+    // Bind before loading plugins so a taken port fails at once, not after
+    // every module has been compiled.
+    // A run that exits once caught up is a batch job: it serves HTTP only
+    // when asked, so such jobs do not fight over the default port.
+    let http = match (args.no_http, args.http) {
+        (true, _) => None,
+        (false, Some(addr)) => Some(addr),
+        (false, None) if args.exit_when_caught_up => None,
+        (false, None) => Some(DEFAULT_HTTP),
+    };
+    let listener = match http {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTP API to {addr} (use --http ADDR or --no-http)"))?,
+        ),
+    };
+    Ok((host, listener))
 }
