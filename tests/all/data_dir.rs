@@ -33,28 +33,33 @@ fn read_commands_refuse_a_missing_data_dir_and_create_nothing() {
 }
 
 #[test]
-fn a_data_dir_without_read_models_is_not_given_an_empty_one() {
+fn a_store_path_given_by_url_must_exist() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // `append` creates the data dir and its event store, nothing else.
     succeed(refract(&data).args(["append", "account-1", "AccountOpened", r#"{"owner":"ada"}"#]));
-    assert!(data.join("events.db").exists());
-    assert!(!data.join("models.db").exists());
-    let out = output(refract(&data).args(["query", "account-summary", "accounts"]));
+    let typo = dir.path().join("modles.db");
+    let out = output(refract(&data).arg("--store").arg(format!("sqlite://{}", typo.display())).arg("status"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&data.join("models.db").display().to_string()) && stderr.contains("refract run"),
+        stderr.contains(&format!("no SQLite store at {}", typo.display())) && stderr.contains("--store"),
         "{stderr}"
     );
-    assert!(!data.join("models.db").exists(), "query created the read-model store");
+    assert!(!typo.exists(), "status created {}", typo.display());
+}
 
-    // Once a host has run, the same commands work.
+#[test]
+fn a_data_dir_with_events_only_is_read_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // `append` makes a data dir with events and no read models yet: not a typo.
+    succeed(refract(&data).args(["append", "account-1", "AccountOpened", r#"{"owner":"ada"}"#]));
+    let status = succeed(refract(&data).args(["status", "--json"]));
+    assert_eq!(status.trim(), "[]");
     let plugins = plugins_dir(dir.path(), &["account_summary"]);
     succeed(refract(&data).args(["run", "--exit-when-caught-up", "--plugins"]).arg(&plugins));
     let doc = succeed(refract(&data).args(["get", "account-summary", "accounts", "account-1"]));
     assert!(doc.contains("ada"), "{doc}");
-    succeed(refract(&data).arg("status"));
 }
 
 #[test]
