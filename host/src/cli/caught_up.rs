@@ -19,8 +19,9 @@ pub fn verdict(host: &Host, rejected: &[HostError], plugins: &Path) -> Result<()
         .projections()
         .into_iter()
         .filter_map(|name| {
-            let p = host.progress(&name)?;
-            (p.state == ProjectionState::Faulted).then(|| (name, p.last_error.unwrap_or_default()))
+            // Any generation: a rebuild that faulted beside a serving one is a broken module too.
+            let p = host.generations(&name).into_iter().find(|p| p.state == ProjectionState::Faulted)?;
+            Some((name, p.last_error.unwrap_or_default()))
         })
         .collect();
     if rejected.is_empty() && faulted.is_empty() {
