@@ -67,8 +67,7 @@ enum Command {
     Retry(cli::dead_letters::RetryArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     cli::allocator::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -79,8 +78,48 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            errln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(dispatch(cli));
+    // Do not wait for blocking work still running: a host stopped during
+    // start-up may be compiling a module it will never use, which can take
+    // many seconds. Everything that must finish (commits, the API) has been
+    // awaited by the command itself.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output has gone (`refract ... | head`): it has
+        // what it wanted, so stop quietly, as ripgrep does.
+        Err(e) if e.chain().any(|c| c.downcast_ref::<StdoutError>().is_some_and(StdoutError::is_broken_pipe)) => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in cli::report::lines(&e) {
+                errln!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command. Only `run`, `dev`, `import` and `append` may create a
+/// data dir; the others first check that there is one.
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let data = Stores::new(DataDir(cli.data_dir), cli.events, cli.store);
-    let outcome = match cli.command {
+    // `new` touches only the plugins folder.
+    let may_create = matches!(
+        cli.command,
+        Command::Run(_) | Command::Dev(_) | Command::Import(_) | Command::Append(_) | Command::New(_)
+    );
+    if !may_create {
+        data.require_existing()?;
+    }
+    match cli.command {
         Command::Run(args) => cli::run::run(&data, args, false).await,
         Command::Dev(args) => cli::run::run(&data, args, true).await,
         Command::New(args) => cli::new::new(args),
@@ -94,18 +133,5 @@ async fn main() -> ExitCode {
         Command::Nodes(args) => cli::status::nodes(&data, args).await,
         Command::DeadLetters(args) => cli::dead_letters::dead_letters(&data, args).await,
         Command::Retry(args) => cli::dead_letters::retry(&data, args).await,
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        // The reader of our output has gone (`refract ... | head`): it has
-        // what it wanted, so stop quietly, as ripgrep does.
-        Err(e) if e.chain().any(|c| c.downcast_ref::<StdoutError>().is_some_and(StdoutError::is_broken_pipe)) => {
-            ExitCode::SUCCESS
-        }
-        // What `main` returning `Err` prints, without its panic on a closed stderr.
-        Err(e) => {
-            errln!("Error: {e:?}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -67,7 +67,9 @@ fn plugins_that_are_not_projections_are_rejected_and_the_host_keeps_running() {
 
     let run = refract(&data, &["run", "--exit-when-caught-up", "--plugins", plugins.to_str().unwrap()]);
     let log = stderr(&run);
-    assert!(run.status.success(), "{log}");
+    // The good plugin still caught up; the run says, by its exit status, that four were rejected.
+    assert_eq!(run.status.code(), Some(1), "{log}");
+    assert!(log.contains("error: not every projection caught up: 4 plugins rejected"), "{log}");
     assert!(log.contains("core.wasm: a core WebAssembly module, not a component"), "{log}");
     assert!(log.contains("garbage.wasm: not a WebAssembly file"), "{log}");
     assert!(log.contains("truncated.wasm: invalid component"), "{log}");

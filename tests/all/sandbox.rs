@@ -77,7 +77,9 @@ fn each_adversary_is_stopped_by_name_while_account_summary_reaches_the_head() {
         ],
     );
     let log = String::from_utf8_lossy(&run.stderr).into_owned();
-    assert!(run.status.success(), "{log}");
+    // Every adversary faulted, which the run's exit status reports.
+    assert_eq!(run.status.code(), Some(1), "{log}");
+    assert!(log.contains(&format!("{} projections faulted", ADVERSARIES.len())), "{log}");
     assert!(started.elapsed().as_secs() < 30, "took {:?}", started.elapsed());
 
     let status = refract(&data, &["status", "--json"]);

@@ -4,17 +4,19 @@
 
 pub mod allocator;
 pub mod append;
+pub mod caught_up;
 pub mod dead_letters;
 pub mod dev;
 pub mod new;
 pub mod output;
 pub mod read;
 pub mod rebuild;
+pub mod report;
 pub mod run;
 pub mod scaffold;
+pub mod signals;
 pub mod status;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -30,9 +32,8 @@ pub struct Stores {
 
 impl Stores {
     pub fn new(dir: DataDir, events: Option<String>, models: Option<String>) -> Self {
-        let sqlite = |path: PathBuf| format!("sqlite://{}", path.display());
-        let events = events.unwrap_or_else(|| sqlite(dir.events()));
-        let models = models.unwrap_or_else(|| sqlite(dir.models()));
+        let events = events.unwrap_or_else(|| sqlite_url(&dir.events()));
+        let models = models.unwrap_or_else(|| sqlite_url(&dir.models()));
         Self { dir, events, models }
     }
 
@@ -44,12 +45,52 @@ impl Stores {
     /// host on this data dir holds the data-dir lock for. A PostgreSQL
     /// registry may be served by hosts elsewhere, which no local lock shows.
     pub fn registry_is_local(&self) -> bool {
-        self.models == format!("sqlite://{}", self.dir.models().display())
+        self.models == sqlite_url(&self.dir.models())
     }
 
     pub async fn open_models(&self) -> Result<Arc<dyn ReadModelStore>> {
         refract::open_models(&self.models).await.context("opening the read-model store")
     }
+
+    /// Fails unless the stores are there to be read: the data dir, when a
+    /// store lives in it, and any SQLite file named by URL elsewhere.
+    ///
+    /// Opening a SQLite store creates its file, so a mistyped `--data-dir`
+    /// would quietly become a new, empty data dir and `status` would show
+    /// nothing instead of saying the path is wrong. Only the commands that
+    /// write events or run the host (`run`, `dev`, `import`, `append`)
+    /// create a data dir; every other command calls this first. Inside an
+    /// existing data dir a missing `models.db` is no typo (a host is about to
+    /// create it), so it is left to be opened as usual.
+    pub fn require_existing(&self) -> Result<()> {
+        let own_events = self.events == sqlite_url(&self.dir.events());
+        let own_models = self.registry_is_local();
+        if (own_events || own_models) && !self.is_data_dir() {
+            anyhow::bail!(
+                "no data dir at {}: check --data-dir or REFRACT_DATA_DIR (`refract run`, `import` and `append` create one)",
+                self.dir.0.display()
+            );
+        }
+        for (url, own, flag) in [(&self.events, own_events, "--events"), (&self.models, own_models, "--store")] {
+            if let Some(path) = url.strip_prefix("sqlite://").map(std::path::Path::new)
+                && !own
+                && !path.exists()
+            {
+                anyhow::bail!("no SQLite store at {}: check {flag}", path.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the data dir holds anything a host or an append made.
+    fn is_data_dir(&self) -> bool {
+        // The pid file: a host that has just claimed the dir and not yet opened its stores.
+        [self.dir.events(), self.dir.models(), self.dir.0.join("refract.pid")].iter().any(|p| p.exists())
+    }
+}
+
+fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
 }
 
 impl std::ops::Deref for Stores {

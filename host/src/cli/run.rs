@@ -1,5 +1,7 @@
 //! `refract run` and `refract dev`: the host, its HTTP API and the plugins
 //! folder watch; `dev` also rebuilds plugin projects when their sources change.
+//! How a run ends (signals, the `--exit-when-caught-up` verdict) is decided in
+//! `signals` and `caught_up`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,8 @@ use anyhow::{Context, Result};
 use refract::{ApiState, Config, Host, LeaseSettings, PluginWatcher, SyncConfig};
 
 use super::Stores;
+use super::caught_up;
+use super::signals::Shutdown;
 
 /// Where `refract run` serves the HTTP API unless told otherwise.
 const DEFAULT_HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7878);
@@ -37,6 +41,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 250)]
     commit_interval_ms: u64,
     /// Exit once every projection has reached the head (or faulted), instead of following new events.
+    /// Exits non-zero if a projection faulted, a plugin was rejected, or there were no plugins.
     #[arg(long)]
     exit_when_caught_up: bool,
     /// Address the HTTP API listens on [default: 127.0.0.1:7878]. With
@@ -81,13 +86,98 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     }
 }
 
-/// Runs the host until Ctrl-C (or, with `--exit-when-caught-up`, until every
-/// projection has caught up). `dev` adds the plugin project rebuilder.
+/// Runs the host until Ctrl-C or SIGTERM (or, with `--exit-when-caught-up`,
+/// until every projection has caught up). `dev` adds the plugin project
+/// rebuilder. A signal during start-up stops it there: the plugins loaded so
+/// far are shut down and the rest are not compiled.
 pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
+    // First of all, so that no signal from here on kills the process uncleanly.
+    let shutdown = Shutdown::listen()?;
     let _lock = data.lock()?;
     // The watcher reports absolute paths; loading by the same absolute paths
     // makes a replaced file a reload of the projection, not a second copy of it.
     args.plugins = std::path::absolute(&args.plugins).context("resolving the plugins folder")?;
+    let batch = args.exit_when_caught_up;
+    let Some(opened) = shutdown.unless_requested(open(data, &args)).await else {
+        return interrupted(batch);
+    };
+    let (mut host, listener) = opened?;
+    // Watch before loading, so a file written meanwhile is not missed.
+    let watcher = if batch { None } else { Some(PluginWatcher::new(&args.plugins)?) };
+    let rebuilder = if dev { Some(super::dev::spawn_rebuilder(&args.plugins)?) } else { None };
+    tracing::info!(plugins = %args.plugins.display(), "loading plugins");
+    let failures = match shutdown.unless_requested(host.load_plugins(&args.plugins)).await {
+        Some(loaded) => loaded?,
+        None => {
+            // Loading was abandoned mid-compile; the plugins started before it stop cleanly.
+            if let Some(task) = rebuilder {
+                task.abort();
+            }
+            host.shutdown().await;
+            return interrupted(batch);
+        }
+    };
+    host.sync_registry().await?;
+    tracing::info!(
+        projections = host.projections().len(),
+        rejected = failures.len(),
+        plugins = %args.plugins.display(),
+        "host running"
+    );
+    let server = match listener {
+        Some(listener) => {
+            tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            Some((stop, tokio::spawn(refract::serve(listener, ApiState::from_host(&host), shutdown))))
+        }
+        None => None,
+    };
+    let outcome = match watcher {
+        None => match shutdown.unless_requested(host.wait_until_caught_up()).await {
+            Some(caught_up) => {
+                caught_up.map_err(Into::into).and_then(|()| caught_up::verdict(&host, &failures, &args.plugins))
+            }
+            None => Err(anyhow::anyhow!(NOT_CAUGHT_UP)),
+        },
+        Some(watcher) => {
+            host.follow(watcher, shutdown.requested()).await;
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    if let Some(task) = rebuilder {
+        task.abort();
+    }
+    // Stop the API first so no request waits on a projection that is stopping.
+    if let Some((stop, task)) = server {
+        let _ = stop.send(());
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP API failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP API task failed"),
+            Err(_) => tracing::warn!("HTTP API did not stop within 10 s"),
+        }
+    }
+    host.shutdown().await;
+    outcome
+}
+
+/// Why a `--exit-when-caught-up` run stopped by a signal fails: the batch job did not finish.
+const NOT_CAUGHT_UP: &str = "stopped by a signal before every projection caught up";
+
+/// The end of a run stopped during start-up: a clean stop for a host that
+/// follows events, a failure for a batch job that was meant to catch up.
+fn interrupted(batch: bool) -> Result<()> {
+    tracing::info!("stopped during start-up");
+    if batch { Err(anyhow::anyhow!(NOT_CAUGHT_UP)) } else { Ok(()) }
+}
+
+/// Opens the stores and the host, and binds the HTTP API: everything before
+/// the plugins are loaded.
+async fn open(data: &Stores, args: &RunArgs) -> Result<(Host, Option<tokio::net::TcpListener>)> {
     let sync = SyncConfig {
         batch_size: args.batch_size.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),
@@ -104,7 +194,7 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
         ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),
     };
     tracing::info!(node = %lease.node, lease_ttl = ?lease.ttl, "node");
-    let mut host =
+    let host =
         Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache()).with_lease(lease);
     // Bind before loading plugins so a taken port fails at once, not after
     // every module has been compiled.
@@ -124,51 +214,5 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
                 .with_context(|| format!("binding the HTTP API to {addr} (use --http ADDR or --no-http)"))?,
         ),
     };
-    // Watch before loading, so a file written meanwhile is not missed.
-    let watcher = if args.exit_when_caught_up { None } else { Some(PluginWatcher::new(&args.plugins)?) };
-    let rebuilder = if dev { Some(super::dev::spawn_rebuilder(&args.plugins)?) } else { None };
-    let failures = host.load_plugins(&args.plugins).await?;
-    host.sync_registry().await?;
-    tracing::info!(
-        projections = host.projections().len(),
-        rejected = failures.len(),
-        plugins = %args.plugins.display(),
-        "host running"
-    );
-    let server = match listener {
-        Some(listener) => {
-            tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            Some((stop, tokio::spawn(refract::serve(listener, ApiState::from_host(&host), shutdown))))
-        }
-        None => None,
-    };
-    match watcher {
-        None => host.wait_until_caught_up().await?,
-        Some(watcher) => {
-            host.follow(watcher, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await;
-            tracing::info!("shutting down");
-        }
-    }
-    if let Some(task) = rebuilder {
-        task.abort();
-    }
-    // Stop the API first so no request waits on a projection that is stopping.
-    if let Some((stop, task)) = server {
-        let _ = stop.send(());
-        match tokio::time::timeout(Duration::from_secs(10), task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP API failed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP API task failed"),
-            Err(_) => tracing::warn!("HTTP API did not stop within 10 s"),
-        }
-    }
-    host.shutdown().await;
-    Ok(())
+    Ok((host, listener))
 }

@@ -3,9 +3,10 @@
 mod statement;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
 
 pub(crate) use statement::{SqliteError, Statement};
 
@@ -39,9 +40,9 @@ impl SqliteDb {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT);
+        use_wal(&options).await?;
         // The writer rewrites the same model pages commit after commit, so it
         // keeps a large cache. Readers mostly scan the event log once, where
         // the OS page cache serves as well, and a large cache per reader
@@ -65,6 +66,44 @@ impl SqliteDb {
         self.readers.close().await;
         self.writer.close().await;
     }
+}
+
+/// Puts the file in WAL mode, once, before the pools connect.
+///
+/// WAL mode is kept in the file, so every later connection uses it without
+/// asking. Asking is what hurts: `PRAGMA journal_mode = WAL` on a new file
+/// that another process is switching at the same moment (`refract import`
+/// next to a host starting on a fresh data dir) fails with SQLITE_BUSY at
+/// once, without waiting on the busy timeout. So the switch is made on one
+/// connection and retried on SQLITE_BUSY for as long as the busy timeout.
+async fn use_wal(options: &SqliteConnectOptions) -> Result<(), sqlx::Error> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match switch_to_wal(options).await {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn switch_to_wal(options: &SqliteConnectOptions) -> Result<(), sqlx::Error> {
+    let mut conn: SqliteConnection = options.connect().await?;
+    let switched = sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL").fetch_one(&mut conn).await;
+    let _ = conn.close().await;
+    match switched?.to_ascii_lowercase().as_str() {
+        "wal" => Ok(()),
+        other => Err(sqlx::Error::Protocol(format!("SQLite kept journal mode `{other}` instead of WAL"))),
+    }
+}
+
+/// SQLITE_BUSY, whatever its extended code.
+fn is_busy(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else { return false };
+    db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5)
 }
 
 /// Quotes an identifier for SQL. Callers pass only validated names; the

@@ -590,8 +590,13 @@ impl Host {
             tokio::select! {
                 _ = &mut shutdown => return,
                 change = watcher.next() => match change {
-                    // Load errors are logged and recorded by load_file.
-                    Some(PluginChange::Changed(path)) => { let _ = self.load_file(&path).await; }
+                    // Load errors are logged and recorded by load_file. A shutdown
+                    // does not wait for a (re)load, which may be a long compile.
+                    Some(PluginChange::Changed(path)) => tokio::select! {
+                        biased;
+                        _ = &mut shutdown => return,
+                        _ = self.load_file(&path) => {}
+                    },
                     Some(PluginChange::Removed(path)) => self.remove_file(&path).await,
                     None => return,
                 },

@@ -2,6 +2,7 @@
 //! bank-event generator and the expected read model computed without refract.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod http;
 pub mod pg;
 
