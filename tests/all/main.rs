@@ -17,6 +17,7 @@ mod api_contract;
 mod append;
 mod bad_input;
 mod bank;
+mod cluster;
 mod conformance;
 mod corrupt_events;
 mod crash;

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::projection::config::Config;
-use crate::projection::lease::LeaseSettings;
+use crate::projection::lease::{Heartbeat, LeaseBook, LeaseSettings};
 use crate::projection::runner::{CommitNotice, Progress, Runner, StoreErrors, Switches, SyncConfig};
 use crate::projection::watch::{PluginChange, PluginWatcher, WatchError, is_plugin_file};
 use crate::runtime::call_thread::CallThread;
@@ -360,6 +360,8 @@ pub struct Host {
     notices: broadcast::Sender<CommitNotice>,
     /// This node's id and lease lifetime: every runner writes under a lease.
     lease: LeaseSettings,
+    /// The node's share of the work and its heartbeat, from the first runner on.
+    book: Option<(Arc<LeaseBook>, Heartbeat)>,
 }
 
 impl Host {
@@ -408,6 +410,7 @@ impl Host {
             store_errors: StoreErrors::default(),
             notices: broadcast::channel(NOTICE_BUFFER).0,
             lease: LeaseSettings::default(),
+            book: None,
         })
     }
 
@@ -665,6 +668,24 @@ impl Host {
         Ok(plugin)
     }
 
+    /// The node's lease book, started (with its heartbeat) on first use.
+    fn lease_book(&mut self) -> Arc<LeaseBook> {
+        if let Some((book, _)) = &self.book {
+            return book.clone();
+        }
+        let book = LeaseBook::new(self.lease.clone());
+        let registry = self.models.clone();
+        let heartbeat = book.heartbeat(self.models.clone(), move || {
+            let registry = registry.clone();
+            async move {
+                let live = registry.projections().await?;
+                Ok(live.iter().filter(|g| matches!(g.role, Role::Active | Role::Building)).count())
+            }
+        });
+        self.book = Some((book.clone(), heartbeat));
+        book
+    }
+
     fn spawn(&mut self, plugin: Arc<Plugin>, record: &ProjectionRecord) {
         if self.runners.get(&record.key).is_some_and(|r| !r.task.is_finished()) {
             return;
@@ -704,7 +725,7 @@ impl Host {
             writer: self.writer.clone(),
             leased: false,
             leases: self.models.clone(),
-            lease: self.lease.clone(),
+            book: self.lease_book(),
             sync: self.sync.clone(),
             config,
             progress: progress_tx,
@@ -786,6 +807,14 @@ impl Host {
         for (key, r) in self.runners {
             if tokio::time::timeout(Duration::from_secs(30), r.task).await.is_err() {
                 tracing::warn!(projection = %key.projection, generation = key.generation, "runner did not stop within 30 s");
+            }
+        }
+        // The other nodes recount their share at once instead of when this
+        // node's announcement expires.
+        if let Some((_, heartbeat)) = self.book {
+            drop(heartbeat);
+            if let Err(e) = self.models.leave(&self.lease.node).await {
+                tracing::warn!(node = %self.lease.node, error = %e, "could not record that this node left");
             }
         }
     }

@@ -68,27 +68,43 @@ pub(crate) enum NoLease {
 pub(crate) async fn wait_for_lease(
     leases: &dyn Leases,
     key: &ModelKey,
-    settings: &LeaseSettings,
+    book: &LeaseBook,
     stop: &mut watch::Receiver<bool>,
     mut waiting: impl FnMut(&str),
 ) -> Result<Lease, NoLease> {
+    let settings = book.settings();
     let mut said = String::new();
+    book.counted(stop).await;
     loop {
         if *stop.borrow() {
             return Err(NoLease::Stopped);
         }
-        match leases.acquire(key, &settings.node, settings.ttl).await {
-            Ok(LeaseGrant::Granted(lease)) => return Ok(lease),
-            Ok(LeaseGrant::Held { owner, .. }) => {
-                if owner != said {
-                    tracing::info!(projection = %key.projection, generation = key.generation, owner = %owner,
-                        "another node holds the lease; standing by");
-                    waiting(&owner);
-                    said = owner;
+        if !book.may_take() {
+            if said != settings.node {
+                tracing::info!(projection = %key.projection, generation = key.generation,
+                    "this node runs its share of the projections; standing by");
+                waiting("this node (it runs its share)");
+                said = settings.node.clone();
+            }
+        } else {
+            match leases.acquire(key, &settings.node, settings.ttl).await {
+                Ok(LeaseGrant::Granted(lease)) => {
+                    book.took(key);
+                    return Ok(lease);
+                }
+                Ok(LeaseGrant::Held { owner, .. }) => {
+                    if owner != said {
+                        tracing::info!(projection = %key.projection, generation = key.generation, owner = %owner,
+                            "another node holds the lease; standing by");
+                        waiting(&owner);
+                        said = owner;
+                    }
+                }
+                Err(StoreError::Retired { .. } | StoreError::UnknownProjection(_)) => return Err(NoLease::Retired),
+                Err(e) => {
+                    tracing::warn!(projection = %key.projection, error = %e, "could not ask for the lease; retrying")
                 }
             }
-            Err(StoreError::Retired { .. } | StoreError::UnknownProjection(_)) => return Err(NoLease::Retired),
-            Err(e) => tracing::warn!(projection = %key.projection, error = %e, "could not ask for the lease; retrying"),
         }
         tokio::select! {
             _ = tokio::time::sleep(settings.renew_every()) => {}
@@ -124,6 +140,95 @@ impl Renewal {
 }
 
 impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A host's view of its share of the work: which generations it holds, and
+/// its fair share, ⌈units / live nodes⌉, kept fresh by [`LeaseBook::heartbeat`].
+/// Runners ask it before taking a lease, and the runner holding the
+/// highest-keyed extra lease gives it up at its next batch boundary, so a
+/// joining node gets its share without anyone waiting for an expiry.
+pub(crate) struct LeaseBook {
+    settings: LeaseSettings,
+    held: std::sync::Mutex<std::collections::BTreeSet<ModelKey>>,
+    /// `None` until the first heartbeat has counted the nodes.
+    share: watch::Sender<Option<usize>>,
+}
+
+impl LeaseBook {
+    pub(crate) fn new(settings: LeaseSettings) -> Arc<Self> {
+        Arc::new(Self { settings, held: Default::default(), share: watch::channel(None).0 })
+    }
+
+    pub(crate) fn settings(&self) -> &LeaseSettings {
+        &self.settings
+    }
+
+    /// Waits until the nodes have been counted once (or the runner is stopped).
+    async fn counted(&self, stop: &mut watch::Receiver<bool>) {
+        let mut share = self.share.subscribe();
+        tokio::select! {
+            _ = share.wait_for(Option::is_some) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+
+    /// Whether this node may take one more lease.
+    fn may_take(&self) -> bool {
+        let share = self.share.borrow().unwrap_or(usize::MAX);
+        self.held.lock().expect("lease book").len() < share
+    }
+
+    /// Whether the runner of `key` should give its lease up: this node
+    /// holds more than its share, and `key` is the highest it holds.
+    pub(crate) fn should_release(&self, key: &ModelKey) -> bool {
+        let share = self.share.borrow().unwrap_or(usize::MAX);
+        let held = self.held.lock().expect("lease book");
+        held.len() > share && held.last() == Some(key)
+    }
+
+    pub(crate) fn took(&self, key: &ModelKey) {
+        self.held.lock().expect("lease book").insert(key.clone());
+    }
+
+    pub(crate) fn gave_up(&self, key: &ModelKey) {
+        self.held.lock().expect("lease book").remove(key);
+    }
+
+    /// Announces the node and recounts its share, every third of the lease
+    /// lifetime, until dropped; `units` counts the generations to share.
+    pub(crate) fn heartbeat<F, Fut>(self: &Arc<Self>, leases: Arc<dyn Leases>, units: F) -> Heartbeat
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<usize, StoreError>> + Send,
+    {
+        let book = self.clone();
+        Heartbeat(tokio::spawn(async move {
+            let node = book.settings.node.clone();
+            loop {
+                let counted = async {
+                    leases.announce(&node, book.settings.ttl).await?;
+                    let nodes = leases.live_nodes().await?.len().max(1);
+                    Ok::<_, StoreError>(units().await?.div_ceil(nodes).max(1))
+                };
+                match counted.await {
+                    Ok(share) => {
+                        book.share.send_if_modified(|s| std::mem::replace(s, Some(share)) != Some(share));
+                    }
+                    Err(e) => tracing::warn!(node = %node, error = %e, "could not announce this node; retrying"),
+                }
+                tokio::time::sleep(book.settings.renew_every()).await;
+            }
+        }))
+    }
+}
+
+/// The heartbeat task; ends when dropped.
+pub(crate) struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.0.abort();
     }

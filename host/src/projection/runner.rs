@@ -18,7 +18,7 @@ use crate::db::DbErrorKind;
 use crate::model::changes::{Change, ChangeError, ChangeSet};
 use crate::model::event::{Event, Subscription};
 use crate::projection::config::ProjectionConfig;
-use crate::projection::lease::{LeaseSettings, NoLease, Renewal, wait_for_lease};
+use crate::projection::lease::{LeaseBook, NoLease, Renewal, wait_for_lease};
 use crate::projection::policy::FailurePolicy;
 use crate::runtime::call_thread::CallThread;
 use crate::runtime::plugin::{Instance, ModelAccess, Plugin, PluginError};
@@ -216,7 +216,7 @@ pub(crate) struct Runner {
     /// Where the generation's lease is taken and renewed.
     pub leases: Arc<dyn Leases>,
     /// This node's id and lease lifetime.
-    pub lease: LeaseSettings,
+    pub book: Arc<LeaseBook>,
     pub sync: SyncConfig,
     pub config: ProjectionConfig,
     pub progress: watch::Sender<Progress>,
@@ -386,8 +386,8 @@ impl Runner {
         loop {
             let mut stop = self.stop.clone();
             let progress = self.progress.clone();
-            let lease = match wait_for_lease(self.leases.as_ref(), &self.key, &self.lease, &mut stop, |owner| {
-                progress.send_modify(|p| p.last_error = Some(format!("standby: node `{owner}` holds the lease")));
+            let lease = match wait_for_lease(self.leases.as_ref(), &self.key, &self.book, &mut stop, |owner| {
+                progress.send_modify(|p| p.last_error = Some(format!("standby: {owner} holds the lease")));
             })
             .await
             {
@@ -402,19 +402,33 @@ impl Runner {
                     return;
                 }
             };
-            let renewal = Renewal::start(self.leases.clone(), lease.clone(), &self.lease);
-            match self.run_leased(&access, &mut instance, &lease, &mut appended).await {
+            let renewal = Renewal::start(self.leases.clone(), lease.clone(), self.book.settings());
+            let outcome = self.run_leased(&access, &mut instance, &lease, &mut appended).await;
+            drop(renewal);
+            self.book.gave_up(&self.key);
+            match outcome {
                 Leased::Lost(reason) => {
                     self.leased = false;
-                    tracing::warn!(projection = %name, generation = self.key.generation, node = %self.lease.node,
+                    tracing::warn!(projection = %name, generation = self.key.generation, node = %lease.node,
                         reason = %reason, "lost the lease; dropped what was not committed and standing by");
-                    drop(renewal);
                     instance = None;
                     self.discard();
                     self.report(ProjectionState::Running, Some(format!("standby: {reason}")));
                 }
+                Leased::Released => {
+                    self.leased = false;
+                    if let Err(e) = self.leases.release(&lease).await {
+                        tracing::warn!(projection = %name, error = %e, "could not release the lease; it expires by itself");
+                    }
+                    tracing::info!(projection = %name, generation = self.key.generation, node = %lease.node,
+                        checkpoint = self.checkpoint, "gave the lease up to a node with less work");
+                    instance = None;
+                    self.discard();
+                    self.report(ProjectionState::Running, Some("standby: handed over to a node with less work".into()));
+                    // Long enough for the node it was meant for to take it.
+                    self.sleep(self.book.settings().renew_every() * 2).await;
+                }
                 Leased::Ended => {
-                    drop(renewal);
                     if let Err(e) = self.leases.release(&lease).await {
                         tracing::warn!(projection = %name, error = %e, "could not release the lease; it expires by itself");
                     }
@@ -497,6 +511,15 @@ impl Runner {
                         tracing::info!(projection = %name, "store available again");
                         self.store_errors.clear(&self.key);
                         self.report(ProjectionState::Running, None);
+                    }
+                    // A batch boundary: the place to hand an extra lease over.
+                    if synced && self.book.should_release(&self.key) {
+                        return match self.flush(true).await {
+                            Ok(()) => Leased::Released,
+                            Err(StepError::LeaseLost(reason)) => Leased::Lost(reason),
+                            // Whatever was not committed is read again by the next holder.
+                            Err(_) => Leased::Released,
+                        };
                     }
                     if let Some(pause) = pause {
                         self.pause(pause, appended).await;
@@ -1143,6 +1166,8 @@ enum StepError {
 enum Leased {
     /// Another node took the lease over.
     Lost(String),
+    /// This node holds more than its share: it committed and gives the lease up.
+    Released,
     /// Stopped, faulted or retired: the runner is done.
     Ended,
 }

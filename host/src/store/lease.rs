@@ -80,6 +80,17 @@ pub trait Leases: Send + Sync + 'static {
 
     /// Every lease row of live generations, by projection then generation.
     async fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError>;
+
+    /// Records that `node` is alive for `ttl` more. Nodes count each other
+    /// this way to share the work fairly; renewing this is part of the
+    /// node's lease renewals, not a separate protocol.
+    async fn announce(&self, node: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Marks `node` gone at once (a clean stop), so the others take its share now.
+    async fn leave(&self, node: &str) -> Result<(), StoreError>;
+
+    /// The nodes whose announcement has not expired, sorted.
+    async fn live_nodes(&self) -> Result<Vec<String>, StoreError>;
 }
 
 /// The leases a backend handle was granted: generation → (node, epoch).
@@ -139,7 +150,7 @@ pub(crate) fn lease_record(
 }
 
 fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2).max(1)
 }
 
 #[async_trait]
@@ -190,5 +201,24 @@ impl<B: Backend> Leases for B {
         let all = tx.all_leases().await?;
         tx.commit().await?;
         Ok(all)
+    }
+
+    async fn announce(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        tx.announce_node(node, ttl_ms(ttl)).await?;
+        tx.commit().await
+    }
+
+    async fn leave(&self, node: &str) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        tx.announce_node(node, i64::MIN / 2).await?;
+        tx.commit().await
+    }
+
+    async fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let nodes = tx.live_nodes().await?;
+        tx.commit().await?;
+        Ok(nodes)
     }
 }

@@ -123,6 +123,10 @@ pub trait Tx: Send + Sized {
     async fn all_leases(&mut self) -> Result<Vec<LeaseRecord>, StoreError>;
     /// Deletes the generation's lease row (it retired).
     async fn delete_lease(&mut self, key: &ModelKey) -> Result<(), StoreError>;
+    /// Sets the node's announcement to expire `ttl_ms` from now (negative: already gone).
+    async fn announce_node(&mut self, node: &str, ttl_ms: i64) -> Result<(), StoreError>;
+    /// The nodes whose announcement has not expired, sorted.
+    async fn live_nodes(&mut self) -> Result<Vec<String>, StoreError>;
 
     /// Commits.
     async fn commit(self) -> Result<(), StoreError>;

@@ -82,6 +82,8 @@ const SCHEMA: &[&str] = &[
         expires_at BIGINT  NOT NULL,
         PRIMARY KEY (projection, generation)
     )",
+    // Nodes sharing the store, each until its announcement expires (`lease.rs`).
+    "CREATE TABLE IF NOT EXISTS refract_nodes (node TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
 ];
 
 /// Serializes registry changes (register, activate, rebuild, ...) per
@@ -679,6 +681,26 @@ impl Tx for PgTx {
             .execute(self.c())
             .await?;
         Ok(())
+    }
+
+    async fn announce_node(&mut self, node: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO refract_nodes (node, expires_at) VALUES ($1, {NOW_MS} + $2) \
+             ON CONFLICT (node) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+        )))
+        .bind(node)
+        .bind(ttl_ms)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn live_nodes(&mut self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT node FROM refract_nodes WHERE expires_at > {NOW_MS} ORDER BY node COLLATE \"C\""
+        )))
+        .fetch_all(self.c())
+        .await?)
     }
 
     async fn commit(self) -> Result<(), StoreError> {

@@ -64,6 +64,8 @@ const SCHEMA: &[&str] = &[
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (projection, generation)
     )",
+    // Nodes sharing the store, each until its announcement expires (`lease.rs`).
+    "CREATE TABLE IF NOT EXISTS refract_nodes (node TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)",
 ];
 
 /// Columns of a registry row, in the order `record_from_row` reads them.
@@ -606,6 +608,25 @@ impl Tx for SqliteTx {
             .execute(self.c())
             .await?;
         Ok(())
+    }
+
+    async fn announce_node(&mut self, node: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refract_nodes (node, expires_at) VALUES (?1, ?2) \
+             ON CONFLICT (node) DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(node)
+        .bind(now_ms().saturating_add(ttl_ms))
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn live_nodes(&mut self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT node FROM refract_nodes WHERE expires_at > ? ORDER BY node")
+            .bind(now_ms())
+            .fetch_all(self.c())
+            .await?)
     }
 
     async fn commit(self) -> Result<(), StoreError> {

@@ -1,0 +1,118 @@
+//! Several `refract run` processes on one PostgreSQL store share the
+//! projections fairly through leases: a node that joins gets its share by
+//! graceful hand-over, and when a node is SIGKILLed the others take its
+//! projections over within the lease lifetime plus 2 s. Events are
+//! appended throughout; every account ends up exactly as the test computes it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common;
+
+use common::*;
+use refract::ReadModelStore;
+
+/// Six projections: the examples and four harmless fixtures.
+const PLUGINS: [&str; 6] = ["account_summary", "order_summary", "poison", "flood", "bench_decode", "capabilities"];
+const TTL_MS: u64 = 3_000;
+
+fn node(data: &Path, url: &str, plugins: &Path, id: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_refract"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--events", url, "--store", url])
+        .args(["run", "--no-http", "--node-id", id, "--lease-ttl-ms", &TTL_MS.to_string(), "--plugins"])
+        .arg(plugins)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Units held by each node under an unexpired lease.
+async fn holdings(models: &dyn ReadModelStore) -> BTreeMap<String, usize> {
+    let mut by_node = BTreeMap::new();
+    for l in models.leases().await.unwrap().into_iter().filter(|l| !l.expired) {
+        *by_node.entry(l.owner).or_insert(0) += 1;
+    }
+    by_node
+}
+
+/// Waits until the six units are held by exactly `nodes`, each with at
+/// least one and at most ⌈6/N⌉ + 1, for three looks in a row.
+async fn settled(models: &dyn ReadModelStore, nodes: &[&str], within: Duration) -> Duration {
+    let started = Instant::now();
+    let most = 6usize.div_ceil(nodes.len()) + 1;
+    let mut streak = 0;
+    loop {
+        let held = holdings(models).await;
+        let fair = held.values().sum::<usize>() == 6
+            && held.keys().map(String::as_str).eq(nodes.iter().copied())
+            && held.values().all(|&n| (1..=most).contains(&n));
+        streak = if fair { streak + 1 } else { 0 };
+        if streak == 3 {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "not settled on {nodes:?} within {within:?}: {held:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_projections_fairly_hand_over_on_join_and_take_over_from_a_killed_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = pg::fresh_schema().await;
+    let plugins = plugins_dir(dir.path(), &PLUGINS);
+    let events_store = refract::open_events(&schema.url).await.unwrap();
+    let events = bank_events(200, 12_000, 17);
+    append_all(events_store.as_ref(), &events[..4_000]).await;
+    let models = refract::open_models(&schema.url).await.unwrap();
+    let mut nodes: BTreeMap<&str, Child> = BTreeMap::new();
+    for id in ["n1", "n2"] {
+        nodes.insert(id, node(&dir.path().join(id), &schema.url, &plugins, id));
+    }
+    let took = settled(models.as_ref(), &["n1", "n2"], Duration::from_secs(90)).await;
+    eprintln!("2 nodes settled in {took:?}: {:?}", holdings(models.as_ref()).await);
+    append_all(events_store.as_ref(), &events[4_000..8_000]).await;
+
+    // A third node joins: the others hand over at a batch boundary.
+    nodes.insert("n3", node(&dir.path().join("n3"), &schema.url, &plugins, "n3"));
+    let took = settled(models.as_ref(), &["n1", "n2", "n3"], Duration::from_secs(60)).await;
+    eprintln!("3 nodes settled after the join in {took:?}: {:?}", holdings(models.as_ref()).await);
+
+    // The busiest node is killed: its units move within the lease lifetime + 2 s.
+    let held = holdings(models.as_ref()).await;
+    let victim = held.iter().max_by_key(|(_, n)| **n).map(|(id, _)| id.clone()).unwrap();
+    let mut child = nodes.remove(victim.as_str()).unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed = Instant::now();
+    let rest: Vec<&str> = nodes.keys().copied().collect();
+    let took = settled(models.as_ref(), &rest, Duration::from_secs(60)).await;
+    let over = killed.elapsed() - Duration::from_millis(200); // the three settled looks
+    eprintln!("{victim} killed; {rest:?} took over in {over:?}: {:?}", holdings(models.as_ref()).await);
+    assert!(over <= Duration::from_millis(TTL_MS + 2_000), "take-over took {over:?} ({took:?} to settle)");
+    append_all(events_store.as_ref(), &events[8_000..]).await;
+
+    // Every projection reaches the head, and every account is exact.
+    let head = events_store.head().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let records = models.projections().await.unwrap();
+        if records.len() == 6 && records.iter().all(|r| r.checkpoint == head) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all at {head}: {records:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (_, mut child) in nodes {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let docs = all_documents(models.as_ref(), "account-summary", "accounts").await;
+    assert_accounts(&docs, &expected_accounts(&events));
+    assert_eq!(ledger(models.as_ref()).await, expected_ledger(&events));
+}
