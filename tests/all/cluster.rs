@@ -116,3 +116,75 @@ async fn nodes_share_projections_fairly_hand_over_on_join_and_take_over_from_a_k
     assert_accounts(&docs, &expected_accounts(&events));
     assert_eq!(ledger(models.as_ref()).await, expected_ledger(&events));
 }
+
+/// An owner paused (SIGSTOP) past its lease while events keep coming: the
+/// other node takes over; resumed (SIGCONT), the old owner's next write is
+/// refused by the fence and it stands by. No event is applied twice: every
+/// account's balance and transaction count are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_is_fenced_out_when_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = pg::fresh_schema().await;
+    let plugins = plugins_dir(dir.path(), &["account_summary"]);
+    let events_store = refract::open_events(&schema.url).await.unwrap();
+    let events = bank_events(100, 9_000, 23);
+    append_all(events_store.as_ref(), &events[..3_000]).await;
+    let models = refract::open_models(&schema.url).await.unwrap();
+    let log = |id: &str| dir.path().join(format!("{id}.log"));
+    let spawn = |id: &str| {
+        Command::new(env!("CARGO_BIN_EXE_refract"))
+            .arg("--data-dir")
+            .arg(dir.path().join(id))
+            .args(["--events", &schema.url, "--store", &schema.url])
+            .args(["run", "--no-http", "--node-id", id, "--lease-ttl-ms", "1000", "--plugins"])
+            .arg(&plugins)
+            .env("RUST_LOG", "refract=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log(id)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let mut a = spawn("a");
+    let owner = |models: std::sync::Arc<dyn ReadModelStore>| async move {
+        models.leases().await.unwrap().into_iter().find(|l| !l.expired).map(|l| l.owner)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while owner(models.clone()).await.as_deref() != Some("a") {
+        assert!(Instant::now() < deadline, "node a never took the lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut b = spawn("b");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(owner(models.clone()).await.as_deref(), Some("a"), "b stands by while a renews");
+
+    let pid = a.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    append_all(events_store.as_ref(), &events[3_000..6_000]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while owner(models.clone()).await.as_deref() != Some("b") {
+        assert!(Instant::now() < deadline, "b never took over from the paused a");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    append_all(events_store.as_ref(), &events[6_000..]).await;
+
+    let head = events_store.head().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while models.projection("account-summary").await.unwrap().checkpoint < head {
+        assert!(Instant::now() < deadline, "b did not reach the head");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // a resumed with work in hand; its next write meets the fence.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(log("a")).unwrap().contains("lost the lease") {
+        assert!(Instant::now() < deadline, "a never noticed: {}", std::fs::read_to_string(log("a")).unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for child in [&mut a, &mut b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert_eq!(owner(models.clone()).await.as_deref(), Some("b"));
+    let docs = all_documents(models.as_ref(), "account-summary", "accounts").await;
+    assert_accounts(&docs, &expected_accounts(&events));
+}
