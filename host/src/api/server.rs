@@ -12,8 +12,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-/// How long a client has to send a request's headers, counted from its
-/// first byte (or, on a kept-alive connection, from the previous response).
+/// How long a client has to send a request's headers, counted from when
+/// the connection is ready for them: from the accept, or on a kept-alive
+/// connection from the previous response. So it is also how long an idle
+/// keep-alive connection is kept; clients open a new one, as pools do.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops

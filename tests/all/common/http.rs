@@ -38,24 +38,33 @@ impl Reply {
     }
 }
 
-/// One keep-alive connection.
+/// One keep-alive connection, opened again when the server closed it
+/// while idle (it does after `HEADER_TIMEOUT`), as a pooled client would.
 pub struct Client {
+    addr: SocketAddr,
     send: SendRequest<Full<Bytes>>,
 }
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
+        Self { addr, send: Self::open(addr).await }
+    }
+
+    async fn open(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
         let stream = TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
         let (send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Self { send }
+        send
     }
 
     async fn send(&mut self, method: &str, path: &str, body: Vec<u8>) -> hyper::Response<Incoming> {
-        self.send.ready().await.unwrap();
+        if self.send.is_closed() || self.send.ready().await.is_err() {
+            self.send = Self::open(self.addr).await;
+            self.send.ready().await.unwrap();
+        }
         let request = hyper::Request::builder()
             .method(method)
             .uri(path)
