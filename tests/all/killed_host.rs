@@ -33,19 +33,7 @@ fn status_tells_a_killed_host_from_a_running_one() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let status = |json: &str| -> Value {
-        let v: Value = serde_json::from_str(json).unwrap();
-        v.as_array().unwrap().iter().find(|p| p["name"] == "account-summary").cloned().unwrap_or(Value::Null)
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let alive = loop {
-        let s = status(&refract(&["status", "--json"]));
-        if s["checkpoint"] == 600 || Instant::now() > deadline {
-            break s;
-        }
-        assert!(host.try_wait().unwrap().is_none(), "the host exited on its own");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let alive = wait_for_checkpoint(&mut host, 600, || refract(&["status", "--json"]));
     assert_eq!(alive["checkpoint"], 600, "the host did not project: {alive}");
     assert_eq!(alive["state"], "running", "{alive}");
     assert_eq!(alive["host"], "running", "{alive}");
@@ -54,7 +42,7 @@ fn status_tells_a_killed_host_from_a_running_one() {
 
     host.kill().unwrap(); // SIGKILL: the host records nothing.
     host.wait().unwrap();
-    let gone = status(&refract(&["status", "--json"]));
+    let gone = account_summary(&refract(&["status", "--json"]));
     // The registry still says running; the status must tell the host is gone.
     assert_eq!(gone["state"], "running", "{gone}");
     assert_eq!(gone["host"], "gone", "{gone}");
@@ -97,19 +85,7 @@ async fn status_and_nodes_tell_a_killed_host_by_its_lease_on_postgres() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let status = |json: &str| -> Value {
-        let v: Value = serde_json::from_str(json).unwrap();
-        v.as_array().unwrap().iter().find(|p| p["name"] == "account-summary").cloned().unwrap_or(Value::Null)
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let alive = loop {
-        let s = status(&refract(&["status", "--json"]));
-        if s["checkpoint"] == 600 || Instant::now() > deadline {
-            break s;
-        }
-        assert!(host.try_wait().unwrap().is_none(), "the host exited on its own");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let alive = wait_for_checkpoint(&mut host, 600, || refract(&["status", "--json"]));
     assert_eq!((alive["checkpoint"].clone(), alive["owner"].clone()), (600.into(), "node-7".into()), "{alive}");
     assert_eq!(alive["host"], "running", "{alive}");
     let nodes: Value = serde_json::from_str(&refract(&["nodes", "--json"])).unwrap();
@@ -121,8 +97,28 @@ async fn status_and_nodes_tell_a_killed_host_by_its_lease_on_postgres() {
     host.kill().unwrap(); // SIGKILL: the lease is neither renewed nor released.
     host.wait().unwrap();
     std::thread::sleep(Duration::from_millis(1_500));
-    let gone = status(&refract(&["status", "--json"]));
+    let gone = account_summary(&refract(&["status", "--json"]));
     assert_eq!((gone["state"].clone(), gone["host"].clone()), ("running".into(), "gone".into()), "{gone}");
     let nodes: Value = serde_json::from_str(&refract(&["nodes", "--json"])).unwrap();
     assert_eq!((nodes[0]["node"].clone(), nodes[0]["live"].clone()), ("node-7".into(), false.into()), "{nodes}");
+}
+
+/// `account-summary`'s row of `refract status --json`.
+fn account_summary(json: &str) -> Value {
+    let v: Value = serde_json::from_str(json).unwrap();
+    v.as_array().unwrap().iter().find(|p| p["name"] == "account-summary").cloned().unwrap_or(Value::Null)
+}
+
+/// Polls `status` until `account-summary` reaches `checkpoint` (or two
+/// minutes pass) while `host` keeps running; its last row.
+fn wait_for_checkpoint(host: &mut std::process::Child, checkpoint: u64, status: impl Fn() -> String) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = account_summary(&status());
+        if s["checkpoint"] == checkpoint || Instant::now() > deadline {
+            return s;
+        }
+        assert!(host.try_wait().unwrap().is_none(), "the host exited on its own");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
