@@ -272,3 +272,93 @@ async fn benchmark() {
     }
     println!("median: join settled in {:.2?}; owner's death to successor's first commit {:.2?}", median(joins), median(takeovers));
 }
+
+/// A free loopback port, for a node's `--http`.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plugin replaced in every node's folder while three nodes serve: the
+/// new generation is built once (by the node holding its lease), and every
+/// node's queries answer from the old generation until the swap and from
+/// the new one after it, never a page that mixes the two, never back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_is_built_once_and_swaps_every_node_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = pg::fresh_schema().await;
+    let store = refract::open_events(&schema.url).await.unwrap();
+    let events = bank_events(50, 30_000, 31);
+    append_all(store.as_ref(), &events).await;
+    let models = refract::open_models(&schema.url).await.unwrap();
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let plugins = dir.path().join(format!("plugins-{id}"));
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::copy(plugin("account_summary"), plugins.join("account_summary.wasm")).unwrap();
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_refract"))
+            .arg("--data-dir")
+            .arg(dir.path().join(id))
+            .args(["--events", &schema.url, "--store", &schema.url])
+            .args(["run", "--node-id", id, "--lease-ttl-ms", &TTL_MS.to_string(), "--http"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--plugins")
+            .arg(&plugins)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        nodes.push((plugins, std::net::SocketAddr::from(([127, 0, 0, 1], port)), child));
+    }
+    let head = events.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while models.projection("account-summary").await.map(|r| r.checkpoint).unwrap_or(0) < head {
+        assert!(Instant::now() < deadline, "generation 1 never reached the head");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut clients = Vec::new();
+    for (_, addr, _) in &nodes {
+        clients.push(common::http::Client::connect(*addr).await);
+    }
+
+    // Written beside, then renamed: each watcher sees one whole new file.
+    for (plugins, _, _) in &nodes {
+        let staged = plugins.join("account_summary.wasm.new");
+        std::fs::write(&staged, std::fs::read(plugin("account_summary_v2")).unwrap()).unwrap();
+        std::fs::rename(&staged, plugins.join("account_summary.wasm")).unwrap();
+    }
+    // Which generation each node answered from, look after look.
+    let mut seen: Vec<Vec<bool>> = vec![Vec::new(); nodes.len()];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let page = client.get("/projections/account-summary/accounts?limit=50").await;
+            assert_eq!(page.status, 200, "{}", page.text);
+            let (docs, tiers) = (page.text.matches("\"owner\"").count(), page.text.matches("\"tier\"").count());
+            assert!(docs > 0 && (tiers == 0 || tiers == docs), "a page mixed generations: {}", page.text);
+            let new = tiers == docs;
+            assert!(!(seen[i].last() == Some(&true) && !new), "node {i} went back to the old generation");
+            seen[i].push(new);
+        }
+        if seen.iter().all(|s| s.last() == Some(&true)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every node swapped: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (_, _, mut child) in nodes {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(seen.iter().all(|s| !s[0]), "the swap happened before the first look: {seen:?}");
+    // Built once: generation 2 serves, and no other generation was started for the module.
+    let live = models.projections().await.unwrap();
+    assert_eq!(live.iter().map(|r| (r.key.generation, r.role)).collect::<Vec<_>>(), [(2, refract::Role::Active)]);
+    assert_eq!(live[0].checkpoint, head);
+    let docs = all_documents(models.as_ref(), "account-summary", "accounts").await;
+    for (id, want) in expected_accounts(&events) {
+        assert_eq!(docs[&id]["balance"].as_i64(), Some(want.balance), "{id}");
+        assert_eq!(docs[&id]["transactions"].as_u64(), Some(want.transactions), "{id}");
+    }
+}
