@@ -212,9 +212,8 @@ async fn benchmark() {
         append_all(store.as_ref(), &events).await;
         let models = refract::open_models(&schema.url).await.unwrap();
         let started = Instant::now();
-        let mut children: Vec<Child> = (1..=n)
-            .map(|i| node(&dir.path().join(format!("n{i}")), &schema.url, &plugins, &format!("n{i}")))
-            .collect();
+        let mut children: Vec<Child> =
+            (1..=n).map(|i| node(&dir.path().join(format!("n{i}")), &schema.url, &plugins, &format!("n{i}"))).collect();
         loop {
             let records = models.projections().await.unwrap();
             if records.len() == 6 && records.iter().all(|r| r.checkpoint == events.len() as u64) {
@@ -264,13 +263,20 @@ async fn benchmark() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         takeovers.push(killed.elapsed());
-        println!("round {round}: join settled in {:.2?}, take-over commit after {:.2?}", joins[round], takeovers[round]);
+        println!(
+            "round {round}: join settled in {:.2?}, take-over commit after {:.2?}",
+            joins[round], takeovers[round]
+        );
         for (_, mut c) in nodes {
             c.kill().unwrap();
             c.wait().unwrap();
         }
     }
-    println!("median: join settled in {:.2?}; owner's death to successor's first commit {:.2?}", median(joins), median(takeovers));
+    println!(
+        "median: join settled in {:.2?}; owner's death to successor's first commit {:.2?}",
+        median(joins),
+        median(takeovers)
+    );
 }
 
 /// A free loopback port, for a node's `--http`.
@@ -346,6 +352,14 @@ async fn a_rolling_update_is_built_once_and_swaps_every_node_whole() {
         }
         assert!(Instant::now() < deadline, "not every node swapped: {seen:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every node's metrics name the node that holds the new generation.
+    let owner = models.leases().await.unwrap().into_iter().find(|l| l.key.generation == 2).unwrap().owner;
+    for client in &mut clients {
+        let metrics = client.get("/metrics").await.text;
+        let series =
+            format!("refract_projection_lease{{projection=\"account-summary\",generation=\"2\",node=\"{owner}\"}} 1");
+        assert!(metrics.contains(&series), "no `{series}` in\n{metrics}");
     }
     for (_, _, mut child) in nodes {
         child.kill().unwrap();

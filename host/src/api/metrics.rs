@@ -124,6 +124,11 @@ impl Metrics {
                 "1 while the generation retries a store or source error (see store_error in /projections), else 0.",
             ),
             (
+                "refract_projection_lease",
+                "gauge",
+                "1 while the node named in `node` holds the generation's lease, 0 once it expired.",
+            ),
+            (
                 "refract_notices_missed_total",
                 "counter",
                 "Commit notices the metrics collector missed by falling behind.",
@@ -154,6 +159,14 @@ impl Metrics {
             let _ = writeln!(out, "refract_projection_errors{{projection=\"{p}\"}} {faulted}");
             let (g, failing) = (s.generation, u8::from(s.store_error.is_some()));
             let _ = writeln!(out, "refract_projection_store_error{{projection=\"{p}\",generation=\"{g}\"}} {failing}");
+            if let Some(owner) = &s.owner {
+                let held = u8::from(s.host != Some(crate::projection::host::HostLiveness::Gone));
+                let n = label(owner);
+                let _ = writeln!(
+                    out,
+                    "refract_projection_lease{{projection=\"{p}\",generation=\"{g}\",node=\"{n}\"}} {held}"
+                );
+            }
         }
         let missed = self.missed.load(std::sync::atomic::Ordering::Relaxed);
         let _ = writeln!(out, "refract_notices_missed_total {missed}");
