@@ -13,6 +13,7 @@
 
 mod common;
 
+mod aggregate_bench;
 mod api_contract;
 mod append;
 mod bad_input;
@@ -21,6 +22,7 @@ mod conformance;
 mod corrupt_events;
 mod crash;
 mod disk_full;
+mod http_aggregate;
 mod http_api;
 mod killed_host;
 mod polyglot;
