@@ -73,8 +73,17 @@ async fn bench(backend: &str, store: Arc<dyn ReadModelStore>) {
     let cases = [
         ("group_by=status, 5 aggregates, all 1M documents", all.clone().group_by("status")),
         ("group_by=status,region (20 groups), 5 aggregates", all.clone().group_by("status").group_by("region")),
-        ("ungrouped, 5 aggregates, filter balance>=40000 (~10%)", all.clone().with_filter(Filter::parse("balance>=40000").unwrap())),
-        ("group_by=region, count, filter status=open (25%)", AggregateQuery::new().group_by("region").agg(Aggregate::count()).with_filter(Filter::parse("status=open").unwrap())),
+        (
+            "ungrouped, 5 aggregates, filter balance>=40000 (~10%)",
+            all.clone().with_filter(Filter::parse("balance>=40000").unwrap()),
+        ),
+        (
+            "group_by=region, count, filter status=open (25%)",
+            AggregateQuery::new()
+                .group_by("region")
+                .agg(Aggregate::count())
+                .with_filter(Filter::parse("status=open").unwrap()),
+        ),
     ];
     for (name, q) in cases {
         let d = median(store.as_ref(), &q).await;

@@ -97,7 +97,11 @@ async fn grouped_aggregates_match_independent_results_and_bad_input_is_a_400() {
 
     // A read past the time limit: 503 with the limit, not a 500.
     stores.models.set_read_timeout(Duration::from_millis(1));
-    let heavy = format!("{AGG}?group_by=status&group_by=owner&agg=count&agg={}&agg={}", enc("sum(balance)"), enc("max(transactions)"));
+    let heavy = format!(
+        "{AGG}?group_by=status&group_by=owner&agg=count&agg={}&agg={}",
+        enc("sum(balance)"),
+        enc("max(transactions)")
+    );
     let reply = client.get(&heavy).await;
     assert_eq!(reply.status, 503, "{}", reply.text);
     assert_eq!(reply.json()["limit_ms"], 1);

@@ -51,15 +51,18 @@ pub(crate) const ROUTE: Route = Route {
             TIMEOUT_MS,
         ],
         body: None,
-        ok: json_reply("`{\"groups\": [{\"key\": {field: value}, \"values\": {\"sum(balance)\": 120, \"count\": 3}}]}`", || {
-            json!({
-                "type": "object",
-                "properties": { "groups": { "type": "array", "items": {
+        ok: json_reply(
+            "`{\"groups\": [{\"key\": {field: value}, \"values\": {\"sum(balance)\": 120, \"count\": 3}}]}`",
+            || {
+                json!({
                     "type": "object",
-                    "properties": { "key": { "type": "object" }, "values": { "type": "object" } }
-                } } }
-            })
-        }),
+                    "properties": { "groups": { "type": "array", "items": {
+                        "type": "object",
+                        "properties": { "key": { "type": "object" }, "values": { "type": "object" } }
+                    } } }
+                })
+            },
+        ),
         errors: &[400, 404, 503, 504, 500],
     },
 };
@@ -69,8 +72,7 @@ async fn aggregate(
     p: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let Path((name, collection)) =
-        p.map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))?;
+    let Path((name, collection)) = p.map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))?;
     let params = AggregateParams::parse(raw.as_deref())?;
     wait_for(&s, &name, params.consistency, |r| Ok(r.collection(&collection).map(drop)?)).await?;
     let result = s.models().aggregate_documents(&name, &collection, &params.query).await?;

@@ -155,7 +155,8 @@ impl IntoResponse for ApiError {
         let status = self.status();
         // A 504 is the client's own deadline, and its body holds only
         // positions; a read stopped by the time limit names only the limit.
-        let own_words = status == StatusCode::GATEWAY_TIMEOUT || matches!(self, Self::Store(StoreError::TimeLimit { .. }));
+        let own_words =
+            status == StatusCode::GATEWAY_TIMEOUT || matches!(self, Self::Store(StoreError::TimeLimit { .. }));
         if status.is_server_error() && !own_words {
             return server_error(status, &self);
         }

@@ -181,7 +181,8 @@ mod tests {
 
     #[test]
     fn aggregates_parse_into_the_library_type() {
-        let p = AggregateParams::parse(Some("group_by=status,owner&agg=sum(balance)&agg=count&filter=balance%3E0")).unwrap();
+        let p = AggregateParams::parse(Some("group_by=status,owner&agg=sum(balance)&agg=count&filter=balance%3E0"))
+            .unwrap();
         let expected = AggregateQuery::new()
             .with_filter(Filter::parse("balance>0").unwrap())
             .group_by("status")

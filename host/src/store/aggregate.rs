@@ -207,15 +207,35 @@ impl AggregateQuery {
 
     /// The distinct fields the aggregates read, in first-use order: a
     /// backend measures each once, however many aggregates use it.
-    pub(crate) fn measured_fields(&self) -> Vec<&str> {
-        let mut fields: Vec<&str> = Vec::new();
-        for f in self.aggregates.iter().filter_map(|a| a.field.as_deref()) {
-            if !fields.contains(&f) {
-                fields.push(f);
-            }
+    pub(crate) fn measured_fields(&self) -> Vec<Measured<'_>> {
+        let mut fields: Vec<Measured<'_>> = Vec::new();
+        for a in &self.aggregates {
+            let Some(field) = a.field.as_deref() else { continue };
+            let at = match fields.iter().position(|m| m.field == field) {
+                Some(at) => at,
+                None => {
+                    fields.push(Measured { field, sum: false, bounds: false });
+                    fields.len() - 1
+                }
+            };
+            fields[at].sum |= matches!(a.function, AggFn::Sum | AggFn::Avg);
+            fields[at].bounds |= matches!(a.function, AggFn::Min | AggFn::Max);
         }
         fields
     }
+}
+
+/// A field a backend must measure, and which of the costlier measures it
+/// needs: a sum is only computed when asked for (an integer sum can
+/// overflow, and must not fail a `max`), and so are the bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Measured<'a> {
+    /// The field.
+    pub field: &'a str,
+    /// `sum` or `avg` asked for: measure the sum.
+    pub sum: bool,
+    /// `min` or `max` asked for: measure the bounds.
+    pub bounds: bool,
 }
 
 /// What a backend measures of one field in one group. Nulls and missing
@@ -298,7 +318,8 @@ impl AggregateResult {
                     .iter()
                     .map(|a| {
                         let Some(field) = a.field.as_deref() else { return Ok(Value::from(g.rows)) };
-                        let at = measured.iter().position(|m| *m == field).expect("measured_fields lists every field");
+                        let at =
+                            measured.iter().position(|m| m.field == field).expect("measured_fields lists every field");
                         value_of(a.function, field, &g.fields[at])
                     })
                     .collect::<Result<Vec<_>, _>>()?;

@@ -35,7 +35,7 @@ use crate::model::manifest::{CollectionSpec, Manifest};
 use crate::store::aggregate::{AggregateQuery, AggregateResult, FieldStats, MAX_GROUPS, RawGroup, exact_number};
 use crate::store::limits::{Armed, ReadLimits};
 use crate::store::query::{
-    Cursor, Document, Filter, Op, Order, Page, Query, QueryError, check_document_id, order_key, where_clause,
+    Cursor, Document, Filter, Op, Order, Page, Query, check_document_id, order_key, where_clause,
 };
 
 /// PostgreSQL's identifier limit in bytes; longer names are silently truncated.
@@ -894,17 +894,18 @@ async fn aggregate_in(
     let mut cols: Vec<String> = query.group_by.iter().map(|g| field_expr(g)).collect();
     cols.push("COUNT(*)".to_owned());
     let measured = query.measured_fields();
-    for f in &measured {
-        let e = field_expr(f);
+    for m in &measured {
+        let e = field_expr(m.field);
         let (num, text) = (format!("jsonb_typeof({e}) = 'number'"), format!("jsonb_typeof({e}) = 'string'"));
+        let when = |on: bool, sql: String| if on { sql } else { "NULL".to_owned() };
         cols.push(format!("COUNT({e})"));
         cols.push(format!("COUNT(*) FILTER (WHERE {num})"));
         cols.push(format!("COUNT(*) FILTER (WHERE {text})"));
-        cols.push(format!("(SUM(({e})::numeric) FILTER (WHERE {num}))::text"));
-        cols.push(format!("(MIN(({e})::numeric) FILTER (WHERE {num}))::text"));
-        cols.push(format!("(MAX(({e})::numeric) FILTER (WHERE {num}))::text"));
-        cols.push(format!("MIN({e} #>> '{{}}') FILTER (WHERE {text})"));
-        cols.push(format!("MAX({e} #>> '{{}}') FILTER (WHERE {text})"));
+        cols.push(when(m.sum, format!("(SUM(({e})::numeric) FILTER (WHERE {num}))::text")));
+        cols.push(when(m.bounds, format!("(MIN(({e})::numeric) FILTER (WHERE {num}))::text")));
+        cols.push(when(m.bounds, format!("(MAX(({e})::numeric) FILTER (WHERE {num}))::text")));
+        cols.push(when(m.bounds, format!("MIN({e} #>> '{{}}') FILTER (WHERE {text})")));
+        cols.push(when(m.bounds, format!("MAX({e} #>> '{{}}') FILTER (WHERE {text})")));
     }
     let mut text = format!("SELECT {} FROM {}{}", cols.join(", "), table(key, &spec.name), where_clause(&conds));
     if !query.group_by.is_empty() {
@@ -918,21 +919,25 @@ async fn aggregate_in(
     let n = query.group_by.len();
     let mut groups = Vec::with_capacity(rows.len());
     for r in &rows {
-        let key = (0..n).map(|i| Ok(r.try_get::<Option<Value>, _>(i)?.unwrap_or(Value::Null))).collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let key = (0..n)
+            .map(|i| Ok(r.try_get::<Option<Value>, _>(i)?.unwrap_or(Value::Null)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let mut fields = Vec::with_capacity(measured.len());
-        for (m, f) in measured.iter().enumerate() {
+        for (m, f) in measured.iter().map(|m| m.field).enumerate() {
             let c = n + 1 + 8 * m;
             let count = |i: usize| r.try_get::<i64, _>(i).map(|v| v as u64);
             let decimal = |i: usize| r.try_get::<Option<String>, _>(i);
-            // A min or max is one of the values, so it fits what JSON held.
-            let bound = |i: usize, s: usize| -> Result<Option<Value>, StoreError> {
-                Ok(match decimal(i)? {
-                    Some(d) => Some(Value::Number(
-                        d.parse::<i64>().map(Into::into).ok().or_else(|| d.parse::<f64>().ok().and_then(serde_json::Number::from_f64)).ok_or_else(|| QueryError::SumOverflow { field: f.to_string() })?,
-                    )),
-                    None => decimal(s)?.map(Value::String),
-                })
-            };
+            // A min or max is one of the values, which JSON held as an
+            // i64 or an f64: one of the two parses always succeeds.
+            let bound =
+                |i: usize, s: usize| -> Result<Option<Value>, sqlx::Error> {
+                    Ok(match decimal(i)? {
+                        Some(d) => d.parse::<i64>().map(Value::from).ok().or_else(|| {
+                            d.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number)
+                        }),
+                        None => decimal(s)?.map(Value::String),
+                    })
+                };
             fields.push(FieldStats {
                 values: count(c)?,
                 numbers: count(c + 1)?,

@@ -104,7 +104,9 @@ pub enum QueryError {
     },
     /// `min` or `max` over a field that mixes kinds of values, or holds
     /// booleans, arrays or objects: no order is the same on every backend.
-    #[error("`{function}({field})` needs all numbers or all strings, but `{field}` holds {found} in the matching documents")]
+    #[error(
+        "`{function}({field})` needs all numbers or all strings, but `{field}` holds {found} in the matching documents"
+    )]
     NotComparable {
         /// `min` or `max`.
         function: String,

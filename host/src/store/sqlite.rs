@@ -18,7 +18,7 @@ use crate::db::DbTx;
 use crate::db::sqlite::{SqliteDb, quote_ident};
 use crate::model::changes::ChangeSet;
 use crate::model::manifest::{CollectionSpec, Manifest};
-use crate::store::aggregate::{AggFn, AggregateQuery, AggregateResult, FieldStats, MAX_GROUPS, RawGroup};
+use crate::store::aggregate::{AggregateQuery, AggregateResult, FieldStats, MAX_GROUPS, RawGroup};
 use crate::store::limits::{Armed, ReadLimits};
 use crate::store::query::{
     Cursor, Document, Filter, Op, Order, Page, Query, QueryError, check_document_id, order_key, where_clause,
@@ -822,16 +822,16 @@ async fn aggregate_in(
     }
     cols.push("COUNT(*)".to_owned());
     let measured = query.measured_fields();
-    for f in &measured {
-        let (e, t) = (field_expr(f), format!("json_type(doc, '$.{f}')"));
+    for m in &measured {
+        let (e, t) = (field_expr(m.field), format!("json_type(doc, '$.{}')", m.field));
         cols.push(format!("COUNT({e})"));
         cols.push(format!("COUNT(CASE WHEN {t} IN ('integer', 'real') THEN 1 END)"));
         cols.push(format!("COUNT(CASE WHEN {t} = 'text' THEN 1 END)"));
         // SUM stays an INTEGER when every value is one, and fails rather
         // than lose precision on overflow.
-        cols.push(format!("SUM({e})"));
-        cols.push(format!("MIN({e})"));
-        cols.push(format!("MAX({e})"));
+        cols.push(if m.sum { format!("SUM({e})") } else { "NULL".into() });
+        cols.push(if m.bounds { format!("MIN({e})") } else { "NULL".into() });
+        cols.push(if m.bounds { format!("MAX({e})") } else { "NULL".into() });
     }
     let mut sql = format!("SELECT {} FROM {}{}", cols.join(", "), table(key, &spec.name), where_clause(&conds));
     if !query.group_by.is_empty() {
@@ -843,8 +843,8 @@ async fn aggregate_in(
     let rows = match sqlx::query_with::<Sqlite, _>(AssertSqlSafe(sql), args).fetch_all(&mut *conn).await {
         Ok(rows) => rows,
         Err(sqlx::Error::Database(e)) if e.message().contains("integer overflow") => {
-            let summed = query.aggregates.iter().find(|a| matches!(a.function, AggFn::Sum | AggFn::Avg));
-            let field = summed.and_then(|a| a.field.clone()).unwrap_or_default();
+            // SQLite does not say which sum overflowed: name the first.
+            let field = measured.iter().find(|m| m.sum).map_or("", |m| m.field).to_owned();
             return Err(QueryError::SumOverflow { field }.into());
         }
         Err(e) => return Err(e.into()),

@@ -120,13 +120,20 @@ fn expected_values(group: &[&Doc]) -> Vec<Value> {
 }
 
 /// The expected groups, ordered by key with nulls first (as `Option` orders).
-fn expected(docs: &[Doc], keep: impl Fn(&Doc) -> bool, key: impl Fn(&Doc) -> Vec<Option<Value>>) -> Vec<(Vec<Value>, Vec<Value>)> {
+fn expected(
+    docs: &[Doc],
+    keep: impl Fn(&Doc) -> bool,
+    key: impl Fn(&Doc) -> Vec<Option<Value>>,
+) -> Vec<(Vec<Value>, Vec<Value>)> {
     let mut groups: BTreeMap<Vec<(u8, String)>, (Vec<Value>, Vec<&Doc>)> = BTreeMap::new();
     for d in docs.iter().filter(|d| keep(d)) {
         let k = key(d);
         // Nulls first, then by value (strings here compare bytewise, booleans false first).
-        let sort: Vec<(u8, String)> = k.iter().map(|v| v.as_ref().map_or((0, String::new()), |v| (1, v.to_string()))).collect();
-        let entry = groups.entry(sort).or_insert_with(|| (k.iter().map(|v| v.clone().unwrap_or(Value::Null)).collect(), vec![]));
+        let sort: Vec<(u8, String)> =
+            k.iter().map(|v| v.as_ref().map_or((0, String::new()), |v| (1, v.to_string()))).collect();
+        let entry = groups
+            .entry(sort)
+            .or_insert_with(|| (k.iter().map(|v| v.clone().unwrap_or(Value::Null)).collect(), vec![]));
         entry.1.push(d);
     }
     groups.into_values().map(|(k, g)| (k, expected_values(&g))).collect()
@@ -144,7 +151,10 @@ async fn load(store: &dyn ReadModelStore, docs: &[Doc]) {
         let mut set = ChangeSet::default();
         set.collections.insert(
             "accounts".into(),
-            CollectionChanges { upserts: chunk.iter().map(|d| (d.id.clone(), json_of(d).to_string())).collect(), deletes: vec![] },
+            CollectionChanges {
+                upserts: chunk.iter().map(|d| (d.id.clone(), json_of(d).to_string())).collect(),
+                deletes: vec![],
+            },
         );
         store.commit(&k, &set, n as u64, n as u64 + 1).await.unwrap();
     }
@@ -199,7 +209,8 @@ pub async fn aggregates_match_independent_results(store: Arc<dyn ReadModelStore>
     // The typed query builder reads the same documents as the parser.
     let q = Query::new().filter("balance", Op::Ge, 0).order_by_desc("balance").limit(20);
     let page = s.query_documents("agg", "accounts", &q).await.unwrap();
-    let mut want: Vec<(i64, &str)> = docs.iter().filter_map(|d| d.balance.filter(|b| *b >= 0).map(|b| (b, d.id.as_str()))).collect();
+    let mut want: Vec<(i64, &str)> =
+        docs.iter().filter_map(|d| d.balance.filter(|b| *b >= 0).map(|b| (b, d.id.as_str()))).collect();
     want.sort_by(|a, b| b.cmp(a));
     let ids: Vec<&str> = page.documents.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, want.iter().take(20).map(|w| w.1).collect::<Vec<_>>());
@@ -233,10 +244,24 @@ pub async fn bad_aggregates_are_refused(store: Arc<dyn ReadModelStore>) {
     assert!(matches!(err, QueryError::NotIndexed { .. }), "{err}");
     assert!(matches!(Aggregate::parse("median(balance)"), Err(QueryError::BadAggregate { .. })));
     assert!(matches!(Aggregate::parse("sum(balance"), Err(QueryError::BadAggregate { .. })));
+    // An integer sum past the 64-bit range is refused, not wrapped or rounded.
+    let mut set = ChangeSet::default();
+    let huge = |id: &str| (id.to_owned(), json!({ "balance": i64::MAX - 1, "status": "huge" }).to_string());
+    set.collections
+        .insert("accounts".into(), CollectionChanges { upserts: vec![huge("h1"), huge("h2")], deletes: vec![] });
+    let k = refract::ModelKey { projection: "agg".into(), generation: 1 };
+    s.commit(&k, &set, 4, 5).await.unwrap();
+    let sum = AggregateQuery::new().filter("status", Op::Eq, "huge").agg(Aggregate::new(AggFn::Sum, "balance"));
+    assert_eq!(refused(sum).await, QueryError::SumOverflow { field: "balance".into() });
+    let max = AggregateQuery::new().filter("status", Op::Eq, "huge").agg(Aggregate::new(AggFn::Max, "balance"));
+    assert_eq!(s.aggregate_documents("agg", "accounts", &max).await.unwrap().groups[0].values, [json!(i64::MAX - 1)]);
     // A sum over strings is refused only where strings are: filtered to
     // numbers, the same field sums.
     let q = AggregateQuery::new().filter("status", Op::Eq, "open").agg(Aggregate::new(AggFn::Count, "status"));
-    assert_eq!(s.aggregate_documents("agg", "accounts", &q).await.unwrap().groups[0].values, [json!(docs.iter().filter(|d| d.status == Some("open")).count())]);
+    assert_eq!(
+        s.aggregate_documents("agg", "accounts", &q).await.unwrap().groups[0].values,
+        [json!(docs.iter().filter(|d| d.status == Some("open")).count())]
+    );
 }
 
 /// A read past the time limit is stopped with an error naming the limit,
@@ -244,7 +269,9 @@ pub async fn bad_aggregates_are_refused(store: Arc<dyn ReadModelStore>) {
 pub async fn reads_stop_at_the_time_limit(store: Arc<dyn ReadModelStore>) {
     load(store.as_ref(), &docs()).await;
     let s = store.as_ref();
-    let heavy = all_aggregates().into_iter().fold(AggregateQuery::new().group_by("status").group_by("region"), AggregateQuery::agg);
+    let heavy = all_aggregates()
+        .into_iter()
+        .fold(AggregateQuery::new().group_by("status").group_by("region"), AggregateQuery::agg);
     s.set_read_timeout(Duration::from_millis(1));
     let err = s.aggregate_documents("agg", "accounts", &heavy).await.unwrap_err();
     assert!(matches!(err, StoreError::TimeLimit { limit_ms: 1 }), "{err}");
