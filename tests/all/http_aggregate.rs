@@ -78,7 +78,7 @@ async fn grouped_aggregates_match_independent_results_and_bad_input_is_a_400() {
     // Bad input: 400, and the message names the problem.
     for (query, needle) in [
         (format!("agg={}", enc("sum(opened_at)")), "cannot aggregate on `opened_at`: it is not indexed"),
-        (format!("agg=count&group_by=opened_at"), "cannot aggregate on `opened_at`"),
+        ("agg=count&group_by=opened_at".into(), "cannot aggregate on `opened_at`"),
         (format!("agg={}", enc("sum(owner)")), "`sum(owner)` needs numbers, but `owner` holds strings"),
         (format!("agg={}", enc("avg(status)")), "`avg(status)` needs numbers"),
         (format!("agg={}", enc("median(balance)")), "unknown function `median`"),

@@ -125,7 +125,9 @@ fn expected(
     keep: impl Fn(&Doc) -> bool,
     key: impl Fn(&Doc) -> Vec<Option<Value>>,
 ) -> Vec<(Vec<Value>, Vec<Value>)> {
-    let mut groups: BTreeMap<Vec<(u8, String)>, (Vec<Value>, Vec<&Doc>)> = BTreeMap::new();
+    // Sort key (nulls first) -> (the key as JSON, the group's documents).
+    type Groups<'a> = BTreeMap<Vec<(u8, String)>, (Vec<Value>, Vec<&'a Doc>)>;
+    let mut groups = Groups::new();
     for d in docs.iter().filter(|d| keep(d)) {
         let k = key(d);
         // Nulls first, then by value (strings here compare bytewise, booleans false first).
