@@ -11,6 +11,7 @@
 //! # }
 //! ```
 
+mod aggregate;
 mod consistency;
 mod error;
 mod layers;

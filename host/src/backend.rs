@@ -18,6 +18,14 @@ pub enum BackendError {
     /// The read-model store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A setting from the environment is not valid.
+    #[error("{name} must be a number of milliseconds, not `{value}`")]
+    BadSetting {
+        /// The variable.
+        name: &'static str,
+        /// What it held.
+        value: String,
+    },
 }
 
 /// Which backend a URL names.
@@ -58,11 +66,19 @@ pub async fn open_events(url: &str) -> Result<Arc<dyn EventStore>, BackendError>
 }
 
 /// Opens the read-model store a URL names, as [`open_events`] does.
+/// Its read time limit is [`crate::DEFAULT_READ_TIMEOUT`], or the
+/// milliseconds in [`crate::READ_TIMEOUT_ENV`] when that is set.
 pub async fn open_models(url: &str) -> Result<Arc<dyn ReadModelStore>, BackendError> {
-    Ok(match parse(url)? {
+    let store: Arc<dyn ReadModelStore> = match parse(url)? {
         Backend::Sqlite(path) => Arc::new(SqliteReadModelStore::open(path).await?),
         Backend::Postgres(url) => Arc::new(PostgresReadModelStore::connect(url).await?),
-    })
+    };
+    if let Ok(value) = std::env::var(crate::READ_TIMEOUT_ENV) {
+        let ms = value.trim().parse::<u64>().ok().filter(|ms| *ms > 0);
+        let ms = ms.ok_or(BackendError::BadSetting { name: crate::READ_TIMEOUT_ENV, value })?;
+        store.set_read_timeout(std::time::Duration::from_millis(ms));
+    }
+    Ok(store)
 }
 
 #[cfg(test)]

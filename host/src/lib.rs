@@ -45,6 +45,10 @@ pub use runtime::limits::{EPOCH_TICK, Limits};
 pub use runtime::module_cache::ModuleCache;
 pub use runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 pub use source::{Appended, EventSource, EventStore, PostgresEventStore, SourceError, SqliteEventStore};
+pub use store::aggregate::{
+    AggFn, Aggregate, AggregateQuery, AggregateResult, Group, MAX_AGGREGATES, MAX_GROUP_BY, MAX_GROUPS,
+};
+pub use store::limits::{DEFAULT_READ_TIMEOUT, READ_TIMEOUT_ENV};
 pub use store::query::{
     DEFAULT_LIMIT, Document, Filter, MAX_FILTERS, MAX_IN_VALUES, MAX_LIMIT, Op, Order, Page, Query, QueryError,
     check_document_id,

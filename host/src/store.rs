@@ -1,8 +1,10 @@
 //! Where read models live: the `ReadModelStore` trait and its backends.
 
+pub(crate) mod aggregate;
 pub(crate) mod document_cache;
 mod lease;
 mod lifecycle;
+pub(crate) mod limits;
 mod names;
 mod postgres;
 pub(crate) mod query;
@@ -18,6 +20,7 @@ pub use sqlite::SqliteReadModelStore;
 use crate::db::DatabaseError;
 use crate::model::changes::ChangeSet;
 use crate::model::manifest::{CollectionSpec, Manifest};
+use crate::store::aggregate::{AggregateQuery, AggregateResult};
 use crate::store::query::{Filter, Page, Query, QueryError};
 
 /// Errors from the read-model store.
@@ -87,6 +90,14 @@ pub enum StoreError {
         name: String,
         /// The backend's limit in bytes.
         max: usize,
+    },
+    /// A read ran past the store's read time limit and was stopped.
+    #[error(
+        "the query was stopped after the read time limit of {limit_ms} ms: narrow it with filters (the limit is set by REFRACT_QUERY_TIMEOUT_MS)"
+    )]
+    TimeLimit {
+        /// The limit, in milliseconds.
+        limit_ms: u64,
     },
     /// The underlying database failed.
     #[error("read-model store error: {0}")]
@@ -364,6 +375,18 @@ pub trait ModelReader: Send + Sync + 'static {
 
     /// A validated count over a projection's active generation.
     async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError>;
+
+    /// Validated aggregates, grouped, over a projection's active generation.
+    async fn aggregate_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        query: &AggregateQuery,
+    ) -> Result<AggregateResult, StoreError>;
+
+    /// Bounds every later `query`, `count` and `aggregate`: a statement
+    /// running longer is stopped with [`StoreError::TimeLimit`].
+    fn set_read_timeout(&self, limit: std::time::Duration);
 }
 
 /// Storage for read models and projection checkpoints: the three roles

@@ -13,6 +13,7 @@
 
 mod common;
 
+mod aggregate_bench;
 mod api_contract;
 mod append;
 mod bad_input;
@@ -24,6 +25,7 @@ mod crash;
 mod data_dir;
 mod disk_full;
 mod exit_codes;
+mod http_aggregate;
 mod http_api;
 mod import_race;
 mod killed_host;

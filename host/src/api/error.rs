@@ -95,6 +95,8 @@ impl ApiError {
             Self::Store(e) => match e {
                 StoreError::UnknownProjection(_) | StoreError::UnknownCollection { .. } => StatusCode::NOT_FOUND,
                 StoreError::Database(db) if db.kind() == DbErrorKind::Refused => StatusCode::BAD_REQUEST,
+                // Depends on the data and the load, not only on the request.
+                StoreError::TimeLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 StoreError::Database(_)
                 | StoreError::Corrupt { .. }
                 | StoreError::CheckpointMoved { .. }
@@ -127,6 +129,7 @@ impl ApiError {
                 body["checkpoint"] = json!(checkpoint);
                 body["min_position"] = json!(min_position);
             }
+            Self::Store(StoreError::TimeLimit { limit_ms }) => body["limit_ms"] = json!(limit_ms),
             Self::Source(SourceError::Conflict { expected, actual, .. }) => {
                 body["expected_version"] = json!(expected);
                 body["actual_version"] = json!(actual);
@@ -150,8 +153,11 @@ impl From<HostError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        // A 504 is the client's own deadline, and its body holds only positions.
-        if status.is_server_error() && status != StatusCode::GATEWAY_TIMEOUT {
+        // A 504 is the client's own deadline, and its body holds only
+        // positions; a read stopped by the time limit names only the limit.
+        let own_words =
+            status == StatusCode::GATEWAY_TIMEOUT || matches!(self, Self::Store(StoreError::TimeLimit { .. }));
+        if status.is_server_error() && !own_words {
             return server_error(status, &self);
         }
         (status, Json(self.body())).into_response()

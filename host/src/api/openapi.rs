@@ -124,6 +124,7 @@ pub fn error_description(status: u16) -> &'static str {
         500 => {
             "The server failed (not the client's fault). The body says no more than that, with an `error_id` under which the server log has the details."
         }
+        503 => "A read was stopped at the store's read time limit (`limit_ms` in the body); narrow it with filters.",
         504 => "The projection did not reach `min_position` within the timeout; `checkpoint` is where it is.",
         _ => "An error; the message says what went wrong.",
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::api::error::ApiError;
+use crate::store::aggregate::{Aggregate, AggregateQuery};
 use crate::store::query::{DEFAULT_LIMIT, Filter, Order, Query};
 
 /// How long a read waits for `min_position` when the request does not say.
@@ -118,6 +119,48 @@ impl QueryParams {
     }
 }
 
+/// Parameters of an aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateParams {
+    /// Filters, group-by fields and aggregates.
+    pub query: AggregateQuery,
+    /// Read-your-writes wait.
+    pub consistency: Consistency,
+}
+
+impl AggregateParams {
+    /// Parses `agg` (repeatable), `group_by` (repeatable, or comma-separated),
+    /// `filter` (repeatable), `min_position` and `timeout_ms`: the names of
+    /// `refract query --agg --group-by --where`.
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let mut p = Self { query: AggregateQuery::default(), consistency: Consistency::default() };
+        for (k, v) in pairs(raw) {
+            if p.consistency.accept(&k, &v)? {
+                continue;
+            }
+            match k.as_str() {
+                "filter" => p.query.filters.push(Filter::parse(&v)?),
+                "agg" => p.query.aggregates.push(Aggregate::parse(&v)?),
+                "group_by" => {
+                    for field in v.split(',').map(str::trim) {
+                        if field.is_empty() {
+                            return Err(ApiError::BadRequest(format!(
+                                "`group_by` needs field names, e.g. group_by=status, not `{v}`"
+                            )));
+                        }
+                        p.query.group_by.push(field.to_owned());
+                    }
+                }
+                _ => return Err(unknown(&k, "agg, group_by, filter, min_position, timeout_ms")),
+            }
+        }
+        if p.query.aggregates.is_empty() {
+            return Err(ApiError::BadRequest("name at least one aggregate, e.g. agg=count or agg=sum(balance)".into()));
+        }
+        Ok(p)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +177,29 @@ mod tests {
         assert_eq!(p.query.order, Some(Order::parse("-balance")));
         assert_eq!((p.query.limit, p.query.cursor.as_deref()), (7, Some("ab")));
         assert_eq!(p.consistency, Consistency { min_position: Some(9), timeout: Duration::from_millis(10) });
+    }
+
+    #[test]
+    fn aggregates_parse_into_the_library_type() {
+        let p = AggregateParams::parse(Some("group_by=status,owner&agg=sum(balance)&agg=count&filter=balance%3E0"))
+            .unwrap();
+        let expected = AggregateQuery::new()
+            .with_filter(Filter::parse("balance>0").unwrap())
+            .group_by("status")
+            .group_by("owner")
+            .agg(Aggregate::parse("sum(balance)").unwrap())
+            .agg(Aggregate::count());
+        assert_eq!(p.query, expected);
+        for (raw, needle) in [
+            ("agg=median(x)", "unknown function `median`"),
+            ("agg=sum(x", "missing `)`"),
+            ("group_by=status", "at least one aggregate"),
+            ("agg=count&group_by=", "`group_by`"),
+            ("agg=count&order=x", "`order`"),
+        ] {
+            let err = AggregateParams::parse(Some(raw)).unwrap_err();
+            assert!(err.to_string().contains(needle), "{raw}: {err}");
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct Route {
     pub path: &'static str,
     /// Builds the handler for the method filter of [`Route::method`], so the
     /// router cannot serve a method the table does not name.
-    handler: fn(MethodFilter) -> MethodRouter<ApiState>,
+    pub(crate) handler: fn(MethodFilter) -> MethodRouter<ApiState>,
     /// Its description in `/openapi.json`.
     pub doc: Operation,
 }
@@ -180,6 +180,7 @@ pub static ROUTES: &[Route] = &[
             errors: &[400, 404, 504, 500],
         },
     },
+    crate::api::aggregate::ROUTE,
     Route {
         method: Method::Get,
         path: "/metrics",

@@ -1,7 +1,7 @@
 //! `refract get` and `refract query`: reading read models.
 
 use anyhow::{Result, bail};
-use refract::{Filter, Order, Query};
+use refract::{Aggregate, AggregateQuery, Filter, Order, Query};
 
 use super::Stores;
 use super::output::{errln, outln};
@@ -40,6 +40,12 @@ pub struct QueryArgs {
     /// Print one line per document (`id<TAB>json`) instead of a JSON page; the next cursor goes to stderr.
     #[arg(long)]
     lines: bool,
+    /// Aggregate instead of listing: count, count(field), sum(field), min(field), max(field) or avg(field). Repeatable.
+    #[arg(long = "agg", value_name = "AGGREGATE")]
+    aggregates: Vec<String>,
+    /// Group the aggregates by an indexed field. Repeatable.
+    #[arg(long = "group-by", value_name = "FIELD", requires = "aggregates")]
+    group_by: Vec<String>,
 }
 
 /// Prints one document, pretty.
@@ -57,9 +63,19 @@ pub async fn get(data: &Stores, GetArgs { projection, collection, id }: GetArgs)
 
 /// Prints a page of a query, its lines, or its count.
 pub async fn query(data: &Stores, args: QueryArgs) -> Result<()> {
-    let QueryArgs { projection, collection, filters, order, limit, cursor, count, lines } = args;
+    let QueryArgs { projection, collection, filters, order, limit, cursor, count, lines, aggregates, group_by } = args;
     let models = data.open_models().await?;
     let filters = filters.iter().map(|f| Filter::parse(f)).collect::<Result<Vec<_>, _>>()?;
+    if !aggregates.is_empty() {
+        if count || lines || order.is_some() || cursor.is_some() {
+            bail!("--agg takes --where and --group-by only, not --count, --lines, --order or --cursor");
+        }
+        let aggregates = aggregates.iter().map(|a| Aggregate::parse(a)).collect::<Result<Vec<_>, _>>()?;
+        let query = AggregateQuery { filters, group_by, aggregates };
+        let result = models.aggregate_documents(&projection, &collection, &query).await?;
+        outln!("{}", serde_json::to_string_pretty(&result.to_json())?)?;
+        return Ok(());
+    }
     if count {
         outln!("{}", models.count_documents(&projection, &collection, &filters).await?)?;
         return Ok(());

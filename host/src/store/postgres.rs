@@ -32,6 +32,8 @@ use crate::db::DbTx;
 use crate::db::sqlite::quote_ident;
 use crate::model::changes::ChangeSet;
 use crate::model::manifest::{CollectionSpec, Manifest};
+use crate::store::aggregate::{AggregateQuery, AggregateResult, FieldStats, MAX_GROUPS, RawGroup, exact_number};
+use crate::store::limits::{Armed, ReadLimits};
 use crate::store::query::{
     Cursor, Document, Filter, Op, Order, Page, Query, check_document_id, order_key, where_clause,
 };
@@ -119,6 +121,7 @@ const UNDEFINED_TABLE: &str = "42P01";
 pub struct PostgresReadModelStore {
     pool: PgPool,
     fences: Fences,
+    limits: std::sync::Arc<ReadLimits>,
 }
 
 impl PostgresReadModelStore {
@@ -126,7 +129,7 @@ impl PostgresReadModelStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = crate::db::postgres::connect(url).await?;
         crate::db::postgres::create_schema(&pool, SCHEMA).await?;
-        let store = Self { pool, fences: Fences::default() };
+        let store = Self { pool, fences: Fences::default(), limits: Default::default() };
         lifecycle::migrate_names(&store).await?;
         Ok(store)
     }
@@ -898,6 +901,79 @@ async fn get_in(
     Ok(doc)
 }
 
+/// Measures `query`'s groups: the SQL half of an aggregate (the meaning is
+/// given by `AggregateResult::assemble`). Sums are `numeric`, so exact;
+/// their text says whether they are integers.
+async fn aggregate_in(
+    conn: &mut PgConnection,
+    key: &ModelKey,
+    spec: &CollectionSpec,
+    query: &AggregateQuery,
+) -> Result<Vec<RawGroup>, StoreError> {
+    let mut conds = Vec::new();
+    let mut sql = Sql::new();
+    push_filters(&mut conds, &mut sql, &query.filters)?;
+    let mut cols: Vec<String> = query.group_by.iter().map(|g| field_expr(g)).collect();
+    cols.push("COUNT(*)".to_owned());
+    let measured = query.measured_fields();
+    for m in &measured {
+        let e = field_expr(m.field);
+        let (num, text) = (format!("jsonb_typeof({e}) = 'number'"), format!("jsonb_typeof({e}) = 'string'"));
+        let when = |on: bool, sql: String| if on { sql } else { "NULL".to_owned() };
+        cols.push(format!("COUNT({e})"));
+        cols.push(format!("COUNT(*) FILTER (WHERE {num})"));
+        cols.push(format!("COUNT(*) FILTER (WHERE {text})"));
+        cols.push(when(m.sum, format!("(SUM(({e})::numeric) FILTER (WHERE {num}))::text")));
+        cols.push(when(m.bounds, format!("(MIN(({e})::numeric) FILTER (WHERE {num}))::text")));
+        cols.push(when(m.bounds, format!("(MAX(({e})::numeric) FILTER (WHERE {num}))::text")));
+        cols.push(when(m.bounds, format!("MIN({e} #>> '{{}}') FILTER (WHERE {text})")));
+        cols.push(when(m.bounds, format!("MAX({e} #>> '{{}}') FILTER (WHERE {text})")));
+    }
+    let mut text = format!("SELECT {} FROM {}{}", cols.join(", "), table(key, &spec.name), where_clause(&conds));
+    if !query.group_by.is_empty() {
+        let keys = query.group_by.iter().map(|g| field_expr(g)).collect::<Vec<_>>();
+        let order = keys.iter().map(|k| format!("{k} ASC NULLS FIRST")).collect::<Vec<_>>().join(", ");
+        text.push_str(&format!(" GROUP BY {} ORDER BY {order}", keys.join(", ")));
+    }
+    // One group more than allowed tells that there are too many.
+    text.push_str(&format!(" LIMIT {}", MAX_GROUPS + 1));
+    let rows = sqlx::query_with::<Postgres, _>(AssertSqlSafe(text), sql.args).fetch_all(&mut *conn).await?;
+    let n = query.group_by.len();
+    let mut groups = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let key = (0..n)
+            .map(|i| Ok(r.try_get::<Option<Value>, _>(i)?.unwrap_or(Value::Null)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let mut fields = Vec::with_capacity(measured.len());
+        for (m, f) in measured.iter().map(|m| m.field).enumerate() {
+            let c = n + 1 + 8 * m;
+            let count = |i: usize| r.try_get::<i64, _>(i).map(|v| v as u64);
+            let decimal = |i: usize| r.try_get::<Option<String>, _>(i);
+            // A min or max is one of the values, which JSON held as an
+            // i64 or an f64: one of the two parses always succeeds.
+            let bound =
+                |i: usize, s: usize| -> Result<Option<Value>, sqlx::Error> {
+                    Ok(match decimal(i)? {
+                        Some(d) => d.parse::<i64>().map(Value::from).ok().or_else(|| {
+                            d.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number)
+                        }),
+                        None => decimal(s)?.map(Value::String),
+                    })
+                };
+            fields.push(FieldStats {
+                values: count(c)?,
+                numbers: count(c + 1)?,
+                strings: count(c + 2)?,
+                sum: decimal(c + 3)?.map(|d| exact_number(&d, f)).transpose()?,
+                min: bound(c + 4, c + 6)?,
+                max: bound(c + 5, c + 7)?,
+            });
+        }
+        groups.push(RawGroup { key, rows: r.try_get::<i64, _>(n)? as u64, fields });
+    }
+    Ok(groups)
+}
+
 /// Whether a name-based read failed because a swap dropped the tables it
 /// resolved after its snapshot began (PostgreSQL's catalog is not part of
 /// the snapshot); it then retries on a new snapshot, which sees the new generation.
@@ -933,7 +1009,8 @@ impl ModelReader for PostgresReadModelStore {
             let record = active_in(&mut tx, projection).await?;
             let spec = record.collection(collection)?;
             query.validate(spec)?;
-            let result = query_in(&mut tx, &record.key, spec, query).await;
+            let armed = Armed::postgres(&mut tx, self.limits.timeout()).await?;
+            let result = armed.check(query_in(&mut tx, &record.key, spec, query).await);
             attempt += 1;
             if attempt < SWAP_RETRIES && raced_a_swap(&result) {
                 continue;
@@ -949,12 +1026,39 @@ impl ModelReader for PostgresReadModelStore {
             let record = active_in(&mut tx, projection).await?;
             let spec = record.collection(collection)?;
             Query { filters: filters.to_vec(), ..Query::default() }.validate(spec)?;
-            let result = count_in(&mut tx, &record.key, spec, filters).await;
+            let armed = Armed::postgres(&mut tx, self.limits.timeout()).await?;
+            let result = armed.check(count_in(&mut tx, &record.key, spec, filters).await);
             attempt += 1;
             if attempt < SWAP_RETRIES && raced_a_swap(&result) {
                 continue;
             }
             return result;
         }
+    }
+
+    async fn aggregate_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        query: &AggregateQuery,
+    ) -> Result<AggregateResult, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let mut tx = self.snapshot().await?;
+            let record = active_in(&mut tx, projection).await?;
+            let spec = record.collection(collection)?;
+            query.validate(spec)?;
+            let armed = Armed::postgres(&mut tx, self.limits.timeout()).await?;
+            let result = armed.check(aggregate_in(&mut tx, &record.key, spec, query).await);
+            attempt += 1;
+            if attempt < SWAP_RETRIES && raced_a_swap(&result) {
+                continue;
+            }
+            return Ok(AggregateResult::assemble(query, result?)?);
+        }
+    }
+
+    fn set_read_timeout(&self, limit: std::time::Duration) {
+        self.limits.set(limit);
     }
 }

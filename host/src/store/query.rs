@@ -70,6 +70,70 @@ pub enum QueryError {
         /// What held it: `document id`, or the filter's field.
         what: String,
     },
+    /// An `agg` expression is not `count`, `count(field)`, `sum(field)`,
+    /// `min(field)`, `max(field)` or `avg(field)`.
+    #[error("bad aggregate `{expr}`: {reason}")]
+    BadAggregate {
+        /// The expression as given.
+        expr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An aggregate or group-by names a field that is not indexed.
+    #[error(
+        "cannot aggregate on `{field}`: it is not indexed in collection `{collection}` (aggregates and group_by take: {})",
+        indexed_list(.indexes)
+    )]
+    AggregateNotIndexed {
+        /// Collection queried.
+        collection: String,
+        /// Field asked for.
+        field: String,
+        /// Indexed fields of the collection.
+        indexes: Vec<String>,
+    },
+    /// `sum` or `avg` over a field holding something other than numbers.
+    #[error("`{function}({field})` needs numbers, but `{field}` holds {found} in the matching documents")]
+    NotNumeric {
+        /// `sum` or `avg`.
+        function: String,
+        /// Field aggregated.
+        field: String,
+        /// What was found instead, e.g. `strings`.
+        found: String,
+    },
+    /// `min` or `max` over a field that mixes kinds of values, or holds
+    /// booleans, arrays or objects: no order is the same on every backend.
+    #[error(
+        "`{function}({field})` needs all numbers or all strings, but `{field}` holds {found} in the matching documents"
+    )]
+    NotComparable {
+        /// `min` or `max`.
+        function: String,
+        /// Field aggregated.
+        field: String,
+        /// What was found, e.g. `numbers and strings`.
+        found: String,
+    },
+    /// An integer sum left the 64-bit range.
+    #[error("`sum({field})` does not fit in a 64-bit integer")]
+    SumOverflow {
+        /// Field summed.
+        field: String,
+    },
+    /// More groups than one answer may hold.
+    #[error("the aggregate has more than {limit} groups: group by fewer fields, or filter first")]
+    TooManyGroups {
+        /// Most groups allowed.
+        limit: usize,
+    },
+    /// Too many aggregates or group-by fields, or none at all.
+    #[error("{0}")]
+    AggregateShape(String),
+}
+
+fn indexed_list(fields: &[String]) -> String {
+    if fields.is_empty() { "no indexed fields".to_owned() } else { fields.join(", ") }
 }
 
 /// Checks a document id asked for by a caller (a `get` of one document),
@@ -239,7 +303,63 @@ impl Default for Query {
     }
 }
 
+/// The typed builder: every method takes and returns the query, so a
+/// query reads as one expression. Nothing is checked until the store runs
+/// it (`validate`), which is where the collection's indexes are known.
+///
+/// ```
+/// use refract::{Op, Query};
+/// let q = Query::new().filter("balance", Op::Ge, 100).filter("status", Op::Eq, "open").order_by_desc("balance").limit(20);
+/// assert_eq!(q.filters.len(), 2);
+/// assert_eq!(q.filters[0].value, serde_json::json!(100));
+/// assert_eq!(q.order, Some(refract::Order::parse("-balance")));
+/// assert_eq!(q.limit, 20);
+/// // The CLI and HTTP parse into the same type:
+/// assert_eq!(q.filters[0], refract::Filter::parse("balance>=100").unwrap());
+/// ```
 impl Query {
+    /// A query of every document, by id, in pages of [`DEFAULT_LIMIT`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a condition: `field op value`. For [`Op::In`] pass an array,
+    /// e.g. `serde_json::json!(["a", "b"])`.
+    pub fn filter(mut self, field: impl Into<String>, op: Op, value: impl Into<Value>) -> Self {
+        self.filters.push(Filter { field: field.into(), op, value: value.into() });
+        self
+    }
+
+    /// Adds a parsed filter (`balance>=100`, as `--where` and `filter=` take it).
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    /// Sorts by `field`, smallest first (ties by id).
+    pub fn order_by(mut self, field: impl Into<String>) -> Self {
+        self.order = Some(Order { field: field.into(), descending: false });
+        self
+    }
+
+    /// Sorts by `field`, largest first (ties by id).
+    pub fn order_by_desc(mut self, field: impl Into<String>) -> Self {
+        self.order = Some(Order { field: field.into(), descending: true });
+        self
+    }
+
+    /// Page size, 1 to [`MAX_LIMIT`].
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Continues after a previous page's `next_cursor`.
+    pub fn after(mut self, cursor: impl Into<String>) -> Self {
+        self.cursor = Some(cursor.into());
+        self
+    }
+
     /// Checks fields against the collection's indexes, the values and the limit.
     pub fn validate(&self, spec: &CollectionSpec) -> Result<(), QueryError> {
         if self.filters.len() > MAX_FILTERS {

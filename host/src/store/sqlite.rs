@@ -18,8 +18,10 @@ use crate::db::DbTx;
 use crate::db::sqlite::{SqliteDb, quote_ident};
 use crate::model::changes::ChangeSet;
 use crate::model::manifest::{CollectionSpec, Manifest};
+use crate::store::aggregate::{AggregateQuery, AggregateResult, FieldStats, MAX_GROUPS, RawGroup};
+use crate::store::limits::{Armed, ReadLimits};
 use crate::store::query::{
-    Cursor, Document, Filter, Op, Order, Page, Query, check_document_id, order_key, where_clause,
+    Cursor, Document, Filter, Op, Order, Page, Query, QueryError, check_document_id, order_key, where_clause,
 };
 
 const SCHEMA: &[&str] = &[
@@ -88,6 +90,7 @@ const RECORD: &str = "SELECT projection, generation, role, state, module_hash, s
 pub struct SqliteReadModelStore {
     db: SqliteDb,
     fences: Fences,
+    limits: std::sync::Arc<ReadLimits>,
 }
 
 impl SqliteReadModelStore {
@@ -97,7 +100,7 @@ impl SqliteReadModelStore {
         for statement in SCHEMA {
             sqlx::query(*statement).execute(&db.writer).await?;
         }
-        let store = Self { db, fences: Fences::default() };
+        let store = Self { db, fences: Fences::default(), limits: Default::default() };
         lifecycle::migrate_names(&store).await?;
         Ok(store)
     }
@@ -799,6 +802,107 @@ async fn get_in(
     Ok(doc)
 }
 
+/// A value as SQLite returned it: integers and reals as numbers, text as a string.
+fn sql_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Value, sqlx::Error> {
+    use sqlx::{TypeInfo, ValueRef};
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    Ok(match raw.type_info().name() {
+        "INTEGER" => Value::from(row.try_get::<i64, _>(i)?),
+        "REAL" => serde_json::Number::from_f64(row.try_get::<f64, _>(i)?).map_or(Value::Null, Value::Number),
+        _ => Value::String(row.try_get::<String, _>(i)?),
+    })
+}
+
+/// A group-by value: `json_extract` gives booleans as 0/1 and arrays or
+/// objects as JSON text, so the value's `json_type` restores them.
+fn group_key(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Value, sqlx::Error> {
+    let kind: Option<String> = row.try_get(i + 1)?;
+    Ok(match kind.as_deref() {
+        Some("true") => Value::Bool(true),
+        Some("false") => Value::Bool(false),
+        Some("array" | "object") => serde_json::from_str(&row.try_get::<String, _>(i)?).unwrap_or(Value::Null),
+        _ => sql_value(row, i)?,
+    })
+}
+
+/// Measures `query`'s groups: the SQL half of an aggregate (the meaning is
+/// given by `AggregateResult::assemble`).
+async fn aggregate_in(
+    conn: &mut SqliteConnection,
+    key: &ModelKey,
+    spec: &CollectionSpec,
+    query: &AggregateQuery,
+) -> Result<Vec<RawGroup>, StoreError> {
+    let mut conds = Vec::new();
+    let mut args = SqliteArguments::default();
+    push_filters(&mut conds, &mut args, &query.filters)?;
+    let mut cols = Vec::new();
+    for g in &query.group_by {
+        cols.push(field_expr(g));
+        cols.push(format!("json_type(doc, '$.{g}')"));
+    }
+    cols.push("COUNT(*)".to_owned());
+    let measured = query.measured_fields();
+    for m in &measured {
+        let (e, t) = (field_expr(m.field), format!("json_type(doc, '$.{}')", m.field));
+        cols.push(format!("COUNT({e})"));
+        cols.push(format!("COUNT(CASE WHEN {t} IN ('integer', 'real') THEN 1 END)"));
+        cols.push(format!("COUNT(CASE WHEN {t} = 'text' THEN 1 END)"));
+        // SUM stays an INTEGER when every value is one, and fails rather
+        // than lose precision on overflow.
+        cols.push(if m.sum { format!("SUM({e})") } else { "NULL".into() });
+        cols.push(if m.bounds { format!("MIN({e})") } else { "NULL".into() });
+        cols.push(if m.bounds { format!("MAX({e})") } else { "NULL".into() });
+    }
+    let mut sql = format!("SELECT {} FROM {}{}", cols.join(", "), table(key, &spec.name), where_clause(&conds));
+    if !query.group_by.is_empty() {
+        let keys = query.group_by.iter().map(|g| field_expr(g)).collect::<Vec<_>>().join(", ");
+        sql.push_str(&format!(" GROUP BY {keys} ORDER BY {keys}"));
+    }
+    // One group more than allowed tells that there are too many.
+    sql.push_str(&format!(" LIMIT {}", MAX_GROUPS + 1));
+    let rows = match sqlx::query_with::<Sqlite, _>(AssertSqlSafe(sql), args).fetch_all(&mut *conn).await {
+        Ok(rows) => rows,
+        Err(sqlx::Error::Database(e)) if e.message().contains("integer overflow") => {
+            // SQLite does not say which sum overflowed: name the first.
+            let field = measured.iter().find(|m| m.sum).map_or("", |m| m.field).to_owned();
+            return Err(QueryError::SumOverflow { field }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let n = query.group_by.len();
+    rows.iter()
+        .map(|r| {
+            let key = (0..n).map(|i| group_key(r, 2 * i)).collect::<Result<Vec<_>, _>>()?;
+            let base = 2 * n + 1;
+            let fields = (0..measured.len())
+                .map(|m| {
+                    let c = base + 6 * m;
+                    let count = |i: usize| r.try_get::<i64, _>(i).map(|v| v as u64);
+                    let number = |v: Value| match v {
+                        Value::Number(n) => Some(n),
+                        _ => None,
+                    };
+                    let some = |v: Value| (!v.is_null()).then_some(v);
+                    Ok(FieldStats {
+                        values: count(c)?,
+                        numbers: count(c + 1)?,
+                        strings: count(c + 2)?,
+                        sum: number(sql_value(r, c + 3)?),
+                        min: some(sql_value(r, c + 4)?),
+                        max: some(sql_value(r, c + 5)?),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            Ok(RawGroup { key, rows: r.try_get::<i64, _>(2 * n)? as u64, fields })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
 #[async_trait]
 impl ModelReader for SqliteReadModelStore {
     async fn get_document(&self, projection: &str, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
@@ -814,7 +918,8 @@ impl ModelReader for SqliteReadModelStore {
         let record = active_in(&mut tx, projection).await?;
         let spec = record.collection(collection)?;
         query.validate(spec)?;
-        query_in(&mut tx, &record.key, spec, query).await
+        let armed = Armed::sqlite(&mut tx, self.limits.timeout()).await?;
+        armed.check(query_in(&mut tx, &record.key, spec, query).await)
     }
 
     async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError> {
@@ -822,7 +927,27 @@ impl ModelReader for SqliteReadModelStore {
         let record = active_in(&mut tx, projection).await?;
         let spec = record.collection(collection)?;
         Query { filters: filters.to_vec(), ..Query::default() }.validate(spec)?;
-        count_in(&mut tx, &record.key, spec, filters).await
+        let armed = Armed::sqlite(&mut tx, self.limits.timeout()).await?;
+        armed.check(count_in(&mut tx, &record.key, spec, filters).await)
+    }
+
+    async fn aggregate_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        query: &AggregateQuery,
+    ) -> Result<AggregateResult, StoreError> {
+        let mut tx = self.snapshot().await?;
+        let record = active_in(&mut tx, projection).await?;
+        let spec = record.collection(collection)?;
+        query.validate(spec)?;
+        let armed = Armed::sqlite(&mut tx, self.limits.timeout()).await?;
+        let raw = armed.check(aggregate_in(&mut tx, &record.key, spec, query).await)?;
+        Ok(AggregateResult::assemble(query, raw)?)
+    }
+
+    fn set_read_timeout(&self, limit: std::time::Duration) {
+        self.limits.set(limit);
     }
 }
 

@@ -1,6 +1,7 @@
 //! One conformance suite per store trait, run against every backend: the
 //! SQLite files and PostgreSQL (`DATABASE_URL`, a fresh schema per test).
 
+mod aggregates;
 mod events;
 mod models;
 
@@ -75,6 +76,9 @@ conformance! {
     models_dead_letters => crate::conformance::models::dead_letters, models_store, "models.db";
     models_storage_names_cannot_collide => crate::conformance::models::storage_names_cannot_collide, models_store, "models.db";
     models_leases_fence_every_write => crate::conformance::models::leases_fence_every_write, two_nodes, "models.db";
+    aggregates_match_independent_results => crate::conformance::aggregates::aggregates_match_independent_results, models_store, "models.db";
+    aggregates_bad_input_is_refused => crate::conformance::aggregates::bad_aggregates_are_refused, models_store, "models.db";
+    aggregates_reads_stop_at_the_time_limit => crate::conformance::aggregates::reads_stop_at_the_time_limit, models_store, "models.db";
 }
 
 /// Runs `sql` on the database behind `fresh`, as a foreign tool (or an
