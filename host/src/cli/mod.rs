@@ -13,6 +13,7 @@ pub mod rebuild;
 pub mod run;
 pub mod scaffold;
 pub mod status;
+pub mod wait;
 
 use std::path::PathBuf;
 use std::sync::Arc;
