@@ -24,6 +24,7 @@ mod disk_full;
 mod http_api;
 mod killed_host;
 mod polyglot;
+mod ready;
 mod postgres_gap;
 mod reliability;
 mod reload;
