@@ -341,6 +341,8 @@ async fn status_metrics_and_openapi_describe_the_running_host() {
         "/projections/{name}/changes",
         "/projections/{name}/{collection}",
         "/projections/{name}/{collection}/{id}",
+        "/ready",
+        "/changes",
         "/metrics",
         "/health",
         "/openapi.json",
