@@ -18,6 +18,7 @@ mod layers;
 mod metrics;
 mod openapi;
 mod params;
+mod ready;
 mod routes;
 mod server;
 mod sse;

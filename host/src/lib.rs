@@ -22,6 +22,7 @@ mod clock;
 mod db;
 mod model;
 mod projection;
+mod ready;
 mod runtime;
 mod source;
 mod store;
@@ -39,6 +40,8 @@ pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, Pro
 pub use projection::lease::{DEFAULT_LEASE_TTL, LeaseSettings, default_node_id, hostname};
 pub use projection::policy::{FailurePolicy, RetryPolicy};
 pub use projection::runner::{CommitNotice, Progress, StoreErrors, SyncConfig};
+pub use ready::{ProjectionCheckpoint, Readiness, active_checkpoints, readiness};
+pub use ready::list as list_checkpoints;
 pub use projection::watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError, debounce, is_write};
 pub use runtime::capabilities::Capability;
 pub use runtime::limits::{EPOCH_TICK, Limits};

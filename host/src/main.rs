@@ -65,6 +65,9 @@ enum Command {
     /// Clear a projection's fault so the next `run` resumes from its checkpoint,
     /// and mark its dead letters to be replayed by the next `run` before new events.
     Retry(cli::dead_letters::RetryArgs),
+    /// Wait until every active projection has committed the events up to a position
+    /// (as `GET /ready`); exits non-zero naming the projections faulted or still behind.
+    Wait(cli::wait::WaitArgs),
 }
 
 fn main() -> ExitCode {
@@ -133,5 +136,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes(args) => cli::status::nodes(&data, args).await,
         Command::DeadLetters(args) => cli::dead_letters::dead_letters(&data, args).await,
         Command::Retry(args) => cli::dead_letters::retry(&data, args).await,
+        Command::Wait(args) => cli::wait::wait(&data, args).await,
     }
 }

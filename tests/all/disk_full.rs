@@ -97,7 +97,9 @@ async fn a_full_disk_shows_and_the_host_recovers_by_itself() {
     let mut host = stores.host(sync);
     host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
     let addr = start_api(&host).await;
-    let mut http = Client::connect(addr).await;
+    // A connection per request: the test waits longer than the server keeps
+    // an idle connection open (its header deadline).
+    let http = || async move { Client::connect(addr).await };
 
     let mut all = bank_events(100, 1_000, 16);
     append_all(stores.events.as_ref(), &all).await;
@@ -143,18 +145,18 @@ async fn a_full_disk_shows_and_the_host_recovers_by_itself() {
     assert_eq!(progress.state, ProjectionState::Running, "{progress:?}");
     let error = progress.last_error.clone().unwrap_or_default();
     assert!(error.starts_with("store unavailable") && error.contains("full"), "{progress:?}");
-    let health = http.get("/health").await;
+    let health = http().await.get("/health").await;
     assert_eq!(health.status, 503, "{}", health.text);
     let body = health.json();
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["store_errors"][0]["projection"], "account-summary", "{body}");
     assert!(body["store_errors"][0]["error"].as_str().unwrap().contains("full"), "{body}");
-    let metrics = http.get("/metrics").await.text;
+    let metrics = http().await.get("/metrics").await.text;
     assert!(
         metrics.contains("refract_projection_store_error{projection=\"account-summary\",generation=\"1\"} 1"),
         "{metrics}"
     );
-    let listed = http.get("/projections").await.json();
+    let listed = http().await.get("/projections").await.json();
     assert!(listed[0]["store_error"].as_str().unwrap().contains("full"), "{listed}");
 
     // Space comes back: the same host, not restarted, takes appends again
@@ -182,9 +184,9 @@ async fn a_full_disk_shows_and_the_host_recovers_by_itself() {
     assert_eq!(progress.checkpoint, head, "the host did not recover by itself: {progress:?}");
     assert_eq!(progress.state, ProjectionState::Running, "{progress:?}");
     assert_eq!(progress.last_error, None);
-    let health = http.get("/health").await;
+    let health = http().await.get("/health").await;
     assert_eq!(health.status, 200, "{}", health.text);
-    let metrics = http.get("/metrics").await.text;
+    let metrics = http().await.get("/metrics").await.text;
     assert!(
         metrics.contains("refract_projection_store_error{projection=\"account-summary\",generation=\"1\"} 0"),
         "{metrics}"

@@ -342,6 +342,8 @@ async fn status_metrics_and_openapi_describe_the_running_host() {
         "/projections/{name}/{collection}",
         "/projections/{name}/{collection}/{id}",
         "/aggregate/{name}/{collection}",
+        "/ready",
+        "/changes",
         "/metrics",
         "/health",
         "/openapi.json",

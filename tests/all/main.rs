@@ -30,6 +30,7 @@ mod http_api;
 mod import_race;
 mod killed_host;
 mod polyglot;
+mod ready;
 mod postgres_gap;
 mod reliability;
 mod reload;

@@ -1,16 +1,28 @@
-//! Read-your-writes: wait until a projection's checkpoint reaches a position.
+//! Read-your-writes: wait until a projection's checkpoint reaches a position,
+//! the one a read's consistency level names.
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use crate::api::ApiState;
 use crate::api::error::ApiError;
-use crate::api::params::Consistency;
+use crate::api::params::{Consistency, Level};
 use crate::store::ProjectionRecord;
 
-/// Waits until `projection` has committed every event up to `min_position`
-/// (its checkpoint passes events it does not subscribe to as well), or the
-/// timeout passes. Without `min_position` it only checks the projection exists.
+/// The position a read at `level` waits for, if any: a causal read's token,
+/// or for a strong read the head of the log now, as the request arrives.
+pub async fn target(state: &ApiState, level: Level) -> Result<Option<u64>, ApiError> {
+    Ok(match level {
+        Level::Eventual => None,
+        Level::Causal(position) => Some(position),
+        Level::Strong => Some(state.source().head().await?),
+    })
+}
+
+/// Waits until `projection` has committed every event up to the position
+/// its consistency level names (its checkpoint passes events it does not
+/// subscribe to as well), or the timeout passes. An eventual read only
+/// checks the projection exists.
 /// `check` runs on the first registry read, so a request for an unknown
 /// collection fails at once instead of after the wait. Returns the
 /// projection's registry record as last read.
@@ -20,7 +32,7 @@ pub async fn wait_for(
     c: Consistency,
     check: impl Fn(&ProjectionRecord) -> Result<(), ApiError>,
 ) -> Result<ProjectionRecord, ApiError> {
-    let Some(min_position) = c.min_position else {
+    let Some(min_position) = target(state, c.level).await? else {
         let record = state.models().projection(projection).await?;
         check(&record)?;
         return Ok(record);

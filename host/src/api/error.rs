@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::db::DbErrorKind;
 use crate::projection::host::HostError;
+use crate::ready::{ProjectionCheckpoint, list};
 use crate::source::SourceError;
 use crate::store::StoreError;
 use crate::store::query::QueryError;
@@ -82,6 +83,23 @@ pub enum ApiError {
         /// How long the wait lasted.
         timeout_ms: u64,
     },
+    /// Some active projections did not reach `min_position` in time (`/ready`).
+    #[error("not every projection reached position {min_position} within {timeout_ms} ms; behind: {}", list(behind))]
+    NotReady {
+        /// Position asked for.
+        min_position: u64,
+        /// How long the wait lasted.
+        timeout_ms: u64,
+        /// The projections still behind, with their checkpoints.
+        behind: Vec<ProjectionCheckpoint>,
+    },
+    /// Some active projections are faulted, so waiting cannot make them
+    /// ready (`/ready`).
+    #[error("faulted projections will not become ready until retried: {}", list(faulted))]
+    Faulted {
+        /// The faulted projections, with their checkpoints and errors.
+        faulted: Vec<ProjectionCheckpoint>,
+    },
 }
 
 impl ApiError {
@@ -117,7 +135,8 @@ impl ApiError {
             Self::MethodNotAllowed | Self::ReadOnlySource => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::ConsistencyTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::ConsistencyTimeout { .. } | Self::NotReady { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Faulted { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -130,6 +149,11 @@ impl ApiError {
                 body["min_position"] = json!(min_position);
             }
             Self::Store(StoreError::TimeLimit { limit_ms }) => body["limit_ms"] = json!(limit_ms),
+            Self::NotReady { min_position, behind, .. } => {
+                body["min_position"] = json!(min_position);
+                body["behind"] = json!(behind);
+            }
+            Self::Faulted { faulted } => body["faulted"] = json!(faulted),
             Self::Source(SourceError::Conflict { expected, actual, .. }) => {
                 body["expected_version"] = json!(expected);
                 body["actual_version"] = json!(actual);
@@ -154,10 +178,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         // A 504 is the client's own deadline, and its body holds only
-        // positions; a read stopped by the time limit names only the limit.
-        let own_words =
-            status == StatusCode::GATEWAY_TIMEOUT || matches!(self, Self::Store(StoreError::TimeLimit { .. }));
-        if status.is_server_error() && !own_words {
+        // positions; a faulted projection's 503 holds what `GET /projections`
+        // shows anyway; a read stopped by the time limit names only the limit.
+        // None of them is a failure to hide behind an error id.
+        let reported = matches!(
+            self,
+            Self::ConsistencyTimeout { .. }
+                | Self::NotReady { .. }
+                | Self::Faulted { .. }
+                | Self::Store(StoreError::TimeLimit { .. })
+        );
+        if status.is_server_error() && !reported {
             return server_error(status, &self);
         }
         (status, Json(self.body())).into_response()

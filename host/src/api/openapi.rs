@@ -93,6 +93,13 @@ pub const MIN_POSITION: Param = Param {
     description: "Consistency token: wait until the projection's checkpoint is at least this global position (the `position` an append returned).",
     schema: || json!({ "type": "integer", "minimum": 0 }),
 };
+/// How fresh a read must be.
+pub const CONSISTENCY: Param = Param {
+    name: "consistency",
+    location: In::Query,
+    description: "`eventual`: answer at once, maybe stale. `causal`: wait for `min_position` (required). `strong`: wait until the projection reached the head of the log as it was when the request arrived. Default: `causal` with `min_position`, else `eventual`. `eventual` and `strong` take no `min_position`.",
+    schema: || json!({ "type": "string", "enum": ["eventual", "causal", "strong"] }),
+};
 /// Read-your-writes: how long to wait.
 pub const TIMEOUT_MS: Param = Param {
     name: "timeout_ms",
@@ -124,8 +131,12 @@ pub fn error_description(status: u16) -> &'static str {
         500 => {
             "The server failed (not the client's fault). The body says no more than that, with an `error_id` under which the server log has the details."
         }
-        503 => "A read was stopped at the store's read time limit (`limit_ms` in the body); narrow it with filters.",
-        504 => "The projection did not reach `min_position` within the timeout; `checkpoint` is where it is.",
+        503 => {
+            "A projection is faulted, so waiting cannot help (`faulted` names each one with its error), or a read was stopped at the store's read time limit (`limit_ms` in the body; narrow it with filters)."
+        }
+        504 => {
+            "A projection did not reach the position within the timeout; `checkpoint` (one projection) or `behind` (`/ready`) says where they are."
+        }
         _ => "An error; the message says what went wrong.",
     }
 }
@@ -198,6 +209,8 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, &'a Opera
                 "error_id": { "type": "string", "description": "5xx only: the id under which the server log has the error." },
                 "checkpoint": { "type": "integer", "description": "504 only: the projection's checkpoint when the wait gave up." },
                 "min_position": { "type": "integer", "description": "504 only: the position waited for." },
+                "behind": { "type": "array", "items": { "$ref": "#/components/schemas/Checkpoint" }, "description": "504 from `/ready` only: the active projections still behind." },
+                "faulted": { "type": "array", "items": { "$ref": "#/components/schemas/Checkpoint" }, "description": "503 from `/ready` only: the faulted active projections, each with its `error`." },
                 "expected_version": { "type": "integer", "description": "409 only." },
                 "actual_version": { "type": "integer", "description": "409 only." }
             }},
@@ -221,6 +234,15 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, &'a Opera
                 "last_error": { "type": ["string", "null"] },
                 "store_error": { "type": ["string", "null"], "description": "The store or source error the projection is retrying, until a step succeeds." },
                 "events_per_second": { "type": "number", "description": "Over the last 10 s." }
+            }},
+            "Checkpoint": { "type": "object", "required": ["projection", "generation", "checkpoint"], "properties": {
+                "projection": { "type": "string" }, "generation": { "type": "integer" }, "checkpoint": { "type": "integer" },
+                "error": { "type": "string", "description": "Faulted projections only: why." }
+            }},
+            "Ready": { "type": "object", "properties": {
+                "ready": { "const": true },
+                "min_position": { "type": "integer", "description": "The position waited for (the head when the request gave none)." },
+                "projections": { "type": "array", "items": { "$ref": "#/components/schemas/Checkpoint" } }
             }},
             "Document": { "type": "object", "properties": { "id": { "type": "string" }, "document": { "type": "object" } } },
             "Page": { "type": "object", "properties": {

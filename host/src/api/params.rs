@@ -12,19 +12,41 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest wait a request may ask for: a client that wants longer should retry.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How fresh a read must be: the `consistency` parameter, with
+/// `min_position` for `causal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Answer at once from what is committed; may be stale.
+    Eventual,
+    /// Wait until the projection's checkpoint is at least this position
+    /// (a consistency token from an append).
+    Causal(u64),
+    /// Wait until the projection reaches the head of the log as it was when
+    /// the request arrived: everything written before the read is seen.
+    Strong,
+}
+
 /// The consistency part every read accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Consistency {
-    /// Wait until the projection's checkpoint is at least this.
-    pub min_position: Option<u64>,
+    /// What to wait for before reading.
+    pub level: Level,
     /// How long to wait for it.
     pub timeout: Duration,
 }
 
 impl Default for Consistency {
     fn default() -> Self {
-        Self { min_position: None, timeout: DEFAULT_TIMEOUT }
+        Self { level: Level::Eventual, timeout: DEFAULT_TIMEOUT }
     }
+}
+
+/// The consistency parameters as given, judged together by [`Given::finish`].
+#[derive(Debug, Default)]
+struct Given {
+    min_position: Option<u64>,
+    level: Option<String>,
+    timeout: Option<Duration>,
 }
 
 /// Parameters of a collection query.
@@ -50,11 +72,12 @@ fn unknown(key: &str, known: &str) -> ApiError {
     ApiError::BadRequest(format!("unknown query parameter `{key}` (this endpoint takes: {known})"))
 }
 
-impl Consistency {
-    /// Takes `min_position` or `timeout_ms`; returns false for any other key.
+impl Given {
+    /// Takes `min_position`, `consistency` or `timeout_ms`; returns false for any other key.
     fn accept(&mut self, key: &str, value: &str) -> Result<bool, ApiError> {
         match key {
             "min_position" => self.min_position = Some(number(key, value)?),
+            "consistency" => self.level = Some(value.to_owned()),
             "timeout_ms" => {
                 let ms: u64 = number(key, value)?;
                 if ms > MAX_TIMEOUT.as_millis() as u64 {
@@ -63,32 +86,92 @@ impl Consistency {
                         MAX_TIMEOUT.as_millis()
                     )));
                 }
-                self.timeout = Duration::from_millis(ms);
+                self.timeout = Some(Duration::from_millis(ms));
             }
             _ => return Ok(false),
         }
         Ok(true)
     }
 
+    /// The level the parameters ask for. Without `consistency`, a read with
+    /// `min_position` is causal and one without is eventual, as before
+    /// levels existed. A combination that contradicts itself is refused
+    /// rather than guessed at: eventual or strong with a token, causal without.
+    fn finish(self) -> Result<Consistency, ApiError> {
+        let level = match (self.level.as_deref(), self.min_position) {
+            (None, None) | (Some("eventual"), None) => Level::Eventual,
+            (None, Some(p)) | (Some("causal"), Some(p)) => Level::Causal(p),
+            (Some("strong"), None) => Level::Strong,
+            (Some("causal"), None) => {
+                return Err(ApiError::BadRequest(
+                    "`consistency=causal` needs `min_position` (the `position` an append returned)".into(),
+                ));
+            }
+            (Some(level @ ("eventual" | "strong")), Some(_)) => {
+                return Err(ApiError::BadRequest(format!(
+                    "`consistency={level}` does not take `min_position`; use `consistency=causal` to wait for a position"
+                )));
+            }
+            (Some(other), _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "`consistency` must be eventual, causal or strong, not `{other}`"
+                )));
+            }
+        };
+        if level == Level::Eventual && self.level.is_some() && self.timeout.is_some() {
+            return Err(ApiError::BadRequest(
+                "`consistency=eventual` does not wait, so it takes no `timeout_ms`".into(),
+            ));
+        }
+        Ok(Consistency { level, timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT) })
+    }
+}
+
+impl Consistency {
     /// Parses the query string of a read that takes nothing else.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let mut c = Self::default();
+        let mut given = Given::default();
         for (k, v) in pairs(raw) {
-            if !c.accept(&k, &v)? {
+            if !given.accept(&k, &v)? {
+                return Err(unknown(&k, "consistency, min_position, timeout_ms"));
+            }
+        }
+        given.finish()
+    }
+}
+
+/// Parameters of `GET /ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyParams {
+    /// The position every active projection must reach; `None`: the head
+    /// of the log when the request arrives.
+    pub min_position: Option<u64>,
+    /// How long to wait for it.
+    pub timeout: Duration,
+}
+
+impl ReadyParams {
+    /// Parses `min_position` and `timeout_ms`.
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let mut given = Given::default();
+        for (k, v) in pairs(raw) {
+            // `consistency` is a read's choice; readiness is always about positions.
+            if k == "consistency" || !given.accept(&k, &v)? {
                 return Err(unknown(&k, "min_position, timeout_ms"));
             }
         }
-        Ok(c)
+        Ok(Self { min_position: given.min_position, timeout: given.timeout.unwrap_or(DEFAULT_TIMEOUT) })
     }
 }
 
 impl QueryParams {
     /// Parses `filter` (repeatable), `order`, `limit`, `cursor`, `count`,
-    /// `min_position` and `timeout_ms`.
+    /// `consistency`, `min_position` and `timeout_ms`.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let mut p = Self { query: Query::default(), count: false, consistency: Consistency::default() };
+        let mut given = Given::default();
         for (k, v) in pairs(raw) {
-            if p.consistency.accept(&k, &v)? {
+            if given.accept(&k, &v)? {
                 continue;
             }
             match k.as_str() {
@@ -107,10 +190,14 @@ impl QueryParams {
                     }
                 }
                 _ => {
-                    return Err(unknown(&k, "filter, order, limit, cursor, count, min_position, timeout_ms"));
+                    return Err(unknown(
+                        &k,
+                        "filter, order, limit, cursor, count, consistency, min_position, timeout_ms",
+                    ));
                 }
             }
         }
+        p.consistency = given.finish()?;
         if p.query.limit == 0 {
             // Validated again by the store; checked here so the message names the default.
             return Err(ApiError::BadRequest(format!("`limit` must be at least 1 (default {DEFAULT_LIMIT})")));
@@ -176,7 +263,7 @@ mod tests {
         assert_eq!(p.query.filters[0].op, Op::Ge);
         assert_eq!(p.query.order, Some(Order::parse("-balance")));
         assert_eq!((p.query.limit, p.query.cursor.as_deref()), (7, Some("ab")));
-        assert_eq!(p.consistency, Consistency { min_position: Some(9), timeout: Duration::from_millis(10) });
+        assert_eq!(p.consistency, Consistency { level: Level::Causal(9), timeout: Duration::from_millis(10) });
     }
 
     #[test]
@@ -218,5 +305,38 @@ mod tests {
         }
         assert!(matches!(QueryParams::parse(Some("filter=nonsense")), Err(ApiError::Query(_))));
         assert!(Consistency::parse(Some("limit=3")).is_err());
+    }
+
+    #[test]
+    fn ready_takes_a_position_and_a_timeout_only() {
+        let p = ReadyParams::parse(Some("min_position=7&timeout_ms=20")).unwrap();
+        assert_eq!(p, ReadyParams { min_position: Some(7), timeout: Duration::from_millis(20) });
+        assert_eq!(ReadyParams::parse(None).unwrap().min_position, None);
+        for raw in ["consistency=strong", "min_position=x", "timeout_ms=70000", "limit=3"] {
+            assert!(matches!(ReadyParams::parse(Some(raw)), Err(ApiError::BadRequest(_))), "{raw}");
+        }
+    }
+
+    #[test]
+    fn levels_and_the_combinations_they_refuse() {
+        let level = |raw| Consistency::parse(Some(raw)).map(|c| c.level);
+        assert_eq!(level("").unwrap(), Level::Eventual);
+        assert_eq!(level("timeout_ms=5").unwrap(), Level::Eventual, "accepted before levels existed");
+        assert_eq!(level("consistency=eventual").unwrap(), Level::Eventual);
+        assert_eq!(level("min_position=4").unwrap(), Level::Causal(4));
+        assert_eq!(level("consistency=causal&min_position=4").unwrap(), Level::Causal(4));
+        assert_eq!(level("consistency=strong&timeout_ms=9").unwrap(), Level::Strong);
+        for (raw, needle) in [
+            ("consistency=causal", "needs `min_position`"),
+            ("consistency=strong&min_position=3", "does not take `min_position`"),
+            ("consistency=eventual&min_position=3", "does not take `min_position`"),
+            ("consistency=eventual&timeout_ms=3", "no `timeout_ms`"),
+            ("consistency=linearizable", "eventual, causal or strong"),
+        ] {
+            let err = level(raw).unwrap_err();
+            assert!(matches!(err, ApiError::BadRequest(_)) && err.to_string().contains(needle), "{raw}: {err}");
+            let err = QueryParams::parse(Some(raw)).unwrap_err();
+            assert!(err.to_string().contains(needle), "query {raw}: {err}");
+        }
     }
 }

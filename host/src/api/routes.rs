@@ -15,13 +15,14 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::consistency::wait_for;
+use crate::api::consistency::{target, wait_for};
 use crate::api::error::ApiError;
 use crate::api::openapi::{
-    COLLECTION, In, MIN_POSITION, Method, NAME, Operation, Param, Success, TIMEOUT_MS, json_reply, schema_ref,
-    string_schema,
+    COLLECTION, CONSISTENCY, In, MIN_POSITION, Method, NAME, Operation, Param, Success, TIMEOUT_MS, json_reply,
+    schema_ref, string_schema,
 };
-use crate::api::params::{Consistency, QueryParams};
+use crate::api::params::{Consistency, Level, QueryParams};
+use crate::api::ready::{self, Active};
 use crate::api::{ApiState, layers, openapi, sse};
 use crate::model::event::{AppendRequest, ExpectedVersion, NewEvent};
 use crate::projection::host::ProjectionStatus;
@@ -73,7 +74,7 @@ pub static ROUTES: &[Route] = &[
         doc: Operation {
             summary: "Status of every projection",
             description: None,
-            params: &[MIN_POSITION, TIMEOUT_MS],
+            params: &[CONSISTENCY, MIN_POSITION, TIMEOUT_MS],
             body: None,
             ok: json_reply(
                 "One entry per projection.",
@@ -89,7 +90,7 @@ pub static ROUTES: &[Route] = &[
         doc: Operation {
             summary: "Status of one projection",
             description: None,
-            params: &[NAME, MIN_POSITION, TIMEOUT_MS],
+            params: &[NAME, CONSISTENCY, MIN_POSITION, TIMEOUT_MS],
             body: None,
             ok: json_reply("Status.", || schema_ref("ProjectionStatus")),
             errors: &[400, 404, 504, 500],
@@ -150,6 +151,7 @@ pub static ROUTES: &[Route] = &[
                     description: "Return only `{\"count\": N}`, the number of matches.",
                     schema: || json!({ "type": "boolean" }),
                 },
+                CONSISTENCY,
                 MIN_POSITION,
                 TIMEOUT_MS,
             ],
@@ -172,6 +174,7 @@ pub static ROUTES: &[Route] = &[
                 NAME,
                 COLLECTION,
                 Param { name: "id", location: In::Path, description: "Document id.", schema: string_schema },
+                CONSISTENCY,
                 MIN_POSITION,
                 TIMEOUT_MS,
             ],
@@ -181,6 +184,44 @@ pub static ROUTES: &[Route] = &[
         },
     },
     crate::api::aggregate::ROUTE,
+    Route {
+        method: Method::Get,
+        path: "/ready",
+        handler: |m| on(m, ready::ready),
+        doc: Operation {
+            summary: "Wait until every active projection has committed the events up to a position",
+            description: Some(
+                "Counts projections that do not subscribe to the events too: a checkpoint moves past events a projection skips. 200 when all are there; 503 at once when an active projection is faulted (`faulted` names each with its error); 504 after `timeout_ms` with `behind`, the projections still behind and their checkpoints.",
+            ),
+            params: &[
+                Param {
+                    name: "min_position",
+                    location: In::Query,
+                    description: "The position to wait for (the `position` an append returned). Default: the head of the log when the request arrives.",
+                    schema: || json!({ "type": "integer", "minimum": 0 }),
+                },
+                TIMEOUT_MS,
+            ],
+            body: None,
+            ok: json_reply("Every active projection is at `min_position` or beyond.", || schema_ref("Ready")),
+            errors: &[400, 503, 504, 500],
+        },
+    },
+    Route {
+        method: Method::Get,
+        path: "/changes",
+        handler: |m| on(m, host_changes),
+        doc: Operation {
+            summary: "Server-Sent Events: every projection's commits, and `ready` when all have reached the head",
+            description: Some(
+                "First event `subscribed` with {head, projections: [{projection, generation, checkpoint}]}. Then `commit` per committed batch of any projection, as on /projections/{name}/changes. `ready` with {checkpoint, projections} each time every active projection has reached one checkpoint that is the head of the log (also at once if they are there on subscribing). `lagged` with {missed_notices} if the client fell behind.",
+            ),
+            params: &[],
+            body: None,
+            ok: Success { description: "An event stream.", media_type: "text/event-stream", schema: string_schema },
+            errors: &[400, 500],
+        },
+    },
     Route {
         method: Method::Get,
         path: "/metrics",
@@ -378,8 +419,10 @@ fn no_check(_: &ProjectionRecord) -> Result<(), ApiError> {
 }
 
 async fn list_projections(State(s): State<ApiState>, RawQuery(raw): RawQuery) -> Reply {
-    let c = Consistency::parse(raw.as_deref())?;
-    if c.min_position.is_some() {
+    let mut c = Consistency::parse(raw.as_deref())?;
+    // One head for the whole list, so a strong read waits for one position.
+    if let Some(position) = target(&s, c.level).await? {
+        c.level = Level::Causal(position);
         for record in s.models().projections().await? {
             wait_for(&s, &record.key.projection, c, no_check).await?;
         }
@@ -416,6 +459,17 @@ async fn changes(
     let notices = s.subscribe();
     let record = s.models().projection(&name).await?;
     Ok(sse::feed(name, record.checkpoint, notices, s.closing()).into_response())
+}
+
+async fn host_changes(State(s): State<ApiState>, RawQuery(raw): RawQuery) -> Reply<Response> {
+    if let Some(raw) = raw.filter(|r| !r.is_empty()) {
+        return Err(ApiError::BadRequest(format!("the change feed takes no parameters, got `{raw}`")));
+    }
+    // Subscribe before reading the registry and the head, as for one projection's feed.
+    let notices = s.subscribe();
+    let active = Active::read(&s).await?;
+    let head = s.source().head().await?;
+    Ok(sse::host_feed(s, notices, active, head).into_response())
 }
 
 async fn query(

@@ -16,6 +16,7 @@ pub mod run;
 pub mod scaffold;
 pub mod signals;
 pub mod status;
+pub mod wait;
 
 use std::sync::Arc;
 

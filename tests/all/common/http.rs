@@ -80,6 +80,10 @@ impl Client {
         let status = response.status().as_u16();
         let content_type =
             response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        // An event stream does not end: its body is read with `EventStream`.
+        if content_type == "text/event-stream" {
+            return Reply { status, content_type, text: String::new() };
+        }
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         Reply { status, content_type, text: String::from_utf8(bytes.to_vec()).unwrap() }
     }
