@@ -391,7 +391,6 @@ async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection:
     let models = refract::open_models(&target.models).await.unwrap();
     let mut pair = Pair::new(dir);
     let mut rng = Rng::new(5);
-    let mut pace = Pace::new();
     let mut report = KillReport::default();
     let mut owners = std::collections::BTreeSet::new();
     let mut last = 0;
@@ -404,8 +403,11 @@ async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection:
                 pair.start(i, &spawn);
             }
         }
-        tokio::time::sleep(pace.next_delay(&mut rng)).await;
-        if pair.reap() > 0 {
+        // Kill once the hosts have committed a few hundred to a few thousand
+        // events more (or after 10 s): kills land mid-run however fast or
+        // slow the machine is.
+        let goal = last + 500 + rng.below(2_500);
+        if until_progress(models.as_ref(), projection, goal, &mut pair).await {
             break;
         }
         let owner = lease_owner(models.as_ref(), projection).await;
@@ -422,6 +424,7 @@ async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection:
                 down = Some((i, Instant::now() + Duration::from_millis(2_500)));
                 i
             }
+            Some(i) if round % 3 == 1 => i,
             _ => rng.below(2) as usize,
         };
         pair.kill(victim);
@@ -429,13 +432,28 @@ async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection:
         if cp > last && cp < head {
             report.kills_mid_stream += 1;
         }
-        pace.record(cp > last);
         last = cp;
     }
     pair.finish();
     report.owners_seen = owners.len();
     assert_eq!(checkpoint(target, projection).await, head, "the hosts never finished: {report:?}");
     report
+}
+
+/// Waits until `projection`'s checkpoint reaches `goal`, for at most 10 s;
+/// whether a host finished by itself meanwhile.
+async fn until_progress(models: &dyn ReadModelStore, projection: &str, goal: u64, pair: &mut Pair) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if pair.reap() > 0 {
+            return true;
+        }
+        let cp = models.projection(projection).await.map_or(0, |r| r.checkpoint);
+        if cp >= goal || Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Which host of the pair runs as node `owner`.

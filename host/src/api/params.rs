@@ -217,12 +217,13 @@ pub struct AggregateParams {
 
 impl AggregateParams {
     /// Parses `agg` (repeatable), `group_by` (repeatable, or comma-separated),
-    /// `filter` (repeatable), `min_position` and `timeout_ms`: the names of
-    /// `refract query --agg --group-by --where`.
+    /// `filter` (repeatable), `consistency`, `min_position` and `timeout_ms`:
+    /// the names of `refract query --agg --group-by --where`.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let mut p = Self { query: AggregateQuery::default(), consistency: Consistency::default() };
+        let mut given = Given::default();
         for (k, v) in pairs(raw) {
-            if p.consistency.accept(&k, &v)? {
+            if given.accept(&k, &v)? {
                 continue;
             }
             match k.as_str() {
@@ -238,9 +239,10 @@ impl AggregateParams {
                         p.query.group_by.push(field.to_owned());
                     }
                 }
-                _ => return Err(unknown(&k, "agg, group_by, filter, min_position, timeout_ms")),
+                _ => return Err(unknown(&k, "agg, group_by, filter, consistency, min_position, timeout_ms")),
             }
         }
+        p.consistency = given.finish()?;
         if p.query.aggregates.is_empty() {
             return Err(ApiError::BadRequest("name at least one aggregate, e.g. agg=count or agg=sum(balance)".into()));
         }
