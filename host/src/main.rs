@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use refract::DataDir;
 
 use cli::Stores;
@@ -68,6 +68,13 @@ enum Command {
     /// Wait until every active projection has committed the events up to a position
     /// (as `GET /ready`); exits non-zero naming the projections faulted or still behind.
     Wait(cli::wait::WaitArgs),
+    /// Print a shell completion script, e.g. `refract completions bash > ~/.local/share/bash-completion/completions/refract`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `refract man > refract.1 && man ./refract.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -114,10 +121,16 @@ fn main() -> ExitCode {
 /// data dir; the others first check that there is one.
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let data = Stores::new(DataDir(cli.data_dir), cli.events, cli.store);
-    // `new` touches only the plugins folder.
+    // `new` touches only the plugins folder; the generated docs touch nothing.
     let may_create = matches!(
         cli.command,
-        Command::Run(_) | Command::Dev(_) | Command::Import(_) | Command::Append(_) | Command::New(_)
+        Command::Run(_)
+            | Command::Dev(_)
+            | Command::Import(_)
+            | Command::Append(_)
+            | Command::New(_)
+            | Command::Completions { .. }
+            | Command::Man
     );
     if !may_create {
         data.require_existing()?;
@@ -137,5 +150,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::DeadLetters(args) => cli::dead_letters::dead_letters(&data, args).await,
         Command::Retry(args) => cli::dead_letters::retry(&data, args).await,
         Command::Wait(args) => cli::wait::wait(&data, args).await,
+        Command::Completions { shell } => cli::docs::completions(Cli::command(), shell),
+        Command::Man => cli::docs::man(Cli::command()),
     }
 }

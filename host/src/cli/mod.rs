@@ -7,6 +7,7 @@ pub mod append;
 pub mod caught_up;
 pub mod dead_letters;
 pub mod dev;
+pub mod docs;
 pub mod new;
 pub mod output;
 pub mod read;
