@@ -40,9 +40,9 @@ pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, Pro
 pub use projection::lease::{DEFAULT_LEASE_TTL, LeaseSettings, default_node_id, hostname};
 pub use projection::policy::{FailurePolicy, RetryPolicy};
 pub use projection::runner::{CommitNotice, Progress, StoreErrors, SyncConfig};
-pub use ready::{ProjectionCheckpoint, Readiness, active_checkpoints, readiness};
-pub use ready::list as list_checkpoints;
 pub use projection::watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError, debounce, is_write};
+pub use ready::list as list_checkpoints;
+pub use ready::{ProjectionCheckpoint, Readiness, active_checkpoints, readiness};
 pub use runtime::capabilities::Capability;
 pub use runtime::limits::{EPOCH_TICK, Limits};
 pub use runtime::module_cache::ModuleCache;
