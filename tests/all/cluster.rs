@@ -279,11 +279,6 @@ async fn benchmark() {
     );
 }
 
-/// A free loopback port, for a node's `--http`.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A plugin replaced in every node's folder while three nodes serve: the
 /// new generation is built once (by the node holding its lease), and every
 /// node's queries answer from the old generation until the swap and from
@@ -301,21 +296,20 @@ async fn a_rolling_update_is_built_once_and_swaps_every_node_whole() {
         let plugins = dir.path().join(format!("plugins-{id}"));
         std::fs::create_dir_all(&plugins).unwrap();
         std::fs::copy(plugin("account_summary"), plugins.join("account_summary.wasm")).unwrap();
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_refract"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_refract"))
             .arg("--data-dir")
             .arg(dir.path().join(id))
             .args(["--events", &schema.url, "--store", &schema.url])
-            .args(["run", "--node-id", id, "--lease-ttl-ms", &TTL_MS.to_string(), "--http"])
-            .arg(format!("127.0.0.1:{port}"))
+            .args(["run", "--node-id", id, "--lease-ttl-ms", &TTL_MS.to_string(), "--http", "127.0.0.1:0"])
             .arg("--plugins")
             .arg(&plugins)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "refract=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        nodes.push((plugins, std::net::SocketAddr::from(([127, 0, 0, 1], port)), child));
+        let addr = common::http::listening_addr(&mut child);
+        nodes.push((plugins, addr, child));
     }
     let head = events.len() as u64;
     let deadline = Instant::now() + Duration::from_secs(90);

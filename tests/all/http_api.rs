@@ -494,7 +494,6 @@ async fn load_benchmark() {
 /// with a change feed open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refract_run_serves_the_api_and_stops_on_ctrl_c() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
     let dir = tempfile::tempdir().unwrap();
@@ -509,18 +508,7 @@ async fn refract_run_serves_the_api_and_stops_on_ctrl_c() {
         .spawn()
         .unwrap();
     // Port 0 lets the OS pick a free port; the log line says which.
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let addr: SocketAddr = loop {
-        let mut line = String::new();
-        assert!(log.read_line(&mut line).unwrap() > 0, "refract run exited before serving");
-        if line.contains("HTTP API listening") {
-            let at = line.find("127.0.0.1:").unwrap();
-            let end =
-                line[at..].find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).map_or(line.len(), |e| at + e);
-            break line[at..end].parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    let addr = common::http::listening_addr(&mut child);
 
     let mut client = Client::connect(addr).await;
     let mut feed = EventStream::open(addr, "/projections/account-summary/changes").await;

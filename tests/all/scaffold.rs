@@ -22,11 +22,9 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -60,46 +58,29 @@ fn run(dir: &Path, args: &[&str]) -> Result<String, String> {
 
 /// `refract dev`, killed when dropped (also when the test fails), with its
 /// log collected for the failure message.
-struct Dev {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
+struct Dev(common::cli::Background);
 
 impl Dev {
     fn start(dir: &Path) -> Dev {
         // The README's `refract dev`; no HTTP, so parallel tests (and other
         // hosts on this machine) do not fight over port 7878.
-        let mut child = refract(dir)
-            .args(["dev", "--no-http"])
-            // Its own process group, so that the builds it started die with it.
-            .process_group(0)
-            .env("RUST_LOG", "refract=info,warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Dev { child, log }
+        Dev(common::cli::Background::spawn(
+            refract(dir)
+                .args(["dev", "--no-http"])
+                // Its own process group, so that the builds it started die with it.
+                .process_group(0)
+                .stdin(Stdio::null()),
+        ))
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.0.log()
     }
 
     /// Panics with the log if the host exited or a build failed: no point
     /// waiting out the deadline then.
     fn check(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
+        if let Some(status) = self.0.child.try_wait().unwrap() {
             panic!("refract dev exited ({status}):\n{}", self.log());
         }
         let log = self.log();
@@ -112,10 +93,8 @@ impl Dev {
 impl Drop for Dev {
     fn drop(&mut self) {
         // The whole group: a cargo or componentize-py still building must not outlive the test.
-        let group = format!("-{}", self.child.id());
+        let group = format!("-{}", self.0.child.id());
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -11,7 +11,6 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -134,18 +133,7 @@ async fn sqlite_appends_by_another_process_wake_a_runner_that_polls_once_a_minut
             .unwrap(),
     );
     // Port 0 lets the OS pick a free port; the log line says which.
-    let mut log = BufReader::new(host.0.stderr.take().unwrap());
-    let addr: SocketAddr = loop {
-        let mut line = String::new();
-        assert!(log.read_line(&mut line).unwrap() > 0, "refract run exited before serving");
-        if line.contains("HTTP API listening") {
-            let at = line.find("127.0.0.1:").unwrap();
-            let end =
-                line[at..].find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).map_or(line.len(), |e| at + e);
-            break line[at..end].parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    let addr = common::http::listening_addr(&mut host.0);
 
     // `refract append`, another process on the same data dir; prints the token.
     let append = |event_type: &str, payload: serde_json::Value| -> u64 {

@@ -974,15 +974,31 @@ async fn aggregate_in(
     Ok(groups)
 }
 
-/// Whether a name-based read failed because a swap dropped the tables it
-/// resolved after its snapshot began (PostgreSQL's catalog is not part of
-/// the snapshot); it then retries on a new snapshot, which sees the new generation.
-fn raced_a_swap(result: &Result<impl Sized, StoreError>) -> bool {
-    matches!(result, Err(StoreError::Database(e)) if e.code() == Some(UNDEFINED_TABLE))
+/// Whether a name-based read should run again on a new snapshot: it failed
+/// because a swap dropped the tables it resolved after its snapshot began
+/// (PostgreSQL's catalog is not part of the snapshot; a new snapshot sees
+/// the new generation), and it has not raced [`SWAP_RETRIES`] times yet.
+fn retry_after_swap(attempt: &mut usize, result: &Result<impl Sized, StoreError>) -> bool {
+    *attempt += 1;
+    *attempt < SWAP_RETRIES && matches!(result, Err(StoreError::Database(e)) if e.code() == Some(UNDEFINED_TABLE))
 }
 
 /// Tries a name-based read a few times while it keeps racing swaps.
 const SWAP_RETRIES: usize = 3;
+
+impl PostgresReadModelStore {
+    /// A read snapshot with the projection's active generation resolved
+    /// and the read time limit armed.
+    async fn begin_read(
+        &self,
+        projection: &str,
+    ) -> Result<(sqlx::Transaction<'static, Postgres>, ProjectionRecord, Armed), StoreError> {
+        let mut tx = self.snapshot().await?;
+        let record = active_in(&mut tx, projection).await?;
+        let armed = Armed::postgres(&mut tx, self.limits.timeout()).await?;
+        Ok((tx, record, armed))
+    }
+}
 
 #[async_trait]
 impl ModelReader for PostgresReadModelStore {
@@ -994,45 +1010,35 @@ impl ModelReader for PostgresReadModelStore {
             let record = active_in(&mut tx, projection).await?;
             record.collection(collection)?;
             let result = get_in(&mut tx, &record.key, collection, id).await;
-            attempt += 1;
-            if attempt < SWAP_RETRIES && raced_a_swap(&result) {
-                continue;
+            if !retry_after_swap(&mut attempt, &result) {
+                return result;
             }
-            return result;
         }
     }
 
     async fn query_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<Page, StoreError> {
         let mut attempt = 0;
         loop {
-            let mut tx = self.snapshot().await?;
-            let record = active_in(&mut tx, projection).await?;
+            let (mut tx, record, armed) = self.begin_read(projection).await?;
             let spec = record.collection(collection)?;
             query.validate(spec)?;
-            let armed = Armed::postgres(&mut tx, self.limits.timeout()).await?;
             let result = armed.check(query_in(&mut tx, &record.key, spec, query).await);
-            attempt += 1;
-            if attempt < SWAP_RETRIES && raced_a_swap(&result) {
-                continue;
+            if !retry_after_swap(&mut attempt, &result) {
+                return result;
             }
-            return result;
         }
     }
 
     async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError> {
         let mut attempt = 0;
         loop {
-            let mut tx = self.snapshot().await?;
-            let record = active_in(&mut tx, projection).await?;
+            let (mut tx, record, armed) = self.begin_read(projection).await?;
             let spec = record.collection(collection)?;
             Query { filters: filters.to_vec(), ..Query::default() }.validate(spec)?;
-            let armed = Armed::postgres(&mut tx, self.limits.timeout()).await?;
             let result = armed.check(count_in(&mut tx, &record.key, spec, filters).await);
-            attempt += 1;
-            if attempt < SWAP_RETRIES && raced_a_swap(&result) {
-                continue;
+            if !retry_after_swap(&mut attempt, &result) {
+                return result;
             }
-            return result;
         }
     }
 
@@ -1044,17 +1050,13 @@ impl ModelReader for PostgresReadModelStore {
     ) -> Result<AggregateResult, StoreError> {
         let mut attempt = 0;
         loop {
-            let mut tx = self.snapshot().await?;
-            let record = active_in(&mut tx, projection).await?;
+            let (mut tx, record, armed) = self.begin_read(projection).await?;
             let spec = record.collection(collection)?;
             query.validate(spec)?;
-            let armed = Armed::postgres(&mut tx, self.limits.timeout()).await?;
             let result = armed.check(aggregate_in(&mut tx, &record.key, spec, query).await);
-            attempt += 1;
-            if attempt < SWAP_RETRIES && raced_a_swap(&result) {
-                continue;
+            if !retry_after_swap(&mut attempt, &result) {
+                return Ok(AggregateResult::assemble(query, result?)?);
             }
-            return Ok(AggregateResult::assemble(query, result?)?);
         }
     }
 

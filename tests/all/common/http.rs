@@ -19,6 +19,26 @@ pub async fn start_api(host: &Host) -> SocketAddr {
     addr
 }
 
+/// Where a `refract run --http 127.0.0.1:0` child serves, read from its
+/// log line (port 0 lets the OS pick a free port). The child's standard
+/// error must be piped; the rest of it is drained in the background.
+pub fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
+    use std::io::{BufRead, BufReader};
+    let mut log = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let addr = loop {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "refract run exited before serving");
+        if line.contains("HTTP API listening") {
+            let at = line.find("127.0.0.1:").unwrap();
+            let end =
+                line[at..].find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).map_or(line.len(), |e| at + e);
+            break line[at..end].parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    addr
+}
+
 /// Percent-encodes a query-string value.
 pub fn enc(v: &str) -> String {
     form_urlencoded::byte_serialize(v.as_bytes()).collect()
