@@ -5,10 +5,9 @@
 //! with two hosts sharing one PostgreSQL store, killed at random during
 //! catch-up and during a dead-letter replay.
 //!
-//! Kill times adapt to the machine: a round in which the host made no
-//! progress (a slow start on a loaded machine) lengthens the next one, a
-//! round that made progress shortens it, so kills keep landing mid-run
-//! however fast or slow the machine is.
+//! Kills are timed by progress, not by the clock: each round waits until a
+//! few hundred to a few thousand more events are committed (at most 10 s),
+//! so kills land mid-run however fast or slow the machine is.
 
 use crate::common;
 
@@ -100,24 +99,28 @@ async fn sigkill_loop(dir: &Path, killed: &Target, clean: &Target) {
     seed(killed, clean, &events).await;
 
     let mut rng = Rng::new(99);
-    let mut pace = Pace::new();
+    let models = refract::open_models(&killed.models).await.unwrap();
     let mut kills_mid_stream = 0;
     let mut last_checkpoint = 0;
     let mut finished = false;
     for _ in 0..400 {
         let mut child = host_command(killed, &plugins).spawn().unwrap();
-        let delay = pace.next_delay(&mut rng);
-        let started = Instant::now();
-        let exited = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "host failed on its own: {status}");
-                break true;
-            }
-            if started.elapsed() >= delay {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        // Kill once the host has committed a few hundred to a few thousand
+        // events more (or after 10 s): kills land mid-run however fast or
+        // slow the machine is.
+        let goal = last_checkpoint + 500 + rng.below(2_500);
+        let exited = until(
+            || match child.try_wait().unwrap() {
+                Some(status) => {
+                    assert!(status.success(), "host failed on its own: {status}");
+                    true
+                }
+                None => false,
+            },
+            || committed(models.as_ref(), "account-summary"),
+            goal,
+        )
+        .await;
         if exited {
             finished = true;
             break;
@@ -129,7 +132,6 @@ async fn sigkill_loop(dir: &Path, killed: &Target, clean: &Target) {
         if cp > last_checkpoint && cp < EVENTS as u64 {
             kills_mid_stream += 1;
         }
-        pace.record(cp > last_checkpoint);
         last_checkpoint = cp;
     }
     eprintln!("{kills_mid_stream} kills landed mid-projection");
@@ -180,39 +182,6 @@ async fn seed(killed: &Target, clean: &Target, events: &[BankEvent]) {
             std::fs::create_dir_all(&clean.data).unwrap();
             std::fs::copy(killed.data.join("events.db"), clean.data.join("events.db")).unwrap();
         }
-    }
-}
-
-/// Delays between a host's start and its SIGKILL, adapted to the machine.
-struct Pace {
-    level: Duration,
-    floor: Duration,
-}
-
-impl Pace {
-    fn new() -> Self {
-        Self::starting(Duration::from_millis(200), Duration::from_millis(100))
-    }
-
-    /// Starts at `level`, and never goes below `floor`.
-    fn starting(level: Duration, floor: Duration) -> Self {
-        Self { level, floor }
-    }
-
-    /// A random delay around the current level (half to one and a half times it).
-    fn next_delay(&self, rng: &mut Rng) -> Duration {
-        let ms = self.level.as_millis() as u64;
-        Duration::from_millis(ms / 2 + rng.below(ms.max(1)))
-    }
-
-    /// A round without progress means the host did not get past its start
-    /// in time: give it longer. With progress, kill sooner, to stay mid-run.
-    fn record(&mut self, progressed: bool) {
-        self.level = if progressed {
-            (self.level * 4 / 5).max(self.floor)
-        } else {
-            (self.level * 3 / 2).min(Duration::from_secs(30))
-        };
     }
 }
 
@@ -407,7 +376,7 @@ async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection:
         // events more (or after 10 s): kills land mid-run however fast or
         // slow the machine is.
         let goal = last + 500 + rng.below(2_500);
-        if until_progress(models.as_ref(), projection, goal, &mut pair).await {
+        if until(|| pair.reap() > 0, || committed(models.as_ref(), projection), goal).await {
             break;
         }
         let owner = lease_owner(models.as_ref(), projection).await;
@@ -440,20 +409,28 @@ async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection:
     report
 }
 
-/// Waits until `projection`'s checkpoint reaches `goal`, for at most 10 s;
-/// whether a host finished by itself meanwhile.
-async fn until_progress(models: &dyn ReadModelStore, projection: &str, goal: u64, pair: &mut Pair) -> bool {
+/// Polls every 10 ms until `ended()` says a host finished by itself
+/// (returns true), `progress()` reaches `goal`, or 10 s pass (returns false).
+async fn until<F: std::future::Future<Output = u64>>(
+    mut ended: impl FnMut() -> bool,
+    mut progress: impl FnMut() -> F,
+    goal: u64,
+) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if pair.reap() > 0 {
+        if ended() {
             return true;
         }
-        let cp = models.projection(projection).await.map_or(0, |r| r.checkpoint);
-        if cp >= goal || Instant::now() >= deadline {
+        if progress().await >= goal || Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The checkpoint `projection` has committed (0 before it is registered).
+async fn committed(models: &dyn ReadModelStore, projection: &str) -> u64 {
+    models.projection(projection).await.map_or(0, |r| r.checkpoint)
 }
 
 /// Which host of the pair runs as node `owner`.
@@ -462,8 +439,8 @@ fn node_index(owner: &str) -> Option<usize> {
 }
 
 /// The same loop for a replay, killing the host that holds the lease (the
-/// one replaying) whenever it is known: it ends when a host finished by
-/// itself. A kill counts as mid-replay when the owner had replayed some
+/// one replaying) whenever it is known, after measured progress: it ends
+/// when a host finished by itself. A kill counts as mid-replay when the owner had replayed some
 /// letters and not all.
 async fn replay_with_two_hosts(
     dir: &Path,
@@ -479,18 +456,17 @@ async fn replay_with_two_hosts(
     };
     let mut pair = Pair::new(dir);
     let mut rng = Rng::new(6);
-    // A replay is quick: kills must come soon after a host is up.
-    let mut pace = Pace::starting(Duration::from_millis(60), Duration::from_millis(20));
     let mut report = KillReport::default();
-    let letters = || async { models.dead_letters("ledger").await.unwrap().len() };
+    let letters = || async { models.dead_letters("ledger").await.unwrap().len() as u64 };
     let all = letters().await;
     let mut left = all;
     for round in 0..400 {
         report.rounds = round + 1;
         pair.start(0, &spawn);
         pair.start(1, &spawn);
-        tokio::time::sleep(pace.next_delay(&mut rng)).await;
-        if pair.reap() > 0 {
+        // Kill once 20 to 150 more letters were replayed (or after 10 s).
+        let goal = all - left + 20 + rng.below(130);
+        if until(|| pair.reap() > 0, || async { all - letters().await }, goal).await {
             break;
         }
         let owner = lease_owner(models, "ledger").await.as_deref().and_then(node_index);
@@ -500,7 +476,6 @@ async fn replay_with_two_hosts(
         if owner.is_some() && now > 0 && now < all {
             report.kills_mid_stream += 1;
         }
-        pace.record(now < left);
         left = now;
     }
     pair.finish();
