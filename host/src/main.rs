@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use refract::DataDir;
 
 use cli::Stores;
@@ -28,6 +28,11 @@ struct Cli {
     /// Read-model store URL, as for --events. Default: sqlite://<data-dir>/models.db.
     #[arg(long, global = true, env = "REFRACT_STORE", value_name = "URL")]
     store: Option<String>,
+    /// Config file: sandbox limits and policies per projection, and any flag
+    /// under [host] [default: ./refract.toml when it exists].
+    #[arg(long, global = true, env = "REFRACT_CONFIG", value_name = "FILE")]
+    #[allow(dead_code)] // Found before parsing (cli/settings.rs); declared for --help and the docs.
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +80,9 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `refract man > refract.1 && man ./refract.1`.
     Man,
+    /// Print the effective settings of `refract run` (it takes the same flags) and where each
+    /// value came from: flag, env, the config file's [host] table, or the default.
+    Config(cli::config::ConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,7 +95,18 @@ fn main() -> ExitCode {
         // Colour codes only for a terminal: logs piped to a file or a test stay greppable.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The config file's [host] values become the flags' defaults before parsing.
+    let found = cli::settings::ConfigFile::find(&args, std::env::var_os(cli::settings::CONFIG_ENV));
+    let (file, command) = match found.and_then(|file| Ok((file.apply(Cli::command())?, file)).map(|(c, f)| (f, c))) {
+        Ok(found) => found,
+        Err(e) => {
+            errln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = command.get_matches_from(&args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -95,7 +114,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(dispatch(cli));
+    let outcome = runtime.block_on(dispatch(cli, Parsed { file, matches }));
     // Do not wait for blocking work still running: a host stopped during
     // start-up may be compiling a module it will never use, which can take
     // many seconds. Everything that must finish (commits, the API) has been
@@ -117,9 +136,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// What `refract config` reports on besides the parsed arguments: the config
+/// file, and the parser's view of where each value came from.
+struct Parsed {
+    file: cli::settings::ConfigFile,
+    matches: clap::ArgMatches,
+}
+
 /// Runs the command. Only `run`, `dev`, `import` and `append` may create a
 /// data dir; the others first check that there is one.
-async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+async fn dispatch(cli: Cli, parsed: Parsed) -> anyhow::Result<()> {
     let data = Stores::new(DataDir(cli.data_dir), cli.events, cli.store);
     // `new` touches only the plugins folder; the generated docs touch nothing.
     let may_create = matches!(
@@ -131,15 +157,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             | Command::New(_)
             | Command::Completions { .. }
             | Command::Man
+            | Command::Config(_)
     );
     if !may_create {
         data.require_existing()?;
     }
     match cli.command {
-        Command::Run(args) => cli::run::run(&data, args, false).await,
-        Command::Dev(args) => cli::run::run(&data, args, true).await,
+        Command::Run(mut args) | Command::Dev(mut args) => {
+            let (name, matches) = parsed.matches.subcommand().expect("a subcommand was parsed");
+            args.settle(matches);
+            cli::run::run(&data, args, parsed.file.config, name == "dev").await
+        }
         Command::New(args) => cli::new::new(args),
-        Command::Rebuild(args) => cli::rebuild::rebuild(&data, args).await,
+        Command::Rebuild(args) => cli::rebuild::rebuild(&data, args, parsed.file.config).await,
         Command::Drop(args) => cli::rebuild::drop_projection(&data, args).await,
         Command::Append(args) => cli::append::append(&data, args).await,
         Command::Import(args) => cli::append::import(&data, args).await,
@@ -152,5 +182,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Wait(args) => cli::wait::wait(&data, args).await,
         Command::Completions { shell } => cli::docs::completions(Cli::command(), shell),
         Command::Man => cli::docs::man(Cli::command()),
+        Command::Config(args) => {
+            let (_, matches) = parsed.matches.subcommand().expect("a subcommand was parsed");
+            // The listing follows the declaration order, which setting defaults reorders.
+            cli::config::print(args, &Cli::command(), matches, &parsed.file)
+        }
     }
 }

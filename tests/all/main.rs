@@ -20,6 +20,7 @@ mod bad_input;
 mod bank;
 mod cli_docs;
 mod cluster;
+mod config_file;
 mod conformance;
 mod corrupt_events;
 mod crash;

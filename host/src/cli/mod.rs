@@ -5,6 +5,7 @@
 pub mod allocator;
 pub mod append;
 pub mod caught_up;
+pub mod config;
 pub mod dead_letters;
 pub mod dev;
 pub mod docs;
@@ -15,6 +16,7 @@ pub mod rebuild;
 pub mod report;
 pub mod run;
 pub mod scaffold;
+pub mod settings;
 pub mod signals;
 pub mod status;
 pub mod wait;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use refract::{Host, Role, SyncConfig};
+use refract::{Config, Host, Role, SyncConfig};
 
 use super::Stores;
 use super::output::{errln, outln};
@@ -21,7 +21,7 @@ pub struct DropArgs {
 }
 
 /// Starts a rebuild and shows its progress until the new generation is swapped in.
-pub async fn rebuild(data: &Stores, RebuildArgs { projection }: RebuildArgs) -> Result<()> {
+pub async fn rebuild(data: &Stores, RebuildArgs { projection }: RebuildArgs, config: Config) -> Result<()> {
     let projection = projection.as_str();
     let events = data.open_events().await?;
     let models = data.open_models().await?;
@@ -35,7 +35,7 @@ pub async fn rebuild(data: &Stores, RebuildArgs { projection }: RebuildArgs) -> 
             errln!("host {pid} is running on this data dir: it builds generation {} and swaps it in", key.generation)
         }
         None => {
-            let mut host = Host::new(events.clone(), models.clone(), SyncConfig::default())?
+            let mut host = Host::with_config(events.clone(), models.clone(), SyncConfig::default(), config)?
                 .with_module_cache(data.module_cache());
             if !host.run_generation(&record).await {
                 models.fail_generation(&key, "module not in the module cache").await?;

@@ -4,7 +4,7 @@
 //! `signals` and `caught_up`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -17,43 +17,42 @@ use super::signals::Shutdown;
 /// Where `refract run` serves the HTTP API unless told otherwise.
 const DEFAULT_HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7878);
 
+/// The flags of `run`, `dev` and `config`. Each can also be set by its
+/// environment variable or under `[host]` in the config file (`cli/settings.rs`).
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Folder of projection components (*.wasm).
     #[arg(long, env = "REFRACT_PLUGINS_DIR", default_value = "plugins")]
     plugins: PathBuf,
     /// Events per batch (1 = realtime).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "REFRACT_BATCH_SIZE", default_value_t = 1000)]
     batch_size: usize,
     /// Batch strategy: how long a partial batch may wait for more events, in ms.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "REFRACT_MAX_WAIT_MS", default_value_t = 0)]
     max_wait_ms: u64,
     /// Scheduled strategy: project pending events once per interval, in ms.
-    #[arg(long)]
+    #[arg(long, env = "REFRACT_INTERVAL_MS")]
     interval_ms: Option<u64>,
     /// How often an idle projection looks for new events, in ms.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "REFRACT_POLL_MS", default_value_t = 100)]
     poll_ms: u64,
     /// While catching up, commit at most this many events' changes at once (1 = a commit per batch).
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, env = "REFRACT_COMMIT_EVENTS", default_value_t = 50_000)]
     commit_events: usize,
     /// While catching up, commit at least this often, in ms.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, env = "REFRACT_COMMIT_INTERVAL_MS", default_value_t = 250)]
     commit_interval_ms: u64,
     /// Exit once every projection has reached the head (or faulted), instead of following new events.
     /// Exits non-zero if a projection faulted, a plugin was rejected, or there were no plugins.
-    #[arg(long)]
+    #[arg(long, env = "REFRACT_EXIT_WHEN_CAUGHT_UP")]
     exit_when_caught_up: bool,
     /// Address the HTTP API listens on [default: 127.0.0.1:7878]. With
     /// --exit-when-caught-up the API is served only if this is given.
     #[arg(long, env = "REFRACT_HTTP", conflicts_with = "no_http")]
     http: Option<SocketAddr>,
     /// Do not serve the HTTP API.
-    #[arg(long)]
+    #[arg(long, env = "REFRACT_NO_HTTP")]
     no_http: bool,
-    /// Sandbox limits and failure policies (TOML); `./refract.toml` is used when it exists.
-    #[arg(long, env = "REFRACT_CONFIG")]
-    config: Option<PathBuf>,
     /// This node's id among hosts sharing a PostgreSQL store [default:
     /// HOSTNAME-XXXXXXXX, from the host name and the data dir, so a
     /// restarted host takes its leases back at once].
@@ -63,6 +62,18 @@ pub struct RunArgs {
     /// soon another node takes over from a host that died.
     #[arg(long, env = "REFRACT_LEASE_TTL_MS", default_value_t = 10_000)]
     lease_ttl_ms: u64,
+}
+
+impl RunArgs {
+    /// Settles `--http` against `--no-http` when they came from different
+    /// places: clap refuses the two together on the command line, but the
+    /// file may say `no_http = true` under a typed `--http ADDR`, and the
+    /// stronger source (flag > env > file) must win.
+    pub fn settle(&mut self, matches: &clap::ArgMatches) {
+        if self.no_http && self.http.is_some() && matches.value_source("http") > matches.value_source("no_http") {
+            self.no_http = false;
+        }
+    }
 }
 
 /// The node id a data dir's host runs as: readable, stable across restarts
@@ -76,21 +87,11 @@ fn node_id(data: &Stores) -> String {
     format!("{}-{short}", refract::hostname())
 }
 
-/// The config file: `--config`, else `./refract.toml` if it exists, else the defaults.
-fn load_config(path: Option<&Path>) -> Result<Config> {
-    let default = Path::new("refract.toml");
-    match path {
-        Some(p) => Ok(Config::load(p)?),
-        None if default.is_file() => Ok(Config::load(default)?),
-        None => Ok(Config::default()),
-    }
-}
-
 /// Runs the host until Ctrl-C or SIGTERM (or, with `--exit-when-caught-up`,
 /// until every projection has caught up). `dev` adds the plugin project
 /// rebuilder. A signal during start-up stops it there: the plugins loaded so
 /// far are shut down and the rest are not compiled.
-pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
+pub async fn run(data: &Stores, mut args: RunArgs, config: Config, dev: bool) -> Result<()> {
     // First of all, so that no signal from here on kills the process uncleanly.
     let shutdown = Shutdown::listen()?;
     let _lock = data.lock()?;
@@ -98,7 +99,7 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
     // makes a replaced file a reload of the projection, not a second copy of it.
     args.plugins = std::path::absolute(&args.plugins).context("resolving the plugins folder")?;
     let batch = args.exit_when_caught_up;
-    let Some(opened) = shutdown.unless_requested(open(data, &args)).await else {
+    let Some(opened) = shutdown.unless_requested(open(data, &args, config)).await else {
         return interrupted(batch);
     };
     let (mut host, listener) = opened?;
@@ -177,7 +178,7 @@ fn interrupted(batch: bool) -> Result<()> {
 
 /// Opens the stores and the host, and binds the HTTP API: everything before
 /// the plugins are loaded.
-async fn open(data: &Stores, args: &RunArgs) -> Result<(Host, Option<tokio::net::TcpListener>)> {
+async fn open(data: &Stores, args: &RunArgs, config: Config) -> Result<(Host, Option<tokio::net::TcpListener>)> {
     let sync = SyncConfig {
         batch_size: args.batch_size.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),
@@ -188,7 +189,6 @@ async fn open(data: &Stores, args: &RunArgs) -> Result<(Host, Option<tokio::net:
     };
     let events = data.open_events().await?;
     let models = data.open_models().await?;
-    let config = load_config(args.config.as_deref())?;
     let lease = LeaseSettings {
         node: args.node_id.clone().unwrap_or_else(|| node_id(data)),
         ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),

@@ -114,6 +114,10 @@ struct File {
     defaults: Settings,
     #[serde(default)]
     projections: BTreeMap<String, Settings>,
+    /// The `refract` binary's flags (`refract config` lists them); the
+    /// binary reads and checks this table itself.
+    #[serde(default, rename = "host")]
+    _host: serde::de::IgnoredAny,
 }
 
 /// The parsed config: defaults plus per-projection overrides.
