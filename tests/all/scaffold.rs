@@ -109,6 +109,39 @@ fn documents(dir: &Path, projection: &str) -> Option<Vec<(String, Value)>> {
         .collect()
 }
 
+/// counter-1: 2 + 3, counter-2: 10 (the scaffold's events.jsonl).
+fn expected_counters() -> Vec<(String, Value)> {
+    vec![("counter-1".to_owned(), json!({"value": 5})), ("counter-2".to_owned(), json!({"value": 10}))]
+}
+
+/// Waits until `projection` holds the scaffold's counters.
+fn wait_for_counters(dev: &mut Dev, dir: &Path, projection: &str, started: Instant) {
+    let expected = expected_counters();
+    loop {
+        let docs = documents(dir, projection);
+        if docs.as_ref() == Some(&expected) {
+            return;
+        }
+        dev.check();
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{projection} never held {expected:?}; last read {docs:?}\nrefract dev log:\n{}",
+            dev.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits until the log holds `n` lines with all of `needles`.
+fn wait_for_lines(dev: &mut Dev, needles: &[&str], n: usize, started: Instant) {
+    let count = |log: &str| log.lines().filter(|l| needles.iter().all(|s| l.contains(s))).count();
+    while count(&dev.log()) < n {
+        dev.check();
+        assert!(started.elapsed() < DEADLINE, "no {n} lines with {needles:?}:\n{}", dev.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn new_then_dev(lang: &str) {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -135,21 +168,7 @@ fn new_then_dev(lang: &str) {
     }
     run(dir, &["import", project.join("events.jsonl").to_str().unwrap()]).unwrap();
 
-    // counter-1: 2 + 3, counter-2: 10 (the scaffold's events.jsonl).
-    let expected = vec![("counter-1".to_owned(), json!({"value": 5})), ("counter-2".to_owned(), json!({"value": 10}))];
-    loop {
-        let docs = documents(dir, &name);
-        if docs.as_ref() == Some(&expected) {
-            break;
-        }
-        dev.check();
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{name} never held {expected:?}; last read {docs:?}\nrefract dev log:\n{}",
-            dev.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_counters(&mut dev, dir, &name, started);
     let get = run(dir, &["get", &name, "counters", "counter-1"]).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&get).unwrap(), json!({"value": 5}));
     eprintln!("{name}: scaffolded, built, loaded and projected in {:.1?}", started.elapsed());
@@ -168,4 +187,41 @@ fn python_scaffold_projects_its_events_under_refract_dev() {
 #[test]
 fn js_scaffold_projects_its_events_under_refract_dev() {
     new_then_dev("js");
+}
+
+/// `refract dev` keeps up with the project folder while it runs: a project
+/// made by `refract new` meanwhile is built and loaded without a restart, a
+/// fresh crate is built once (not again for the `Cargo.lock` its first build
+/// writes), and a change to the shared `sdk/` rebuilds every Rust project.
+#[test]
+fn refract_dev_picks_up_new_projects_and_sdk_changes() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    run(dir, &["new", "first"]).unwrap();
+    let mut dev = Dev::start(dir);
+    wait_for_lines(&mut dev, &["plugin built", "first"], 1, started);
+    wait_for_lines(&mut dev, &["host running"], 1, started);
+
+    run(dir, &["new", "second"]).unwrap();
+    wait_for_lines(&mut dev, &["new plugin project", "plugins/second"], 1, started);
+    run(dir, &["import", "plugins/second/events.jsonl"]).unwrap();
+    wait_for_counters(&mut dev, dir, "second", started);
+    // Both the same name in another language and a name taken are refused.
+    let refused = run(dir, &["new", "second", "--lang", "python"]).unwrap_err();
+    assert!(refused.contains("`second` is already the name of a Rust project at plugins/second"), "{refused}");
+
+    // By now `first` has been built long ago, with its lock written: once.
+    let builds = |log: &str, project: &str| {
+        log.lines().filter(|l| l.contains("building plugin") && l.contains(&format!("plugins/{project}"))).count()
+    };
+    assert_eq!(builds(&dev.log(), "first"), 1, "{}", dev.log());
+    assert_eq!(builds(&dev.log(), "second"), 1, "{}", dev.log());
+
+    let sdk = dir.join("sdk/src/lib.rs");
+    let mut text = std::fs::read_to_string(&sdk).unwrap();
+    text.push_str("\n// edited\n");
+    std::fs::write(&sdk, text).unwrap();
+    wait_for_lines(&mut dev, &["building plugin", "plugins/first"], 2, started);
+    wait_for_lines(&mut dev, &["building plugin", "plugins/second"], 2, started);
 }

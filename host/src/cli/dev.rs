@@ -18,7 +18,6 @@
 //! it; the new `.wasm` lands in the plugins folder by rename, where the plugin
 //! watcher picks it up like any other replaced file.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -232,17 +231,127 @@ pub fn build_crate(dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, DevError>
         .collect()
 }
 
-/// Builds every plugin crate once, then rebuilds a crate whenever a file
-/// under it changes, until the returned task is aborted. Build errors are
-/// logged; the previous `.wasm` (and its read model) stays in place.
+/// What a changed path asks `refract dev` to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// Rebuild this project.
+    Project(PathBuf),
+    /// A shared helper changed: rebuild every project of the language
+    /// (`None`: every project, for the contract in `wit/`).
+    Helpers(Option<Lang>),
+    /// Something changed in the plugins folder or a folder just below it:
+    /// look for projects that appeared (`refract new` while `dev` runs).
+    Rescan,
+    /// A build's own output, a dependency folder, or nothing of ours.
+    Ignore,
+}
+
+/// Where the watched things are, all absolute (notify names paths
+/// absolutely whatever form was watched).
+struct Layout {
+    plugins: PathBuf,
+    /// Each project's folder and its language.
+    projects: Vec<(PathBuf, Lang)>,
+    /// The shared helpers: `<plugins>/python/sdk`, `<plugins>/js/sdk` and
+    /// `<root>/sdk` (refract-sdk, which Rust projects use by path), and the
+    /// contract `<root>/wit`.
+    helpers: Vec<(PathBuf, Option<Lang>)>,
+}
+
+impl Layout {
+    fn new(plugins: &Path) -> Self {
+        let plugins = std::path::absolute(plugins).unwrap_or_else(|_| plugins.to_owned());
+        let root = plugins.parent().map(Path::to_path_buf).unwrap_or_else(|| plugins.clone());
+        let helpers = vec![
+            (plugins.join("python/sdk"), Some(Lang::Python)),
+            (plugins.join("js/sdk"), Some(Lang::Js)),
+            (root.join("sdk"), Some(Lang::Rust)),
+            (root.join("wit"), None),
+        ];
+        let mut layout = Self { plugins, projects: Vec::new(), helpers };
+        layout.projects = plugin_projects(&layout.plugins);
+        layout
+    }
+
+    /// What a write to `path` asks for.
+    fn classify(&self, path: &Path) -> Target {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let own_output = |inside: &Path| {
+            inside.components().any(|c| skipped(c.as_os_str()))
+                // cargo writes the lock on a crate's first build: that is no edit.
+                || inside == Path::new("Cargo.lock")
+        };
+        if let Some((dir, _)) = self.projects.iter().find(|(dir, _)| path.starts_with(dir)) {
+            let inside = path.strip_prefix(dir).expect("path is under dir");
+            return if own_output(inside) { Target::Ignore } else { Target::Project(dir.clone()) };
+        }
+        if let Some((dir, lang)) = self.helpers.iter().find(|(dir, _)| path.starts_with(dir)) {
+            let inside = path.strip_prefix(dir).expect("path is under dir");
+            return if own_output(inside) { Target::Ignore } else { Target::Helpers(*lang) };
+        }
+        match path.strip_prefix(&self.plugins) {
+            // A folder made one or two levels down, or a marker file written in one.
+            Ok(inside) if inside.components().count() <= 3 && !own_output(inside) => Target::Rescan,
+            _ => Target::Ignore,
+        }
+    }
+
+    /// The projects a change to a target rebuilds.
+    fn projects_for(&self, target: &Target) -> Vec<(PathBuf, Lang)> {
+        match target {
+            Target::Project(dir) => self.projects.iter().filter(|(d, _)| d == dir).cloned().collect(),
+            Target::Helpers(lang) => {
+                self.projects.iter().filter(|(_, l)| lang.is_none_or(|lang| *l == lang)).cloned().collect()
+            }
+            Target::Rescan | Target::Ignore => Vec::new(),
+        }
+    }
+
+    /// Looks for projects again; returns the ones that are new.
+    fn rescan(&mut self) -> Vec<(PathBuf, Lang)> {
+        let now = plugin_projects(&self.plugins);
+        let new = now.iter().filter(|p| !self.projects.contains(p)).cloned().collect();
+        self.projects = now;
+        new
+    }
+
+    /// What to watch: the plugins folder and the folders one and two levels
+    /// below it without their subfolders (a new project appears there), and
+    /// each project and helper folder with them. Dependency folders such as
+    /// `plugins/js/node_modules` are not watched at all.
+    fn watches(&self) -> Vec<(PathBuf, RecursiveMode)> {
+        let mut out = vec![(self.plugins.clone(), RecursiveMode::NonRecursive)];
+        let is_project = |d: &PathBuf| self.projects.iter().any(|(p, _)| p == d);
+        for dir in subdirs(&self.plugins).filter(|d| !is_project(d)) {
+            out.extend(subdirs(&dir).filter(|d| !is_project(d)).map(|d| (d, RecursiveMode::NonRecursive)));
+            out.push((dir, RecursiveMode::NonRecursive));
+        }
+        out.extend(self.projects.iter().map(|(d, _)| (d.clone(), RecursiveMode::Recursive)));
+        out.extend(self.helpers.iter().filter(|(d, _)| d.is_dir()).map(|(d, _)| (d.clone(), RecursiveMode::Recursive)));
+        out
+    }
+}
+
+/// What the debouncer is keyed by: one key per thing to do, so a burst of
+/// writes to one project is one build.
+fn key(target: &Target, layout: &Layout) -> Option<PathBuf> {
+    match target {
+        Target::Project(dir) => Some(dir.clone()),
+        Target::Helpers(lang) => layout.helpers.iter().find(|(_, l)| l == lang).map(|(d, _)| d.clone()),
+        Target::Rescan => Some(layout.plugins.clone()),
+        Target::Ignore => None,
+    }
+}
+
+/// Builds every plugin project once, then rebuilds a project whenever a
+/// file under it changes, every project of a language when its shared
+/// helper changes, and a project created meanwhile as soon as it appears,
+/// until the returned task is aborted. Build errors are logged; the previous
+/// `.wasm` (and its read model) stays in place.
 pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>, DevError> {
-    let projects = plugin_projects(plugins_dir);
-    let crates: Vec<PathBuf> = projects.iter().map(|(dir, _)| dir.clone()).collect();
-    let langs: HashMap<PathBuf, Lang> = projects.into_iter().collect();
+    let layout = std::sync::Arc::new(std::sync::RwLock::new(Layout::new(plugins_dir)));
     let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
-    // Events may name paths absolutely whatever form was watched: compare absolute paths.
-    let watched: Vec<(PathBuf, PathBuf)> =
-        crates.iter().map(|d| (std::path::absolute(d).unwrap_or_else(|_| d.clone()), d.clone())).collect();
+    let seen = layout.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         // Only writes count: builds open and read the sources, and reacting to
@@ -250,30 +359,58 @@ pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>
         if !is_write(&event.kind) {
             return;
         }
+        let layout = seen.read().expect("layout lock");
         for path in &event.paths {
-            // Builds write under target/ (and tools under node_modules/,
-            // __pycache__/, .*.building): reacting to them would loop.
-            let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-            let Some((abs, dir)) = watched.iter().find(|(abs, _)| path.starts_with(abs)) else { continue };
-            let inside = path.strip_prefix(abs).expect("path is under dir");
-            if !inside.components().any(|c| skipped(c.as_os_str())) {
-                let _ = tx.send(dir.clone());
+            if let Some(key) = key(&layout.classify(path), &layout) {
+                let _ = tx.send(key);
             }
         }
     })?;
-    for dir in &crates {
-        watcher.watch(dir, RecursiveMode::Recursive)?;
-    }
+    // Each folder is watched once: watching a project again would walk its
+    // whole tree (target/ included) after every build.
+    let mut watched = std::collections::HashSet::new();
+    let watch = |watcher: &mut notify::RecommendedWatcher,
+                 watched: &mut std::collections::HashSet<(PathBuf, bool)>,
+                 layout: &Layout| {
+        for (dir, mode) in layout.watches() {
+            if !watched.insert((dir.clone(), mode == RecursiveMode::Recursive)) {
+                continue;
+            }
+            // A folder removed meanwhile is no error: the next rescan forgets it.
+            if let Err(e) = watcher.watch(&dir, mode) {
+                tracing::debug!(dir = %dir.display(), error = %e, "cannot watch");
+            }
+        }
+    };
+    watch(&mut watcher, &mut watched, &layout.read().expect("layout lock"));
     let out_dir = plugins_dir.to_owned();
     Ok(tokio::spawn(async move {
-        let _watcher = watcher; // Lives as long as the task.
-        for dir in &crates {
-            rebuild(dir, langs[dir], &out_dir).await;
+        let mut watcher = watcher; // Lives as long as the task.
+        let first = layout.read().expect("layout lock").projects.clone();
+        for (dir, lang) in &first {
+            rebuild(dir, *lang, &out_dir).await;
         }
-        debounce(rx, |dir| {
-            let (lang, out_dir) = (langs[&dir], out_dir.clone());
+        debounce(rx, |key| {
+            let (layout, out_dir) = (layout.clone(), out_dir.clone());
+            let todo = {
+                let mut layout = layout.write().expect("layout lock");
+                if key == layout.plugins {
+                    let new = layout.rescan();
+                    watch(&mut watcher, &mut watched, &layout);
+                    for (dir, _) in &new {
+                        tracing::info!(project = %dir.display(), "new plugin project");
+                    }
+                    new
+                } else if let Some((_, lang)) = layout.helpers.iter().find(|(d, _)| *d == key) {
+                    layout.projects_for(&Target::Helpers(*lang))
+                } else {
+                    layout.projects_for(&Target::Project(key))
+                }
+            };
             async move {
-                rebuild(&dir, lang, &out_dir).await;
+                for (dir, lang) in todo {
+                    rebuild(&dir, lang, &out_dir).await;
+                }
                 true
             }
         })
@@ -292,5 +429,78 @@ async fn rebuild(dir: &Path, lang: Lang, out_dir: &Path) {
         }
         Ok(Err(e)) => tracing::error!("{e}"),
         Err(e) => tracing::error!("plugin build task failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_classified_by_where_they_are() {
+        let root = tempfile::tempdir().unwrap();
+        let plugins = root.path().join("plugins");
+        for (file, text) in [
+            ("plugins/counters/Cargo.toml", "[package]"),
+            ("plugins/python/totals/app.py", ""),
+            ("plugins/python/sdk/refract.py", ""),
+            ("sdk/src/lib.rs", ""),
+            ("wit/projection.wit", ""),
+        ] {
+            let path = root.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let layout = Layout::new(&plugins);
+        let counters = plugins.join("counters");
+        let totals = plugins.join("python/totals");
+        let at = |p: &str| layout.classify(&root.path().join(p));
+        assert_eq!(at("plugins/counters/src/lib.rs"), Target::Project(counters.clone()));
+        assert_eq!(at("plugins/python/totals/app.py"), Target::Project(totals.clone()));
+        // A build's own writes.
+        assert_eq!(at("plugins/counters/Cargo.lock"), Target::Ignore);
+        assert_eq!(at("plugins/counters/target/release/x.wasm"), Target::Ignore);
+        assert_eq!(at("plugins/python/totals/__pycache__/app.pyc"), Target::Ignore);
+        // Shared helpers and the contract.
+        assert_eq!(at("plugins/python/sdk/refract.py"), Target::Helpers(Some(Lang::Python)));
+        assert_eq!(at("sdk/src/lib.rs"), Target::Helpers(Some(Lang::Rust)));
+        assert_eq!(at("sdk/target/debug/foo"), Target::Ignore);
+        assert_eq!(at("wit/projection.wit"), Target::Helpers(None));
+        // New folders and marker files where projects appear.
+        assert_eq!(at("plugins/fresh"), Target::Rescan);
+        assert_eq!(at("plugins/fresh/Cargo.toml"), Target::Rescan);
+        assert_eq!(at("plugins/js/fresh/package.json"), Target::Rescan);
+        assert_eq!(at("plugins/js/fresh/src/deep.js"), Target::Ignore);
+        assert_eq!(at("plugins/js/node_modules/x/package.json"), Target::Ignore);
+        assert_eq!(at("elsewhere/file"), Target::Ignore);
+
+        assert_eq!(layout.projects_for(&Target::Helpers(Some(Lang::Python))), vec![(totals.clone(), Lang::Python)]);
+        assert_eq!(layout.projects_for(&Target::Helpers(None)).len(), 2);
+        // The watches: the folders where projects appear, without their
+        // subfolders; the projects and helpers with theirs.
+        let watches = layout.watches();
+        for (dir, mode) in [
+            (plugins.clone(), RecursiveMode::NonRecursive),
+            (plugins.join("python"), RecursiveMode::NonRecursive),
+            (counters, RecursiveMode::Recursive),
+            (totals, RecursiveMode::Recursive),
+            (plugins.join("python/sdk"), RecursiveMode::Recursive),
+            (root.path().join("sdk"), RecursiveMode::Recursive),
+        ] {
+            assert!(watches.contains(&(dir.clone(), mode)), "{dir:?} {mode:?} in {watches:?}");
+        }
+    }
+
+    #[test]
+    fn a_rescan_finds_new_projects_only() {
+        let root = tempfile::tempdir().unwrap();
+        let plugins = root.path().join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        let mut layout = Layout::new(&plugins);
+        assert!(layout.rescan().is_empty());
+        std::fs::create_dir_all(plugins.join("js/fresh")).unwrap();
+        std::fs::write(plugins.join("js/fresh/package.json"), r#"{"scripts":{"build":"x"}}"#).unwrap();
+        assert_eq!(layout.rescan(), vec![(plugins.join("js/fresh"), Lang::Js)]);
+        assert!(layout.rescan().is_empty());
     }
 }

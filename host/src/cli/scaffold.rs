@@ -139,12 +139,23 @@ pub fn new_project(plugins_dir: &Path, name: &str, lang: Lang) -> anyhow::Result
             && name != "sdk",
         "invalid projection name `{name}`: use lowercase ASCII letters, digits, `-` and `_`"
     );
-    let dir = match lang {
+    let folder = |lang: Lang| match lang {
         Lang::Rust => plugins_dir.join(name),
         Lang::Python => plugins_dir.join("python").join(name),
         Lang::Js => plugins_dir.join("js").join(name),
     };
+    let dir = folder(lang);
     anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
+    // The name is the projection's: two projects under one name would both
+    // build a projection `name`, and the second to load would be refused.
+    for other in [Lang::Rust, Lang::Python, Lang::Js] {
+        let there = folder(other);
+        anyhow::ensure!(
+            Lang::detect(&there).is_none(),
+            "`{name}` is already the name of a {other:?} project at {}: projection names must be unique; choose another",
+            there.display()
+        );
+    }
     let fill = |template: &str| template.replace("{{name}}", name);
     let root = project_root(plugins_dir)?;
     let mut files: Vec<(PathBuf, String)> =
@@ -283,5 +294,26 @@ mod tests {
         assert!(written.iter().all(|f| !f.ends_with("wit/projection.wit")), "{written:?}");
         assert_eq!(read("wit/projection.wit"), "changed");
         assert_eq!(read("plugins/js/package-lock.json"), JS_TOOLS_LOCK);
+    }
+
+    #[test]
+    fn a_name_is_refused_when_another_language_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        new_project(&plugins, "demo", Lang::Python).unwrap();
+        for lang in [Lang::Rust, Lang::Js] {
+            let e = new_project(&plugins, "demo", lang).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "`demo` is already the name of a Python project at {}: projection names must be unique; choose another",
+                    plugins.join("python/demo").display()
+                )
+            );
+        }
+        assert!(!plugins.join("demo").exists() && !plugins.join("js/demo").exists());
+        // The same language says the folder exists.
+        let e = new_project(&plugins, "demo", Lang::Python).unwrap_err().to_string();
+        assert!(e.ends_with("python/demo already exists"), "{e}");
     }
 }
