@@ -66,7 +66,9 @@ use __bindings::refract::projection::{host, types as wit};
 #[doc(hidden)]
 pub mod __bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        // The SDK carries its own copy of the contract, so that it builds when
+        // published; tests/all/packaging.rs keeps it equal to the root `wit/`.
+        path: "wit",
         world: "projector",
         // The export macro is expanded in the plugin crate, so it must be
         // public and find these bindings through the SDK's path.

@@ -31,6 +31,7 @@ mod http_aggregate;
 mod http_api;
 mod import_race;
 mod killed_host;
+mod packaging;
 mod polyglot;
 mod postgres_gap;
 mod ready;

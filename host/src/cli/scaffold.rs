@@ -110,7 +110,7 @@ const JS_TOOLS: &str = include_str!("../../../plugins/js/package.json");
 const JS_TOOLS_LOCK: &str = include_str!("../../../plugins/js/package-lock.json");
 /// The contract: `wit_bindgen` (Rust), componentize-py and componentize-js all read it.
 const WIT: &str = include_str!("../../../wit/projection.wit");
-/// refract-sdk's source; its `generate!` reads `../wit`, i.e. the root's `wit/`.
+/// refract-sdk's source; its `generate!` reads its own copy of the contract, `sdk/wit/`.
 const RUST_SDK_LIB: &str = include_str!("../../../sdk/src/lib.rs");
 /// refract-sdk's manifest without the workspace inheritance of `sdk/Cargo.toml`,
 /// which only resolves inside this repository. The versions must stay those of
@@ -167,7 +167,10 @@ pub fn new_project(plugins_dir: &Path, name: &str, lang: Lang) -> anyhow::Result
             if !root.join("sdk/Cargo.toml").exists() {
                 files.push((root.join("sdk/Cargo.toml"), RUST_SDK_MANIFEST.to_owned()));
                 files.push((root.join("sdk/src/lib.rs"), RUST_SDK_LIB.to_owned()));
+                files.push((root.join("sdk/wit/projection.wit"), WIT.to_owned()));
             }
+            // The SDK and the host share the workspace's version.
+            let sdk_version = env!("CARGO_PKG_VERSION");
             let cargo = format!(
                 r#"[package]
 name = "{name}"
@@ -179,7 +182,8 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-refract-sdk = {{ path = "../../sdk" }}
+# By version, as published; the path serves this project folder's own sdk/.
+refract-sdk = {{ version = "{sdk_version}", path = "../../sdk" }}
 serde = {{ version = "1", features = ["derive"] }}
 
 # A workspace of its own: `refract dev` builds it where it is.
@@ -287,7 +291,10 @@ mod tests {
         let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
         assert_eq!(read("wit/projection.wit"), WIT);
         assert_eq!(read("sdk/src/lib.rs"), RUST_SDK_LIB);
-        assert!(read("plugins/demo/Cargo.toml").contains(r#"refract-sdk = { path = "../../sdk" }"#));
+        let dependency =
+            format!(r#"refract-sdk = {{ version = "{}", path = "../../sdk" }}"#, env!("CARGO_PKG_VERSION"));
+        assert!(read("plugins/demo/Cargo.toml").contains(&dependency));
+        assert_eq!(read("sdk/wit/projection.wit"), WIT);
         // A second project reuses them, and leaves a changed contract alone.
         std::fs::write(dir.path().join("wit/projection.wit"), "changed").unwrap();
         let (_, written) = new_project(&plugins, "other", Lang::Js).unwrap();
