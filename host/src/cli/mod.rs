@@ -2,12 +2,14 @@
 //! group of related ones, and what they share: where the stores are and how
 //! output is written.
 
+pub mod admin;
 pub mod allocator;
 pub mod append;
 pub mod caught_up;
 pub mod dead_letters;
 pub mod dev;
 pub mod docs;
+pub mod events;
 pub mod new;
 pub mod output;
 pub mod read;
@@ -17,6 +19,7 @@ pub mod run;
 pub mod scaffold;
 pub mod signals;
 pub mod status;
+pub mod token;
 pub mod wait;
 
 use std::sync::Arc;

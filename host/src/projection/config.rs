@@ -114,6 +114,9 @@ struct File {
     defaults: Settings,
     #[serde(default)]
     projections: BTreeMap<String, Settings>,
+    /// `[[tokens]]`: the API tokens (see `api/auth.rs`).
+    #[serde(default)]
+    tokens: crate::api::Tokens,
 }
 
 /// The parsed config: defaults plus per-projection overrides.
@@ -155,6 +158,11 @@ impl Config {
             own.apply(&mut c);
         }
         c
+    }
+
+    /// The API tokens the file lists (`[[tokens]]`).
+    pub fn tokens(&self) -> &crate::api::Tokens {
+        &self.file.tokens
     }
 
     /// Whether any projection meters fuel (the engine must then be built with it).
