@@ -118,7 +118,8 @@ async fn a_postgres_stream_reads_back_in_version_order() {
     let schema = fresh_schema().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let run = |args: &[&str]| succeed(refract(&data).args(["--events", &schema.url]).args(args));
+    let run =
+        |args: &[&str]| succeed(refract(&data).args(["--events", &schema.url, "--store", &schema.url]).args(args));
     let mut want = Vec::new();
     for i in 0..7 {
         let stream = if i % 2 == 0 { "pg-a" } else { "pg-b" };
