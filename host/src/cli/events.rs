@@ -45,10 +45,10 @@ pub async fn events(data: &Stores, EventsArgs { stream, from, limit }: EventsArg
     let store = data.open_events().await?;
     let mut left = limit.unwrap_or(u64::MAX);
     let mut after = from - 1;
-    if let Some(stream) = &stream {
-        if store.stream_version(stream).await? == 0 {
-            bail!("no stream `{stream}`: no events were appended to it");
-        }
+    if let Some(stream) = &stream
+        && store.stream_version(stream).await? == 0
+    {
+        bail!("no stream `{stream}`: no events were appended to it");
     }
     let head = store.head().await?;
     while left > 0 {
