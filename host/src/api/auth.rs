@@ -320,8 +320,8 @@ mod tests {
         );
         assert_eq!(t.check(&bearer("o-secret"), admin), Ok(()));
         assert_eq!(
-            t.check(&bearer("o-secret"), Access::Scoped(Scope::Append)).unwrap_err().clone(),
-            Denied::Scope { token: "ops".into(), needed: Scope::Append }
+            t.check(&bearer("o-secret"), Access::Scoped(Scope::Append)),
+            Err(Denied::Scope { token: "ops".into(), needed: Scope::Append })
         );
         assert_eq!(t.check(&bearer("guess"), read), Err(Denied::Unknown));
         assert_eq!(t.check(&HeaderMap::new(), read), Err(Denied::Missing));
