@@ -104,7 +104,7 @@ pub async fn read_stream(store: Arc<dyn EventStore>) {
         let r = AppendRequest {
             stream_id: stream.into(),
             expected: ExpectedVersion::Any,
-            events: vec![NewEvent::new("T", &format!("{{\"i\":{i}}}"))],
+            events: vec![NewEvent::new("T", format!("{{\"i\":{i}}}"))],
         };
         let position = store.append(&[r]).await.unwrap()[0].last_position;
         if stream == "s-a" {
