@@ -11,9 +11,13 @@
 //! # }
 //! ```
 
+mod admin;
 mod aggregate;
+mod auth;
 mod consistency;
+mod cors;
 mod error;
+mod events;
 mod layers;
 mod metrics;
 mod openapi;
@@ -30,6 +34,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
+pub use auth::{Access, Scope, Token, Tokens, TokensError, token_hash};
+pub use cors::Cors;
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use params::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
@@ -50,6 +56,10 @@ pub struct ApiState {
     body_timeout: Duration,
     /// How long a client has to send a request's headers (see [`ApiState::with_header_timeout`]).
     header_timeout: Duration,
+    /// The tokens requests must carry (none: the API is open).
+    tokens: Arc<Tokens>,
+    /// The origins browser apps may call from.
+    cors: Arc<Cors>,
 }
 
 struct Inner {
@@ -101,7 +111,35 @@ impl ApiState {
         let metrics = Metrics::follow(notices.subscribe());
         let closing = watch::channel(false).0;
         let inner = Arc::new(Inner { source, events, models, notices, metrics, store_errors, closing });
-        Self { inner, body_timeout: layers::BODY_TIMEOUT, header_timeout: server::HEADER_TIMEOUT }
+        Self {
+            inner,
+            body_timeout: layers::BODY_TIMEOUT,
+            header_timeout: server::HEADER_TIMEOUT,
+            tokens: Arc::default(),
+            cors: Arc::default(),
+        }
+    }
+
+    /// Requires a token on every route but `/health` and `/openapi.json`,
+    /// with the scope the route table names. No tokens (the default): the
+    /// API is open.
+    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = Arc::new(tokens);
+        self
+    }
+
+    /// Lets browser apps on these origins call the API (CORS).
+    pub fn with_cors(mut self, cors: Cors) -> Self {
+        self.cors = Arc::new(cors);
+        self
+    }
+
+    fn tokens(&self) -> Arc<Tokens> {
+        self.tokens.clone()
+    }
+
+    fn cors(&self) -> Arc<Cors> {
+        self.cors.clone()
     }
 
     /// How long a client has, from the end of its request headers, to send

@@ -27,7 +27,10 @@ mod runtime;
 mod source;
 mod store;
 
-pub use api::{ApiError, ApiState, BODY_LIMIT, DEFAULT_TIMEOUT, HEADER_TIMEOUT, MAX_TIMEOUT, Metrics, router, serve};
+pub use api::{
+    Access, ApiError, ApiState, BODY_LIMIT, Cors, DEFAULT_TIMEOUT, HEADER_TIMEOUT, MAX_TIMEOUT, Metrics, Scope, Token,
+    Tokens, TokensError, router, serve, token_hash,
+};
 pub use backend::{BackendError, open_events, open_models};
 pub use db::{DatabaseError, DbErrorKind};
 pub use model::changes::{Change, ChangeError, ChangeSet, CollectionChanges};
@@ -35,6 +38,7 @@ pub use model::event::{
     AppendRequest, Event, ExpectedVersion, InvalidName, MAX_NAME_LEN, NameField, NewEvent, Subscription,
 };
 pub use model::manifest::{CollectionSpec, MAX_EVENT_TYPES, MAX_STREAM_PREFIXES, Manifest, ManifestError};
+pub use projection::admin::{AdminError, Paused, Reset, STOP_TIMEOUT, pause, reset, resume};
 pub use projection::config::{Config, ConfigError, ProjectionConfig};
 pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, ProjectionStatus, status};
 pub use projection::lease::{DEFAULT_LEASE_TTL, LeaseSettings, default_node_id, hostname};

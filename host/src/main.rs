@@ -70,6 +70,19 @@ enum Command {
     /// Clear a projection's fault so the next `run` resumes from its checkpoint,
     /// and mark its dead letters to be replayed by the next `run` before new events.
     Retry(cli::dead_letters::RetryArgs),
+    /// Pause a projection: no host runs it until `refract resume`, also across restarts.
+    /// Works with a host running on the store (it stops the projection within a second) or without one.
+    Pause(cli::admin::PauseArgs),
+    /// Resume a paused projection from its checkpoint.
+    Resume(cli::admin::PauseArgs),
+    /// Move a projection's checkpoint to a position; the events after it are projected again
+    /// on top of the documents as they are (`--to 0` empties the read model first).
+    Reset(cli::admin::ResetArgs),
+    /// Print events as JSON lines: one stream's (by version), or the whole log's (by position).
+    Events(cli::events::EventsArgs),
+    /// Make an API token: prints its `[[tokens]]` entry (the secret's SHA-256 only) on standard
+    /// output and the secret, once, on standard error.
+    Token(cli::token::TokenArgs),
     /// Wait until every active projection has committed the events up to a position
     /// (as `GET /ready`); exits non-zero naming the projections faulted or still behind.
     Wait(cli::wait::WaitArgs),
@@ -155,6 +168,7 @@ async fn dispatch(cli: Cli, parsed: Parsed) -> anyhow::Result<()> {
             | Command::Import(_)
             | Command::Append(_)
             | Command::New(_)
+            | Command::Token(_)
             | Command::Completions { .. }
             | Command::Man
             | Command::Config(_)
@@ -180,6 +194,11 @@ async fn dispatch(cli: Cli, parsed: Parsed) -> anyhow::Result<()> {
         Command::DeadLetters(args) => cli::dead_letters::dead_letters(&data, args).await,
         Command::Retry(args) => cli::dead_letters::retry(&data, args).await,
         Command::Wait(args) => cli::wait::wait(&data, args).await,
+        Command::Pause(args) => cli::admin::pause(&data, args).await,
+        Command::Resume(args) => cli::admin::resume(&data, args).await,
+        Command::Reset(args) => cli::admin::reset(&data, args).await,
+        Command::Events(args) => cli::events::events(&data, args).await,
+        Command::Token(args) => cli::token::token(args),
         Command::Completions { shell } => cli::docs::completions(Cli::command(), shell),
         Command::Man => cli::docs::man(Cli::command()),
         Command::Config(args) => {

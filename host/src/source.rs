@@ -119,6 +119,54 @@ pub trait EventStore: EventSource {
 
     /// Current version of a stream, 0 if it does not exist.
     async fn stream_version(&self, stream_id: &str) -> Result<u64, SourceError>;
+
+    /// Up to `limit` events of one stream with a version above `after`, by
+    /// version: what `GET /streams/{id}` and `refract events STREAM` show.
+    /// The default scans the log for the stream's events; the built-in
+    /// stores answer from their (stream, version) index.
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<Event>, SourceError> {
+        let subscription = Subscription { event_types: Vec::new(), stream_prefixes: vec![stream_id.to_owned()] };
+        let head = self.head().await?;
+        let mut out = Vec::new();
+        let mut from = 0;
+        while from < head && out.len() < limit {
+            let batch = self.read(from, head, &subscription, STREAM_SCAN_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.position;
+            out.extend(batch.into_iter().filter(|e| e.stream_id == stream_id && e.stream_version > after));
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+/// Events read per step by the default [`EventStore::read_stream`].
+const STREAM_SCAN_BATCH: usize = 1000;
+
+/// The columns of an event row, in [`Event`]'s order, for the stores' SQL.
+pub(crate) const EVENT_COLUMNS: &str = "position, stream_id, stream_version, event_type, payload, metadata, timestamp";
+
+/// An event from a row of [`EVENT_COLUMNS`].
+pub(crate) fn event_row(
+    (position, stream_id, stream_version, event_type, payload, metadata, timestamp): (
+        i64,
+        String,
+        i64,
+        String,
+        String,
+        String,
+        i64,
+    ),
+) -> Event {
+    Event {
+        position: position as u64,
+        stream_id,
+        stream_version: stream_version as u64,
+        event_type,
+        payload,
+        metadata,
+        timestamp: timestamp as u64,
+    }
 }
 
 /// Checks what can be checked without the database, so a bad event in an

@@ -99,6 +99,15 @@ pub enum StoreError {
         /// The limit, in milliseconds.
         limit_ms: u64,
     },
+    /// An admin operation (pause, resume, reset) that the projection's
+    /// present state does not allow; nothing was changed.
+    #[error("projection `{projection}`: {reason}")]
+    AdminRefused {
+        /// Projection asked for.
+        projection: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
     /// The underlying database failed.
     #[error("read-model store error: {0}")]
     Database(#[from] DatabaseError),
@@ -329,6 +338,23 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Names of the tables that hold a projection's documents (all generations), for checks and tools.
     async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Pauses (`true`) or resumes a projection: a paused projection's
+    /// generations are not run by any host until it is resumed, across
+    /// restarts. Returns whether this changed anything.
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError>;
+
+    /// Whether the projection is paused.
+    async fn is_paused(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Moves the active generation's checkpoint to `to`, so the events after
+    /// it are projected again (or, forward, skipped) when the projection
+    /// resumes; clears a fault. The documents stay as they are, except at
+    /// `to = 0`, which empties the tables: the read model of no events.
+    /// Dead letters after `to` are forgotten (their events come again).
+    /// Refused unless the projection is paused, no node holds a live lease
+    /// on it, and no rebuild is in progress. Returns the old checkpoint.
+    async fn reset_checkpoint(&self, name: &str, to: u64) -> Result<u64, StoreError>;
 }
 
 /// What a runner writes with: a batch's changes with its checkpoint, a

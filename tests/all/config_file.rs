@@ -47,7 +47,8 @@ fn flag_beats_env_beats_file_beats_default() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("refract.toml"),
-        "[host]\nbatch_size = 500\npoll_ms = 20\ncommit_events = 7\nplugins = \"projections\"\n",
+        "[host]\nbatch_size = 500\npoll_ms = 20\ncommit_events = 7\nplugins = \"projections\"\n\
+         cors_origins = [\"https://a.example\", \"https://b.example\"]\n",
     )
     .unwrap();
     let (file, s) = effective(refract_in(dir.path()).env("REFRACT_POLL_MS", "30").env("REFRACT_COMMIT_EVENTS", "8"));
@@ -56,6 +57,7 @@ fn flag_beats_env_beats_file_beats_default() {
     // Only in the file.
     assert_eq!(at("batch_size"), ("500".into(), "file refract.toml".into()));
     assert_eq!(at("plugins"), ("projections".into(), "file refract.toml".into()));
+    assert_eq!(at("cors_origins"), ("https://a.example,https://b.example".into(), "file refract.toml".into()));
     // The environment beats the file.
     assert_eq!(at("poll_ms"), ("30".into(), "env REFRACT_POLL_MS".into()));
     // Nowhere: the built-in default.

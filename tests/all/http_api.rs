@@ -347,6 +347,13 @@ async fn status_metrics_and_openapi_describe_the_running_host() {
         "/metrics",
         "/health",
         "/openapi.json",
+        "/projections/{name}/pause",
+        "/projections/{name}/resume",
+        "/projections/{name}/reset",
+        "/projections/{name}/retry",
+        "/projections/{name}/drop",
+        "/streams/{stream}",
+        "/events",
     ];
     assert_eq!(paths, BTreeSet::from(routes));
     for (path, item) in api["paths"].as_object().unwrap() {

@@ -13,9 +13,11 @@
 
 mod common;
 
+mod admin;
 mod aggregate_bench;
 mod api_contract;
 mod append;
+mod auth;
 mod bad_input;
 mod bank;
 mod cli_docs;
@@ -26,6 +28,7 @@ mod corrupt_events;
 mod crash;
 mod data_dir;
 mod disk_full;
+mod events_read;
 mod exit_codes;
 mod http_aggregate;
 mod http_api;

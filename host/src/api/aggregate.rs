@@ -10,6 +10,7 @@ use axum::routing::on;
 use serde_json::{Value, json};
 
 use crate::api::ApiState;
+use crate::api::auth::{Access, Scope};
 use crate::api::consistency::wait_for;
 use crate::api::error::ApiError;
 use crate::api::openapi::{COLLECTION, In, MIN_POSITION, Method, NAME, Operation, Param, TIMEOUT_MS, json_reply};
@@ -20,6 +21,7 @@ use crate::api::routes::Route;
 pub(crate) const ROUTE: Route = Route {
     method: Method::Get,
     path: "/aggregate/{name}/{collection}",
+    access: Access::Scoped(Scope::Read),
     handler: |m| on(m, aggregate),
     doc: Operation {
         summary: "Aggregates (count, sum, min, max, avg) over a collection, grouped by indexed fields",

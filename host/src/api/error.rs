@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::db::DbErrorKind;
+use crate::projection::admin::AdminError;
 use crate::projection::host::HostError;
 use crate::ready::{ProjectionCheckpoint, list};
 use crate::source::SourceError;
@@ -45,6 +46,9 @@ pub enum ApiError {
         /// Document id asked for.
         id: String,
     },
+    /// No events were ever appended to the stream.
+    #[error("no stream `{0}`: no events were appended to it")]
+    NoStream(String),
     /// No route matches the path.
     #[error("no such endpoint: {0} (see /openapi.json)")]
     NoRoute(String),
@@ -112,6 +116,7 @@ impl ApiError {
             Self::BadRequest(_) | Self::Query(_) => StatusCode::BAD_REQUEST,
             Self::Store(e) => match e {
                 StoreError::UnknownProjection(_) | StoreError::UnknownCollection { .. } => StatusCode::NOT_FOUND,
+                StoreError::AdminRefused { .. } => StatusCode::CONFLICT,
                 StoreError::Database(db) if db.kind() == DbErrorKind::Refused => StatusCode::BAD_REQUEST,
                 // Depends on the data and the load, not only on the request.
                 StoreError::TimeLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,7 +136,7 @@ impl ApiError {
                 _ => StatusCode::BAD_REQUEST,
             },
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::DocumentNotFound { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::DocumentNotFound { .. } | Self::NoRoute(_) | Self::NoStream(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed | Self::ReadOnlySource => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -170,6 +175,20 @@ impl From<HostError> for ApiError {
             HostError::Source(e) => Self::Source(e),
             HostError::Store(e) => Self::Store(e),
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Store(e) => Self::Store(e),
+            AdminError::Source(e) => Self::Source(e),
+            e @ AdminError::BeyondHead { .. } => Self::BadRequest(e.to_string()),
+            AdminError::StillRunning { projection, waited } => Self::Store(StoreError::AdminRefused {
+                projection,
+                reason: format!("a host still ran it {} s after the pause; try again", waited.as_secs()),
+            }),
         }
     }
 }

@@ -5,6 +5,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::api::auth::Access;
+
 /// An HTTP method the API routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Method {
@@ -125,7 +127,7 @@ pub fn error_description(status: u16) -> &'static str {
         404 => "Unknown projection, collection or document.",
         408 => "The request body did not arrive within the server's body timeout; the connection is closed.",
         409 => {
-            "The stream is not at `expected_version`; nothing was appended. The body has `expected_version` and `actual_version`."
+            "Appends: the stream is not at `expected_version`; nothing was appended, and the body has `expected_version` and `actual_version`. Admin actions: the projection's state does not allow it now (not paused, being rebuilt, still running); the message says why."
         }
         413 => "The body is over 16 MiB.",
         500 => {
@@ -158,7 +160,7 @@ impl Param {
 }
 
 impl Operation {
-    fn to_json(&self) -> Value {
+    fn to_json(&self, access: Access) -> Value {
         let mut responses = Map::new();
         responses.insert(
             "200".into(),
@@ -173,7 +175,23 @@ impl Operation {
                 }),
             );
         }
+        if matches!(access, Access::Scoped(_)) {
+            for (status, description) in [
+                (401, "No token, or an unknown one (only when the host has tokens); `WWW-Authenticate` says which."),
+                (403, "The token lacks the scope this endpoint needs; `scope` names it."),
+            ] {
+                responses.insert(
+                    status.to_string(),
+                    json!({ "description": description, "content": { "application/json": { "schema": schema_ref("Error") } } }),
+                );
+            }
+        }
         let mut op = json!({ "summary": self.summary, "responses": responses });
+        // The scope a token needs, as the bearer scheme's OpenAPI scopes.
+        op["security"] = match access {
+            Access::Open => json!([]),
+            Access::Scoped(scope) => json!([{ "bearer": [scope.as_str()] }]),
+        };
         if let Some(description) = self.description {
             op["description"] = json!(description);
         }
@@ -189,11 +207,11 @@ impl Operation {
 }
 
 /// The whole document, from the routes' methods, path templates and operations.
-pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, &'a Operation)>) -> Value {
+pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, Access, &'a Operation)>) -> Value {
     let mut paths = Map::new();
-    for (method, path, operation) in routes {
+    for (method, path, access, operation) in routes {
         let item = paths.entry(path).or_insert_with(|| json!({}));
-        item[method.key()] = operation.to_json();
+        item[method.key()] = operation.to_json(access);
     }
     json!({
         "openapi": "3.1.0",
@@ -203,7 +221,12 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, &'a Opera
             "description": "Append events, read projection read models with read-your-writes consistency (`min_position`), follow commits live, scrape metrics. Every error is JSON: {\"error\": \"message\"}."
         },
         "paths": paths,
-        "components": { "schemas": {
+        "components": {
+          "securitySchemes": { "bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "`Authorization: Bearer SECRET` with a token from `refract token` (`refract run --tokens FILE` or `[[tokens]]` in refract.toml). Scopes: `read`, `append`, `admin`. A host without tokens, on a loopback address or with `--insecure-no-auth`, needs none."
+          }},
+          "schemas": {
             "Error": { "type": "object", "required": ["error"], "properties": {
                 "error": { "type": "string", "description": "What went wrong, for a person. A 5xx says only that the server failed." },
                 "error_id": { "type": "string", "description": "5xx only: the id under which the server log has the error." },
@@ -232,6 +255,7 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, &'a Opera
                 "module_hash": { "type": "string" }, "checkpoint": { "type": "integer" }, "head": { "type": "integer" },
                 "lag": { "type": "integer" }, "state": { "enum": ["running", "faulted", "stopped"] },
                 "last_error": { "type": ["string", "null"] },
+                "paused": { "type": "boolean", "description": "Paused by an operator: no host runs it until it is resumed." },
                 "store_error": { "type": ["string", "null"], "description": "The store or source error the projection is retrying, until a step succeeds." },
                 "events_per_second": { "type": "number", "description": "Over the last 10 s." }
             }},
@@ -243,6 +267,19 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, &'a Opera
                 "ready": { "const": true },
                 "min_position": { "type": "integer", "description": "The position waited for (the head when the request gave none)." },
                 "projections": { "type": "array", "items": { "$ref": "#/components/schemas/Checkpoint" } }
+            }},
+            "Event": { "type": "object", "properties": {
+                "position": { "type": "integer", "description": "Global position." },
+                "stream_id": { "type": "string" }, "stream_version": { "type": "integer" },
+                "type": { "type": "string" }, "payload": {}, "metadata": {},
+                "timestamp": { "type": "integer", "description": "Append time, ms since the Unix epoch." }
+            }},
+            "EventPage": { "type": "object", "properties": {
+                "events": { "type": "array", "items": { "$ref": "#/components/schemas/Event" } },
+                "next_after": { "type": ["integer", "null"], "description": "Pass as `after` for the next page; null on the last." },
+                "head": { "type": "integer", "description": "`/events` only: the newest position." },
+                "stream_id": { "type": "string", "description": "`/streams/{stream}` only." },
+                "version": { "type": "integer", "description": "`/streams/{stream}` only: the stream's version." }
             }},
             "Document": { "type": "object", "properties": { "id": { "type": "string" }, "document": { "type": "object" } } },
             "Page": { "type": "object", "properties": {

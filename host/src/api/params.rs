@@ -60,15 +60,15 @@ pub struct QueryParams {
     pub consistency: Consistency,
 }
 
-fn pairs(raw: Option<&str>) -> impl Iterator<Item = (String, String)> {
+pub(crate) fn pairs(raw: Option<&str>) -> impl Iterator<Item = (String, String)> {
     form_urlencoded::parse(raw.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
 }
 
-fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ApiError> {
+pub(crate) fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ApiError> {
     value.parse().map_err(|_| ApiError::BadRequest(format!("`{key}` must be a non-negative integer, not `{value}`")))
 }
 
-fn unknown(key: &str, known: &str) -> ApiError {
+pub(crate) fn unknown(key: &str, known: &str) -> ApiError {
     ApiError::BadRequest(format!("unknown query parameter `{key}` (this endpoint takes: {known})"))
 }
 

@@ -15,7 +15,9 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::auth::{self, Access, Guard, Scope};
 use crate::api::consistency::{target, wait_for};
+use crate::api::cors;
 use crate::api::error::ApiError;
 use crate::api::openapi::{
     COLLECTION, CONSISTENCY, In, MIN_POSITION, Method, NAME, Operation, Param, Success, TIMEOUT_MS, json_reply,
@@ -39,6 +41,8 @@ pub struct Route {
     pub method: Method,
     /// The path template, `{param}` segments as axum and OpenAPI both write them.
     pub path: &'static str,
+    /// Who may call it: anyone, or a token with a scope (when the host has tokens).
+    pub access: Access,
     /// Builds the handler for the method filter of [`Route::method`], so the
     /// router cannot serve a method the table does not name.
     pub(crate) handler: fn(MethodFilter) -> MethodRouter<ApiState>,
@@ -52,6 +56,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::Post,
         path: "/streams/{stream}/events",
+        access: Access::Scoped(Scope::Append),
         handler: |m| on(m, append),
         doc: Operation {
             summary: "Append events to a stream, atomically",
@@ -70,6 +75,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
         path: "/projections",
+        access: Access::Scoped(Scope::Read),
         handler: |m| on(m, list_projections),
         doc: Operation {
             summary: "Status of every projection",
@@ -86,6 +92,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
         path: "/projections/{name}",
+        access: Access::Scoped(Scope::Read),
         handler: |m| on(m, one_projection),
         doc: Operation {
             summary: "Status of one projection",
@@ -99,6 +106,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
         path: "/projections/{name}/changes",
+        access: Access::Scoped(Scope::Read),
         handler: |m| on(m, changes),
         doc: Operation {
             summary: "Server-Sent Events: one `commit` event per committed batch",
@@ -114,6 +122,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
         path: "/projections/{name}/{collection}",
+        access: Access::Scoped(Scope::Read),
         handler: |m| on(m, query),
         doc: Operation {
             summary: "Query a collection: filters, order, cursor paging",
@@ -166,6 +175,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
         path: "/projections/{name}/{collection}/{id}",
+        access: Access::Scoped(Scope::Read),
         handler: |m| on(m, document),
         doc: Operation {
             summary: "One document",
@@ -184,9 +194,17 @@ pub static ROUTES: &[Route] = &[
         },
     },
     crate::api::aggregate::ROUTE,
+    crate::api::admin::PAUSE,
+    crate::api::admin::RESUME,
+    crate::api::admin::RESET,
+    crate::api::admin::RETRY,
+    crate::api::admin::DROP,
+    crate::api::events::STREAM_ROUTE,
+    crate::api::events::LOG_ROUTE,
     Route {
         method: Method::Get,
         path: "/ready",
+        access: Access::Scoped(Scope::Read),
         handler: |m| on(m, ready::ready),
         doc: Operation {
             summary: "Wait until every active projection has committed the events up to a position",
@@ -210,6 +228,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
         path: "/changes",
+        access: Access::Scoped(Scope::Read),
         handler: |m| on(m, host_changes),
         doc: Operation {
             summary: "Server-Sent Events: every projection's commits, and `ready` when all have reached the head",
@@ -225,6 +244,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
         path: "/metrics",
+        access: Access::Scoped(Scope::Read),
         handler: |m| on(m, metrics),
         doc: Operation {
             summary: "Prometheus metrics: events processed, batch latency histogram, checkpoint, head, lag and errors per projection",
@@ -242,6 +262,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
         path: "/health",
+        access: Access::Open,
         handler: |m| on(m, health),
         doc: Operation {
             summary: "Liveness: the event store answers",
@@ -258,6 +279,7 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
         path: "/openapi.json",
+        access: Access::Open,
         handler: |m| on(m, openapi_json),
         doc: Operation {
             summary: "This document",
@@ -282,9 +304,14 @@ impl Method {
 /// The API's routes over `state`.
 pub fn router(state: ApiState) -> Router {
     let body_timeout = state.body_timeout();
+    let tokens = state.tokens();
+    let cors = state.cors();
     let mut router = Router::new();
     for route in ROUTES {
-        router = router.route(route.path, (route.handler)(route.method.filter()));
+        let guard = Guard { tokens: tokens.clone(), access: route.access };
+        let handler = (route.handler)(route.method.filter())
+            .route_layer(axum::middleware::from_fn_with_state(guard, auth::require));
+        router = router.route(route.path, handler);
     }
     router
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
@@ -292,6 +319,8 @@ pub fn router(state: ApiState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(body_timeout, layers::body_deadline))
         .layer(axum::middleware::map_response(layers::json_errors))
+        // Outermost: a preflight is answered before anything else looks at it.
+        .layer(axum::middleware::from_fn_with_state(cors, cors::layer))
         .with_state(state)
 }
 
@@ -332,7 +361,7 @@ async fn metrics(State(s): State<ApiState>) -> Reply<Response> {
 
 /// The document, built once from [`ROUTES`].
 static DOCUMENT: LazyLock<String> =
-    LazyLock::new(|| openapi::document(ROUTES.iter().map(|r| (r.method, r.path, &r.doc))).to_string());
+    LazyLock::new(|| openapi::document(ROUTES.iter().map(|r| (r.method, r.path, r.access, &r.doc))).to_string());
 
 async fn openapi_json() -> Response {
     json_text(DOCUMENT.clone())
@@ -442,7 +471,8 @@ async fn one_projection(
     let head = s.source().head().await?;
     let leases = s.models().leases().await?;
     let lease = leases.iter().find(|l| l.key == record.key);
-    Ok(Json(status_json(&s, ProjectionStatus::new(record, head).with_lease(lease))))
+    let paused = s.models().is_paused(&name).await?;
+    Ok(Json(status_json(&s, ProjectionStatus::new(record, head).with_lease(lease).with_paused(paused))))
 }
 
 async fn changes(

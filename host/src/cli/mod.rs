@@ -2,6 +2,7 @@
 //! group of related ones, and what they share: where the stores are and how
 //! output is written.
 
+pub mod admin;
 pub mod allocator;
 pub mod append;
 pub mod caught_up;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod dead_letters;
 pub mod dev;
 pub mod docs;
+pub mod events;
 pub mod new;
 pub mod output;
 pub mod read;
@@ -19,6 +21,7 @@ pub mod scaffold;
 pub mod settings;
 pub mod signals;
 pub mod status;
+pub mod token;
 pub mod wait;
 
 use std::sync::Arc;

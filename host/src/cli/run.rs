@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use refract::{ApiState, Config, Host, LeaseSettings, PluginWatcher, SyncConfig};
+use refract::{ApiState, Config, Cors, Host, LeaseSettings, PluginWatcher, SyncConfig, Tokens};
 
 use super::Stores;
 use super::caught_up;
@@ -62,6 +62,17 @@ pub struct RunArgs {
     /// soon another node takes over from a host that died.
     #[arg(long, env = "REFRACT_LEASE_TTL_MS", default_value_t = 10_000)]
     lease_ttl_ms: u64,
+    /// API tokens file (`[[tokens]]` entries, as `refract token` prints them), in addition to
+    /// those in refract.toml. With tokens, every route but /health and /openapi.json needs one.
+    #[arg(long, env = "REFRACT_TOKENS_FILE", value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Serve the API without tokens on a non-loopback address (refused otherwise).
+    #[arg(long, env = "REFRACT_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+    /// Let browser apps on this origin call the API (CORS), e.g. https://app.example.com;
+    /// `*` for any. Repeat, or separate with commas.
+    #[arg(long = "cors-origin", env = "REFRACT_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
 }
 
 impl RunArgs {
@@ -102,7 +113,7 @@ pub async fn run(data: &Stores, mut args: RunArgs, config: Config, dev: bool) ->
     let Some(opened) = shutdown.unless_requested(open(data, &args, config)).await else {
         return interrupted(batch);
     };
-    let (mut host, listener) = opened?;
+    let (mut host, listener, tokens) = opened?;
     // Watch before loading, so a file written meanwhile is not missed.
     let watcher = if batch { None } else { Some(PluginWatcher::new(&args.plugins)?) };
     let rebuilder = if dev { Some(super::dev::spawn_rebuilder(&args.plugins)?) } else { None };
@@ -132,7 +143,8 @@ pub async fn run(data: &Stores, mut args: RunArgs, config: Config, dev: bool) ->
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            Some((stop, tokio::spawn(refract::serve(listener, ApiState::from_host(&host), shutdown))))
+            let state = ApiState::from_host(&host).with_tokens(tokens).with_cors(Cors::new(&args.cors_origins));
+            Some((stop, tokio::spawn(refract::serve(listener, state, shutdown))))
         }
         None => None,
     };
@@ -178,7 +190,11 @@ fn interrupted(batch: bool) -> Result<()> {
 
 /// Opens the stores and the host, and binds the HTTP API: everything before
 /// the plugins are loaded.
-async fn open(data: &Stores, args: &RunArgs, config: Config) -> Result<(Host, Option<tokio::net::TcpListener>)> {
+async fn open(
+    data: &Stores,
+    args: &RunArgs,
+    config: Config,
+) -> Result<(Host, Option<tokio::net::TcpListener>, Tokens)> {
     let sync = SyncConfig {
         batch_size: args.batch_size.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),
@@ -189,6 +205,10 @@ async fn open(data: &Stores, args: &RunArgs, config: Config) -> Result<(Host, Op
     };
     let events = data.open_events().await?;
     let models = data.open_models().await?;
+    let mut tokens = config.tokens().clone();
+    if let Some(path) = &args.tokens {
+        tokens = tokens.merge(Tokens::load(path)?);
+    }
     let lease = LeaseSettings {
         node: args.node_id.clone().unwrap_or_else(|| node_id(data)),
         ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),
@@ -206,6 +226,20 @@ async fn open(data: &Stores, args: &RunArgs, config: Config) -> Result<(Host, Op
         (false, None) if args.exit_when_caught_up => None,
         (false, None) => Some(DEFAULT_HTTP),
     };
+    if let Some(addr) = http
+        && !addr.ip().is_loopback()
+        && tokens.is_empty()
+        && !args.insecure_no_auth
+    {
+        anyhow::bail!(
+            "refusing to serve the API on {addr} without tokens: anyone who can reach it could append and administer. \
+             Make a token with `refract token NAME --scope read` and pass --tokens FILE (or add it to refract.toml), \
+             bind to 127.0.0.1 behind a reverse proxy, or pass --insecure-no-auth"
+        );
+    }
+    if http.is_some() && !tokens.is_empty() {
+        tracing::info!(tokens = tokens.len(), "API tokens required");
+    }
     let listener = match http {
         None => None,
         Some(addr) => Some(
@@ -214,5 +248,5 @@ async fn open(data: &Stores, args: &RunArgs, config: Config) -> Result<(Host, Op
                 .with_context(|| format!("binding the HTTP API to {addr} (use --http ADDR or --no-http)"))?,
         ),
     };
-    Ok((host, listener))
+    Ok((host, listener, tokens))
 }

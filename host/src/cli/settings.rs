@@ -107,9 +107,18 @@ impl ConfigFile {
                 let names: Vec<&str> = known.iter().map(|(_, a)| a.get_id().as_str()).collect();
                 bail!("{}: unknown key `{key}` in [host]; the keys are: {}", path.display(), names.join(", "));
             };
-            let text = self.value_text(path, key, value, arg)?;
-            check(path, key, &text, arg)?;
-            let set = |a: clap::Arg| a.default_value(text.clone());
+            // A list (`cors_origins = ["a", "b"]`) gives a flag that takes several values each one.
+            let values = match value {
+                toml::Value::Array(items) if matches!(arg.get_action(), ArgAction::Append) => items.clone(),
+                _ => vec![value.clone()],
+            };
+            let mut texts = Vec::new();
+            for value in &values {
+                let text = self.value_text(path, key, value, arg)?;
+                check(path, key, &text, arg)?;
+                texts.push(text);
+            }
+            let set = |a: clap::Arg| a.default_values(texts.clone());
             if !*own {
                 cmd = cmd.mut_arg(key, set);
                 continue;
@@ -133,6 +142,9 @@ impl ConfigFile {
             _ if is_flag => bail!("{}: [host] {key} must be true or false", path.display()),
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Array(_) if matches!(arg.get_action(), ArgAction::Append) => {
+                bail!("{}: [host] {key} must be a list of strings or numbers", path.display())
+            }
             _ => bail!("{}: [host] {key} must be a string or a number", path.display()),
         };
         let is_path = matches!(arg.get_value_hint(), ValueHint::AnyPath | ValueHint::DirPath | ValueHint::FilePath);

@@ -60,6 +60,8 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
             s.lag,
             s.owner.as_deref().unwrap_or("-"),
             match s.host {
+                // Paused comes first: it is what an operator asked for, and it outlasts restarts.
+                _ if s.paused => "paused".to_owned(),
                 Some(HostLiveness::Gone) => "stopped (host not running)".to_owned(),
                 _ => s.state.to_string(),
             },

@@ -118,6 +118,9 @@ struct File {
     /// binary reads and checks this table itself.
     #[serde(default, rename = "host")]
     _host: serde::de::IgnoredAny,
+    /// `[[tokens]]`: the API tokens (see `api/auth.rs`).
+    #[serde(default)]
+    tokens: crate::api::Tokens,
 }
 
 /// The parsed config: defaults plus per-projection overrides.
@@ -159,6 +162,11 @@ impl Config {
             own.apply(&mut c);
         }
         c
+    }
+
+    /// The API tokens the file lists (`[[tokens]]`).
+    pub fn tokens(&self) -> &crate::api::Tokens {
+        &self.file.tokens
     }
 
     /// Whether any projection meters fuel (the engine must then be built with it).

@@ -253,6 +253,8 @@ pub struct ProjectionStatus {
     pub owner: Option<String>,
     /// When that lease expires unless renewed, ms since the Unix epoch (the store's clock).
     pub lease_expires_at_ms: Option<i64>,
+    /// Paused by an operator (`refract pause`): no host runs it until it is resumed.
+    pub paused: bool,
 }
 
 /// Whether a projection recorded as `running` has a live host.
@@ -287,7 +289,14 @@ impl ProjectionStatus {
             activated_at: record.activated_at,
             owner: None,
             lease_expires_at_ms: None,
+            paused: false,
         }
+    }
+
+    /// Marks it paused or not.
+    pub fn with_paused(mut self, paused: bool) -> Self {
+        self.paused = paused;
+        self
     }
 
     /// Adds who holds the generation's lease. A `running` generation whose
@@ -310,15 +319,13 @@ impl ProjectionStatus {
 pub async fn status(events: &dyn EventSource, models: &dyn ReadModelStore) -> Result<Vec<ProjectionStatus>, HostError> {
     let head = events.head().await?;
     let leases = models.leases().await?;
-    Ok(models
-        .projections()
-        .await?
-        .into_iter()
-        .map(|r| {
-            let lease = leases.iter().find(|l| l.key == r.key);
-            ProjectionStatus::new(r, head).with_lease(lease)
-        })
-        .collect())
+    let mut out = Vec::new();
+    for r in models.projections().await? {
+        let paused = models.is_paused(&r.key.projection).await?;
+        let lease = leases.iter().find(|l| l.key == r.key);
+        out.push(ProjectionStatus::new(r, head).with_lease(lease).with_paused(paused));
+    }
+    Ok(out)
 }
 
 /// A running refract host.
@@ -560,8 +567,12 @@ impl Host {
         for key in &reg.superseded {
             self.stop_runner(key);
         }
-        self.sources.insert(path, (name, plugin.hash().to_owned()));
+        self.sources.insert(path, (name.clone(), plugin.hash().to_owned()));
         self.plugins.insert(plugin.hash().to_owned(), plugin.clone());
+        if self.models.is_paused(&name).await? {
+            tracing::info!(projection = %name, "projection is paused; `refract resume {name}` starts it");
+            return Ok(());
+        }
         self.spawn(plugin, &reg.target);
         if let Some(active) = &reg.active {
             self.ensure_running(active).await;
@@ -573,10 +584,21 @@ impl Host {
     /// not run, such as a rebuild requested with `refract rebuild`.
     pub async fn sync_registry(&mut self) -> Result<(), HostError> {
         let loaded: HashSet<String> = self.sources.values().map(|(n, _)| n.clone()).collect();
+        let mut paused = HashMap::new();
         for record in self.models.projections().await? {
             let wanted =
                 matches!(record.role, Role::Active | Role::Building) && loaded.contains(&record.key.projection);
-            if wanted {
+            if !wanted {
+                continue;
+            }
+            let name = &record.key.projection;
+            let is_paused = match paused.get(name) {
+                Some(&p) => p,
+                None => *paused.entry(name.clone()).or_insert(self.models.is_paused(name).await?),
+            };
+            if is_paused {
+                self.pause_runner(&record.key);
+            } else {
                 self.ensure_running(&record).await;
             }
         }
@@ -620,9 +642,26 @@ impl Host {
         self.runners.get(&record.key).is_some_and(|r| !r.task.is_finished())
     }
 
-    /// Runs a generation unless it already runs, loading its module from the
-    /// loaded ones or the module cache.
+    /// Stops a generation's runner because its projection was paused; it
+    /// commits what it projected and releases its lease.
+    fn pause_runner(&mut self, key: &ModelKey) {
+        if self.runners.get(key).is_some_and(|r| !r.task.is_finished()) {
+            tracing::info!(projection = %key.projection, generation = key.generation, "projection paused");
+            self.stop_runner(key);
+        }
+    }
+
+    /// Runs a generation unless it already runs or its projection is
+    /// paused, loading its module from the loaded ones or the module cache.
     async fn ensure_running(&mut self, record: &ProjectionRecord) {
+        match self.models.is_paused(&record.key.projection).await {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => {
+                tracing::warn!(projection = %record.key.projection, error = %e, "could not read whether it is paused");
+                return;
+            }
+        }
         let known_fault = |r: &Running| r.progress.borrow().state == ProjectionState::Faulted;
         if self
             .runners

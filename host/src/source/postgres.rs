@@ -294,4 +294,17 @@ impl EventStore for PostgresEventStore {
         .await?;
         Ok(v as u64)
     }
+
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<Event>, SourceError> {
+        let rows: Vec<(i64, String, i64, String, String, String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {} FROM refract_events WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version LIMIT $3",
+            super::EVENT_COLUMNS
+        )))
+        .bind(stream_id)
+        .bind(after.min(i64::MAX as u64) as i64)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(super::event_row).collect())
+    }
 }

@@ -207,6 +207,15 @@ async fn record_in<T: Tx>(tx: &mut T, key: &ModelKey) -> Result<ProjectionRecord
     tx.record(key).await?.ok_or_else(|| StoreError::UnknownProjection(key.projection.clone()))
 }
 
+/// The metadata entry that holds whether a projection is paused: registry
+/// metadata rather than a column, so that a host's own state writes
+/// (`stopped`, `faulted`) never overwrite it.
+fn paused_key(name: &str) -> String {
+    format!("paused/{name}")
+}
+const PAUSED: &str = "1";
+const RUNNABLE: &str = "0";
+
 /// The metadata key recording that tables carry collision-free names.
 const NAMES_MIGRATED: &str = "storage_names";
 const NAMES_VERSION: &str = "2";
@@ -378,6 +387,10 @@ impl<B: Backend> Registry for B {
             tx.drop_tables(&g.key, &g.manifest).await?;
         }
         tx.delete_projection(name).await?;
+        // A projection registered again under the name starts unpaused.
+        if tx.meta(&paused_key(name)).await?.is_some() {
+            tx.set_meta(&paused_key(name), RUNNABLE).await?;
+        }
         tx.commit().await
     }
 
@@ -428,6 +441,62 @@ impl<B: Backend> Registry for B {
         let replays = tx.mark_replays(&active.key).await?;
         tx.commit().await?;
         Ok(RetryRequest { cleared_fault, replays })
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
+        let mut tx = self.registry_tx().await?;
+        if tx.all_generations(name).await?.is_empty() {
+            return Err(StoreError::UnknownProjection(name.to_owned()));
+        }
+        let was = tx.meta(&paused_key(name)).await?.as_deref() == Some(PAUSED);
+        if was != paused {
+            tx.set_meta(&paused_key(name), if paused { PAUSED } else { RUNNABLE }).await?;
+        }
+        tx.commit().await?;
+        Ok(was != paused)
+    }
+
+    async fn is_paused(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.read_tx().await?;
+        let paused = tx.meta(&paused_key(name)).await?.as_deref() == Some(PAUSED);
+        tx.commit().await?;
+        Ok(paused)
+    }
+
+    async fn reset_checkpoint(&self, name: &str, to: u64) -> Result<u64, StoreError> {
+        let refused = |reason: String| StoreError::AdminRefused { projection: name.to_owned(), reason };
+        let mut tx = self.registry_tx().await?;
+        let active = active_in(&mut tx, name).await?;
+        if let Some(b) = tx.live_generations(Some(name)).await?.iter().find(|g| g.role == Role::Building) {
+            return Err(refused(format!(
+                "generation {} is being built (a rebuild or a new module): reset applies to a projection whose module did not change; wait for the swap",
+                b.key.generation
+            )));
+        }
+        if tx.meta(&paused_key(name)).await?.as_deref() != Some(PAUSED) {
+            return Err(refused("it is not paused: pause it first".into()));
+        }
+        if let Some(l) = tx.all_leases().await?.into_iter().find(|l| l.key == active.key && !l.expired) {
+            return Err(refused(format!("node `{}` still runs it; wait until it has stopped", l.owner)));
+        }
+        let key = &active.key;
+        if to == 0 {
+            tx.drop_tables(key, &active.manifest).await?;
+            tx.create_tables(key, &active.manifest).await?;
+            tx.delete_letters(key).await?;
+        } else {
+            let letters = tx.letters(key).await?;
+            if letters.iter().any(|l| l.position > to) {
+                tx.delete_letters(key).await?;
+                for l in letters.iter().filter(|l| l.position <= to) {
+                    tx.insert_letter(key, l).await?;
+                }
+            }
+        }
+        move_checkpoint(&mut tx, key, active.checkpoint, to).await?;
+        tx.clear_fault(key).await?;
+        tx.commit().await?;
+        Ok(active.checkpoint)
     }
 
     async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError> {

@@ -50,6 +50,7 @@ pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub text: String,
+    pub headers: hyper::HeaderMap,
 }
 
 impl Reply {
@@ -81,31 +82,49 @@ impl Client {
     }
 
     async fn send(&mut self, method: &str, path: &str, body: Vec<u8>) -> hyper::Response<Incoming> {
+        self.send_with(method, path, &[], body).await
+    }
+
+    async fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> hyper::Response<Incoming> {
         if self.send.is_closed() || self.send.ready().await.is_err() {
             self.send = Self::open(self.addr).await;
             self.send.ready().await.unwrap();
         }
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", "127.0.0.1")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).unwrap();
         self.send.send_request(request).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub async fn request(&mut self, method: &str, path: &str, body: Vec<u8>) -> Reply {
-        let response = self.send(method, path, body).await;
+        self.request_with(method, path, &[], body).await
+    }
+
+    /// A request with extra headers (`authorization`, `origin`, ...).
+    pub async fn request_with(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+        let response = self.send_with(method, path, headers, body).await;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let content_type =
             response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
         // An event stream does not end: its body is read with `EventStream`.
         if content_type == "text/event-stream" {
-            return Reply { status, content_type, text: String::new() };
+            return Reply { status, content_type, text: String::new(), headers };
         }
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, content_type, text: String::from_utf8(bytes.to_vec()).unwrap() }
+        Reply { status, content_type, text: String::from_utf8(bytes.to_vec()).unwrap(), headers }
     }
 
     pub async fn get(&mut self, path: &str) -> Reply {

@@ -1,6 +1,7 @@
 //! One conformance suite per store trait, run against every backend: the
 //! SQLite files and PostgreSQL (`DATABASE_URL`, a fresh schema per test).
 
+mod admin;
 mod aggregates;
 mod events;
 mod models;
@@ -65,6 +66,8 @@ macro_rules! conformance {
 }
 
 conformance! {
+    admin_pause_and_reset => crate::conformance::admin::pause_and_reset, models_store, "models.db";
+    events_read_stream => crate::conformance::admin::read_stream, events_store, "events.db";
     events_append_and_conflict => crate::conformance::events::append_and_conflict, events_store, "events.db";
     events_atomic_multi_stream_append => crate::conformance::events::atomic_multi_stream_append, events_store, "events.db";
     events_read_with_subscriptions => crate::conformance::events::read_with_subscriptions, events_store, "events.db";
