@@ -13,12 +13,15 @@
 
 mod aggregate;
 mod consistency;
+mod console;
+mod dead_letters;
 mod error;
 mod layers;
 mod metrics;
 mod openapi;
 mod params;
 mod ready;
+mod rebuild;
 mod routes;
 mod server;
 mod sse;
@@ -36,6 +39,7 @@ pub use params::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use routes::{BODY_LIMIT, router};
 pub use server::HEADER_TIMEOUT;
 
+use crate::projection::compiles::Compiles;
 use crate::projection::host::{Host, ProjectionStatus};
 use crate::projection::runner::{CommitNotice, StoreErrors};
 use crate::source::{EventSource, EventStore};
@@ -63,13 +67,15 @@ struct Inner {
     store_errors: StoreErrors,
     /// Set when the server shuts down, so open change feeds end.
     closing: watch::Sender<bool>,
+    /// The host's module compiles: under way, and their times.
+    compiles: Compiles,
 }
 
 impl ApiState {
     /// State over the host's stores and notices. Starts the metrics
     /// collector, so it must be called inside a Tokio runtime.
     pub fn from_host(host: &Host) -> Self {
-        Self::build(host.source(), host.events(), host.models(), host.notices(), host.store_errors())
+        Self::build(host.source(), host.events(), host.models(), host.notices(), host.store_errors(), host.compiles())
     }
 
     /// State over explicit stores and a commit-notice sender.
@@ -78,7 +84,7 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
     ) -> Self {
-        Self::build(events.clone(), Some(events), models, notices, StoreErrors::default())
+        Self::build(events.clone(), Some(events), models, notices, StoreErrors::default(), Compiles::default())
     }
 
     /// State over a read-only event source: reads, queries and consistency
@@ -88,7 +94,7 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
     ) -> Self {
-        Self::build(source, None, models, notices, StoreErrors::default())
+        Self::build(source, None, models, notices, StoreErrors::default(), Compiles::default())
     }
 
     fn build(
@@ -97,10 +103,11 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
         store_errors: StoreErrors,
+        compiles: Compiles,
     ) -> Self {
         let metrics = Metrics::follow(notices.subscribe());
         let closing = watch::channel(false).0;
-        let inner = Arc::new(Inner { source, events, models, notices, metrics, store_errors, closing });
+        let inner = Arc::new(Inner { source, events, models, notices, metrics, store_errors, closing, compiles });
         Self { inner, body_timeout: layers::BODY_TIMEOUT, header_timeout: server::HEADER_TIMEOUT }
     }
 
@@ -119,6 +126,10 @@ impl ApiState {
     pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
         self
+    }
+
+    fn compiles(&self) -> &Compiles {
+        &self.inner.compiles
     }
 
     fn body_timeout(&self) -> Duration {

@@ -35,6 +35,7 @@ pub use model::event::{
     AppendRequest, Event, ExpectedVersion, InvalidName, MAX_NAME_LEN, NameField, NewEvent, Subscription,
 };
 pub use model::manifest::{CollectionSpec, MAX_EVENT_TYPES, MAX_STREAM_PREFIXES, Manifest, ManifestError};
+pub use projection::compiles::{CompileGuard, CompileTime, Compiles, Compiling};
 pub use projection::config::{Config, ConfigError, ProjectionConfig};
 pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, ProjectionStatus, status};
 pub use projection::lease::{DEFAULT_LEASE_TTL, LeaseSettings, default_node_id, hostname};

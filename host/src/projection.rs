@@ -2,6 +2,7 @@
 //! and runs one runner per projection generation, the runner's batch loop,
 //! failure policies, `refract.toml`, and the plugins-folder watcher.
 
+pub(crate) mod compiles;
 pub(crate) mod config;
 pub(crate) mod host;
 pub(crate) mod lease;

@@ -77,8 +77,8 @@ pub static ROUTES: &[Route] = &[
             params: &[CONSISTENCY, MIN_POSITION, TIMEOUT_MS],
             body: None,
             ok: json_reply(
-                "One entry per projection.",
-                || json!({ "type": "array", "items": schema_ref("ProjectionStatus") }),
+                "One entry per projection generation, then one per module being compiled (`state`: `compiling`).",
+                || json!({ "type": "array", "items": { "oneOf": [schema_ref("ProjectionStatus"), schema_ref("Compiling")] } }),
             ),
             errors: &[400, 504, 500],
         },
@@ -96,6 +96,8 @@ pub static ROUTES: &[Route] = &[
             errors: &[400, 404, 504, 500],
         },
     },
+    crate::api::rebuild::ROUTE,
+    crate::api::dead_letters::ROUTE,
     Route {
         method: Method::Get,
         path: "/projections/{name}/changes",
@@ -184,6 +186,9 @@ pub static ROUTES: &[Route] = &[
         },
     },
     crate::api::aggregate::ROUTE,
+    crate::api::console::PAGE,
+    crate::api::console::STYLE,
+    crate::api::console::SCRIPT,
     Route {
         method: Method::Get,
         path: "/ready",
@@ -227,7 +232,7 @@ pub static ROUTES: &[Route] = &[
         path: "/metrics",
         handler: |m| on(m, metrics),
         doc: Operation {
-            summary: "Prometheus metrics: events processed, batch latency histogram, checkpoint, head, lag and errors per projection",
+            summary: "Prometheus metrics: events processed, batch latency histogram, checkpoint, head, lag and errors per projection generation (labels `projection`, `generation`, `role`), and the module compile-time histogram",
             description: None,
             params: &[],
             body: None,
@@ -326,7 +331,7 @@ async fn health(State(s): State<ApiState>) -> Reply<Response> {
 
 async fn metrics(State(s): State<ApiState>) -> Reply<Response> {
     let status = s.status().await?;
-    let text = s.metrics().render(&status);
+    let text = s.metrics().render(&status, &s.compiles().times());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
@@ -408,7 +413,7 @@ async fn append(
 }
 
 fn status_json(s: &ApiState, status: ProjectionStatus) -> Value {
-    let rate = s.metrics().events_per_second(&status.name);
+    let rate = s.metrics().events_per_second(&status.name, status.generation);
     let mut v = serde_json::to_value(status).unwrap_or_default();
     v["events_per_second"] = json!(rate);
     v
@@ -428,7 +433,12 @@ async fn list_projections(State(s): State<ApiState>, RawQuery(raw): RawQuery) ->
         }
     }
     let status = s.status().await?;
-    Ok(Json(Value::Array(status.into_iter().map(|p| status_json(&s, p)).collect())))
+    let mut rows: Vec<Value> = status.into_iter().map(|p| status_json(&s, p)).collect();
+    // A module being compiled has no generation yet; it is listed all the same.
+    rows.extend(s.compiles().now().into_iter().map(
+        |c| json!({ "name": c.projection, "source": c.source, "state": "compiling", "started_at": c.started_at }),
+    ));
+    Ok(Json(Value::Array(rows)))
 }
 
 async fn one_projection(

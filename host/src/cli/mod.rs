@@ -5,6 +5,7 @@
 pub mod allocator;
 pub mod append;
 pub mod caught_up;
+pub mod compiling;
 pub mod dead_letters;
 pub mod dev;
 pub mod docs;

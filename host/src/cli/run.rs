@@ -102,6 +102,11 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
         return interrupted(batch);
     };
     let (mut host, listener) = opened?;
+    // The API's state, and so its metrics collector, before any plugin
+    // loads: the first projection catches up while the next ones compile,
+    // and those commits must be counted too.
+    let mut api = listener.as_ref().map(|_| ApiState::from_host(&host));
+    let _compiling = super::compiling::publish(data, host.compiles());
     // Watch before loading, so a file written meanwhile is not missed.
     let watcher = if batch { None } else { Some(PluginWatcher::new(&args.plugins)?) };
     let rebuilder = if dev { Some(super::dev::spawn_rebuilder(&args.plugins)?) } else { None };
@@ -131,7 +136,8 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            Some((stop, tokio::spawn(refract::serve(listener, ApiState::from_host(&host), shutdown))))
+            let api = api.take().unwrap_or_else(|| ApiState::from_host(&host));
+            Some((stop, tokio::spawn(refract::serve(listener, api, shutdown))))
         }
         None => None,
     };

@@ -11,6 +11,8 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::model::manifest::CollectionSpec;
+use crate::projection::compiles::Compiles;
 use crate::projection::config::Config;
 use crate::projection::lease::{Heartbeat, LeaseBook, LeaseSettings};
 use crate::projection::runner::{CommitNotice, Progress, Runner, StoreErrors, Switches, SyncConfig};
@@ -253,6 +255,8 @@ pub struct ProjectionStatus {
     pub owner: Option<String>,
     /// When that lease expires unless renewed, ms since the Unix epoch (the store's clock).
     pub lease_expires_at_ms: Option<i64>,
+    /// The collections the generation's manifest declares, with their indexed fields.
+    pub collections: Vec<CollectionSpec>,
 }
 
 /// Whether a projection recorded as `running` has a live host.
@@ -287,6 +291,7 @@ impl ProjectionStatus {
             activated_at: record.activated_at,
             owner: None,
             lease_expires_at_ms: None,
+            collections: record.manifest.collections,
         }
     }
 
@@ -357,6 +362,7 @@ pub struct Host {
     runners: BTreeMap<ModelKey, Running>,
     switches: Switches,
     store_errors: StoreErrors,
+    compiles: Compiles,
     notices: broadcast::Sender<CommitNotice>,
     /// This node's id and lease lifetime: every runner writes under a lease.
     lease: LeaseSettings,
@@ -408,6 +414,7 @@ impl Host {
             runners: BTreeMap::new(),
             switches: Switches::default(),
             store_errors: StoreErrors::default(),
+            compiles: Compiles::default(),
             notices: broadcast::channel(NOTICE_BUFFER).0,
             lease: LeaseSettings::default(),
             book: None,
@@ -502,6 +509,7 @@ impl Host {
         }
         let runtime = self.runtime.clone();
         let owned = path.to_owned();
+        let compile = self.compiles.start(file_name(path), self.provider(path).await);
         let loaded = tokio::task::spawn_blocking(move || {
             let plugin = runtime.load_bytes(&owned, &bytes)?;
             if let Some(cache) = runtime.cache() {
@@ -513,6 +521,10 @@ impl Host {
         })
         .await
         .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path: path.to_owned(), message: e.to_string() }));
+        match &loaded {
+            Ok(plugin) => compile.finish(plugin.compile_time(), plugin.cached()),
+            Err(_) => drop(compile),
+        }
         let result = match loaded {
             Ok(plugin) => self.start(plugin).await,
             Err(e) => {
@@ -527,6 +539,22 @@ impl Host {
             tracing::error!("plugin rejected: {e}");
         }
         result
+    }
+
+    /// The projection a plugin file provides, as far as the host knows
+    /// before compiling it: from this run, else from the registry (a restart).
+    async fn provider(&self, path: &Path) -> Option<String> {
+        if let Some((name, _)) = self.sources.get(path) {
+            return Some(name.clone());
+        }
+        let source = file_name(path);
+        let records = self.models.projections().await.ok()?;
+        records.into_iter().find(|r| r.source == source && r.role == Role::Active).map(|r| r.key.projection)
+    }
+
+    /// The modules this host is compiling, and how long its compiles took.
+    pub fn compiles(&self) -> Compiles {
+        self.compiles.clone()
     }
 
     /// Stops the projection a removed plugin file provided. Its read model
@@ -653,6 +681,7 @@ impl Host {
         let runtime = self.runtime.clone();
         let (hash, name) = (hash.to_owned(), PathBuf::from(source));
         let path = name.clone();
+        let compile = self.compiles.start(source.to_owned(), self.provider(&path).await);
         let plugin = tokio::task::spawn_blocking(move || {
             let cache = runtime.cache().ok_or_else(|| PluginError::Io {
                 path: name.clone(),
@@ -663,6 +692,7 @@ impl Host {
         })
         .await
         .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path, message: e.to_string() }))?;
+        compile.finish(plugin.compile_time(), plugin.cached());
         let plugin = Arc::new(plugin);
         self.plugins.insert(plugin.hash().to_owned(), plugin.clone());
         Ok(plugin)
