@@ -20,6 +20,7 @@ mod bad_input;
 mod bank;
 mod cli_docs;
 mod cluster;
+mod compiling;
 mod conformance;
 mod console;
 mod corrupt_events;
