@@ -15,7 +15,9 @@ mod admin;
 mod aggregate;
 mod auth;
 mod consistency;
+mod console;
 mod cors;
+mod dead_letters;
 mod error;
 mod events;
 mod layers;
@@ -23,6 +25,7 @@ mod metrics;
 mod openapi;
 mod params;
 mod ready;
+mod rebuild;
 mod routes;
 mod server;
 mod sse;
@@ -42,6 +45,7 @@ pub use params::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use routes::{BODY_LIMIT, router};
 pub use server::HEADER_TIMEOUT;
 
+use crate::projection::compiles::Compiles;
 use crate::projection::host::{Host, ProjectionStatus};
 use crate::projection::runner::{CommitNotice, StoreErrors};
 use crate::source::{EventSource, EventStore};
@@ -73,13 +77,15 @@ struct Inner {
     store_errors: StoreErrors,
     /// Set when the server shuts down, so open change feeds end.
     closing: watch::Sender<bool>,
+    /// The host's module compiles: under way, and their times.
+    compiles: Compiles,
 }
 
 impl ApiState {
     /// State over the host's stores and notices. Starts the metrics
     /// collector, so it must be called inside a Tokio runtime.
     pub fn from_host(host: &Host) -> Self {
-        Self::build(host.source(), host.events(), host.models(), host.notices(), host.store_errors())
+        Self::build(host.source(), host.events(), host.models(), host.notices(), host.store_errors(), host.compiles())
     }
 
     /// State over explicit stores and a commit-notice sender.
@@ -88,7 +94,7 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
     ) -> Self {
-        Self::build(events.clone(), Some(events), models, notices, StoreErrors::default())
+        Self::build(events.clone(), Some(events), models, notices, StoreErrors::default(), Compiles::default())
     }
 
     /// State over a read-only event source: reads, queries and consistency
@@ -98,7 +104,7 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
     ) -> Self {
-        Self::build(source, None, models, notices, StoreErrors::default())
+        Self::build(source, None, models, notices, StoreErrors::default(), Compiles::default())
     }
 
     fn build(
@@ -107,10 +113,11 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
         store_errors: StoreErrors,
+        compiles: Compiles,
     ) -> Self {
         let metrics = Metrics::follow(notices.subscribe());
         let closing = watch::channel(false).0;
-        let inner = Arc::new(Inner { source, events, models, notices, metrics, store_errors, closing });
+        let inner = Arc::new(Inner { source, events, models, notices, metrics, store_errors, closing, compiles });
         Self {
             inner,
             body_timeout: layers::BODY_TIMEOUT,
@@ -157,6 +164,10 @@ impl ApiState {
     pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
         self
+    }
+
+    fn compiles(&self) -> &Compiles {
+        &self.inner.compiles
     }
 
     fn body_timeout(&self) -> Duration {

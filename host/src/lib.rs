@@ -39,6 +39,7 @@ pub use model::event::{
 };
 pub use model::manifest::{CollectionSpec, MAX_EVENT_TYPES, MAX_STREAM_PREFIXES, Manifest, ManifestError};
 pub use projection::admin::{AdminError, Paused, Reset, STOP_TIMEOUT, pause, reset, resume};
+pub use projection::compiles::{CompileGuard, CompileTime, Compiles, Compiling};
 pub use projection::config::{Config, ConfigError, ProjectionConfig};
 pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, ProjectionStatus, status};
 pub use projection::lease::{DEFAULT_LEASE_TTL, LeaseSettings, default_node_id, hostname};

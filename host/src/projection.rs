@@ -3,6 +3,7 @@
 //! failure policies, `refract.toml`, and the plugins-folder watcher.
 
 pub(crate) mod admin;
+pub(crate) mod compiles;
 pub(crate) mod config;
 pub(crate) mod host;
 pub(crate) mod lease;

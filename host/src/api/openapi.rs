@@ -252,12 +252,22 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, Access, &
             }},
             "ProjectionStatus": { "type": "object", "properties": {
                 "name": { "type": "string" }, "version": { "type": "string" }, "generation": { "type": "integer" },
+                "role": { "enum": ["active", "building", "failed"], "description": "`building`: a rebuild in shadow tables, swapped in at the head." },
+                "collections": { "type": "array", "items": { "type": "object", "properties": {
+                    "name": { "type": "string" }, "indexes": { "type": "array", "items": { "type": "string" } }
+                }}},
                 "module_hash": { "type": "string" }, "checkpoint": { "type": "integer" }, "head": { "type": "integer" },
                 "lag": { "type": "integer" }, "state": { "enum": ["running", "faulted", "stopped"] },
                 "last_error": { "type": ["string", "null"] },
                 "paused": { "type": "boolean", "description": "Paused by an operator: no host runs it until it is resumed." },
                 "store_error": { "type": ["string", "null"], "description": "The store or source error the projection is retrying, until a step succeeds." },
                 "events_per_second": { "type": "number", "description": "Over the last 10 s." }
+            }},
+            "Compiling": { "type": "object", "required": ["source", "state", "started_at"], "properties": {
+                "name": { "type": ["string", "null"], "description": "The projection, when known before the compile (a reload, a restart)." },
+                "source": { "type": "string", "description": "The plugin file." },
+                "state": { "const": "compiling" },
+                "started_at": { "type": "integer", "description": "ms since the Unix epoch" }
             }},
             "Checkpoint": { "type": "object", "required": ["projection", "generation", "checkpoint"], "properties": {
                 "projection": { "type": "string" }, "generation": { "type": "integer" }, "checkpoint": { "type": "integer" },

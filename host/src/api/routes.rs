@@ -83,8 +83,8 @@ pub static ROUTES: &[Route] = &[
             params: &[CONSISTENCY, MIN_POSITION, TIMEOUT_MS],
             body: None,
             ok: json_reply(
-                "One entry per projection.",
-                || json!({ "type": "array", "items": schema_ref("ProjectionStatus") }),
+                "One entry per projection generation, then one per module being compiled (`state`: `compiling`).",
+                || json!({ "type": "array", "items": { "oneOf": [schema_ref("ProjectionStatus"), schema_ref("Compiling")] } }),
             ),
             errors: &[400, 504, 500],
         },
@@ -103,6 +103,8 @@ pub static ROUTES: &[Route] = &[
             errors: &[400, 404, 504, 500],
         },
     },
+    crate::api::rebuild::ROUTE,
+    crate::api::dead_letters::ROUTE,
     Route {
         method: Method::Get,
         path: "/projections/{name}/changes",
@@ -201,6 +203,9 @@ pub static ROUTES: &[Route] = &[
     crate::api::admin::DROP,
     crate::api::events::STREAM_ROUTE,
     crate::api::events::LOG_ROUTE,
+    crate::api::console::PAGE,
+    crate::api::console::STYLE,
+    crate::api::console::SCRIPT,
     Route {
         method: Method::Get,
         path: "/ready",
@@ -247,7 +252,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Scoped(Scope::Read),
         handler: |m| on(m, metrics),
         doc: Operation {
-            summary: "Prometheus metrics: events processed, batch latency histogram, checkpoint, head, lag and errors per projection",
+            summary: "Prometheus metrics: events processed, batch latency histogram, checkpoint, head, lag and errors per projection generation (labels `projection`, `generation`, `role`), and the module compile-time histogram",
             description: None,
             params: &[],
             body: None,
@@ -355,7 +360,7 @@ async fn health(State(s): State<ApiState>) -> Reply<Response> {
 
 async fn metrics(State(s): State<ApiState>) -> Reply<Response> {
     let status = s.status().await?;
-    let text = s.metrics().render(&status);
+    let text = s.metrics().render(&status, &s.compiles().times());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
@@ -437,7 +442,7 @@ async fn append(
 }
 
 fn status_json(s: &ApiState, status: ProjectionStatus) -> Value {
-    let rate = s.metrics().events_per_second(&status.name);
+    let rate = s.metrics().events_per_second(&status.name, status.generation);
     let mut v = serde_json::to_value(status).unwrap_or_default();
     v["events_per_second"] = json!(rate);
     v
@@ -457,7 +462,12 @@ async fn list_projections(State(s): State<ApiState>, RawQuery(raw): RawQuery) ->
         }
     }
     let status = s.status().await?;
-    Ok(Json(Value::Array(status.into_iter().map(|p| status_json(&s, p)).collect())))
+    let mut rows: Vec<Value> = status.into_iter().map(|p| status_json(&s, p)).collect();
+    // A module being compiled has no generation yet; it is listed all the same.
+    rows.extend(s.compiles().now().into_iter().map(
+        |c| json!({ "name": c.projection, "source": c.source, "state": "compiling", "started_at": c.started_at }),
+    ));
+    Ok(Json(Value::Array(rows)))
 }
 
 async fn one_projection(

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod allocator;
 pub mod append;
 pub mod caught_up;
+pub mod compiling;
 pub mod config;
 pub mod dead_letters;
 pub mod dev;

@@ -114,6 +114,11 @@ pub async fn run(data: &Stores, mut args: RunArgs, config: Config, dev: bool) ->
         return interrupted(batch);
     };
     let (mut host, listener, tokens) = opened?;
+    // The API's state, and so its metrics collector, before any plugin
+    // loads: the first projection catches up while the next ones compile,
+    // and those commits must be counted too.
+    let mut api = listener.as_ref().map(|_| ApiState::from_host(&host));
+    let _compiling = super::compiling::publish(data, host.compiles());
     // Watch before loading, so a file written meanwhile is not missed.
     let watcher = if batch { None } else { Some(PluginWatcher::new(&args.plugins)?) };
     let rebuilder = if dev { Some(super::dev::spawn_rebuilder(&args.plugins)?) } else { None };
@@ -143,8 +148,9 @@ pub async fn run(data: &Stores, mut args: RunArgs, config: Config, dev: bool) ->
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            let state = ApiState::from_host(&host).with_tokens(tokens).with_cors(Cors::new(&args.cors_origins));
-            Some((stop, tokio::spawn(refract::serve(listener, state, shutdown))))
+            let api = api.take().unwrap_or_else(|| ApiState::from_host(&host));
+            let api = api.with_tokens(tokens).with_cors(Cors::new(&args.cors_origins));
+            Some((stop, tokio::spawn(refract::serve(listener, api, shutdown))))
         }
         None => None,
     };

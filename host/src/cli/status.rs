@@ -32,8 +32,14 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
             s.host = Some(host);
         }
     }
+    // Modules the running host is compiling have no generation yet.
+    let compiling = super::compiling::read(data);
     if json {
-        outln!("{}", serde_json::to_string_pretty(&status)?)?;
+        let mut rows: Vec<serde_json::Value> = status.iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
+        rows.extend(compiling.iter().map(|c| {
+            serde_json::json!({ "name": c.projection, "source": c.source, "state": "compiling", "started_at": c.started_at })
+        }));
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
     outln!(
@@ -66,6 +72,23 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
                 _ => s.state.to_string(),
             },
             s.last_error.unwrap_or_default()
+        )?;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    for c in compiling {
+        let seconds = now.saturating_sub(c.started_at) / 1000;
+        outln!(
+            "{:<24} {:<16} {:>4} {:<8} {:>10} {:>10} {:>10}  {:<20} {:<8} {} for {seconds} s",
+            c.projection.as_deref().unwrap_or("-"),
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "compiling",
+            c.source
         )?;
     }
     Ok(())

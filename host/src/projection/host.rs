@@ -11,6 +11,8 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::model::manifest::CollectionSpec;
+use crate::projection::compiles::Compiles;
 use crate::projection::config::Config;
 use crate::projection::lease::{Heartbeat, LeaseBook, LeaseSettings};
 use crate::projection::runner::{CommitNotice, Progress, Runner, StoreErrors, Switches, SyncConfig};
@@ -255,6 +257,8 @@ pub struct ProjectionStatus {
     pub lease_expires_at_ms: Option<i64>,
     /// Paused by an operator (`refract pause`): no host runs it until it is resumed.
     pub paused: bool,
+    /// The collections the generation's manifest declares, with their indexed fields.
+    pub collections: Vec<CollectionSpec>,
 }
 
 /// Whether a projection recorded as `running` has a live host.
@@ -290,6 +294,7 @@ impl ProjectionStatus {
             owner: None,
             lease_expires_at_ms: None,
             paused: false,
+            collections: record.manifest.collections,
         }
     }
 
@@ -364,6 +369,7 @@ pub struct Host {
     runners: BTreeMap<ModelKey, Running>,
     switches: Switches,
     store_errors: StoreErrors,
+    compiles: Compiles,
     notices: broadcast::Sender<CommitNotice>,
     /// This node's id and lease lifetime: every runner writes under a lease.
     lease: LeaseSettings,
@@ -415,6 +421,7 @@ impl Host {
             runners: BTreeMap::new(),
             switches: Switches::default(),
             store_errors: StoreErrors::default(),
+            compiles: Compiles::default(),
             notices: broadcast::channel(NOTICE_BUFFER).0,
             lease: LeaseSettings::default(),
             book: None,
@@ -509,6 +516,7 @@ impl Host {
         }
         let runtime = self.runtime.clone();
         let owned = path.to_owned();
+        let compile = self.compiles.start(file_name(path), self.provider(path).await);
         let loaded = tokio::task::spawn_blocking(move || {
             let plugin = runtime.load_bytes(&owned, &bytes)?;
             if let Some(cache) = runtime.cache() {
@@ -520,6 +528,10 @@ impl Host {
         })
         .await
         .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path: path.to_owned(), message: e.to_string() }));
+        match &loaded {
+            Ok(plugin) => compile.finish(plugin.compile_time(), plugin.cached()),
+            Err(_) => drop(compile),
+        }
         let result = match loaded {
             Ok(plugin) => self.start(plugin).await,
             Err(e) => {
@@ -534,6 +546,22 @@ impl Host {
             tracing::error!("plugin rejected: {e}");
         }
         result
+    }
+
+    /// The projection a plugin file provides, as far as the host knows
+    /// before compiling it: from this run, else from the registry (a restart).
+    async fn provider(&self, path: &Path) -> Option<String> {
+        if let Some((name, _)) = self.sources.get(path) {
+            return Some(name.clone());
+        }
+        let source = file_name(path);
+        let records = self.models.projections().await.ok()?;
+        records.into_iter().find(|r| r.source == source && r.role == Role::Active).map(|r| r.key.projection)
+    }
+
+    /// The modules this host is compiling, and how long its compiles took.
+    pub fn compiles(&self) -> Compiles {
+        self.compiles.clone()
     }
 
     /// Stops the projection a removed plugin file provided. Its read model
@@ -692,6 +720,7 @@ impl Host {
         let runtime = self.runtime.clone();
         let (hash, name) = (hash.to_owned(), PathBuf::from(source));
         let path = name.clone();
+        let compile = self.compiles.start(source.to_owned(), self.provider(&path).await);
         let plugin = tokio::task::spawn_blocking(move || {
             let cache = runtime.cache().ok_or_else(|| PluginError::Io {
                 path: name.clone(),
@@ -702,6 +731,7 @@ impl Host {
         })
         .await
         .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path, message: e.to_string() }))?;
+        compile.finish(plugin.compile_time(), plugin.cached());
         let plugin = Arc::new(plugin);
         self.plugins.insert(plugin.hash().to_owned(), plugin.clone());
         Ok(plugin)

@@ -341,7 +341,9 @@ impl PluginRuntime {
             return Err(PluginError::Compile { path, reason });
         }
         let hash = module_hash(bytes);
+        let started = std::time::Instant::now();
         let (component, cached) = self.compile(&path, &hash, bytes)?;
+        let compile_time = started.elapsed();
         self.check_world(&path, &component)?;
         let pre = self
             .linker
@@ -365,7 +367,7 @@ impl PluginRuntime {
         if let Err(source) = manifest.validate() {
             return Err(PluginError::Manifest { path, source });
         }
-        Ok(Plugin { path, hash, pre, manifest, cached })
+        Ok(Plugin { path, hash, pre, manifest, cached, compile_time })
     }
 
     /// The compiled component, from the cache when it has it.
@@ -466,6 +468,7 @@ pub struct Plugin {
     pre: ProjectorPre<HostState>,
     manifest: Manifest,
     cached: bool,
+    compile_time: std::time::Duration,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -492,6 +495,11 @@ impl Plugin {
     /// Whether the compiled component came from the module cache (no compilation).
     pub fn cached(&self) -> bool {
         self.cached
+    }
+
+    /// How long compiling the component took (or loading it from the cache).
+    pub fn compile_time(&self) -> std::time::Duration {
+        self.compile_time
     }
 
     /// Where the plugin was loaded from.
