@@ -21,6 +21,7 @@ mod params;
 mod ready;
 mod routes;
 mod server;
+mod sources;
 mod sse;
 
 use std::future::Future;
@@ -50,6 +51,8 @@ pub struct ApiState {
     body_timeout: Duration,
     /// How long a client has to send a request's headers (see [`ApiState::with_header_timeout`]).
     header_timeout: Duration,
+    /// The table sync sources the host runs, for `GET /sources` and `/metrics`.
+    sources: Option<Arc<sources::Sources>>,
 }
 
 struct Inner {
@@ -101,7 +104,7 @@ impl ApiState {
         let metrics = Metrics::follow(notices.subscribe());
         let closing = watch::channel(false).0;
         let inner = Arc::new(Inner { source, events, models, notices, metrics, store_errors, closing });
-        Self { inner, body_timeout: layers::BODY_TIMEOUT, header_timeout: server::HEADER_TIMEOUT }
+        Self { inner, body_timeout: layers::BODY_TIMEOUT, header_timeout: server::HEADER_TIMEOUT, sources: None }
     }
 
     /// How long a client has, from the end of its request headers, to send
@@ -119,6 +122,21 @@ impl ApiState {
     pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
         self
+    }
+
+    /// Shows the table sync sources `configured` (state kept in `log`) in
+    /// `GET /sources` and `/metrics`.
+    pub fn with_sources(mut self, log: Arc<dyn crate::SyncLog>, configured: Vec<crate::SourceConfig>) -> Self {
+        self.sources = Some(Arc::new(sources::Sources::new(log, configured)));
+        self
+    }
+
+    /// Every source's status; none when the host syncs no tables.
+    async fn source_status(&self) -> Result<Vec<crate::SourceStatus>, ApiError> {
+        match &self.sources {
+            Some(s) => s.status().await,
+            None => Ok(Vec::new()),
+        }
     }
 
     fn body_timeout(&self) -> Duration {

@@ -77,7 +77,7 @@ fn node_id(data: &Stores) -> String {
 }
 
 /// The config file: `--config`, else `./refract.toml` if it exists, else the defaults.
-fn load_config(path: Option<&Path>) -> Result<Config> {
+pub fn load_config(path: Option<&Path>) -> Result<Config> {
     let default = Path::new("refract.toml");
     match path {
         Some(p) => Ok(Config::load(p)?),
@@ -101,7 +101,7 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
     let Some(opened) = shutdown.unless_requested(open(data, &args)).await else {
         return interrupted(batch);
     };
-    let (mut host, listener) = opened?;
+    let (mut host, listener, syncers) = opened?;
     // Watch before loading, so a file written meanwhile is not missed.
     let watcher = if batch { None } else { Some(PluginWatcher::new(&args.plugins)?) };
     let rebuilder = if dev { Some(super::dev::spawn_rebuilder(&args.plugins)?) } else { None };
@@ -112,6 +112,9 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
             // Loading was abandoned mid-compile; the plugins started before it stop cleanly.
             if let Some(task) = rebuilder {
                 task.abort();
+            }
+            if let Some((s, _, _)) = syncers {
+                s.shutdown().await;
             }
             host.shutdown().await;
             return interrupted(batch);
@@ -131,7 +134,11 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            Some((stop, tokio::spawn(refract::serve(listener, ApiState::from_host(&host), shutdown))))
+            let mut state = ApiState::from_host(&host);
+            if let Some((_, log, configs)) = &syncers {
+                state = state.with_sources(log.clone(), configs.clone());
+            }
+            Some((stop, tokio::spawn(refract::serve(listener, state, shutdown))))
         }
         None => None,
     };
@@ -161,6 +168,9 @@ pub async fn run(data: &Stores, mut args: RunArgs, dev: bool) -> Result<()> {
             Err(_) => tracing::warn!("HTTP API did not stop within 10 s"),
         }
     }
+    if let Some((s, _, _)) = syncers {
+        s.shutdown().await;
+    }
     host.shutdown().await;
     outcome
 }
@@ -177,7 +187,10 @@ fn interrupted(batch: bool) -> Result<()> {
 
 /// Opens the stores and the host, and binds the HTTP API: everything before
 /// the plugins are loaded.
-async fn open(data: &Stores, args: &RunArgs) -> Result<(Host, Option<tokio::net::TcpListener>)> {
+/// The running table syncers, with what the API shows of them.
+type Sources = (refract::Syncers, std::sync::Arc<dyn refract::SyncLog>, Vec<refract::SourceConfig>);
+
+async fn open(data: &Stores, args: &RunArgs) -> Result<(Host, Option<tokio::net::TcpListener>, Option<Sources>)> {
     let sync = SyncConfig {
         batch_size: args.batch_size.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),
@@ -186,9 +199,10 @@ async fn open(data: &Stores, args: &RunArgs) -> Result<(Host, Option<tokio::net:
         commit_events: args.commit_events.max(1),
         commit_interval: Duration::from_millis(args.commit_interval_ms),
     };
-    let events = data.open_events().await?;
+    let (events, sync_log) = data.open_events_with_sync().await?;
     let models = data.open_models().await?;
     let config = load_config(args.config.as_deref())?;
+    let sources = config.sources()?;
     let lease = LeaseSettings {
         node: args.node_id.clone().unwrap_or_else(|| node_id(data)),
         ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),
@@ -196,6 +210,15 @@ async fn open(data: &Stores, args: &RunArgs) -> Result<(Host, Option<tokio::net:
     tracing::info!(node = %lease.node, lease_ttl = ?lease.ttl, "node");
     let host =
         Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache()).with_lease(lease);
+    // Sources are checked against their tables before anything else starts,
+    // so a bad `[sources.NAME]` stops the run at once.
+    let syncers = if sources.is_empty() {
+        None
+    } else {
+        let scheme = data.events_url().split("://").next().unwrap_or_default();
+        let log = sync_log.ok_or_else(|| refract::SyncError::Unsupported(format!("{scheme}://")))?;
+        Some((refract::Syncers::start(sources.clone(), log.clone()).await?, log, sources))
+    };
     // Bind before loading plugins so a taken port fails at once, not after
     // every module has been compiled.
     // A run that exits once caught up is a batch job: it serves HTTP only
@@ -214,5 +237,5 @@ async fn open(data: &Stores, args: &RunArgs) -> Result<(Host, Option<tokio::net:
                 .with_context(|| format!("binding the HTTP API to {addr} (use --http ADDR or --no-http)"))?,
         ),
     };
-    Ok((host, listener))
+    Ok((host, listener, syncers))
 }

@@ -114,6 +114,9 @@ struct File {
     defaults: Settings,
     #[serde(default)]
     projections: BTreeMap<String, Settings>,
+    /// `[sources.NAME]`: tables to sync (see `crate::sync`).
+    #[serde(default)]
+    sources: BTreeMap<String, crate::sync::SourceSettings>,
 }
 
 /// The parsed config: defaults plus per-projection overrides.
@@ -155,6 +158,11 @@ impl Config {
             own.apply(&mut c);
         }
         c
+    }
+
+    /// The `[sources.NAME]` tables, checked (not yet against their databases).
+    pub fn sources(&self) -> Result<Vec<crate::sync::SourceConfig>, crate::sync::SyncError> {
+        self.file.sources.iter().map(|(name, s)| s.check(name)).collect()
     }
 
     /// Whether any projection meters fuel (the engine must then be built with it).
