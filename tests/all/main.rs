@@ -39,6 +39,8 @@ mod sandbox;
 mod scaffold;
 mod signals;
 mod store_refusals;
+mod sync_sources;
+mod sync_workload;
 mod throughput;
 mod user_errors;
 mod wakeups;

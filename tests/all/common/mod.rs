@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod http;
 pub mod pg;
+pub mod tables;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
