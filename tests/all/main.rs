@@ -39,6 +39,7 @@ mod sandbox;
 mod scaffold;
 mod signals;
 mod store_refusals;
+mod sync_crash;
 mod sync_sources;
 mod sync_workload;
 mod throughput;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use refract::{Event, EventSource, SqliteEventStore, Subscription, SyncLog, Syncers};
+use refract::{Event, EventSource, SqliteEventStore, Subscription, Syncers};
 use serde_json::{Value, json};
 
 use crate::common::cli::{output, refract, succeed};
@@ -89,13 +89,9 @@ async fn timestamp_strategy(backend: Backend) {
     // SQLite keeps what was stored: its timestamps are text as written,
     // its decimals numbers; the other backends convert.
     let (t1, t3, price2, price1, price3) = match backend {
-        Backend::Sqlite => (
-            json!("2024-01-15 10:30:00.123456"),
-            json!("2024-01-15 10:30:01"),
-            json!(12.5),
-            json!(0.1),
-            json!(-3),
-        ),
+        Backend::Sqlite => {
+            (json!("2024-01-15 10:30:00.123456"), json!("2024-01-15 10:30:01"), json!(12.5), json!(0.1), json!(-3))
+        }
         _ => (
             json!("2024-01-15T10:30:00.123456Z"),
             json!("2024-01-15T10:30:01.000000Z"),
@@ -107,9 +103,21 @@ async fn timestamp_strategy(backend: Backend) {
     assert_eq!(
         summary(&first),
         vec![
-            ("t-1".into(), "RowUpserted".into(), json!({"id": 1, "name": null, "price": price1, "raw": null, "updated_at": t1, "deleted_at": null})),
-            ("t-2".into(), "RowUpserted".into(), json!({"id": 2, "name": "b,2", "price": price2, "raw": "AP8Q", "updated_at": t1, "deleted_at": null})),
-            ("t-3".into(), "RowUpserted".into(), json!({"id": 3, "name": "c", "price": price3, "raw": null, "updated_at": t3, "deleted_at": null})),
+            (
+                "t-1".into(),
+                "RowUpserted".into(),
+                json!({"id": 1, "name": null, "price": price1, "raw": null, "updated_at": t1, "deleted_at": null})
+            ),
+            (
+                "t-2".into(),
+                "RowUpserted".into(),
+                json!({"id": 2, "name": "b,2", "price": price2, "raw": "AP8Q", "updated_at": t1, "deleted_at": null})
+            ),
+            (
+                "t-3".into(),
+                "RowUpserted".into(),
+                json!({"id": 3, "name": "c", "price": price3, "raw": null, "updated_at": t3, "deleted_at": null})
+            ),
         ]
     );
     let meta: Value = serde_json::from_str(&first[0].metadata).unwrap();
@@ -243,9 +251,18 @@ async fn bad_configuration_is_refused_naming_source_and_key() {
             Backend::Sqlite => "VARCHAR(10)",
         };
         let cases = [
-            ("table = \"nope\"\nkey = \"id\"\ntracking = \"sequence\"\ncolumn = \"id\"", "source `t`: `table`: no table `nope` in the source database".to_owned()),
-            ("table = \"t\"\nkey = \"nope\"\ntracking = \"sequence\"\ncolumn = \"id\"", "source `t`: `key`: no column `nope` in table `t`".to_owned()),
-            ("table = \"t\"\nkey = \"id\"\ntracking = \"sequence\"\ncolumn = \"nope\"", "source `t`: `column`: no column `nope` in table `t`".to_owned()),
+            (
+                "table = \"nope\"\nkey = \"id\"\ntracking = \"sequence\"\ncolumn = \"id\"",
+                "source `t`: `table`: no table `nope` in the source database".to_owned(),
+            ),
+            (
+                "table = \"t\"\nkey = \"nope\"\ntracking = \"sequence\"\ncolumn = \"id\"",
+                "source `t`: `key`: no column `nope` in table `t`".to_owned(),
+            ),
+            (
+                "table = \"t\"\nkey = \"id\"\ntracking = \"sequence\"\ncolumn = \"nope\"",
+                "source `t`: `column`: no column `nope` in table `t`".to_owned(),
+            ),
             (
                 "table = \"t\"\nkey = \"id\"\ntracking = \"sequence\"\ncolumn = \"id\"\ndeleted = \"nope\"",
                 "source `t`: `deleted`: no column `nope` in table `t`".to_owned(),
@@ -256,7 +273,9 @@ async fn bad_configuration_is_refused_naming_source_and_key() {
             ),
             (
                 "table = \"t\"\nkey = \"id\"\ntracking = \"version\"\ncolumn = \"note\"",
-                format!("source `t`: `column`: column `note` has type {text}: version tracking needs an integer column"),
+                format!(
+                    "source `t`: `column`: column `note` has type {text}: version tracking needs an integer column"
+                ),
             ),
         ];
         for (settings, want) in cases {
@@ -316,7 +335,15 @@ async fn cli_refuses_bad_sources_and_resets() {
     let mut cmd = refract(&data);
     cmd.arg("run").arg("--plugins").arg(&plugins).arg("--config").arg(&toml).arg("--http").arg("127.0.0.1:0");
     let mut host = crate::common::cli::Background::spawn(&mut cmd);
-    let addr = crate::common::http::listening_addr(&mut host.child);
+    host.wait_for_log("HTTP API listening", Duration::from_secs(30));
+    let addr: std::net::SocketAddr = {
+        let log = host.log();
+        let line = log.lines().find(|l| l.contains("HTTP API listening")).unwrap();
+        let at = line.find("127.0.0.1:").unwrap();
+        let end =
+            line[at..].find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).map_or(line.len(), |e| at + e);
+        line[at..end].parse().unwrap()
+    };
     let mut client = crate::common::http::Client::connect(addr).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -54,7 +54,8 @@ impl Drop for SourceDb {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async {
                     if let Ok(pool) = MySqlPool::connect(&mysql_url()).await {
-                        let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&pool).await;
+                        let _ =
+                            sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&pool).await;
                     }
                 })
             })
@@ -95,7 +96,8 @@ impl SourceDb {
                     .create_if_missing(true)
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .busy_timeout(Duration::from_secs(30));
-                let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(8).connect_with(options).await.unwrap();
+                let pool =
+                    sqlx::sqlite::SqlitePoolOptions::new().max_connections(8).connect_with(options).await.unwrap();
                 Self {
                     backend,
                     db: Db::Lite(pool),
@@ -127,7 +129,10 @@ impl SourceDb {
             ($pool:expr) => {{
                 let mut tx = $pool.begin().await.unwrap();
                 for s in statements {
-                    sqlx::query(AssertSqlSafe(s.as_str())).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+                    sqlx::query(AssertSqlSafe(s.as_str()))
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap_or_else(|e| panic!("{s}: {e}"));
                 }
                 tokio::time::sleep(hold).await;
                 tx.commit().await.unwrap();
