@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use refract::EventSource;
-
 use crate::common::cli::{Background, refract};
 use crate::common::plugins_dir;
 use crate::common::tables::{Backend, SourceDb, writer};
