@@ -62,6 +62,7 @@ async fn sigkill_during_ingest_loses_and_doubles_nothing() {
         w.await.unwrap();
     }
     let mut h = host();
+    h.wait_for_log("host running", Duration::from_secs(60));
     wait_for_copy(&src, &data, &h, Duration::from_secs(120)).await;
     h.signal(libc::SIGTERM);
     h.wait(Duration::from_secs(30));
