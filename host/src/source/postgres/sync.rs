@@ -134,7 +134,7 @@ impl SyncLog for PostgresEventStore {
         .bind(c.state)
         .bind(c.events.len() as i64)
         .bind(c.pass_done)
-        .bind(now_ms() as i64)
+        .bind(now_ms())
         .bind(c.source)
         .execute(tx.conn())
         .await?;

@@ -128,7 +128,7 @@ impl SyncLog for SqliteEventStore {
         .bind(c.state)
         .bind(c.events.len() as i64)
         .bind(c.pass_done)
-        .bind(now_ms() as i64)
+        .bind(now_ms())
         .bind(c.source)
         .execute(tx.conn())
         .await?;
