@@ -75,8 +75,8 @@ async fn timestamp_strategy(backend: Backend) {
             "CREATE TABLE t (id INTEGER PRIMARY KEY, name VARCHAR(20), price {dec}, raw {bin}, updated_at {ts}, deleted_at {ts})"
         ),
         &format!("INSERT INTO t VALUES (2, 'b,2', 12.50, {blob}, '2024-01-15 10:30:00.123456', NULL)"),
-        &format!("INSERT INTO t VALUES (1, NULL, 0.10, NULL, '2024-01-15 10:30:00.123456', NULL)"),
-        &format!("INSERT INTO t VALUES (3, 'c', -3, NULL, '2024-01-15 10:30:01', NULL)"),
+        "INSERT INTO t VALUES (1, NULL, 0.10, NULL, '2024-01-15 10:30:00.123456', NULL)",
+        "INSERT INTO t VALUES (3, 'c', -3, NULL, '2024-01-15 10:30:01', NULL)",
     ])
     .await;
     let store = log(dir.path()).await;
