@@ -28,6 +28,7 @@ mod ready;
 mod rebuild;
 mod routes;
 mod server;
+mod sources;
 mod sse;
 
 use std::future::Future;
@@ -64,6 +65,8 @@ pub struct ApiState {
     tokens: Arc<Tokens>,
     /// The origins browser apps may call from.
     cors: Arc<Cors>,
+    /// The table sync sources the host runs, for `GET /sources` and `/metrics`.
+    sources: Option<Arc<sources::Sources>>,
 }
 
 struct Inner {
@@ -124,6 +127,7 @@ impl ApiState {
             header_timeout: server::HEADER_TIMEOUT,
             tokens: Arc::default(),
             cors: Arc::default(),
+            sources: None,
         }
     }
 
@@ -168,6 +172,21 @@ impl ApiState {
 
     fn compiles(&self) -> &Compiles {
         &self.inner.compiles
+    }
+
+    /// Shows the table sync sources `configured` (state kept in `log`) in
+    /// `GET /sources` and `/metrics`.
+    pub fn with_sources(mut self, log: Arc<dyn crate::SyncLog>, configured: Vec<crate::SourceConfig>) -> Self {
+        self.sources = Some(Arc::new(sources::Sources::new(log, configured)));
+        self
+    }
+
+    /// Every source's status; none when the host syncs no tables.
+    async fn source_status(&self) -> Result<Vec<crate::SourceStatus>, ApiError> {
+        match &self.sources {
+            Some(s) => s.status().await,
+            None => Ok(Vec::new()),
+        }
     }
 
     fn body_timeout(&self) -> Duration {

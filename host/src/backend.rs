@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::source::{EventStore, PostgresEventStore, SourceError, SqliteEventStore};
+use crate::source::{EventStore, PostgresEventStore, SourceError, SqliteEventStore, SyncLog};
 use crate::store::{PostgresReadModelStore, ReadModelStore, SqliteReadModelStore, StoreError};
 
 /// Errors from opening a store by URL.
@@ -62,6 +62,24 @@ pub async fn open_events(url: &str) -> Result<Arc<dyn EventStore>, BackendError>
     Ok(match parse(url)? {
         Backend::Sqlite(path) => Arc::new(SqliteEventStore::open(path).await?),
         Backend::Postgres(url) => Arc::new(PostgresEventStore::connect(url).await?),
+    })
+}
+
+/// Opens the event store a URL names, as [`open_events`] does, with its
+/// table-sync role when it has one (`None`: it cannot commit sync state with
+/// its events, and table sync sources cannot run on it).
+pub async fn open_events_with_sync(url: &str) -> Result<(Arc<dyn EventStore>, Option<Arc<dyn SyncLog>>), BackendError> {
+    #[allow(unreachable_patterns)] // Event stores without the role answer `None`.
+    Ok(match parse(url)? {
+        Backend::Sqlite(path) => {
+            let store = Arc::new(SqliteEventStore::open(path).await?);
+            (store.clone(), Some(store))
+        }
+        Backend::Postgres(url) => {
+            let store = Arc::new(PostgresEventStore::connect(url).await?);
+            (store.clone(), Some(store))
+        }
+        _ => (open_events(url).await?, None),
     })
 }
 

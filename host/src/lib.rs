@@ -26,12 +26,13 @@ mod ready;
 mod runtime;
 mod source;
 mod store;
+mod sync;
 
 pub use api::{
     Access, ApiError, ApiState, BODY_LIMIT, Cors, DEFAULT_TIMEOUT, HEADER_TIMEOUT, MAX_TIMEOUT, Metrics, Scope, Token,
     Tokens, TokensError, router, serve, token_hash,
 };
-pub use backend::{BackendError, open_events, open_models};
+pub use backend::{BackendError, open_events, open_events_with_sync, open_models};
 pub use db::{DatabaseError, DbErrorKind};
 pub use model::changes::{Change, ChangeError, ChangeSet, CollectionChanges};
 pub use model::event::{
@@ -53,6 +54,7 @@ pub use runtime::limits::{EPOCH_TICK, Limits};
 pub use runtime::module_cache::ModuleCache;
 pub use runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 pub use source::{Appended, EventSource, EventStore, PostgresEventStore, SourceError, SqliteEventStore};
+pub use source::{SeenRow, StoredSync, SyncCommit, SyncLog};
 pub use store::aggregate::{
     AggFn, Aggregate, AggregateQuery, AggregateResult, Group, MAX_AGGREGATES, MAX_GROUP_BY, MAX_GROUPS,
 };
@@ -65,4 +67,8 @@ pub use store::{
     DeadLetter, Lease, LeaseGrant, LeaseRecord, Leases, ModelKey, ModelReader, ModelWriter, PostgresReadModelStore,
     ProjectionRecord, ProjectionState, ReadModelStore, Registration, Registry, RetryRequest, Role,
     SqliteReadModelStore, StoreError,
+};
+pub use sync::{
+    Dialect, ROW_DELETED, ROW_UPSERTED, SourceConfig, SourceSettings, SourceStatus, SyncError, Syncer, Syncers,
+    Tracking, Val, encode_key, rfc3339_micros, source_status, stream_id,
 };

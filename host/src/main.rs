@@ -63,6 +63,9 @@ enum Command {
     Query(cli::read::QueryArgs),
     /// Show each projection: version, generation, checkpoint, head, lag, state, last error.
     Status(cli::status::StatusArgs),
+    /// Show each table sync source (`[sources.NAME]` in refract.toml): last tracking value,
+    /// rows synced, last sync time, last error. `refract sources reset NAME` re-syncs one from the start.
+    Sources(cli::sources::SourcesArgs),
     /// List the nodes holding projection leases (hosts sharing a store), with the generations each runs.
     Nodes(cli::status::NodesArgs),
     /// List the events a projection skipped (`on_failure = "skip"`), with their errors.
@@ -191,6 +194,7 @@ async fn dispatch(cli: Cli, parsed: Parsed) -> anyhow::Result<()> {
         Command::Query(args) => cli::read::query(&data, args).await,
         Command::Status(args) => cli::status::status(&data, args).await,
         Command::Nodes(args) => cli::status::nodes(&data, args).await,
+        Command::Sources(args) => cli::sources::sources(&data, args, &parsed.file.config).await,
         Command::DeadLetters(args) => cli::dead_letters::dead_letters(&data, args).await,
         Command::Retry(args) => cli::dead_letters::retry(&data, args).await,
         Command::Wait(args) => cli::wait::wait(&data, args).await,

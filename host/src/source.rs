@@ -2,12 +2,14 @@
 
 mod postgres;
 mod sqlite;
+mod sync_log;
 mod wake;
 
 use async_trait::async_trait;
 
 pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
+pub use sync_log::{SeenRow, StoredSync, SyncCommit, SyncLog};
 
 use crate::db::DatabaseError;
 use crate::model::event::{AppendRequest, Event, ExpectedVersion, InvalidName, Subscription};

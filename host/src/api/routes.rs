@@ -266,6 +266,19 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         method: Method::Get,
+        path: "/sources",
+        handler: |m| on(m, list_sources),
+        doc: Operation {
+            summary: "Table sync sources: last tracking value, rows synced, last sync time, last error",
+            description: None,
+            params: &[],
+            body: None,
+            ok: json_reply("One entry per source.", crate::api::sources::schema),
+            errors: &[500],
+        },
+    },
+    Route {
+        method: Method::Get,
         path: "/health",
         access: Access::Open,
         handler: |m| on(m, health),
@@ -360,8 +373,13 @@ async fn health(State(s): State<ApiState>) -> Reply<Response> {
 
 async fn metrics(State(s): State<ApiState>) -> Reply<Response> {
     let status = s.status().await?;
-    let text = s.metrics().render(&status, &s.compiles().times());
+    let mut text = s.metrics().render(&status, &s.compiles().times());
+    text.push_str(&crate::api::sources::render(&s.source_status().await?));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+async fn list_sources(State(s): State<ApiState>) -> Reply {
+    Ok(Json(serde_json::to_value(s.source_status().await?).map_err(|e| ApiError::Internal(e.to_string()))?))
 }
 
 /// The document, built once from [`ROUTES`].

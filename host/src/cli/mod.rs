@@ -21,6 +21,7 @@ pub mod run;
 pub mod scaffold;
 pub mod settings;
 pub mod signals;
+pub mod sources;
 pub mod status;
 pub mod token;
 pub mod wait;
@@ -47,6 +48,16 @@ impl Stores {
 
     pub async fn open_events(&self) -> Result<Arc<dyn EventStore>> {
         refract::open_events(&self.events).await.context("opening the event store")
+    }
+
+    /// The event store with its table-sync role, if it has one.
+    pub async fn open_events_with_sync(&self) -> Result<(Arc<dyn EventStore>, Option<Arc<dyn refract::SyncLog>>)> {
+        refract::open_events_with_sync(&self.events).await.context("opening the event store")
+    }
+
+    /// The event store URL, for messages.
+    pub fn events_url(&self) -> &str {
+        &self.events
     }
 
     /// Whether the registry is the data dir's own `models.db`, the one a

@@ -113,7 +113,7 @@ pub async fn run(data: &Stores, mut args: RunArgs, config: Config, dev: bool) ->
     let Some(opened) = shutdown.unless_requested(open(data, &args, config)).await else {
         return interrupted(batch);
     };
-    let (mut host, listener, tokens) = opened?;
+    let (mut host, listener, tokens, syncers) = opened?;
     // The API's state, and so its metrics collector, before any plugin
     // loads: the first projection catches up while the next ones compile,
     // and those commits must be counted too.
@@ -129,6 +129,9 @@ pub async fn run(data: &Stores, mut args: RunArgs, config: Config, dev: bool) ->
             // Loading was abandoned mid-compile; the plugins started before it stop cleanly.
             if let Some(task) = rebuilder {
                 task.abort();
+            }
+            if let Some((s, _, _)) = syncers {
+                s.shutdown().await;
             }
             host.shutdown().await;
             return interrupted(batch);
@@ -148,8 +151,11 @@ pub async fn run(data: &Stores, mut args: RunArgs, config: Config, dev: bool) ->
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            let api = api.take().unwrap_or_else(|| ApiState::from_host(&host));
-            let api = api.with_tokens(tokens).with_cors(Cors::new(&args.cors_origins));
+            let mut api = api.take().unwrap_or_else(|| ApiState::from_host(&host));
+            api = api.with_tokens(tokens).with_cors(Cors::new(&args.cors_origins));
+            if let Some((_, log, configs)) = &syncers {
+                api = api.with_sources(log.clone(), configs.clone());
+            }
             Some((stop, tokio::spawn(refract::serve(listener, api, shutdown))))
         }
         None => None,
@@ -180,6 +186,9 @@ pub async fn run(data: &Stores, mut args: RunArgs, config: Config, dev: bool) ->
             Err(_) => tracing::warn!("HTTP API did not stop within 10 s"),
         }
     }
+    if let Some((s, _, _)) = syncers {
+        s.shutdown().await;
+    }
     host.shutdown().await;
     outcome
 }
@@ -196,11 +205,14 @@ fn interrupted(batch: bool) -> Result<()> {
 
 /// Opens the stores and the host, and binds the HTTP API: everything before
 /// the plugins are loaded.
+/// The running table syncers, with what the API shows of them.
+type Sources = (refract::Syncers, std::sync::Arc<dyn refract::SyncLog>, Vec<refract::SourceConfig>);
+
 async fn open(
     data: &Stores,
     args: &RunArgs,
     config: Config,
-) -> Result<(Host, Option<tokio::net::TcpListener>, Tokens)> {
+) -> Result<(Host, Option<tokio::net::TcpListener>, Tokens, Option<Sources>)> {
     let sync = SyncConfig {
         batch_size: args.batch_size.max(1),
         max_wait: Duration::from_millis(args.max_wait_ms),
@@ -209,12 +221,13 @@ async fn open(
         commit_events: args.commit_events.max(1),
         commit_interval: Duration::from_millis(args.commit_interval_ms),
     };
-    let events = data.open_events().await?;
+    let (events, sync_log) = data.open_events_with_sync().await?;
     let models = data.open_models().await?;
     let mut tokens = config.tokens().clone();
     if let Some(path) = &args.tokens {
         tokens = tokens.merge(Tokens::load(path)?);
     }
+    let sources = config.sources()?;
     let lease = LeaseSettings {
         node: args.node_id.clone().unwrap_or_else(|| node_id(data)),
         ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),
@@ -222,6 +235,15 @@ async fn open(
     tracing::info!(node = %lease.node, lease_ttl = ?lease.ttl, "node");
     let host =
         Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache()).with_lease(lease);
+    // Sources are checked against their tables before anything else starts,
+    // so a bad `[sources.NAME]` stops the run at once.
+    let syncers = if sources.is_empty() {
+        None
+    } else {
+        let scheme = data.events_url().split("://").next().unwrap_or_default();
+        let log = sync_log.ok_or_else(|| refract::SyncError::Unsupported(format!("{scheme}://")))?;
+        Some((refract::Syncers::start(sources.clone(), log.clone()).await?, log, sources))
+    };
     // Bind before loading plugins so a taken port fails at once, not after
     // every module has been compiled.
     // A run that exits once caught up is a batch job: it serves HTTP only
@@ -254,5 +276,5 @@ async fn open(
                 .with_context(|| format!("binding the HTTP API to {addr} (use --http ADDR or --no-http)"))?,
         ),
     };
-    Ok((host, listener, tokens))
+    Ok((host, listener, tokens, syncers))
 }

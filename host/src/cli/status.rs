@@ -91,6 +91,14 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
             c.source
         )?;
     }
+    // Table sync sources, when the event store keeps any.
+    if let Ok(log) = super::sources::sync_log(data).await {
+        let sources = refract::source_status(log.as_ref(), &[]).await?;
+        if !sources.is_empty() {
+            outln!("")?;
+            super::sources::print_table(&sources)?;
+        }
+    }
     Ok(())
 }
 

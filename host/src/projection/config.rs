@@ -121,6 +121,9 @@ struct File {
     /// `[[tokens]]`: the API tokens (see `api/auth.rs`).
     #[serde(default)]
     tokens: crate::api::Tokens,
+    /// `[sources.NAME]`: tables to sync (see `crate::sync`).
+    #[serde(default)]
+    sources: BTreeMap<String, crate::sync::SourceSettings>,
 }
 
 /// The parsed config: defaults plus per-projection overrides.
@@ -167,6 +170,9 @@ impl Config {
     /// The API tokens the file lists (`[[tokens]]`).
     pub fn tokens(&self) -> &crate::api::Tokens {
         &self.file.tokens
+    /// The `[sources.NAME]` tables, checked (not yet against their databases).
+    pub fn sources(&self) -> Result<Vec<crate::sync::SourceConfig>, crate::sync::SyncError> {
+        self.file.sources.iter().map(|(name, s)| s.check(name)).collect()
     }
 
     /// Whether any projection meters fuel (the engine must then be built with it).

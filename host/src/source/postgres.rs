@@ -1,6 +1,7 @@
 //! Events in PostgreSQL, with a gapless global position.
 
 mod listen;
+mod sync;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -214,75 +215,89 @@ async fn stream_versions<'a>(
     Ok(versions)
 }
 
+/// Appends validated requests inside the caller's transaction, taking the
+/// append lock first (see [`PostgresEventStore`]), so other writes can
+/// commit together with them (table sync state, `sync.rs`). Returns the
+/// results and the new head.
+async fn append_in(conn: &mut PgConnection, requests: &[AppendRequest]) -> Result<(Vec<Appended>, u64), SourceError> {
+    // See the type's docs: this lock is what keeps positions gapless and in commit order.
+    sqlx::query(APPEND_LOCK).execute(&mut *conn).await?;
+    let mut position: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::BIGINT FROM refract_events")
+        .fetch_one(&mut *conn)
+        .await?;
+    let timestamp = now_ms();
+    let mut results = Vec::with_capacity(requests.len());
+    // Rows for one INSERT over all requests: one round trip per append, not per event.
+    let (mut positions, mut streams, mut versions, mut types, mut payloads, mut metadata) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut versions_now = stream_versions(conn, requests).await?;
+    for r in requests {
+        let current = versions_now.get(r.stream_id.as_str()).copied().unwrap_or(0);
+        check_version(&r.stream_id, r.expected, current as u64)?;
+        let first_position = position + 1;
+        let mut version = current;
+        for e in &r.events {
+            position += 1;
+            version += 1;
+            positions.push(position);
+            streams.push(r.stream_id.as_str());
+            versions.push(version);
+            types.push(e.event_type.as_str());
+            payloads.push(e.payload.as_str());
+            metadata.push(e.metadata.as_str());
+        }
+        versions_now.insert(&r.stream_id, version);
+        results.push(Appended {
+            first_position: first_position as u64,
+            last_position: position as u64,
+            stream_version: version as u64,
+        });
+    }
+    // The notification rides in the same statement (no extra round trip
+    // while the append lock is held) and is delivered only if the append
+    // commits; its payload is what `listen.rs` parses.
+    sqlx::query(
+        "WITH appended AS ( \
+             INSERT INTO refract_events \
+                 (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
+             SELECT p, s, v, t, pl, m, $7 \
+             FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
+                 AS u(p, s, v, t, pl, m)) \
+         SELECT pg_notify($8, $9::bigint::text || ' ' || COALESCE(current_schema()::text, ''))",
+    )
+    .bind(&positions)
+    .bind(&streams)
+    .bind(&versions)
+    .bind(&types)
+    .bind(&payloads)
+    .bind(&metadata)
+    .bind(timestamp)
+    .bind(listen::CHANNEL)
+    .bind(position)
+    .execute(&mut *conn)
+    .await?;
+    Ok((results, position as u64))
+}
+
 #[async_trait]
 impl EventStore for PostgresEventStore {
     async fn append(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, SourceError> {
         validate_append(requests)?;
         let mut tx = DbTx::begin(&self.pool, "BEGIN").await?;
-        // See the type's docs: this lock is what keeps positions gapless and in commit order.
-        sqlx::query(APPEND_LOCK).execute(tx.conn()).await?;
-        let mut position: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::BIGINT FROM refract_events")
-            .fetch_one(tx.conn())
-            .await?;
-        let timestamp = now_ms();
-        let mut results = Vec::with_capacity(requests.len());
-        // Rows for one INSERT over all requests: one round trip per append, not per event.
-        let (mut positions, mut streams, mut versions, mut types, mut payloads, mut metadata) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut versions_now = stream_versions(tx.conn(), requests).await?;
-        for r in requests {
-            let current = versions_now.get(r.stream_id.as_str()).copied().unwrap_or(0);
+        match append_in(tx.conn(), requests).await {
+            Ok((results, head)) => {
+                tx.commit().await?;
+                self.wake.advance(head);
+                Ok(results)
+            }
             // A conflict leaves the connection fine: roll back and keep it.
             // Any other error drops `tx`, which closes the connection.
-            if let Err(e) = check_version(&r.stream_id, r.expected, current as u64) {
+            Err(e @ SourceError::Conflict { .. }) => {
                 tx.rollback().await?;
-                return Err(e);
+                Err(e)
             }
-            let first_position = position + 1;
-            let mut version = current;
-            for e in &r.events {
-                position += 1;
-                version += 1;
-                positions.push(position);
-                streams.push(r.stream_id.as_str());
-                versions.push(version);
-                types.push(e.event_type.as_str());
-                payloads.push(e.payload.as_str());
-                metadata.push(e.metadata.as_str());
-            }
-            versions_now.insert(&r.stream_id, version);
-            results.push(Appended {
-                first_position: first_position as u64,
-                last_position: position as u64,
-                stream_version: version as u64,
-            });
+            Err(e) => Err(e),
         }
-        // The notification rides in the same statement (no extra round trip
-        // while the append lock is held) and is delivered only if the append
-        // commits; its payload is what `listen.rs` parses.
-        sqlx::query(
-            "WITH appended AS ( \
-                 INSERT INTO refract_events \
-                     (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
-                 SELECT p, s, v, t, pl, m, $7 \
-                 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
-                     AS u(p, s, v, t, pl, m)) \
-             SELECT pg_notify($8, $9::bigint::text || ' ' || COALESCE(current_schema()::text, ''))",
-        )
-        .bind(&positions)
-        .bind(&streams)
-        .bind(&versions)
-        .bind(&types)
-        .bind(&payloads)
-        .bind(&metadata)
-        .bind(timestamp)
-        .bind(listen::CHANNEL)
-        .bind(position)
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await?;
-        self.wake.advance(position as u64);
-        Ok(results)
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<u64, SourceError> {

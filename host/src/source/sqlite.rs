@@ -1,5 +1,6 @@
 //! The embedded event store: one SQLite file, no server.
 
+mod sync;
 mod wal;
 
 use std::collections::HashMap;
@@ -198,61 +199,77 @@ async fn stream_versions<'a>(
     Ok(versions)
 }
 
+/// Appends validated requests inside the caller's write transaction
+/// (`BEGIN IMMEDIATE`), so other writes can commit together with them
+/// (table sync state, `sync.rs`). Returns the results and the new head.
+async fn append_in(
+    conn: &mut SqliteConnection,
+    requests: &[AppendRequest],
+) -> Result<(Vec<Appended>, u64), SourceError> {
+    let mut position: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(&mut *conn).await?;
+    let timestamp = now_ms();
+    let mut versions_now = stream_versions(conn, requests).await?;
+    let mut results = Vec::with_capacity(requests.len());
+    let mut rows = Vec::with_capacity(requests.iter().map(|r| r.events.len()).sum());
+    for r in requests {
+        let current = versions_now.get(r.stream_id.as_str()).copied().unwrap_or(0);
+        check_version(&r.stream_id, r.expected, current as u64)?;
+        let first_position = position + 1;
+        let mut version = current;
+        for e in &r.events {
+            position += 1;
+            version += 1;
+            rows.push((position, r.stream_id.as_str(), version, e));
+        }
+        versions_now.insert(&r.stream_id, version);
+        results.push(Appended {
+            first_position: first_position as u64,
+            last_position: position as u64,
+            stream_version: version as u64,
+        });
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let marks = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO events (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
+             VALUES {marks}"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (position, stream_id, version, e) in chunk {
+            query = query
+                .bind(*position)
+                .bind(*stream_id)
+                .bind(*version)
+                .bind(e.event_type.as_str())
+                .bind(e.payload.as_str())
+                .bind(e.metadata.as_str())
+                .bind(timestamp);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok((results, position as u64))
+}
+
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, SourceError> {
         validate_append(requests)?;
         let mut tx = DbTx::begin(&self.db.writer, "BEGIN IMMEDIATE").await?;
-        let mut position: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(tx.conn()).await?;
-        let timestamp = now_ms();
-        let mut versions_now = stream_versions(tx.conn(), requests).await?;
-        let mut results = Vec::with_capacity(requests.len());
-        let mut rows = Vec::with_capacity(requests.iter().map(|r| r.events.len()).sum());
-        for r in requests {
-            let current = versions_now.get(r.stream_id.as_str()).copied().unwrap_or(0);
+        match append_in(tx.conn(), requests).await {
+            Ok((results, head)) => {
+                tx.commit().await?;
+                self.wake.advance(head);
+                Ok(results)
+            }
             // A conflict leaves the connection fine: roll back and keep it.
             // Any other error drops `tx`, which closes the connection.
-            if let Err(e) = check_version(&r.stream_id, r.expected, current as u64) {
+            Err(e @ SourceError::Conflict { .. }) => {
                 tx.rollback().await?;
-                return Err(e);
+                Err(e)
             }
-            let first_position = position + 1;
-            let mut version = current;
-            for e in &r.events {
-                position += 1;
-                version += 1;
-                rows.push((position, r.stream_id.as_str(), version, e));
-            }
-            versions_now.insert(&r.stream_id, version);
-            results.push(Appended {
-                first_position: first_position as u64,
-                last_position: position as u64,
-                stream_version: version as u64,
-            });
+            Err(e) => Err(e),
         }
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let marks = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-            let sql = format!(
-                "INSERT INTO events (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
-                 VALUES {marks}"
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (position, stream_id, version, e) in chunk {
-                query = query
-                    .bind(*position)
-                    .bind(*stream_id)
-                    .bind(*version)
-                    .bind(e.event_type.as_str())
-                    .bind(e.payload.as_str())
-                    .bind(e.metadata.as_str())
-                    .bind(timestamp);
-            }
-            query.execute(tx.conn()).await?;
-        }
-        tx.commit().await?;
-        self.wake.advance(position as u64);
-        Ok(results)
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<u64, SourceError> {

@@ -7,6 +7,7 @@ pub mod http;
 pub mod pg;
 pub mod running;
 pub mod served;
+pub mod tables;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
