@@ -12,6 +12,7 @@
 //! ```
 
 mod aggregate;
+mod change_log;
 mod consistency;
 mod error;
 mod layers;

@@ -5,6 +5,7 @@
 pub mod allocator;
 pub mod append;
 pub mod caught_up;
+pub mod changes;
 pub mod dead_letters;
 pub mod dev;
 pub mod docs;
@@ -17,6 +18,7 @@ pub mod run;
 pub mod scaffold;
 pub mod signals;
 pub mod status;
+pub mod verify;
 pub mod wait;
 
 use std::sync::Arc;

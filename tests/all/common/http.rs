@@ -81,6 +81,17 @@ impl Client {
     }
 
     async fn send(&mut self, method: &str, path: &str, body: Vec<u8>) -> hyper::Response<Incoming> {
+        self.send_with(method, path, &[], body).await
+    }
+
+    /// Sends a request with extra headers.
+    pub async fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> hyper::Response<Incoming> {
         if self.send.is_closed() || self.send.ready().await.is_err() {
             self.send = Self::open(self.addr).await;
             self.send.ready().await.unwrap();
@@ -89,7 +100,10 @@ impl Client {
             .method(method)
             .uri(path)
             .header("host", "127.0.0.1")
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        let request = headers
+            .iter()
+            .fold(request, |r, (name, value)| r.header(*name, *value))
             .body(Full::new(Bytes::from(body)))
             .unwrap();
         self.send.send_request(request).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
@@ -137,6 +151,15 @@ impl EventStream {
     pub async fn open(addr: SocketAddr, path: &str) -> Self {
         let mut client = Client::connect(addr).await;
         let response = client.send("GET", path, Vec::new()).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self { body: response.into_body(), buffer: String::new(), _client: client }
+    }
+
+    /// Opens a stream with extra request headers (`Accept`, `Last-Event-ID`).
+    pub async fn open_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
+        let mut client = Client::connect(addr).await;
+        let response = client.send_with("GET", path, headers, Vec::new()).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Self { body: response.into_body(), buffer: String::new(), _client: client }
