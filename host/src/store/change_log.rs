@@ -140,6 +140,12 @@ pub trait ChangeLog: Send + Sync + 'static {
 
     /// Sets how much of `projection`'s logs later commits keep.
     fn set_retention(&self, projection: &str, retention: Retention);
+
+    /// Stops (or resumes) logging `projection`'s commits in this process:
+    /// only for `refract-bench`, which measures what the log costs. A feed
+    /// over a log that was not written would miss changes.
+    #[doc(hidden)]
+    fn set_logging(&self, projection: &str, on: bool);
 }
 
 /// A backend's change-log settings: retention per projection, and how
@@ -148,6 +154,7 @@ pub trait ChangeLog: Send + Sync + 'static {
 pub struct LogSettings {
     retention: Mutex<HashMap<String, Retention>>,
     commits: AtomicU64,
+    unlogged: Mutex<HashSet<String>>,
 }
 
 /// Count retention is an index range delete and runs on every commit; age
@@ -203,6 +210,9 @@ pub(crate) async fn log_commit<B: Backend>(
     checkpoint: u64,
     changes: &ChangeSet,
 ) -> Result<(), StoreError> {
+    if backend.log_settings().unlogged.lock().expect("logging lock").contains(&key.projection) {
+        return Ok(());
+    }
     let mut entries = Vec::new();
     let now = now_ms().max(0) as u64;
     let mut head = tx.log_head(key).await?;
@@ -328,6 +338,15 @@ impl<B: Backend> ChangeLog for B {
 
     fn set_retention(&self, projection: &str, retention: Retention) {
         self.log_settings().retention.lock().expect("retention lock").insert(projection.to_owned(), retention);
+    }
+
+    fn set_logging(&self, projection: &str, on: bool) {
+        let mut unlogged = self.log_settings().unlogged.lock().expect("logging lock");
+        if on {
+            unlogged.remove(projection);
+        } else {
+            unlogged.insert(projection.to_owned());
+        }
     }
 }
 
