@@ -240,7 +240,7 @@ pub(crate) async fn log_commit<B: Backend>(
     let retention = settings.retention(&key.projection);
     let commit = settings.commits.fetch_add(1, Ordering::Relaxed);
     let first_young = match retention.max_age {
-        Some(age) if commit % AGE_PRUNE_EVERY == 0 => {
+        Some(age) if commit.is_multiple_of(AGE_PRUNE_EVERY) => {
             let cutoff = now.saturating_sub(age.as_millis() as u64);
             Some(tx.first_logged_since(key, cutoff).await?.unwrap_or(head))
         }
