@@ -14,6 +14,7 @@
 mod admin;
 mod aggregate;
 mod auth;
+mod change_log;
 mod consistency;
 mod console;
 mod cors;

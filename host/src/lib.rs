@@ -46,6 +46,7 @@ pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, Pro
 pub use projection::lease::{DEFAULT_LEASE_TTL, LeaseSettings, default_node_id, hostname};
 pub use projection::policy::{FailurePolicy, RetryPolicy};
 pub use projection::runner::{CommitNotice, Progress, StoreErrors, SyncConfig};
+pub use projection::verify::{Difference, DifferenceKind, VerifyError, VerifyReport};
 pub use projection::watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError, debounce, is_write};
 pub use ready::list as list_checkpoints;
 pub use ready::{ProjectionCheckpoint, Readiness, active_checkpoints, readiness};
@@ -58,15 +59,17 @@ pub use source::{SeenRow, StoredSync, SyncCommit, SyncLog};
 pub use store::aggregate::{
     AggFn, Aggregate, AggregateQuery, AggregateResult, Group, MAX_AGGREGATES, MAX_GROUP_BY, MAX_GROUPS,
 };
+pub use store::change_log::{DEFAULT_MAX_ENTRIES, MAX_CONSUMER_LEN, check_consumer};
 pub use store::limits::{DEFAULT_READ_TIMEOUT, READ_TIMEOUT_ENV};
 pub use store::query::{
     DEFAULT_LIMIT, Document, Filter, MAX_FILTERS, MAX_IN_VALUES, MAX_LIMIT, Op, Order, Page, Query, QueryError,
     check_document_id,
 };
 pub use store::{
-    DeadLetter, Lease, LeaseGrant, LeaseRecord, Leases, ModelKey, ModelReader, ModelWriter, PostgresReadModelStore,
-    ProjectionRecord, ProjectionState, ReadModelStore, Registration, Registry, RetryRequest, Role,
-    SqliteReadModelStore, StoreError,
+    ChangeEntry, ChangeKind, ChangeLog, ChangePage, ConsumerPosition, DeadLetter, Lease, LeaseGrant, LeaseRecord,
+    Leases, ModelKey, ModelReader, ModelSnapshot, ModelWriter, PostgresReadModelStore, ProjectionRecord,
+    ProjectionState, ReadModelStore, Registration, Registry, Retention, RetryRequest, Role, SqliteReadModelStore,
+    StoreError, StoredDocument,
 };
 pub use sync::{
     Dialect, ROW_DELETED, ROW_UPSERTED, SourceConfig, SourceSettings, SourceStatus, SyncError, Syncer, Syncers,

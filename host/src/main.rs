@@ -50,6 +50,11 @@ enum Command {
     /// Rebuild a projection's read model from position 0 as a new generation, then swap it in.
     /// Works with a host running on the data dir (it does the work) or without one (this command does).
     Rebuild(cli::rebuild::RebuildArgs),
+    /// Rebuild the active module into a shadow model up to the active checkpoint and compare it
+    /// with the store document by document; exits non-zero listing the documents that differ.
+    Verify(cli::verify::VerifyArgs),
+    /// Print a projection's change log after a sequence, one JSON object per line.
+    Changes(cli::changes::ChangesArgs),
     /// Forget a projection: drop all its generations' tables and registry entries.
     Drop(cli::rebuild::DropArgs),
     /// Append one event to a stream; prints its global position.
@@ -188,6 +193,8 @@ async fn dispatch(cli: Cli, parsed: Parsed) -> anyhow::Result<()> {
         Command::New(args) => cli::new::new(args),
         Command::Rebuild(args) => cli::rebuild::rebuild(&data, args, parsed.file.config).await,
         Command::Drop(args) => cli::rebuild::drop_projection(&data, args).await,
+        Command::Verify(args) => cli::verify::verify(&data, args).await,
+        Command::Changes(args) => cli::changes::changes(&data, args).await,
         Command::Append(args) => cli::append::append(&data, args).await,
         Command::Import(args) => cli::append::import(&data, args).await,
         Command::Get(args) => cli::read::get(&data, args).await,

@@ -9,4 +9,5 @@ pub(crate) mod host;
 pub(crate) mod lease;
 pub(crate) mod policy;
 pub(crate) mod runner;
+pub(crate) mod verify;
 pub(crate) mod watch;

@@ -1,6 +1,7 @@
 //! Where read models live: the `ReadModelStore` trait and its backends.
 
 pub(crate) mod aggregate;
+pub(crate) mod change_log;
 pub(crate) mod document_cache;
 mod lease;
 mod lifecycle;
@@ -8,13 +9,16 @@ pub(crate) mod limits;
 mod names;
 mod postgres;
 pub(crate) mod query;
+mod snapshot;
 mod sqlite;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use change_log::{ChangeEntry, ChangeKind, ChangeLog, ChangePage, ConsumerPosition, Retention};
 pub use lease::{Lease, LeaseGrant, LeaseRecord, Leases};
 pub use postgres::PostgresReadModelStore;
+pub use snapshot::{ModelSnapshot, StoredDocument};
 pub use sqlite::SqliteReadModelStore;
 
 use crate::db::DatabaseError;
@@ -107,6 +111,45 @@ pub enum StoreError {
         projection: String,
         /// Why, and what to do instead.
         reason: String,
+    },
+    /// Entries after the requested sequence were removed by retention.
+    #[error(
+        "changes of `{projection}` generation {generation} after sequence {after} were pruned; the oldest kept is {first}: read the whole model again"
+    )]
+    ChangesPruned {
+        /// Projection name.
+        projection: String,
+        /// Its active generation.
+        generation: u32,
+        /// The sequence asked to read after.
+        after: u64,
+        /// The oldest sequence still in the log.
+        first: u64,
+    },
+    /// A consumer name is not 1 to 128 bytes of `[A-Za-z0-9_.-]`.
+    #[error("invalid consumer name `{0}`: use 1 to 128 letters, digits, `_`, `.` or `-`")]
+    InvalidConsumer(String),
+    /// An acknowledgement named a generation that is not the active one.
+    #[error(
+        "generation {generation} of `{projection}` is not the active one (generation {active} is): read the model again, then acknowledge in generation {active}"
+    )]
+    NotActiveGeneration {
+        /// Projection name.
+        projection: String,
+        /// Generation named.
+        generation: u32,
+        /// The active generation.
+        active: u32,
+    },
+    /// An acknowledgement of a sequence the log has not reached.
+    #[error("sequence {sequence} is beyond the head of `{projection}`'s change log ({head})")]
+    BeyondLogHead {
+        /// Projection name.
+        projection: String,
+        /// Sequence acknowledged.
+        sequence: u64,
+        /// The newest sequence in the log.
+        head: u64,
     },
     /// The underlying database failed.
     #[error("read-model store error: {0}")]
@@ -423,9 +466,9 @@ pub trait ModelReader: Send + Sync + 'static {
 /// registry of generations with their checkpoints. `commit` must write a
 /// batch's changes and the new checkpoint in one transaction: that is what
 /// makes projection exactly-once across crashes.
-pub trait ReadModelStore: Registry + ModelWriter + ModelReader + Leases {}
+pub trait ReadModelStore: Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapshot {}
 
-impl<T: Registry + ModelWriter + ModelReader + Leases> ReadModelStore for T {}
+impl<T: Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapshot> ReadModelStore for T {}
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {

@@ -19,6 +19,8 @@ const COMMANDS: &[&str] = &[
     "dead-letters",
     "retry",
     "wait",
+    "verify",
+    "changes",
     "completions",
     "man",
 ];

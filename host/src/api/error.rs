@@ -117,6 +117,8 @@ impl ApiError {
             Self::Store(e) => match e {
                 StoreError::UnknownProjection(_) | StoreError::UnknownCollection { .. } => StatusCode::NOT_FOUND,
                 StoreError::AdminRefused { .. } => StatusCode::CONFLICT,
+                StoreError::ChangesPruned { .. } => StatusCode::GONE,
+                StoreError::NotActiveGeneration { .. } => StatusCode::CONFLICT,
                 StoreError::Database(db) if db.kind() == DbErrorKind::Refused => StatusCode::BAD_REQUEST,
                 // Depends on the data and the load, not only on the request.
                 StoreError::TimeLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -159,6 +161,11 @@ impl ApiError {
                 body["behind"] = json!(behind);
             }
             Self::Faulted { faulted } => body["faulted"] = json!(faulted),
+            Self::Store(StoreError::ChangesPruned { generation, first, .. }) => {
+                body["generation"] = json!(generation);
+                body["first"] = json!(first);
+            }
+            Self::Store(StoreError::NotActiveGeneration { active, .. }) => body["generation"] = json!(active),
             Self::Source(SourceError::Conflict { expected, actual, .. }) => {
                 body["expected_version"] = json!(expected);
                 body["actual_version"] = json!(actual);

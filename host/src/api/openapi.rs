@@ -127,7 +127,10 @@ pub fn error_description(status: u16) -> &'static str {
         404 => "Unknown projection, collection or document.",
         408 => "The request body did not arrive within the server's body timeout; the connection is closed.",
         409 => {
-            "Appends: the stream is not at `expected_version`; nothing was appended, and the body has `expected_version` and `actual_version`. Admin actions: the projection's state does not allow it now (not paused, being rebuilt, still running); the message says why."
+            "Appends: the stream is not at `expected_version`; nothing was appended, and the body has `expected_version` and `actual_version`. Admin actions: the projection's state does not allow it now (not paused, being rebuilt, still running); the message says why. Acknowledgements: the generation is not the active one; `generation` names the active one."
+        }
+        410 => {
+            "Change-log entries after the requested sequence were pruned by retention; `first` is the oldest kept and `generation` the active generation. Read the whole model again, then follow the log from `first - 1`."
         }
         413 => "The body is over 16 MiB.",
         500 => {
@@ -290,6 +293,28 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, Access, &
                 "head": { "type": "integer", "description": "`/events` only: the newest position." },
                 "stream_id": { "type": "string", "description": "`/streams/{stream}` only." },
                 "version": { "type": "integer", "description": "`/streams/{stream}` only: the stream's version." }
+            }},
+            "ChangeEntry": { "type": "object", "properties": {
+                "generation": { "type": "integer" }, "sequence": { "type": "integer" }, "checkpoint": { "type": "integer" },
+                "collection": { "type": "string" }, "id": { "type": "string" },
+                "kind": { "enum": ["created", "updated", "deleted"] },
+                "recorded_at": { "type": "integer", "description": "ms since the Unix epoch." },
+                "document": { "type": "object", "description": "The document as written; absent for a delete." }
+            }},
+            "ChangePage": { "type": "object", "properties": {
+                "projection": { "type": "string" }, "consumer": { "type": ["string", "null"] },
+                "generation": { "type": "integer", "description": "The active generation the entries are from." },
+                "reset": { "type": "boolean", "description": "The position asked for is not in the active generation's log: read the whole model again, then page from `after=0&generation=G`." },
+                "next_after": { "type": "integer", "description": "Pass as `after` for the next page." },
+                "head": { "type": "integer", "description": "The newest sequence in the log." },
+                "entries": { "type": "array", "items": { "$ref": "#/components/schemas/ChangeEntry" } }
+            }},
+            "AckBody": { "type": "object", "required": ["generation", "sequence"], "additionalProperties": false, "properties": {
+                "generation": { "type": "integer" }, "sequence": { "type": "integer", "minimum": 0 }
+            }},
+            "Ack": { "type": "object", "properties": {
+                "projection": { "type": "string" }, "consumer": { "type": "string" },
+                "generation": { "type": "integer" }, "sequence": { "type": "integer" }
             }},
             "Document": { "type": "object", "properties": { "id": { "type": "string" }, "document": { "type": "object" } } },
             "Page": { "type": "object", "properties": {

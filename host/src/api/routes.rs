@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde::Deserialize;
@@ -25,7 +25,7 @@ use crate::api::openapi::{
 };
 use crate::api::params::{Consistency, Level, QueryParams};
 use crate::api::ready::{self, Active};
-use crate::api::{ApiState, layers, openapi, sse};
+use crate::api::{ApiState, change_log, layers, openapi, sse};
 use crate::model::event::{AppendRequest, ExpectedVersion, NewEvent};
 use crate::projection::host::ProjectionStatus;
 use crate::store::ProjectionRecord;
@@ -111,14 +111,67 @@ pub static ROUTES: &[Route] = &[
         access: Access::Scoped(Scope::Read),
         handler: |m| on(m, changes),
         doc: Operation {
-            summary: "Server-Sent Events: one `commit` event per committed batch",
+            summary: "The change feed: live commits, or the durable change log as a stream or as JSON pages",
             description: Some(
-                "First event `ready` with {projection, checkpoint}. Then `commit` per batch with {projection, generation, checkpoint, events, changed: [{collection, id}]} and the checkpoint as the event id. `lagged` with {missed_notices} if the client fell behind. A collection named `changes` cannot be listed through /projections/{name}/{collection}.",
+                "Without parameters or `Last-Event-ID`: the live feed. First event `ready` with {projection, checkpoint}. Then `commit` per batch with {projection, generation, checkpoint, events, changed: [{collection, id}]} and the checkpoint as the event id. `lagged` with {missed_notices} if the client fell behind.\n\nWith `after`, `generation`, `limit` or `consumer`, or a `Last-Event-ID` of the form `generation:sequence`: the change log of the active generation, from the position asked for (`after`; else the consumer's acknowledged position; else the start). With `Accept: text/event-stream` (or `Last-Event-ID`) as events: `ready` with {projection, generation, after, head}, then `change` per entry with {generation, sequence, checkpoint, collection, id, kind (created, updated or deleted), recorded_at, document (not for deletes)} and id `generation:sequence`; `reset` with {projection, generation} when the position is not in the active generation's log (a rebuild was swapped in: read the whole model again), after which the new log follows from its start; `gone` if retention overtook the stream, which then ends. Otherwise one JSON page (schema ChangePage). A position whose entries were pruned gets 410. A collection named `changes` cannot be listed through /projections/{name}/{collection}.",
             ),
-            params: &[NAME],
+            params: &[
+                NAME,
+                Param {
+                    name: "after",
+                    location: In::Query,
+                    description: "Entries after this sequence (default: the consumer's acknowledged sequence, else 0).",
+                    schema: || json!({ "type": "integer", "minimum": 0 }),
+                },
+                Param {
+                    name: "generation",
+                    location: In::Query,
+                    description: "The generation `after` belongs to; if it is not the active one, the answer is a reset.",
+                    schema: || json!({ "type": "integer", "minimum": 1 }),
+                },
+                Param {
+                    name: "limit",
+                    location: In::Query,
+                    description: "Entries per page, 1 to 10000 (default 1000).",
+                    schema: || json!({ "type": "integer", "minimum": 1, "maximum": 10000 }),
+                },
+                Param {
+                    name: "consumer",
+                    location: In::Query,
+                    description: "A named consumer: without `after`, start after what it acknowledged.",
+                    schema: string_schema,
+                },
+            ],
             body: None,
-            ok: Success { description: "An event stream.", media_type: "text/event-stream", schema: string_schema },
-            errors: &[400, 404, 500],
+            ok: Success {
+                description: "An event stream, or a ChangePage as JSON.",
+                media_type: "text/event-stream",
+                schema: string_schema,
+            },
+            errors: &[400, 404, 410, 500],
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: "/projections/{name}/changes/consumers/{consumer}/ack",
+        handler: |m| on(m, acknowledge),
+        doc: Operation {
+            summary: "Acknowledge a named consumer's change-log position",
+            description: Some(
+                "Records that the consumer processed everything up to `sequence` of `generation` (which must be the active generation). Reading the feed with `consumer` then starts after it. An acknowledgement never moves a consumer back within a generation; the answer has the position stored.",
+            ),
+            params: &[
+                NAME,
+                Param {
+                    name: "consumer",
+                    location: In::Path,
+                    description: "Consumer name: 1 to 128 letters, digits, `_`, `.` or `-`.",
+                    schema: string_schema,
+                },
+            ],
+            body: Some("AckBody"),
+            ok: json_reply("The stored position.", || schema_ref("Ack")),
+            errors: &[400, 404, 409, 500],
         },
     },
     Route {
@@ -506,17 +559,20 @@ async fn one_projection(
 async fn changes(
     State(s): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Reply<Response> {
-    let name = path(name)?;
-    if let Some(raw) = raw.filter(|r| !r.is_empty()) {
-        return Err(ApiError::BadRequest(format!("the change feed takes no parameters, got `{raw}`")));
-    }
-    // Subscribe before reading the checkpoint so `ready` and the first
-    // `commit` leave no gap between them.
-    let notices = s.subscribe();
-    let record = s.models().projection(&name).await?;
-    Ok(sse::feed(name, record.checkpoint, notices, s.closing()).into_response())
+    change_log::changes(s, path(name)?, headers, raw).await
+}
+
+async fn acknowledge(
+    State(s): State<ApiState>,
+    p: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let (name, consumer) = path(p)?;
+    let body = body.map_err(|e| ApiError::BadRequest(format!("bad body: {}", e.body_text())))?;
+    Ok(Json(change_log::acknowledge(s, name, consumer, &body).await?))
 }
 
 async fn host_changes(State(s): State<ApiState>, RawQuery(raw): RawQuery) -> Reply<Response> {

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use refract::{
-    AppendRequest, Change, ChangeSet, CollectionChanges, DataDir, Event, EventSource, EventStore, ExpectedVersion,
-    Host, Manifest, ModelReader, ModelWriter, NewEvent, Plugin, PluginRuntime, ReadModelStore, Registry,
-    SqliteEventStore, SqliteReadModelStore, SyncConfig,
+    AppendRequest, Change, ChangeLog, ChangeSet, CollectionChanges, DataDir, Event, EventSource, EventStore,
+    ExpectedVersion, Host, Manifest, ModelReader, ModelWriter, NewEvent, Plugin, PluginRuntime, ReadModelStore,
+    Registry, SqliteEventStore, SqliteReadModelStore, SyncConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,7 +75,7 @@ struct Args {
     /// print each position (the other process of the latency part).
     #[arg(long, hide = true)]
     append_child: Option<String>,
-    /// Skip parts: any of throughput, rebuild, boundary, rss, latency; or native and
+    /// Skip parts: any of throughput, rebuild, boundary, rss, latency, changelog; or native and
     /// raw, the two comparison columns of the throughput table (e.g. to profile
     /// the engine alone).
     #[arg(long, value_delimiter = ',')]
@@ -153,6 +153,10 @@ async fn run(args: Args) -> Result<()> {
                 }
             }
         }
+    }
+
+    if !skip("changelog") {
+        changelog_part(&args, &account_summary).await?;
     }
 
     if !skip("boundary") {
@@ -282,6 +286,126 @@ async fn wasm_run(
     host.shutdown().await;
     models.close().await;
     Ok((rate, rebuild_time))
+}
+
+/// The change log's cost: the same projection with the log off, on, and on
+/// with one consumer paging it as fast as it can, interleaved run by run;
+/// then `verify` beside a rebuild of the same model.
+async fn changelog_part(args: &Args, plugin: &Path) -> Result<()> {
+    let n = args.events;
+    let events = event_store(args, n).await?;
+    println!(
+        "\n## Change log cost, {n} events, batch 1000, commit every 50000 events (median of {} runs)\n",
+        args.runs
+    );
+    let (mut off, mut on, mut consumed) = (vec![], vec![], vec![]);
+    let (mut verifies, mut rebuilds) = (vec![], vec![]);
+    for run in 0..args.runs {
+        let dir = args.work_dir.join(format!("changelog-{run}"));
+        off.push(changelog_run(&dir, &events, plugin, false, false, None).await?.0);
+        on.push(changelog_run(&dir, &events, plugin, true, false, None).await?.0);
+        let (rate, timings) = changelog_run(&dir, &events, plugin, true, true, Some(())).await?;
+        consumed.push(rate);
+        let (verify, rebuild) = timings.expect("asked for");
+        verifies.push(verify.as_secs_f64());
+        rebuilds.push(rebuild.as_secs_f64());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    eprintln!("  change log: off {off:.0?} on {on:.0?} on+consumer {consumed:.0?}");
+    let (o, l, c) = (median(&mut off), median(&mut on), median(&mut consumed));
+    println!("| change log | events/s | vs off |");
+    println!("|---|---|---|");
+    println!("| off | {o:.0} | 1.00 |");
+    println!("| on, no consumer | {l:.0} | {:.2} |", l / o);
+    println!("| on, one consumer paging it | {c:.0} | {:.2} |", c / o);
+    println!(
+        "\nverify of {n} events: {:.2} s; rebuild of the same model: {:.2} s (medians; runs: verify {verifies:.2?}, rebuild {rebuilds:.2?})\n",
+        median(&mut verifies),
+        median(&mut rebuilds)
+    );
+    Ok(())
+}
+
+/// One run of the engine with the change log `logged` or not; with
+/// `consumer`, a reader pages the log while it projects and must have read
+/// every entry by the end. With `timings`, then verifies the model and
+/// rebuilds it, and returns how long each took.
+async fn changelog_run(
+    dir: &Path,
+    events: &Arc<SqliteEventStore>,
+    plugin_path: &Path,
+    logged: bool,
+    consumer: bool,
+    timings: Option<()>,
+) -> Result<(f64, Option<(Duration, Duration)>)> {
+    let _ = std::fs::remove_dir_all(dir);
+    let data = DataDir(dir.to_owned());
+    let models = data.open_models().await?;
+    models.set_logging("account-summary", logged);
+    let mut host = Host::new(events.clone(), models.clone(), sync(1000, 50_000))?;
+    let plugin = host.runtime().load(plugin_path)?;
+    let head = events.head().await?;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = consumer.then(|| {
+        let (models, done) = (models.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut after, mut read) = (0u64, 0u64);
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                match models.read_changes("account-summary", after, 10_000).await {
+                    Ok(page) => {
+                        read += page.entries.len() as u64;
+                        after = page.entries.last().map_or(after, |e| e.sequence);
+                        if finished && after == page.head {
+                            return Ok::<u64, refract::StoreError>(read);
+                        }
+                        if page.entries.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                    // Not registered yet.
+                    Err(refract::StoreError::UnknownProjection(_)) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    });
+    let started = Instant::now();
+    host.start(plugin).await?;
+    host.wait_until_caught_up().await?;
+    let rate = head as f64 / started.elapsed().as_secs_f64();
+    check_caught_up(&*models, "account-summary", head).await?;
+    done.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(reader) = reader {
+        let read = reader.await??;
+        let logged = models.read_changes("account-summary", 0, 1).await?.head;
+        if read != logged {
+            bail!("the consumer read {read} of {logged} entries");
+        }
+    }
+    let timings = match timings {
+        Some(()) => {
+            let started = Instant::now();
+            let report = host.verify("account-summary", 10).await?;
+            let verify = started.elapsed();
+            if !report.clean() || report.checkpoint != head {
+                bail!("verify found differences or stopped short: {report:?}");
+            }
+            let record = models.request_rebuild("account-summary").await?;
+            let started = Instant::now();
+            if !host.run_generation(&record).await {
+                bail!("the rebuild generation did not start");
+            }
+            host.wait_until_caught_up().await?;
+            Some((verify, started.elapsed()))
+        }
+        None => None,
+    };
+    host.shutdown().await;
+    models.close().await;
+    Ok((rate, timings))
 }
 
 async fn check_caught_up(models: &dyn ReadModelStore, name: &str, head: u64) -> Result<()> {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod allocator;
 pub mod append;
 pub mod caught_up;
+pub mod changes;
 pub mod compiling;
 pub mod config;
 pub mod dead_letters;
@@ -24,6 +25,7 @@ pub mod signals;
 pub mod sources;
 pub mod status;
 pub mod token;
+pub mod verify;
 pub mod wait;
 
 use std::sync::Arc;

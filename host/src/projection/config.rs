@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::projection::policy::{FailurePolicy, RetryPolicy};
 use crate::runtime::limits::Limits;
+use crate::store::Retention;
 
 /// Errors reading the config file.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,8 @@ pub struct ProjectionConfig {
     pub retry: RetryPolicy,
     /// What happens to an event that keeps failing.
     pub on_failure: FailurePolicy,
+    /// How much of the change log is kept.
+    pub changes: Retention,
 }
 
 /// One table of the file: `[defaults]` or `[projections.NAME]`. Every key is
@@ -69,6 +72,10 @@ struct Settings {
     retries: Option<u32>,
     backoff_ms: Option<u64>,
     on_failure: Option<FailurePolicy>,
+    /// Change-log entries kept per generation; 0 keeps only the newest.
+    changes_max_entries: Option<u64>,
+    /// Seconds a change-log entry is kept; with `changes_max_entries`, whichever removes more.
+    changes_max_age_s: Option<u64>,
 }
 
 impl Settings {
@@ -103,6 +110,12 @@ impl Settings {
         }
         if let Some(v) = self.on_failure {
             c.on_failure = v;
+        }
+        if let Some(v) = self.changes_max_entries {
+            c.changes.max_entries = Some(v);
+        }
+        if let Some(v) = self.changes_max_age_s {
+            c.changes.max_age = Some(Duration::from_secs(v));
         }
     }
 }
@@ -170,6 +183,8 @@ impl Config {
     /// The API tokens the file lists (`[[tokens]]`).
     pub fn tokens(&self) -> &crate::api::Tokens {
         &self.file.tokens
+    }
+
     /// The `[sources.NAME]` tables, checked (not yet against their databases).
     pub fn sources(&self) -> Result<Vec<crate::sync::SourceConfig>, crate::sync::SyncError> {
         self.file.sources.iter().map(|(name, s)| s.check(name)).collect()

@@ -16,6 +16,7 @@ use crate::projection::compiles::Compiles;
 use crate::projection::config::Config;
 use crate::projection::lease::{Heartbeat, LeaseBook, LeaseSettings};
 use crate::projection::runner::{CommitNotice, Progress, Runner, StoreErrors, Switches, SyncConfig};
+use crate::projection::verify::{self, VerifyError, VerifyReport};
 use crate::projection::watch::{PluginChange, PluginWatcher, WatchError, is_plugin_file};
 use crate::runtime::call_thread::CallThread;
 use crate::runtime::module_cache::ModuleCache;
@@ -782,6 +783,7 @@ impl Host {
         let (stop_tx, stop) = watch::channel(false);
         self.switches.lock().expect("switch map lock").insert(record.key.clone(), stop_tx);
         let config = self.config.for_projection(name);
+        self.models.set_retention(name, config.changes);
         let cache_bytes = config.limits.document_cache_bytes;
         let runner = Runner {
             plugin,
@@ -849,6 +851,22 @@ impl Host {
     /// Latest progress of every generation of a projection this host has run, oldest first.
     pub fn generations(&self, name: &str) -> Vec<Progress> {
         self.runners.iter().filter(|(k, _)| k.projection == name).map(|(_, r)| r.progress.borrow().clone()).collect()
+    }
+
+    /// `refract verify`: rebuilds the active module of `name` into a shadow
+    /// model up to the active checkpoint and compares the two, listing up
+    /// to `limit` differences (see `projection/verify.rs`).
+    pub async fn verify(&mut self, name: &str, limit: usize) -> Result<VerifyReport, VerifyError> {
+        let record = self.models.projection(name).await?;
+        let plugin = match self.plugins.get(&record.module_hash) {
+            Some(p) => p.clone(),
+            None => self
+                .load_cached(&record.module_hash, &record.source)
+                .await
+                .map_err(|e| VerifyError::ModuleUnavailable { projection: name.to_owned(), reason: e.to_string() })?,
+        };
+        let config = self.config.for_projection(name);
+        verify::verify(&plugin, self.source.as_ref(), self.models.as_ref(), &config, limit).await
     }
 
     /// Waits until every running generation has reached the head as it is

@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 
+use super::change_log::{ChangeEntry, ConsumerPosition, LogSettings, log_commit};
 use super::lease::{Fences, LeaseRecord, check_fence};
 use super::names;
 use super::{
@@ -74,12 +75,12 @@ pub trait Tx: Send + Sized {
     ) -> Result<(), StoreError>;
     /// A faulted generation becomes `stopped` with no error; whether it was faulted.
     async fn clear_fault(&mut self, key: &ModelKey) -> Result<bool, StoreError>;
-    /// Deletes the registry rows and dead letters of a projection.
+    /// Deletes the registry rows, dead letters and change consumers of a projection.
     async fn delete_projection(&mut self, name: &str) -> Result<(), StoreError>;
 
-    /// Creates the generation's tables and indexes if they do not exist.
+    /// Creates the generation's tables, indexes and change log if they do not exist.
     async fn create_tables(&mut self, key: &ModelKey, manifest: &Manifest) -> Result<(), StoreError>;
-    /// Drops the generation's tables if they exist.
+    /// Drops the generation's tables and change log if they exist.
     async fn drop_tables(&mut self, key: &ModelKey, manifest: &Manifest) -> Result<(), StoreError>;
     /// Renames a table kept under a pre-0.2 name to its current name and
     /// drops its old indexes (the caller then creates the current ones).
@@ -107,6 +108,33 @@ pub trait Tx: Send + Sized {
     async fn move_checkpoint(&mut self, key: &ModelKey, from: u64, to: u64) -> Result<bool, StoreError>;
     /// Writes a batch's net changes.
     async fn apply_changes(&mut self, key: &ModelKey, changes: &ChangeSet) -> Result<(), StoreError>;
+
+    /// Every document of a collection as `(id, JSON text)`, by id.
+    async fn all_documents(&mut self, key: &ModelKey, collection: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// The newest sequence of the generation's change log (0: empty).
+    async fn log_head(&mut self, key: &ModelKey) -> Result<u64, StoreError>;
+    /// The oldest sequence still in the generation's change log.
+    async fn log_first(&mut self, key: &ModelKey) -> Result<Option<u64>, StoreError>;
+    /// Which of `ids` have a document in the collection now.
+    async fn existing_ids(&mut self, key: &ModelKey, collection: &str, ids: &[&str])
+    -> Result<Vec<String>, StoreError>;
+    /// Appends numbered entries to the generation's change log.
+    async fn append_log(&mut self, key: &ModelKey, entries: &[ChangeEntry]) -> Result<(), StoreError>;
+    /// Up to `limit` log entries after sequence `after`, in order.
+    async fn read_log(&mut self, key: &ModelKey, after: u64, limit: u32) -> Result<Vec<ChangeEntry>, StoreError>;
+    /// Deletes log entries up to and including `through`.
+    async fn prune_log(&mut self, key: &ModelKey, through: u64) -> Result<(), StoreError>;
+    /// The first sequence recorded at or after `at_ms` (sequences and times rise together).
+    async fn first_logged_since(&mut self, key: &ModelKey, at_ms: u64) -> Result<Option<u64>, StoreError>;
+    /// A named consumer's acknowledged position.
+    async fn consumer(&mut self, projection: &str, consumer: &str) -> Result<Option<ConsumerPosition>, StoreError>;
+    /// Stores a named consumer's acknowledged position.
+    async fn set_consumer(
+        &mut self,
+        projection: &str,
+        consumer: &str,
+        position: ConsumerPosition,
+    ) -> Result<(), StoreError>;
 
     /// The `(owner, epoch)` of the generation's lease, if it has one, read
     /// with a row lock where the backend has them (see `lease::check_fence`).
@@ -149,6 +177,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn tables_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// The leases this handle was granted, which its writes are fenced on.
     fn fences(&self) -> &Fences;
+    /// Change-log retention and its commit counter.
+    fn log_settings(&self) -> &LogSettings;
 }
 
 /// Why a conditional checkpoint move matched nothing, given the role the
@@ -511,6 +541,7 @@ impl<B: Backend> ModelWriter for B {
         let mut tx = self.write_tx().await?;
         check_fence(self, &mut tx, key).await?;
         move_checkpoint(&mut tx, key, from, to).await?;
+        log_commit(self, &mut tx, key, to, changes).await?;
         tx.apply_changes(key, changes).await?;
         tx.commit().await
     }
@@ -537,6 +568,7 @@ impl<B: Backend> ModelWriter for B {
             Ok(changes) => {
                 let claimed = tx.claim_letter(key, position).await?;
                 if claimed {
+                    log_commit(self, &mut tx, key, position, changes).await?;
                     tx.apply_changes(key, changes).await?;
                 }
                 claimed

@@ -35,6 +35,12 @@ pub(crate) fn is_table_of(prefix: &str, table: &str) -> bool {
     digits > 0 && rest[digits..].starts_with(':')
 }
 
+/// The change log of one generation (unquoted). Its own prefix keeps it
+/// apart from every collection table, and it splits like them.
+pub(crate) fn log_table_name(key: &ModelKey) -> String {
+    format!("changes:{}:g{}", key.projection, key.generation)
+}
+
 /// The pre-0.2 table name, for migrating older stores.
 pub(crate) fn legacy_table_name(key: &ModelKey, collection: &str) -> String {
     format!("rm_{}_g{}__{collection}", key.projection, key.generation)

@@ -23,9 +23,10 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::{Arguments, AssertSqlSafe, Row};
 
+use super::change_log::{ChangeEntry, ChangeKind, ConsumerPosition, LogSettings};
 use super::lease::{Fences, LeaseRecord, lease_record};
 use super::lifecycle::{self, Backend, NewGeneration, Tx};
-use super::names::{legacy_table_name, table_name};
+use super::names::{legacy_table_name, log_table_name, table_name};
 use super::{DeadLetter, ModelKey, ModelReader, ProjectionRecord, ProjectionState, Role, StoreError};
 use crate::clock::now_ms;
 use crate::db::DbTx;
@@ -86,6 +87,15 @@ const SCHEMA: &[&str] = &[
     )",
     // Nodes sharing the store, each until its announcement expires (`lease.rs`).
     "CREATE TABLE IF NOT EXISTS refract_nodes (node TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
+    // Named consumers of the change logs (`change_log.rs`).
+    "CREATE TABLE IF NOT EXISTS refract_change_consumers (
+        projection TEXT    NOT NULL,
+        consumer   TEXT    NOT NULL,
+        generation BIGINT  NOT NULL,
+        sequence   BIGINT  NOT NULL,
+        updated_at BIGINT  NOT NULL,
+        PRIMARY KEY (projection, consumer)
+    )",
 ];
 
 /// Serializes registry changes (register, activate, rebuild, ...) per
@@ -122,6 +132,7 @@ pub struct PostgresReadModelStore {
     pool: PgPool,
     fences: Fences,
     limits: std::sync::Arc<ReadLimits>,
+    log: std::sync::Arc<LogSettings>,
 }
 
 impl PostgresReadModelStore {
@@ -129,7 +140,7 @@ impl PostgresReadModelStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = crate::db::postgres::connect(url).await?;
         crate::db::postgres::create_schema(&pool, SCHEMA).await?;
-        let store = Self { pool, fences: Fences::default(), limits: Default::default() };
+        let store = Self { pool, fences: Fences::default(), limits: Default::default(), log: Default::default() };
         lifecycle::migrate_names(&store).await?;
         Ok(store)
     }
@@ -149,6 +160,26 @@ impl PostgresReadModelStore {
 
 fn table(key: &ModelKey, collection: &str) -> String {
     quote_ident(&table_name(key, collection))
+}
+
+fn log_table(key: &ModelKey) -> String {
+    quote_ident(&log_table_name(key))
+}
+
+fn entry_from_row(row: &sqlx::postgres::PgRow) -> Result<ChangeEntry, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(ChangeEntry {
+        sequence: row.try_get::<i64, _>("seq")? as u64,
+        checkpoint: row.try_get::<i64, _>("checkpoint")? as u64,
+        collection: row.try_get("collection")?,
+        id: row.try_get("id")?,
+        kind: ChangeKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+            projection: String::new(),
+            reason: format!("unknown change kind `{kind}`"),
+        })?,
+        document: row.try_get("doc")?,
+        recorded_at: row.try_get::<i64, _>("at")? as u64,
+    })
 }
 
 /// An index name that fits the identifier limit whatever the field path:
@@ -390,6 +421,7 @@ impl Tx for PgTx {
         sqlx::query("DELETE FROM refract_generations WHERE projection = $1").bind(name).execute(self.c()).await?;
         sqlx::query("DELETE FROM refract_dead_letters WHERE projection = $1").bind(name).execute(self.c()).await?;
         sqlx::query("DELETE FROM refract_leases WHERE projection = $1").bind(name).execute(self.c()).await?;
+        sqlx::query("DELETE FROM refract_change_consumers WHERE projection = $1").bind(name).execute(self.c()).await?;
         Ok(())
     }
 
@@ -417,6 +449,19 @@ impl Tx for PgTx {
                 .await?;
             }
         }
+        let log = log_table_name(key);
+        if log.len() > MAX_IDENTIFIER {
+            return Err(StoreError::NameTooLong { name: log, max: MAX_IDENTIFIER });
+        }
+        // doc stays text: the log keeps what was written, and parsing it
+        // into jsonb a second time would only cost.
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {} (seq BIGINT PRIMARY KEY, checkpoint BIGINT NOT NULL, \
+             collection TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, doc TEXT, at BIGINT NOT NULL)",
+            quote_ident(&log)
+        )))
+        .execute(self.c())
+        .await?;
         Ok(())
     }
 
@@ -426,6 +471,7 @@ impl Tx for PgTx {
                 .execute(self.c())
                 .await?;
         }
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {}", log_table(key)))).execute(self.c()).await?;
         Ok(())
     }
 
@@ -603,6 +649,131 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn all_documents(&mut self, key: &ModelKey, collection: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!("SELECT id, doc::text FROM {} ORDER BY id", table(key, collection))))
+            .fetch_all(self.c())
+            .await?)
+    }
+
+    async fn log_head(&mut self, key: &ModelKey) -> Result<u64, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!("SELECT MAX(seq) FROM {}", log_table(key))))
+            .fetch_one(self.c())
+            .await?;
+        Ok(head.unwrap_or(0) as u64)
+    }
+
+    async fn log_first(&mut self, key: &ModelKey) -> Result<Option<u64>, StoreError> {
+        let first: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!("SELECT MIN(seq) FROM {}", log_table(key))))
+            .fetch_one(self.c())
+            .await?;
+        Ok(first.map(|f| f as u64))
+    }
+
+    async fn existing_ids(
+        &mut self,
+        key: &ModelKey,
+        collection: &str,
+        ids: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT id FROM {} WHERE id = ANY($1::text[])",
+            table(key, collection)
+        )))
+        .bind(ids)
+        .fetch_all(self.c())
+        .await?)
+    }
+
+    async fn append_log(&mut self, key: &ModelKey, entries: &[ChangeEntry]) -> Result<(), StoreError> {
+        let seqs: Vec<i64> = entries.iter().map(|e| e.sequence as i64).collect();
+        let checkpoints: Vec<i64> = entries.iter().map(|e| e.checkpoint as i64).collect();
+        let collections: Vec<&str> = entries.iter().map(|e| e.collection.as_str()).collect();
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+        let docs: Vec<Option<&str>> = entries.iter().map(|e| e.document.as_deref()).collect();
+        let at = entries.first().map_or(0, |e| e.recorded_at as i64);
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (seq, checkpoint, collection, id, kind, doc, at) \
+             SELECT u.seq, u.checkpoint, u.collection, u.id, u.kind, u.doc, $7 \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                 AS u(seq, checkpoint, collection, id, kind, doc)",
+            log_table(key)
+        )))
+        .bind(&seqs)
+        .bind(&checkpoints)
+        .bind(&collections)
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&docs)
+        .bind(at)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn read_log(&mut self, key: &ModelKey, after: u64, limit: u32) -> Result<Vec<ChangeEntry>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT seq, checkpoint, collection, id, kind, doc, at FROM {} WHERE seq > $1 ORDER BY seq LIMIT $2",
+            log_table(key)
+        )))
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(self.c())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn prune_log(&mut self, key: &ModelKey, through: u64) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {} WHERE seq <= $1", log_table(key))))
+            .bind(through as i64)
+            .execute(self.c())
+            .await?;
+        Ok(())
+    }
+
+    async fn first_logged_since(&mut self, key: &ModelKey, at_ms: u64) -> Result<Option<u64>, StoreError> {
+        let first: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT seq FROM {} WHERE at >= $1 ORDER BY seq LIMIT 1",
+            log_table(key)
+        )))
+        .bind(at_ms as i64)
+        .fetch_optional(self.c())
+        .await?;
+        Ok(first.map(|f| f as u64))
+    }
+
+    async fn consumer(&mut self, projection: &str, consumer: &str) -> Result<Option<ConsumerPosition>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT generation, sequence FROM refract_change_consumers WHERE projection = $1 AND consumer = $2",
+        )
+        .bind(projection)
+        .bind(consumer)
+        .fetch_optional(self.c())
+        .await?;
+        Ok(row.map(|(g, s)| ConsumerPosition { generation: g as u32, sequence: s as u64 }))
+    }
+
+    async fn set_consumer(
+        &mut self,
+        projection: &str,
+        consumer: &str,
+        position: ConsumerPosition,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refract_change_consumers (projection, consumer, generation, sequence, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (projection, consumer) DO UPDATE \
+             SET generation = excluded.generation, sequence = excluded.sequence, updated_at = excluded.updated_at",
+        )
+        .bind(projection)
+        .bind(consumer)
+        .bind(position.generation as i64)
+        .bind(position.sequence as i64)
+        .bind(now_ms())
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
     async fn lease_holder(&mut self, key: &ModelKey) -> Result<Option<(String, u64)>, StoreError> {
         // FOR SHARE: a take-over (an UPDATE of this row) waits until this
         // write commits, so the write lands under the lease or not at all.
@@ -735,6 +906,10 @@ impl Backend for PostgresReadModelStore {
 
     fn fences(&self) -> &Fences {
         &self.fences
+    }
+
+    fn log_settings(&self) -> &LogSettings {
+        &self.log
     }
 
     async fn tables_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

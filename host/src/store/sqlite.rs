@@ -9,9 +9,10 @@ use serde_json::Value;
 use sqlx::sqlite::{Sqlite, SqliteArguments};
 use sqlx::{Arguments, AssertSqlSafe, Row, SqliteConnection};
 
+use super::change_log::{ChangeEntry, ChangeKind, ConsumerPosition, LogSettings};
 use super::lease::{Fences, LeaseRecord, lease_record};
 use super::lifecycle::{self, Backend, NewGeneration, Tx};
-use super::names::{index_name, legacy_table_name, table_name};
+use super::names::{index_name, legacy_table_name, log_table_name, table_name};
 use super::{DeadLetter, ModelKey, ModelReader, ProjectionRecord, ProjectionState, Role, StoreError};
 use crate::clock::now_ms;
 use crate::db::DbTx;
@@ -68,6 +69,15 @@ const SCHEMA: &[&str] = &[
     )",
     // Nodes sharing the store, each until its announcement expires (`lease.rs`).
     "CREATE TABLE IF NOT EXISTS refract_nodes (node TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)",
+    // Named consumers of the change logs (`change_log.rs`).
+    "CREATE TABLE IF NOT EXISTS refract_change_consumers (
+        projection TEXT    NOT NULL,
+        consumer   TEXT    NOT NULL,
+        generation INTEGER NOT NULL,
+        sequence   INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (projection, consumer)
+    )",
 ];
 
 /// Columns of a registry row, in the order `record_from_row` reads them.
@@ -91,6 +101,7 @@ pub struct SqliteReadModelStore {
     db: SqliteDb,
     fences: Fences,
     limits: std::sync::Arc<ReadLimits>,
+    log: std::sync::Arc<LogSettings>,
 }
 
 impl SqliteReadModelStore {
@@ -100,7 +111,7 @@ impl SqliteReadModelStore {
         for statement in SCHEMA {
             sqlx::query(*statement).execute(&db.writer).await?;
         }
-        let store = Self { db, fences: Fences::default(), limits: Default::default() };
+        let store = Self { db, fences: Fences::default(), limits: Default::default(), log: Default::default() };
         lifecycle::migrate_names(&store).await?;
         Ok(store)
     }
@@ -119,6 +130,26 @@ impl SqliteReadModelStore {
 
 fn table(key: &ModelKey, collection: &str) -> String {
     quote_ident(&table_name(key, collection))
+}
+
+fn log_table(key: &ModelKey) -> String {
+    quote_ident(&log_table_name(key))
+}
+
+fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChangeEntry, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(ChangeEntry {
+        sequence: row.try_get::<i64, _>("seq")? as u64,
+        checkpoint: row.try_get::<i64, _>("checkpoint")? as u64,
+        collection: row.try_get("collection")?,
+        id: row.try_get("id")?,
+        kind: ChangeKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+            projection: String::new(),
+            reason: format!("unknown change kind `{kind}`"),
+        })?,
+        document: row.try_get("doc")?,
+        recorded_at: row.try_get::<i64, _>("at")? as u64,
+    })
 }
 
 /// SQL expression for a field of the document (`id` is the key column).
@@ -335,6 +366,7 @@ impl Tx for SqliteTx {
         sqlx::query("DELETE FROM refract_generations WHERE projection = ?").bind(name).execute(self.c()).await?;
         sqlx::query("DELETE FROM refract_dead_letters WHERE projection = ?").bind(name).execute(self.c()).await?;
         sqlx::query("DELETE FROM refract_leases WHERE projection = ?").bind(name).execute(self.c()).await?;
+        sqlx::query("DELETE FROM refract_change_consumers WHERE projection = ?").bind(name).execute(self.c()).await?;
         Ok(())
     }
 
@@ -356,6 +388,14 @@ impl Tx for SqliteTx {
                 .await?;
             }
         }
+        // seq is the rowid: appending and range-pruning walk one b-tree.
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {} (seq INTEGER PRIMARY KEY, checkpoint INTEGER NOT NULL, \
+             collection TEXT NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, doc TEXT, at INTEGER NOT NULL)",
+            log_table(key)
+        )))
+        .execute(self.c())
+        .await?;
         Ok(())
     }
 
@@ -365,6 +405,7 @@ impl Tx for SqliteTx {
                 .execute(self.c())
                 .await?;
         }
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {}", log_table(key)))).execute(self.c()).await?;
         Ok(())
     }
 
@@ -529,6 +570,134 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn all_documents(&mut self, key: &ModelKey, collection: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!("SELECT id, doc FROM {} ORDER BY id", table(key, collection))))
+            .fetch_all(self.c())
+            .await?)
+    }
+
+    async fn log_head(&mut self, key: &ModelKey) -> Result<u64, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!("SELECT MAX(seq) FROM {}", log_table(key))))
+            .fetch_one(self.c())
+            .await?;
+        Ok(head.unwrap_or(0) as u64)
+    }
+
+    async fn log_first(&mut self, key: &ModelKey) -> Result<Option<u64>, StoreError> {
+        let first: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!("SELECT MIN(seq) FROM {}", log_table(key))))
+            .fetch_one(self.c())
+            .await?;
+        Ok(first.map(|f| f as u64))
+    }
+
+    async fn existing_ids(
+        &mut self,
+        key: &ModelKey,
+        collection: &str,
+        ids: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
+        let ids = serde_json::to_string(ids).expect("strings always serialize");
+        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT id FROM {} WHERE id IN (SELECT value FROM json_each(?))",
+            table(key, collection)
+        )))
+        .bind(ids)
+        .fetch_all(self.c())
+        .await?)
+    }
+
+    async fn append_log(&mut self, key: &ModelKey, entries: &[ChangeEntry]) -> Result<(), StoreError> {
+        // One statement, as for the documents: the rows travel as one JSON array.
+        let rows: Vec<(u64, u64, &str, &str, &str, Option<&str>, u64)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.sequence,
+                    e.checkpoint,
+                    e.collection.as_str(),
+                    e.id.as_str(),
+                    e.kind.as_str(),
+                    e.document.as_deref(),
+                    e.recorded_at,
+                )
+            })
+            .collect();
+        let rows = serde_json::to_string(&rows).expect("log rows always serialize");
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (seq, checkpoint, collection, id, kind, doc, at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 \
+             FROM json_each(?)",
+            log_table(key)
+        )))
+        .bind(rows)
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn read_log(&mut self, key: &ModelKey, after: u64, limit: u32) -> Result<Vec<ChangeEntry>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT seq, checkpoint, collection, id, kind, doc, at FROM {} WHERE seq > ? ORDER BY seq LIMIT ?",
+            log_table(key)
+        )))
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(self.c())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn prune_log(&mut self, key: &ModelKey, through: u64) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {} WHERE seq <= ?", log_table(key))))
+            .bind(through as i64)
+            .execute(self.c())
+            .await?;
+        Ok(())
+    }
+
+    async fn first_logged_since(&mut self, key: &ModelKey, at_ms: u64) -> Result<Option<u64>, StoreError> {
+        let first: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT seq FROM {} WHERE at >= ? ORDER BY seq LIMIT 1",
+            log_table(key)
+        )))
+        .bind(at_ms as i64)
+        .fetch_optional(self.c())
+        .await?;
+        Ok(first.map(|f| f as u64))
+    }
+
+    async fn consumer(&mut self, projection: &str, consumer: &str) -> Result<Option<ConsumerPosition>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT generation, sequence FROM refract_change_consumers WHERE projection = ? AND consumer = ?",
+        )
+        .bind(projection)
+        .bind(consumer)
+        .fetch_optional(self.c())
+        .await?;
+        Ok(row.map(|(g, s)| ConsumerPosition { generation: g as u32, sequence: s as u64 }))
+    }
+
+    async fn set_consumer(
+        &mut self,
+        projection: &str,
+        consumer: &str,
+        position: ConsumerPosition,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refract_change_consumers (projection, consumer, generation, sequence, updated_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (projection, consumer) DO UPDATE \
+             SET generation = excluded.generation, sequence = excluded.sequence, updated_at = excluded.updated_at",
+        )
+        .bind(projection)
+        .bind(consumer)
+        .bind(position.generation as i64)
+        .bind(position.sequence as i64)
+        .bind(now_ms())
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
     async fn lease_holder(&mut self, key: &ModelKey) -> Result<Option<(String, u64)>, StoreError> {
         // The write transaction already holds SQLite's one write lock.
         let row: Option<(String, i64)> =
@@ -661,6 +830,10 @@ impl Backend for SqliteReadModelStore {
 
     fn fences(&self) -> &Fences {
         &self.fences
+    }
+
+    fn log_settings(&self) -> &LogSettings {
+        &self.log
     }
 
     async fn tables_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -85,7 +85,8 @@ impl Client {
         self.send_with(method, path, &[], body).await
     }
 
-    async fn send_with(
+    /// Sends a request with extra headers.
+    pub async fn send_with(
         &mut self,
         method: &str,
         path: &str,
@@ -101,10 +102,11 @@ impl Client {
             .uri(path)
             .header("host", "127.0.0.1")
             .header("content-type", "application/json");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(Bytes::from(body))).unwrap();
+        let request = headers
+            .iter()
+            .fold(request, |r, (name, value)| r.header(*name, *value))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
         self.send.send_request(request).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
@@ -156,6 +158,15 @@ impl EventStream {
     pub async fn open(addr: SocketAddr, path: &str) -> Self {
         let mut client = Client::connect(addr).await;
         let response = client.send("GET", path, Vec::new()).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self { body: response.into_body(), buffer: String::new(), _client: client }
+    }
+
+    /// Opens a stream with extra request headers (`Accept`, `Last-Event-ID`).
+    pub async fn open_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
+        let mut client = Client::connect(addr).await;
+        let response = client.send_with("GET", path, headers, Vec::new()).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Self { body: response.into_body(), buffer: String::new(), _client: client }
