@@ -155,6 +155,7 @@ pub static ROUTES: &[Route] = &[
         method: Method::Post,
         path: "/projections/{name}/changes/consumers/{consumer}/ack",
         handler: |m| on(m, acknowledge),
+        access: Access::Scoped(Scope::Read),
         doc: Operation {
             summary: "Acknowledge a named consumer's change-log position",
             description: Some(
@@ -321,6 +322,7 @@ pub static ROUTES: &[Route] = &[
         method: Method::Get,
         path: "/sources",
         handler: |m| on(m, list_sources),
+        access: Access::Scoped(Scope::Read),
         doc: Operation {
             summary: "Table sync sources: last tracking value, rows synced, last sync time, last error",
             description: None,

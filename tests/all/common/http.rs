@@ -97,7 +97,7 @@ impl Client {
             self.send = Self::open(self.addr).await;
             self.send.ready().await.unwrap();
         }
-        let mut request = hyper::Request::builder()
+        let request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", "127.0.0.1")
