@@ -329,6 +329,12 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Names of the tables that hold a projection's documents (all generations), for checks and tools.
     async fn tables(&self, projection: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The identity of the event source the generation's checkpoint counts
+    /// positions in (see [`crate::EventSource::identity`]): the one recorded
+    /// earlier, else `identity`, recorded now. A caller whose identity
+    /// differs from the answer reads a different source than the checkpoint's.
+    async fn claim_source_identity(&self, key: &ModelKey, identity: &str) -> Result<String, StoreError>;
 }
 
 /// What a runner writes with: a batch's changes with its checkpoint, a

@@ -29,6 +29,7 @@ mod exit_codes;
 mod http_aggregate;
 mod http_api;
 mod import_race;
+mod jetstream;
 mod killed_host;
 mod polyglot;
 mod postgres_gap;

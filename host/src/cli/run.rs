@@ -186,9 +186,18 @@ async fn open(data: &Stores, args: &RunArgs) -> Result<(Host, Option<tokio::net:
         commit_events: args.commit_events.max(1),
         commit_interval: Duration::from_millis(args.commit_interval_ms),
     };
-    let events = data.open_events().await?;
-    let models = data.open_models().await?;
     let config = load_config(args.config.as_deref())?;
+    // `[events]` in the config names a foreign stream, which then replaces --events.
+    let events: std::sync::Arc<dyn refract::EventStore> = match config.events() {
+        Some(mapping) => {
+            tracing::info!(url = %mapping.url, "reading events from the foreign JetStream stream in [events]");
+            std::sync::Arc::new(
+                refract::ForeignStream::open(mapping).await.context("opening the [events] stream of the config")?,
+            )
+        }
+        None => data.open_events().await?,
+    };
+    let models = data.open_models().await?;
     let lease = LeaseSettings {
         node: args.node_id.clone().unwrap_or_else(|| node_id(data)),
         ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),

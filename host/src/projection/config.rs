@@ -114,6 +114,9 @@ struct File {
     defaults: Settings,
     #[serde(default)]
     projections: BTreeMap<String, Settings>,
+    /// A foreign event source (`source/jetstream/foreign.rs`).
+    #[serde(default)]
+    events: Option<crate::source::ForeignMapping>,
 }
 
 /// The parsed config: defaults plus per-projection overrides.
@@ -155,6 +158,12 @@ impl Config {
             own.apply(&mut c);
         }
         c
+    }
+
+    /// The foreign JetStream stream the `[events]` table maps, if any: the
+    /// host then reads its events from there.
+    pub fn events(&self) -> Option<&crate::source::ForeignMapping> {
+        self.file.events.as_ref()
     }
 
     /// Whether any projection meters fuel (the engine must then be built with it).
