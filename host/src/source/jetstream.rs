@@ -105,7 +105,7 @@ impl JetStreamEventStore {
                 .clone(),
             Err(e) => return Err(e),
         };
-        if !info.config.subjects.iter().any(|s| *s == filter) {
+        if !info.config.subjects.contains(&filter) {
             return Err(SourceError::Misconfigured(format!(
                 "the JetStream stream `{name}` exists but does not capture `{filter}`: it is not a refract event store \
                  (to project a stream other services publish to, map it under [events] in refract.toml)"

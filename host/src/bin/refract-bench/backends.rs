@@ -35,7 +35,7 @@ fn event(i: usize, accounts: usize) -> AppendRequest {
         (format!("account-{i}"), "AccountOpened", p)
     } else {
         let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let kind = if h % 3 == 0 { "MoneyWithdrawn" } else { "MoneyDeposited" };
+        let kind = if h.is_multiple_of(3) { "MoneyWithdrawn" } else { "MoneyDeposited" };
         (format!("account-{}", (h >> 8) % accounts as u64), kind, format!(r#"{{"amount":{}"#, 1 + (h >> 32) % 500))
     };
     AppendRequest {
