@@ -111,7 +111,7 @@ impl JetStreamEventStore {
                  (to project a stream other services publish to, map it under [events] in refract.toml)"
             )));
         }
-        let log = Log { client, js, name, filter, identity: identity_of(&info) };
+        let log = Log { client, js, name, filter, identity: identity_of(&info), cursors: Default::default() };
         Ok(Self { log, prefix, wake: Arc::new(Wake::new()) })
     }
 

@@ -135,7 +135,7 @@ impl ForeignStream {
         let (client, js) = connect(&server).await?;
         let info = stream_info(&js, &name).await?;
         let filter = mapping.subject.clone().unwrap_or_default();
-        let log = Log { client, js, name, filter, identity: identity_of(&info) };
+        let log = Log { client, js, name, filter, identity: identity_of(&info), cursors: Default::default() };
         Ok(Self { log, mapping: Arc::new(mapping.clone()), wake: Arc::new(Wake::new()) })
     }
 
