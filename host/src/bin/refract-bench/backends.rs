@@ -106,7 +106,9 @@ async fn publish(url: &str, from: usize, n: usize, accounts: usize) -> Result<()
     for i in 0..from {
         *versions.entry(event(i, accounts).stream_id).or_default() += 1;
     }
-    let mut acks = Vec::with_capacity(10_000);
+    // The client lets 5,000 acknowledgements be awaited at once (max_ack_inflight)
+    // and holds further publishes until they are: a larger chunk never ends.
+    let mut acks = Vec::with_capacity(1_000);
     for i in from..n {
         let r = event(i, accounts);
         let version = versions.entry(r.stream_id.clone()).or_default();
@@ -117,7 +119,7 @@ async fn publish(url: &str, from: usize, n: usize, accounts: usize) -> Result<()
         headers.insert("Refract-Event-Type", serde_json::to_string(&e.event_type)?.as_str());
         let subject = format!("refract.{stream}.{}", r.stream_id);
         acks.push(js.publish_with_headers(subject, headers, e.payload.clone().into()).await?);
-        if acks.len() == 10_000 || i + 1 == n {
+        if acks.len() == 1_000 || i + 1 == n {
             for ack in acks.drain(..) {
                 ack.await?;
             }
