@@ -316,7 +316,7 @@ async fn status_metrics_and_openapi_describe_the_running_host() {
     assert_eq!(metrics.status, 200);
     assert!(metrics.content_type.starts_with("text/plain; version=0.0.4"));
     let line = |name: &str| {
-        let prefix = format!("{name}{{projection=\"account-summary\"}} ");
+        let prefix = format!("{name}{{projection=\"account-summary\",generation=\"1\",role=\"active\"}} ");
         let value = metrics
             .text
             .lines()
@@ -329,7 +329,9 @@ async fn status_metrics_and_openapi_describe_the_running_host() {
     assert_eq!(line("refract_projection_lag"), 0.0);
     assert_eq!(line("refract_projection_errors"), 0.0);
     assert_eq!(line("refract_batch_duration_seconds_count"), line("refract_batches_committed_total"));
-    assert!(metrics.text.contains("refract_batch_duration_seconds_bucket{projection=\"account-summary\",le=\"+Inf\"}"));
+    assert!(metrics.text.contains(
+        "refract_batch_duration_seconds_bucket{projection=\"account-summary\",generation=\"1\",role=\"active\",le=\"+Inf\"}"
+    ));
 
     let api = client.get("/openapi.json").await.json();
     assert_eq!(api["openapi"], "3.1.0");
@@ -355,6 +357,12 @@ async fn status_metrics_and_openapi_describe_the_running_host() {
         "/projections/{name}/drop",
         "/streams/{stream}",
         "/events",
+        "/",
+        "/console/console.css",
+        "/console/console.js",
+        "/projections/{name}/dead-letters",
+        "/projections/{name}/rebuild",
+        "/sources",
     ];
     assert_eq!(paths, BTreeSet::from(routes));
     for (path, item) in api["paths"].as_object().unwrap() {
