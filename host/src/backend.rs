@@ -3,14 +3,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::source::{EventStore, PostgresEventStore, SourceError, SqliteEventStore, SyncLog};
+use crate::source::{EventStore, JetStreamEventStore, PostgresEventStore, SourceError, SqliteEventStore, SyncLog};
 use crate::store::{PostgresReadModelStore, ReadModelStore, SqliteReadModelStore, StoreError};
 
 /// Errors from opening a store by URL.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The URL names no backend refract knows.
-    #[error("unsupported store URL `{0}`: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE")]
+    #[error(
+        "unsupported store URL `{0}`: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE (or, for events, nats://HOST:PORT/STREAM)"
+    )]
     UnsupportedUrl(String),
     /// The event store could not be opened.
     #[error(transparent)]
@@ -32,6 +34,7 @@ pub enum BackendError {
 enum Backend<'a> {
     Sqlite(&'a Path),
     Postgres(&'a str),
+    JetStream(&'a str),
 }
 
 fn parse(url: &str) -> Result<Backend<'_>, BackendError> {
@@ -43,14 +46,17 @@ fn parse(url: &str) -> Result<Backend<'_>, BackendError> {
         Ok(Backend::Sqlite(Path::new(path)))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Backend::Postgres(url))
+    } else if url.starts_with("nats://") {
+        Ok(Backend::JetStream(url))
     } else {
         Err(BackendError::UnsupportedUrl(url.to_owned()))
     }
 }
 
-/// Opens the event store a URL names: `sqlite://PATH` (created if missing)
-/// or `postgres://...` (the table is created if missing; choose a schema
-/// with `?options[search_path]=NAME`).
+/// Opens the event store a URL names: `sqlite://PATH` (created if missing),
+/// `postgres://...` (the table is created if missing; choose a schema
+/// with `?options[search_path]=NAME`) or `nats://HOST:PORT/STREAM` (a
+/// JetStream stream, created if missing).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), refract::BackendError> {
@@ -62,6 +68,7 @@ pub async fn open_events(url: &str) -> Result<Arc<dyn EventStore>, BackendError>
     Ok(match parse(url)? {
         Backend::Sqlite(path) => Arc::new(SqliteEventStore::open(path).await?),
         Backend::Postgres(url) => Arc::new(PostgresEventStore::connect(url).await?),
+        Backend::JetStream(url) => Arc::new(JetStreamEventStore::connect(url).await?),
     })
 }
 
@@ -90,6 +97,7 @@ pub async fn open_models(url: &str) -> Result<Arc<dyn ReadModelStore>, BackendEr
     let store: Arc<dyn ReadModelStore> = match parse(url)? {
         Backend::Sqlite(path) => Arc::new(SqliteReadModelStore::open(path).await?),
         Backend::Postgres(url) => Arc::new(PostgresReadModelStore::connect(url).await?),
+        Backend::JetStream(_) => return Err(BackendError::UnsupportedUrl(url.to_owned())),
     };
     if let Ok(value) = std::env::var(crate::READ_TIMEOUT_ENV) {
         let ms = value.trim().parse::<u64>().ok().filter(|ms| *ms > 0);
@@ -109,6 +117,7 @@ mod tests {
         assert!(matches!(parse("sqlite:///tmp/x.db"), Ok(Backend::Sqlite(p)) if p == Path::new("/tmp/x.db")));
         assert!(matches!(parse("postgres://u@h/db"), Ok(Backend::Postgres(_))));
         assert!(matches!(parse("postgresql://u@h/db"), Ok(Backend::Postgres(_))));
+        assert!(matches!(parse("nats://h:4222/EVENTS"), Ok(Backend::JetStream(_))));
         for bad in ["mysql://x", "data/events.db", "sqlite://"] {
             assert!(matches!(parse(bad), Err(BackendError::UnsupportedUrl(_))), "{bad}");
         }

@@ -54,7 +54,10 @@ pub use runtime::capabilities::Capability;
 pub use runtime::limits::{EPOCH_TICK, Limits};
 pub use runtime::module_cache::ModuleCache;
 pub use runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
-pub use source::{Appended, EventSource, EventStore, PostgresEventStore, SourceError, SqliteEventStore};
+pub use source::{
+    Appended, EventSource, EventStore, ForeignMapping, ForeignStream, JetStreamEventStore, MappedField,
+    PostgresEventStore, SourceError, SqliteEventStore,
+};
 pub use source::{SeenRow, StoredSync, SyncCommit, SyncLog};
 pub use store::aggregate::{
     AggFn, Aggregate, AggregateQuery, AggregateResult, Group, MAX_AGGREGATES, MAX_GROUP_BY, MAX_GROUPS,

@@ -1,5 +1,6 @@
 //! Where events come from: the `EventSource` (read) and `EventStore` (append) traits.
 
+mod jetstream;
 mod postgres;
 mod sqlite;
 mod sync_log;
@@ -7,6 +8,7 @@ mod wake;
 
 use async_trait::async_trait;
 
+pub use jetstream::{ForeignMapping, ForeignStream, JetStreamEventStore, MappedField};
 pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
 pub use sync_log::{SeenRow, StoredSync, SyncCommit, SyncLog};
@@ -65,6 +67,85 @@ pub enum SourceError {
     /// The store returned events the host cannot read back.
     #[error("event store returned unreadable events: {0}")]
     Corrupt(String),
+    /// The NATS server could not be reached or did not answer; retrying may help.
+    #[error("event store error: NATS: {0}")]
+    Nats(String),
+    /// The JetStream stream is not what the URL or the config says it is
+    /// (missing, or not capturing refract's subjects): retrying cannot help.
+    #[error("event source misconfigured: {0}")]
+    Misconfigured(String),
+    /// Appends go to a stream other services publish to, which refract only reads.
+    #[error(
+        "the event source is the foreign JetStream stream `{stream}`, which refract only reads: publish to it with your own producers; nothing was appended"
+    )]
+    ReadOnly {
+        /// The stream.
+        stream: String,
+    },
+    /// The store cannot append several events atomically, and refuses
+    /// rather than apply a part.
+    #[error(
+        "this append holds {events} events, but JetStream (server 2.9) cannot publish several messages atomically: append one event per call; nothing was appended"
+    )]
+    NotAtomic {
+        /// Events in the refused append.
+        events: usize,
+    },
+    /// Events after a reader's checkpoint were removed (a purge, limits, or
+    /// deleted first messages): going on would skip them unseen.
+    #[error(
+        "source was truncated: the stream `{stream}` now starts at sequence {first}, but events after {checkpoint} were not read yet; rebuild the projection to start over"
+    )]
+    Truncated {
+        /// The stream.
+        stream: String,
+        /// Position the reader had read up to.
+        checkpoint: u64,
+        /// First sequence still in the stream.
+        first: u64,
+    },
+    /// The stream was deleted and created again: its positions start over,
+    /// so a checkpoint into the old one means nothing in the new one.
+    #[error(
+        "source was re-created: the event source is now {now}, but the checkpoint belongs to {was}; rebuild the projection to start over"
+    )]
+    Recreated {
+        /// Identity (see [`EventSource::identity`]) the checkpoint belongs to.
+        was: String,
+        /// Identity of the source now.
+        now: String,
+    },
+    /// A message the source cannot turn into an event (its payload is not
+    /// JSON, say): a poison event, put under the projection's failure policy.
+    #[error("event {position} (stream `{stream_id}`, type `{event_type}`) cannot be read: {reason}")]
+    BadEvent {
+        /// Its position.
+        position: u64,
+        /// Its stream id, as far as it could be read.
+        stream_id: String,
+        /// Its event type, as far as it could be read.
+        event_type: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl SourceError {
+    /// Whether retrying cannot help: the source is damaged, misconfigured,
+    /// truncated or replaced, or refuses the request as such. A runner
+    /// faults on these with their message instead of retrying.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::Corrupt(_)
+                | Self::Misconfigured(_)
+                | Self::ReadOnly { .. }
+                | Self::NotAtomic { .. }
+                | Self::Truncated { .. }
+                | Self::Recreated { .. }
+                | Self::BadEvent { .. }
+        )
+    }
 }
 
 impl From<sqlx::Error> for SourceError {
@@ -108,6 +189,15 @@ pub trait EventSource: Send + Sync + 'static {
     /// already read, which costs it one head query.
     fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+
+    /// What identifies this incarnation of the source, when it can be
+    /// deleted and created again under the same name with positions starting
+    /// over (a JetStream stream: its creation time). Runners store it next
+    /// to their checkpoint and fault when it changes. `None` (the default):
+    /// positions never start over.
+    async fn identity(&self) -> Result<Option<String>, SourceError> {
+        Ok(None)
     }
 }
 

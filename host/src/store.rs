@@ -398,6 +398,12 @@ pub trait Registry: Send + Sync + 'static {
     /// Refused unless the projection is paused, no node holds a live lease
     /// on it, and no rebuild is in progress. Returns the old checkpoint.
     async fn reset_checkpoint(&self, name: &str, to: u64) -> Result<u64, StoreError>;
+
+    /// The identity of the event source the generation's checkpoint counts
+    /// positions in (see [`crate::EventSource::identity`]): the one recorded
+    /// earlier, else `identity`, recorded now. A caller whose identity
+    /// differs from the answer reads a different source than the checkpoint's.
+    async fn claim_source_identity(&self, key: &ModelKey, identity: &str) -> Result<String, StoreError>;
 }
 
 /// What a runner writes with: a batch's changes with its checkpoint, a

@@ -23,7 +23,7 @@ const EVENTS: usize = 50_000;
 
 /// Where one host run keeps its stores: the data dir (pid lock, module
 /// cache) and the URLs of the event and read-model stores.
-struct Target {
+pub(crate) struct Target {
     data: PathBuf,
     events: String,
     models: String,
@@ -42,6 +42,18 @@ impl Target {
     async fn postgres(data: PathBuf) -> Self {
         let schema = pg::fresh_schema().await;
         Self { data, events: schema.url.clone(), models: schema.url.clone(), schema: Some(schema) }
+    }
+
+    /// Events at `events` (a JetStream stream both runs read), read models in SQLite.
+    pub(crate) fn jetstream_sqlite(data: PathBuf, events: &str) -> Self {
+        let models = format!("sqlite://{}", data.join("models.db").display());
+        Self { data, events: events.to_owned(), models, schema: None }
+    }
+
+    /// Events at `events` (a JetStream stream both runs read), read models in a fresh PostgreSQL schema.
+    pub(crate) async fn jetstream_postgres(data: PathBuf, events: &str) -> Self {
+        let schema = pg::fresh_schema().await;
+        Self { data, events: events.to_owned(), models: schema.url.clone(), schema: Some(schema) }
     }
 }
 
@@ -93,7 +105,7 @@ async fn sigkill_loses_and_doubles_nothing_in_postgres() {
 
 /// Projects the events into `killed` under a SIGKILL loop and into `clean`
 /// in one uninterrupted run, then compares the two document by document.
-async fn sigkill_loop(dir: &Path, killed: &Target, clean: &Target) {
+pub(crate) async fn sigkill_loop(dir: &Path, killed: &Target, clean: &Target) {
     let plugins = plugins_dir(dir, &["account_summary", "order_summary"]);
     let events = bank_events(1_000, EVENTS, 42);
     seed(killed, clean, &events).await;
@@ -166,6 +178,11 @@ async fn sigkill_loop(dir: &Path, killed: &Target, clean: &Target) {
 /// Appends the events to `killed` and copies them, timestamps included, to
 /// `clean`: the models record event timestamps, so both runs must read the same events.
 async fn seed(killed: &Target, clean: &Target, events: &[BankEvent]) {
+    if killed.events.starts_with("nats://") {
+        assert_eq!(killed.events, clean.events, "both runs read one JetStream stream");
+        crate::jetstream::append_each(&killed.events, events).await;
+        return;
+    }
     match (&killed.schema, &clean.schema) {
         (Some(pg::Schema { name: from, .. }), Some(pg::Schema { name: to, .. })) => {
             let store = refract::open_events(&killed.events).await.unwrap();

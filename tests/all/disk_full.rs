@@ -153,7 +153,9 @@ async fn a_full_disk_shows_and_the_host_recovers_by_itself() {
     assert!(body["store_errors"][0]["error"].as_str().unwrap().contains("full"), "{body}");
     let metrics = http().await.get("/metrics").await.text;
     assert!(
-        metrics.contains("refract_projection_store_error{projection=\"account-summary\",generation=\"1\",role=\"active\"} 1"),
+        metrics.contains(
+            "refract_projection_store_error{projection=\"account-summary\",generation=\"1\",role=\"active\"} 1"
+        ),
         "{metrics}"
     );
     let listed = http().await.get("/projections").await.json();
@@ -188,7 +190,9 @@ async fn a_full_disk_shows_and_the_host_recovers_by_itself() {
     assert_eq!(health.status, 200, "{}", health.text);
     let metrics = http().await.get("/metrics").await.text;
     assert!(
-        metrics.contains("refract_projection_store_error{projection=\"account-summary\",generation=\"1\",role=\"active\"} 0"),
+        metrics.contains(
+            "refract_projection_store_error{projection=\"account-summary\",generation=\"1\",role=\"active\"} 0"
+        ),
         "{metrics}"
     );
     host.shutdown().await;

@@ -36,6 +36,7 @@ mod exit_codes;
 mod http_aggregate;
 mod http_api;
 mod import_race;
+mod jetstream;
 mod killed_host;
 mod metrics;
 mod packaging;

@@ -132,9 +132,14 @@ impl ApiError {
             Self::Source(e) => match e {
                 SourceError::Conflict { .. } => StatusCode::CONFLICT,
                 SourceError::Database(db) if db.kind() == DbErrorKind::Refused => StatusCode::BAD_REQUEST,
-                SourceError::Database(_) | SourceError::Sqlite { .. } | SourceError::Corrupt(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                SourceError::Database(_)
+                | SourceError::Sqlite { .. }
+                | SourceError::Corrupt(_)
+                | SourceError::Misconfigured(_)
+                | SourceError::Truncated { .. }
+                | SourceError::Recreated { .. }
+                | SourceError::BadEvent { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                SourceError::Nats(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             },
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -11,6 +11,8 @@
 // glibc tuning, shared with the `refract` binary.
 #[path = "../cli/allocator.rs"]
 mod allocator;
+#[path = "refract-bench/backends.rs"]
+mod backends;
 #[path = "refract-bench/latency.rs"]
 mod latency;
 
@@ -71,11 +73,21 @@ struct Args {
     /// created and dropped); without it only SQLite is measured.
     #[arg(long, env = "DATABASE_URL")]
     postgres_url: Option<String>,
+    /// NATS server for the event-store comparison (JetStream, a stream of its
+    /// own created and deleted); without it only SQLite and PostgreSQL are compared.
+    #[arg(long, env = "NATS_URL")]
+    nats_url: Option<String>,
+    /// Events each event store is filled with and projected in the comparison.
+    #[arg(long, default_value_t = 1_000_000)]
+    backend_events: usize,
+    /// Timed single-event appends per event store in the comparison.
+    #[arg(long, default_value_t = 20_000)]
+    backend_appends: usize,
     /// Internal: append one event per line of stdin to this store URL and
     /// print each position (the other process of the latency part).
     #[arg(long, hide = true)]
     append_child: Option<String>,
-    /// Skip parts: any of throughput, rebuild, boundary, rss, latency, changelog; or native and
+    /// Skip parts: any of throughput, rebuild, boundary, rss, latency, changelog, backends; or native and
     /// raw, the two comparison columns of the throughput table (e.g. to profile
     /// the engine alone).
     #[arg(long, value_delimiter = ',')]
@@ -180,6 +192,21 @@ async fn run(args: Args) -> Result<()> {
             }
             println!("| {batch} | {:.0} |", median(&mut rates));
         }
+    }
+
+    if !skip("backends") {
+        backends::run(&backends::Settings {
+            work_dir: &args.work_dir,
+            plugin: &account_summary,
+            events: args.backend_events,
+            appends: args.backend_appends,
+            appenders: 8,
+            accounts: args.accounts,
+            runs: args.runs,
+            postgres: args.postgres_url.as_deref(),
+            nats: args.nats_url.as_deref(),
+        })
+        .await?;
     }
 
     if !skip("latency") {

@@ -221,7 +221,16 @@ async fn open(
         commit_events: args.commit_events.max(1),
         commit_interval: Duration::from_millis(args.commit_interval_ms),
     };
-    let (events, sync_log) = data.open_events_with_sync().await?;
+    // `[events]` in the config names a foreign stream, which then replaces --events.
+    let (events, sync_log): (std::sync::Arc<dyn refract::EventStore>, _) = match config.events() {
+        Some(mapping) => {
+            tracing::info!(url = %mapping.url, "reading events from the foreign JetStream stream in [events]");
+            let stream =
+                refract::ForeignStream::open(mapping).await.context("opening the [events] stream of the config")?;
+            (std::sync::Arc::new(stream), None)
+        }
+        None => data.open_events_with_sync().await?,
+    };
     let models = data.open_models().await?;
     let mut tokens = config.tokens().clone();
     if let Some(path) = &args.tokens {

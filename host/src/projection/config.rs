@@ -137,6 +137,9 @@ struct File {
     /// `[sources.NAME]`: tables to sync (see `crate::sync`).
     #[serde(default)]
     sources: BTreeMap<String, crate::sync::SourceSettings>,
+    /// A foreign event source (`source/jetstream/foreign.rs`).
+    #[serde(default)]
+    events: Option<crate::source::ForeignMapping>,
 }
 
 /// The parsed config: defaults plus per-projection overrides.
@@ -188,6 +191,12 @@ impl Config {
     /// The `[sources.NAME]` tables, checked (not yet against their databases).
     pub fn sources(&self) -> Result<Vec<crate::sync::SourceConfig>, crate::sync::SyncError> {
         self.file.sources.iter().map(|(name, s)| s.check(name)).collect()
+    }
+
+    /// The foreign JetStream stream the `[events]` table maps, if any: the
+    /// host then reads its events from there.
+    pub fn events(&self) -> Option<&crate::source::ForeignMapping> {
+        self.file.events.as_ref()
     }
 
     /// Whether any projection meters fuel (the engine must then be built with it).

@@ -455,6 +455,7 @@ impl Runner {
         if !matches!(record.role, Role::Active | Role::Building) {
             return Err(StepError::Retired);
         }
+        self.check_source_identity().await?;
         if record.checkpoint != self.checkpoint {
             tracing::info!(projection = %self.key.projection, from = self.checkpoint, to = record.checkpoint,
                 "another node moved the checkpoint; resuming from it");
@@ -463,6 +464,19 @@ impl Runner {
         }
         self.role = record.role;
         Ok(())
+    }
+
+    /// Faults when the source was replaced under the generation's
+    /// checkpoint (a re-created JetStream stream starts over at 1).
+    async fn check_source_identity(&self) -> Result<(), StepError> {
+        let Some(now) = self.source.identity().await.map_err(StepError::from_source)? else {
+            return Ok(());
+        };
+        let was = self.registry.claim_source_identity(&self.key, &now).await.map_err(StepError::from_store)?;
+        if was == now {
+            return Ok(());
+        }
+        Err(StepError::Fault(Fault::Source(SourceError::Recreated { was, now })))
     }
 
     /// The runner's work while it holds `lease`.
@@ -655,7 +669,30 @@ impl Runner {
             return Ok(Some(self.sync.interval.unwrap_or(self.sync.poll)));
         }
         let started = Instant::now();
-        let (events, head) = self.read_batch(read_to, head).await?;
+        let (events, head) = match self.read_batch(read_to, head).await {
+            // A message the source cannot read: project up to it, then put
+            // it under the failure policy like an event the plugin fails on.
+            Err(StepError::Fault(Fault::Source(SourceError::BadEvent { position, .. }))) if position > read_to + 1 => {
+                self.read_ahead = None;
+                self.read_batch(read_to, position - 1).await?
+            }
+            Err(StepError::Fault(Fault::Source(SourceError::BadEvent { position, stream_id, event_type, reason }))) => {
+                self.read_ahead = None;
+                self.flush(true).await?;
+                let event = Event {
+                    position,
+                    stream_id: stream_id.clone(),
+                    stream_version: 0,
+                    event_type: event_type.clone(),
+                    payload: String::new(),
+                    metadata: String::new(),
+                    timestamp: 0,
+                };
+                let fault = Fault::Source(SourceError::BadEvent { position, stream_id, event_type, reason });
+                return self.poison(event, fault).await;
+            }
+            other => other?,
+        };
         let full = events.len() >= self.sync.batch_size;
         if !full && !events.is_empty() && !self.sync.max_wait.is_zero() {
             let since = *partial_since.get_or_insert_with(Instant::now);
@@ -1199,8 +1236,7 @@ impl StepError {
             SourceError::Database(db) => db.kind() == DbErrorKind::Corrupt,
             // SQLITE_CORRUPT and SQLITE_NOTADB, from the C-API read.
             SourceError::Sqlite { code, .. } => matches!(code & 0xff, 11 | 26),
-            SourceError::Corrupt(_) => true,
-            _ => false,
+            e => e.is_permanent(),
         };
         if corrupt { Self::Fault(Fault::Source(e)) } else { Self::Transient(e.to_string()) }
     }

@@ -533,6 +533,22 @@ impl<B: Backend> Registry for B {
         let prefix = names::table_prefix(projection);
         Ok(self.tables_with_prefix(&prefix).await?.into_iter().filter(|t| names::is_table_of(&prefix, t)).collect())
     }
+
+    async fn claim_source_identity(&self, key: &ModelKey, identity: &str) -> Result<String, StoreError> {
+        // The generation number leads: a projection name cannot end the
+        // number early, so every (projection, generation) gets its own name.
+        let name = format!("source-identity:{}:{}", key.generation, key.projection);
+        let mut tx = self.registry_tx().await?;
+        let recorded = match tx.meta(&name).await? {
+            Some(recorded) => recorded,
+            None => {
+                tx.set_meta(&name, identity).await?;
+                identity.to_owned()
+            }
+        };
+        tx.commit().await?;
+        Ok(recorded)
+    }
 }
 
 #[async_trait]

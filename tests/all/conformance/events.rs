@@ -3,7 +3,49 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use refract::{AppendRequest, EventStore, ExpectedVersion, NewEvent, SourceError, Subscription};
+use refract::{AppendRequest, Appended, EventStore, ExpectedVersion, NewEvent, SourceError, Subscription};
+
+/// How a store appends several events at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batches {
+    /// All or nothing, in one call.
+    Atomic,
+    /// Refused as a whole ([`SourceError::NotAtomic`]), so each event is
+    /// appended on its own (JetStream on server 2.9).
+    OneEvent,
+}
+
+/// Appends `requests` as the store can: in one call, or, where several
+/// events are refused, after checking that the refusal wrote nothing, one
+/// event per call with the same version checks. One result per request.
+async fn append(store: &Arc<dyn EventStore>, batches: Batches, requests: &[AppendRequest]) -> Vec<Appended> {
+    let events: usize = requests.iter().map(|r| r.events.len()).sum();
+    if batches == Batches::Atomic || events == 1 {
+        return store.append(requests).await.unwrap();
+    }
+    // What the refusal leaves behind is checked by `several_events_are_refused_whole`;
+    // here other writers may be appending meanwhile.
+    let err = store.append(requests).await.unwrap_err();
+    assert!(matches!(err, SourceError::NotAtomic { events: n } if n == events), "{err}");
+    let mut results = Vec::new();
+    for r in requests {
+        let mut expected = r.expected;
+        let mut merged: Option<Appended> = None;
+        for e in &r.events {
+            let one = AppendRequest { stream_id: r.stream_id.clone(), expected, events: vec![e.clone()] };
+            let a = store.append(&[one]).await.unwrap()[0];
+            if let ExpectedVersion::Exact(_) = expected {
+                expected = ExpectedVersion::Exact(a.stream_version);
+            }
+            merged = Some(match merged {
+                Some(m) => Appended { last_position: a.last_position, stream_version: a.stream_version, ..m },
+                None => a,
+            });
+        }
+        results.push(merged.expect("a request has events"));
+    }
+    results
+}
 
 fn request(stream: &str, expected: ExpectedVersion, types: &[&str]) -> AppendRequest {
     AppendRequest {
@@ -15,8 +57,13 @@ fn request(stream: &str, expected: ExpectedVersion, types: &[&str]) -> AppendReq
 
 /// Appends with optimistic concurrency: versions, conflicts, positions.
 pub async fn append_and_conflict(store: Arc<dyn EventStore>) {
+    append_and_conflict_in(store, Batches::Atomic).await;
+}
+
+/// [`append_and_conflict`] for a store that appends as `batches` says.
+pub async fn append_and_conflict_in(store: Arc<dyn EventStore>, batches: Batches) {
     assert_eq!(store.head().await.unwrap(), 0);
-    let a = store.append(&[request("acc-1", ExpectedVersion::Exact(0), &["Opened", "Deposited"])]).await.unwrap();
+    let a = append(&store, batches, &[request("acc-1", ExpectedVersion::Exact(0), &["Opened", "Deposited"])]).await;
     assert_eq!((a[0].first_position, a[0].last_position, a[0].stream_version), (1, 2, 2));
     let err = store.append(&[request("acc-1", ExpectedVersion::Exact(0), &["Opened"])]).await.unwrap_err();
     assert!(
@@ -105,14 +152,29 @@ pub async fn read_with_subscriptions(store: Arc<dyn EventStore>) {
 /// of positions, but must still deliver the first `limit` matches in order,
 /// and nothing past `up_to`.
 pub async fn sparse_reads_over_a_long_range(store: Arc<dyn EventStore>) {
+    sparse_reads_over_a_long_range_in(store, Batches::Atomic).await;
+}
+
+/// [`sparse_reads_over_a_long_range`] for a store that appends as `batches` says.
+pub async fn sparse_reads_over_a_long_range_in(store: Arc<dyn EventStore>, batches: Batches) {
     // 3,000 events in big appends; every 700th is a `Rare` one.
     let mut requests = Vec::new();
     for i in 1..=3_000u64 {
         let t = if i % 700 == 0 { "Rare" } else { "Common" };
         requests.push(request(&format!("s-{}", i % 13), ExpectedVersion::Any, &[t]));
     }
-    for chunk in requests.chunks(1_000) {
-        store.append(chunk).await.unwrap();
+    match batches {
+        Batches::Atomic => {
+            for chunk in requests.chunks(1_000) {
+                store.append(chunk).await.unwrap();
+            }
+        }
+        Batches::OneEvent => {
+            append(&store, batches, &requests[..2]).await;
+            for r in &requests[2..] {
+                store.append(std::slice::from_ref(r)).await.unwrap();
+            }
+        }
     }
     let positions = |events: Vec<refract::Event>| events.iter().map(|e| e.position).collect::<Vec<_>>();
     let rare = Subscription { event_types: vec!["Rare".into()], stream_prefixes: vec![] };
@@ -130,6 +192,11 @@ pub async fn sparse_reads_over_a_long_range(store: Arc<dyn EventStore>) {
 /// Concurrent appenders and a reader that follows them: the reader sees every
 /// position exactly once and in order, never skipping one that commits late.
 pub async fn concurrent_appends_are_gapless(store: Arc<dyn EventStore>) {
+    concurrent_appends_are_gapless_in(store, Batches::Atomic).await;
+}
+
+/// [`concurrent_appends_are_gapless`] for a store that appends as `batches` says.
+pub async fn concurrent_appends_are_gapless_in(store: Arc<dyn EventStore>, batches: Batches) {
     const WRITERS: usize = 8;
     const APPENDS: usize = 40;
     let total = (WRITERS * APPENDS * 2) as u64;
@@ -156,7 +223,7 @@ pub async fn concurrent_appends_are_gapless(store: Arc<dyn EventStore>) {
             tokio::spawn(async move {
                 for i in 0..APPENDS {
                     let stream = format!("s-{w}-{}", i % 3);
-                    store.append(&[request(&stream, ExpectedVersion::Any, &["A", "B"])]).await.unwrap();
+                    append(&store, batches, &[request(&stream, ExpectedVersion::Any, &["A", "B"])]).await;
                 }
             })
         })
@@ -169,4 +236,29 @@ pub async fn concurrent_appends_are_gapless(store: Arc<dyn EventStore>) {
     assert_eq!(store.head().await.unwrap(), total);
     let unique: BTreeSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "a (stream, version) was delivered twice");
+}
+
+/// A store that cannot append several events atomically refuses every
+/// append of more than one, whole, and still checks versions per event.
+pub async fn several_events_are_refused_whole(store: Arc<dyn EventStore>) {
+    store.append(&[request("b", ExpectedVersion::Any, &["X"])]).await.unwrap();
+    for requests in [
+        vec![request("a", ExpectedVersion::Exact(0), &["X", "Y"])],
+        vec![request("a", ExpectedVersion::Exact(0), &["X"]), request("b", ExpectedVersion::Exact(1), &["X"])],
+        vec![request("a", ExpectedVersion::Any, &["X"]), request("a", ExpectedVersion::Any, &["Y"])],
+    ] {
+        let err = store.append(&requests).await.unwrap_err();
+        assert!(matches!(err, SourceError::NotAtomic { events: 2 }), "{err}");
+        assert!(err.to_string().contains("cannot publish several messages atomically"), "{err}");
+    }
+    assert_eq!(store.stream_version("a").await.unwrap(), 0);
+    assert_eq!(store.head().await.unwrap(), 1);
+    // Malformed events are named before the refusal of their number.
+    let mut bad = request("c", ExpectedVersion::Any, &["X"]);
+    bad.events.push(NewEvent::new("Broken", "{not json"));
+    let err = store.append(&[bad]).await.unwrap_err();
+    assert!(matches!(err, SourceError::InvalidEvent { index: 1, .. }), "{err}");
+    let err = store.append(&[request("b", ExpectedVersion::Exact(0), &["X"])]).await.unwrap_err();
+    assert!(matches!(&err, SourceError::Conflict { expected: 0, actual: 1, .. }), "{err}");
+    assert_eq!(store.head().await.unwrap(), 1);
 }

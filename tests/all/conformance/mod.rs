@@ -84,6 +84,50 @@ conformance! {
     aggregates_reads_stop_at_the_time_limit => crate::conformance::aggregates::reads_stop_at_the_time_limit, models_store, "models.db";
 }
 
+/// The event-store suite on JetStream (`NATS_URL`, a fresh stream per
+/// test), which appends one event per call (see `Batches::OneEvent`).
+mod jetstream {
+    use std::sync::Arc;
+
+    use super::events::{self, Batches};
+    use crate::jetstream::FreshStream;
+    use refract::EventStore;
+
+    async fn store(fresh: &FreshStream) -> Arc<dyn EventStore> {
+        refract::open_events(&fresh.url).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_append_and_conflict() {
+        let fresh = FreshStream::new();
+        events::append_and_conflict_in(store(&fresh).await, Batches::OneEvent).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_several_events_are_refused_whole() {
+        let fresh = FreshStream::new();
+        events::several_events_are_refused_whole(store(&fresh).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_read_with_subscriptions() {
+        let fresh = FreshStream::new();
+        events::read_with_subscriptions(store(&fresh).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_sparse_reads_over_a_long_range() {
+        let fresh = FreshStream::new();
+        events::sparse_reads_over_a_long_range_in(store(&fresh).await, Batches::OneEvent).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_concurrent_appends_are_gapless() {
+        let fresh = FreshStream::new();
+        events::concurrent_appends_are_gapless_in(store(&fresh).await, Batches::OneEvent).await;
+    }
+}
+
 /// Runs `sql` on the database behind `fresh`, as a foreign tool (or an
 /// older refract) would, bypassing the store.
 async fn raw_sql(fresh: &Fresh, statements: &[&str]) {

@@ -247,15 +247,20 @@ impl EventStore for PollOnly {
 
 /// A schema of the benchmark's own on the PostgreSQL server, emptied before
 /// each measurement and dropped at the end.
-struct PgSchema {
+pub(crate) struct PgSchema {
     server: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl PgSchema {
     async fn create(server: &str) -> Result<Self> {
-        let name = format!("refract_bench_latency_{}", std::process::id());
+        Self::create_for(server, "latency").await
+    }
+
+    /// A schema for the part `part` of the benchmark.
+    pub(crate) async fn create_for(server: &str, part: &str) -> Result<Self> {
+        let name = format!("refract_bench_{part}_{}", std::process::id());
         let separator = if server.contains('?') { '&' } else { '?' };
         let url = format!("{server}{separator}options[search_path]={name}");
         let schema = Self { server: server.to_owned(), name, url };
@@ -267,7 +272,7 @@ impl PgSchema {
         self.execute(&format!("DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}", self.name)).await
     }
 
-    async fn drop(self) -> Result<()> {
+    pub(crate) async fn drop(self) -> Result<()> {
         self.execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)).await
     }
 
