@@ -351,12 +351,7 @@ async fn a_rolling_update_is_built_once_and_swaps_every_node_whole() {
     let owner = models.leases().await.unwrap().into_iter().find(|l| l.key.generation == 2).unwrap().owner;
     for client in &mut clients {
         let metrics = client.get("/metrics").await.text;
-<<<<<<< HEAD
-        let series =
-            format!(
-=======
         let series = format!(
->>>>>>> config
             "refract_projection_lease{{projection=\"account-summary\",generation=\"2\",role=\"active\",node=\"{owner}\"}} 1"
         );
         assert!(metrics.contains(&series), "no `{series}` in\n{metrics}");
