@@ -140,7 +140,7 @@ fn name_only(name: Result<Path<String>, PathRejection>, raw: Option<String>) -> 
     if let Some((key, _)) = pairs(raw.as_deref()).next() {
         return Err(unknown(&key, "none"));
     }
-    name.map(|Path(n)| n).map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))
+    crate::api::routes::path(name)
 }
 
 async fn pause(State(s): State<ApiState>, name: Result<Path<String>, PathRejection>, RawQuery(raw): RawQuery) -> Reply {
@@ -159,7 +159,7 @@ async fn resume(
 }
 
 async fn reset(State(s): State<ApiState>, name: Result<Path<String>, PathRejection>, RawQuery(raw): RawQuery) -> Reply {
-    let name = name.map(|Path(n)| n).map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))?;
+    let name = crate::api::routes::path(name)?;
     let mut to = None;
     for (key, value) in pairs(raw.as_deref()) {
         match key.as_str() {

@@ -74,7 +74,7 @@ async fn aggregate(
     p: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let Path((name, collection)) = p.map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))?;
+    let (name, collection) = crate::api::routes::path(p)?;
     let params = AggregateParams::parse(raw.as_deref())?;
     wait_for(&s, &name, params.consistency, |r| Ok(r.collection(&collection).map(drop)?)).await?;
     let result = s.models().aggregate_documents(&name, &collection, &params.query).await?;

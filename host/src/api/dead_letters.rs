@@ -47,7 +47,7 @@ async fn dead_letters(
     name: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let Path(name) = name.map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))?;
+    let name = crate::api::routes::path(name)?;
     if let Some(raw) = raw.filter(|r| !r.is_empty()) {
         return Err(ApiError::BadRequest(format!("the dead letters take no parameters, got `{raw}`")));
     }

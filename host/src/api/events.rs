@@ -137,7 +137,7 @@ async fn stream(
     stream: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let Path(stream) = stream.map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))?;
+    let stream = crate::api::routes::path(stream)?;
     let p = PageParams::parse(raw.as_deref())?;
     let store = s.appender().map_err(|_| {
         ApiError::BadRequest(

@@ -44,7 +44,7 @@ async fn rebuild(
     name: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let Path(name) = name.map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))?;
+    let name = crate::api::routes::path(name)?;
     if let Some(raw) = raw.filter(|r| !r.is_empty()) {
         return Err(ApiError::BadRequest(format!("a rebuild takes no parameters, got `{raw}`")));
     }

@@ -400,7 +400,7 @@ pub fn router(state: ApiState) -> Router {
 type Reply<T = Json<Value>> = Result<T, ApiError>;
 
 /// Turns a path that did not decode (bad percent-encoding) into a 400.
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+pub(crate) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     p.map(|Path(t)| t).map_err(|e| ApiError::BadRequest(format!("bad path: {}", e.body_text())))
 }
 
