@@ -240,6 +240,52 @@ async fn a_purge_of_events_not_yet_projected_faults_the_projection_as_truncated(
     host.shutdown().await;
 }
 
+/// The same loss with the host running throughout: the projection is
+/// paused (its runner stops, the host and its open source stay), events
+/// arrive and are purged, and the resumed runner faults instead of going
+/// on from the stream's new first sequence. Pausing is what makes the
+/// order certain; a runner that reads first projects them, which is no loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_under_a_running_host_faults_the_resumed_projection_as_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = FreshStream::new();
+    let js = raw().await;
+    let stream = create_foreign(&js, &fresh).await;
+    let events = bank_events(5, 40, 14);
+    for e in &events[..20] {
+        publish(&js, &fresh, e).await;
+    }
+    let mut host = foreign_host(dir.path(), &fresh, "", small_batches()).await;
+    wait_for(&host, "the first 20", |p| p.checkpoint == 20).await;
+
+    host.models().set_paused("account-summary", true).await.unwrap();
+    host.sync_registry().await.unwrap();
+    let stopped = Instant::now();
+    while host.models().leases().await.unwrap().iter().any(|l| l.key.projection == "account-summary" && !l.expired) {
+        assert!(stopped.elapsed() < Duration::from_secs(30), "the paused runner did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for e in &events[20..] {
+        publish(&js, &fresh, e).await;
+    }
+    stream.purge().await.unwrap();
+    let first = js.get_stream(&fresh.name).await.unwrap().cached_info().state.first_sequence;
+    assert!(first > 40, "the purge removed everything: first sequence {first}");
+
+    host.models().set_paused("account-summary", false).await.unwrap();
+    host.sync_registry().await.unwrap();
+    let p = wait_for(&host, "the fault", |p| p.state == ProjectionState::Faulted).await;
+    let error = p.last_error.unwrap();
+    assert!(
+        error.contains(&format!("source was truncated: the stream `{}` now starts at sequence {first}", fresh.name))
+            && error.contains("events after 20 were not read yet"),
+        "{error}"
+    );
+    assert_eq!(p.checkpoint, 20, "nothing after the checkpoint was skipped");
+    assert_accounts(&accounts(&host).await, &expected_accounts(&events[..20]));
+    host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_of_events_already_projected_is_no_fault() {
     let dir = tempfile::tempdir().unwrap();
