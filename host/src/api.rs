@@ -31,6 +31,7 @@ mod routes;
 mod server;
 mod sources;
 mod sse;
+mod verify;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub use server::HEADER_TIMEOUT;
 use crate::projection::compiles::Compiles;
 use crate::projection::host::{Host, ProjectionStatus};
 use crate::projection::runner::{CommitNotice, StoreErrors};
+use crate::projection::verify::Verifier;
 use crate::source::{EventSource, EventStore};
 use crate::store::ReadModelStore;
 
@@ -83,13 +85,23 @@ struct Inner {
     closing: watch::Sender<bool>,
     /// The host's module compiles: under way, and their times.
     compiles: Compiles,
+    /// The host's verifier; none when the API serves bare stores.
+    verifier: Option<Verifier>,
 }
 
 impl ApiState {
     /// State over the host's stores and notices. Starts the metrics
     /// collector, so it must be called inside a Tokio runtime.
     pub fn from_host(host: &Host) -> Self {
-        Self::build(host.source(), host.events(), host.models(), host.notices(), host.store_errors(), host.compiles())
+        Self::build(
+            host.source(),
+            host.events(),
+            host.models(),
+            host.notices(),
+            host.store_errors(),
+            host.compiles(),
+            Some(host.verifier()),
+        )
     }
 
     /// State over explicit stores and a commit-notice sender.
@@ -98,7 +110,7 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
     ) -> Self {
-        Self::build(events.clone(), Some(events), models, notices, StoreErrors::default(), Compiles::default())
+        Self::build(events.clone(), Some(events), models, notices, StoreErrors::default(), Compiles::default(), None)
     }
 
     /// State over a read-only event source: reads, queries and consistency
@@ -108,7 +120,7 @@ impl ApiState {
         models: Arc<dyn ReadModelStore>,
         notices: broadcast::Sender<CommitNotice>,
     ) -> Self {
-        Self::build(source, None, models, notices, StoreErrors::default(), Compiles::default())
+        Self::build(source, None, models, notices, StoreErrors::default(), Compiles::default(), None)
     }
 
     fn build(
@@ -118,10 +130,12 @@ impl ApiState {
         notices: broadcast::Sender<CommitNotice>,
         store_errors: StoreErrors,
         compiles: Compiles,
+        verifier: Option<Verifier>,
     ) -> Self {
         let metrics = Metrics::follow(notices.subscribe());
         let closing = watch::channel(false).0;
-        let inner = Arc::new(Inner { source, events, models, notices, metrics, store_errors, closing, compiles });
+        let inner =
+            Arc::new(Inner { source, events, models, notices, metrics, store_errors, closing, compiles, verifier });
         Self {
             inner,
             body_timeout: layers::BODY_TIMEOUT,
@@ -205,6 +219,15 @@ impl ApiState {
 
     fn models(&self) -> &Arc<dyn ReadModelStore> {
         &self.inner.models
+    }
+
+    /// The host's verifier, or the error for an API that serves no host.
+    fn verifier(&self) -> Result<&Verifier, ApiError> {
+        self.inner.verifier.as_ref().ok_or_else(|| {
+            ApiError::Conflict(
+                "this API serves no host that runs projections: verify with `refract verify NAME`".into(),
+            )
+        })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<CommitNotice> {

@@ -44,9 +44,9 @@ pub use projection::compiles::{CompileGuard, CompileTime, Compiles, Compiling};
 pub use projection::config::{Config, ConfigError, ProjectionConfig};
 pub use projection::host::{DataDir, Host, HostError, HostLiveness, HostLock, ProjectionStatus, status};
 pub use projection::lease::{DEFAULT_LEASE_TTL, LeaseSettings, default_node_id, hostname};
-pub use projection::policy::{FailurePolicy, RetryPolicy};
+pub use projection::policy::{FailurePolicy, RetryPolicy, VerifyPolicy};
 pub use projection::runner::{CommitNotice, Progress, StoreErrors, SyncConfig};
-pub use projection::verify::{Difference, DifferenceKind, VerifyError, VerifyReport};
+pub use projection::verify::{Difference, DifferenceKind, Verifier, VerifyError, VerifyReport};
 pub use projection::watch::{DEBOUNCE, PluginChange, PluginWatcher, WatchError, debounce, is_write};
 pub use ready::list as list_checkpoints;
 pub use ready::{ProjectionCheckpoint, Readiness, active_checkpoints, readiness};
@@ -72,7 +72,7 @@ pub use store::{
     ChangeEntry, ChangeKind, ChangeLog, ChangePage, ConsumerPosition, DeadLetter, Lease, LeaseGrant, LeaseRecord,
     Leases, ModelKey, ModelReader, ModelSnapshot, ModelWriter, PostgresReadModelStore, ProjectionRecord,
     ProjectionState, ReadModelStore, Registration, Registry, Retention, RetryRequest, Role, SqliteReadModelStore,
-    StoreError, StoredDocument,
+    StoreError, StoredDocument, Verifications, VerifyOutcome, VerifyResult, VerifyRuns,
 };
 pub use sync::{
     Dialect, ROW_DELETED, ROW_UPSERTED, SourceConfig, SourceSettings, SourceStatus, SyncError, Syncer, Syncers,

@@ -10,4 +10,5 @@ pub(crate) mod lease;
 pub(crate) mod policy;
 pub(crate) mod runner;
 pub(crate) mod verify;
+pub(crate) mod verify_schedule;
 pub(crate) mod watch;

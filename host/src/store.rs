@@ -11,6 +11,7 @@ mod postgres;
 pub(crate) mod query;
 mod snapshot;
 mod sqlite;
+mod verifications;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ pub use lease::{Lease, LeaseGrant, LeaseRecord, Leases};
 pub use postgres::PostgresReadModelStore;
 pub use snapshot::{ModelSnapshot, StoredDocument};
 pub use sqlite::SqliteReadModelStore;
+pub use verifications::{Verifications, VerifyOutcome, VerifyResult, VerifyRuns};
 
 use crate::db::DatabaseError;
 use crate::model::changes::ChangeSet;
@@ -472,9 +474,15 @@ pub trait ModelReader: Send + Sync + 'static {
 /// registry of generations with their checkpoints. `commit` must write a
 /// batch's changes and the new checkpoint in one transaction: that is what
 /// makes projection exactly-once across crashes.
-pub trait ReadModelStore: Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapshot {}
+pub trait ReadModelStore:
+    Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapshot + Verifications
+{
+}
 
-impl<T: Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapshot> ReadModelStore for T {}
+impl<T: Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapshot + Verifications> ReadModelStore
+    for T
+{
+}
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {

@@ -362,6 +362,7 @@ async fn status_metrics_and_openapi_describe_the_running_host() {
         "/console/console.js",
         "/projections/{name}/dead-letters",
         "/projections/{name}/rebuild",
+        "/projections/{name}/verify",
         "/sources",
     ];
     assert_eq!(paths, BTreeSet::from(routes));

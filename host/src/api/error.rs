@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::db::DbErrorKind;
 use crate::projection::admin::AdminError;
 use crate::projection::host::HostError;
+use crate::projection::verify::VerifyError;
 use crate::ready::{ProjectionCheckpoint, list};
 use crate::source::SourceError;
 use crate::store::StoreError;
@@ -73,6 +74,10 @@ pub enum ApiError {
     /// A server-side failure that is not the client's doing.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The projection's present state does not allow the action; the
+    /// message says why and what to do.
+    #[error("{0}")]
+    Conflict(String),
     /// The projection did not reach `min_position` in time.
     #[error(
         "projection `{projection}` did not reach position {min_position} within {timeout_ms} ms; its checkpoint is {checkpoint}"
@@ -143,6 +148,7 @@ impl ApiError {
                 _ => StatusCode::BAD_REQUEST,
             },
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::DocumentNotFound { .. } | Self::NoRoute(_) | Self::NoStream(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed | Self::ReadOnlySource => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -187,6 +193,24 @@ impl From<HostError> for ApiError {
             HostError::Source(e) => Self::Source(e),
             HostError::Store(e) => Self::Store(e),
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Store(e) => Self::Store(e),
+            VerifyError::Source(e) => Self::Source(e),
+            e @ (VerifyError::DeadLetters { .. }
+            | VerifyError::Faulted { .. }
+            | VerifyError::Rebuilding { .. }
+            | VerifyError::AlreadyRunning { .. }) => Self::Conflict(e.to_string()),
+            // The module or the host failed: logged under an error id,
+            // since the message may name host paths.
+            e @ (VerifyError::Plugin(_) | VerifyError::Refused(_) | VerifyError::ModuleUnavailable { .. }) => {
+                Self::Internal(e.to_string())
+            }
         }
     }
 }

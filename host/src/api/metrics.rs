@@ -145,6 +145,21 @@ impl Metrics {
                 "1 while the node named in `node` holds the generation's lease, 0 once it expired.",
             ),
             (
+                "refract_verify_runs_total",
+                "counter",
+                "Verifications of the generation (refract verify, POST /projections/{name}/verify, verify_every), by result: clean, differences or error.",
+            ),
+            (
+                "refract_verify_last_differences",
+                "gauge",
+                "Documents that differed in the generation's last verification that ran to its end.",
+            ),
+            (
+                "refract_verify_last_timestamp_seconds",
+                "gauge",
+                "When the generation's last verification ended, seconds since the Unix epoch.",
+            ),
+            (
                 "refract_notices_missed_total",
                 "counter",
                 "Commit notices the metrics collector missed by falling behind.",
@@ -180,6 +195,17 @@ impl Metrics {
             let _ = writeln!(out, "refract_projection_errors{{{l}}} {faulted}");
             let failing = u8::from(s.store_error.is_some());
             let _ = writeln!(out, "refract_projection_store_error{{{l}}} {failing}");
+            if let Some(v) = &s.verify {
+                for (result, n) in
+                    [("clean", v.runs.clean), ("differences", v.runs.differences), ("error", v.runs.error)]
+                {
+                    let _ = writeln!(out, "refract_verify_runs_total{{{l},result=\"{result}\"}} {n}");
+                }
+                if let Some(different) = v.different {
+                    let _ = writeln!(out, "refract_verify_last_differences{{{l}}} {different}");
+                }
+                let _ = writeln!(out, "refract_verify_last_timestamp_seconds{{{l}}} {}", v.at as f64 / 1000.0);
+            }
             if let Some(owner) = &s.owner {
                 let held = u8::from(s.host != Some(crate::projection::host::HostLiveness::Gone));
                 let n = label(owner);
@@ -239,6 +265,7 @@ mod tests {
             owner: None,
             lease_expires_at_ms: None,
             collections: vec![],
+            verify: None,
         }
     }
 
@@ -253,7 +280,20 @@ mod tests {
             CompileTime { duration: Duration::from_millis(30), cached: true },
             CompileTime { duration: Duration::from_secs(7), cached: false },
         ];
-        let text = m.render(&[status(1, Role::Active), status(2, Role::Building)], &compiles);
+        let mut active = status(1, Role::Active);
+        active.verify = Some(crate::store::VerifyOutcome {
+            at: 1_700_000_000_500,
+            generation: 1,
+            result: crate::store::VerifyResult::Differences,
+            checkpoint: Some(7),
+            documents: Some(10),
+            different: Some(2),
+            error: None,
+            elapsed_ms: 3,
+            rebuild: None,
+            runs: crate::store::VerifyRuns { clean: 4, differences: 1, error: 0 },
+        });
+        let text = m.render(&[active, status(2, Role::Building)], &compiles);
         let g1 = "projection=\"p\\\"1\",generation=\"1\",role=\"active\"";
         let g2 = "projection=\"p\\\"1\",generation=\"2\",role=\"building\"";
         for line in [
@@ -265,6 +305,11 @@ mod tests {
             format!("refract_batch_duration_seconds_bucket{{{g1},le=\"+Inf\"}} 2\n"),
             format!("refract_projection_checkpoint{{{g1}}} 7\n"),
             format!("refract_projection_checkpoint{{{g2}}} 7\n"),
+            format!("refract_verify_runs_total{{{g1},result=\"clean\"}} 4\n"),
+            format!("refract_verify_runs_total{{{g1},result=\"differences\"}} 1\n"),
+            format!("refract_verify_runs_total{{{g1},result=\"error\"}} 0\n"),
+            format!("refract_verify_last_differences{{{g1}}} 2\n"),
+            format!("refract_verify_last_timestamp_seconds{{{g1}}} 1700000000.5\n"),
             "refract_module_compile_seconds_bucket{cached=\"true\",le=\"0.05\"} 1\n".to_owned(),
             "refract_module_compile_seconds_bucket{cached=\"false\",le=\"5\"} 0\n".to_owned(),
             "refract_module_compile_seconds_bucket{cached=\"false\",le=\"10\"} 1\n".to_owned(),
@@ -273,6 +318,10 @@ mod tests {
             assert!(text.contains(&line), "no {line} in\n{text}");
         }
         assert!(!text.contains("generation=\"3\""), "{text}");
+        assert!(
+            !text.contains(&format!("refract_verify_runs_total{{{g2}")),
+            "an unverified generation has no verify series"
+        );
         assert!((m.events_per_second("p\"1", 1) - 0.5).abs() < 1e-9);
         assert!((m.events_per_second("p\"1", 2) - 0.4).abs() < 1e-9);
         // Every sample belongs to a family announced with a TYPE line, and no

@@ -127,7 +127,7 @@ pub fn error_description(status: u16) -> &'static str {
         404 => "Unknown projection, collection or document.",
         408 => "The request body did not arrive within the server's body timeout; the connection is closed.",
         409 => {
-            "Appends: the stream is not at `expected_version`; nothing was appended, and the body has `expected_version` and `actual_version`. Admin actions: the projection's state does not allow it now (not paused, being rebuilt, still running); the message says why. Acknowledgements: the generation is not the active one; `generation` names the active one."
+            "Appends: the stream is not at `expected_version`; nothing was appended, and the body has `expected_version` and `actual_version`. Admin actions and verify: the projection's state does not allow it now (not paused, being rebuilt, faulted, still running); the message says why. Acknowledgements: the generation is not the active one; `generation` names the active one."
         }
         410 => {
             "Change-log entries after the requested sequence were pruned by retention; `first` is the oldest kept and `generation` the active generation. Read the whole model again, then follow the log from `first - 1`."
@@ -264,7 +264,35 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, Access, &
                 "last_error": { "type": ["string", "null"] },
                 "paused": { "type": "boolean", "description": "Paused by an operator: no host runs it until it is resumed." },
                 "store_error": { "type": ["string", "null"], "description": "The store or source error the projection is retrying, until a step succeeds." },
-                "events_per_second": { "type": "number", "description": "Over the last 10 s." }
+                "events_per_second": { "type": "number", "description": "Over the last 10 s." },
+                "verify": { "oneOf": [{ "$ref": "#/components/schemas/VerifyOutcome" }, { "type": "null" }], "description": "The last verification of this generation, if any." }
+            }},
+            "VerifyOutcome": { "type": "object", "properties": {
+                "at": { "type": "integer", "description": "When it ended, ms since the Unix epoch." },
+                "generation": { "type": "integer" },
+                "result": { "enum": ["clean", "differences", "error"] },
+                "checkpoint": { "type": ["integer", "null"] }, "documents": { "type": ["integer", "null"] },
+                "different": { "type": ["integer", "null"], "description": "Documents that differ; null when it could not run." },
+                "error": { "type": ["string", "null"], "description": "Why it could not run." },
+                "elapsed_ms": { "type": "integer" },
+                "rebuild": { "type": ["integer", "null"], "description": "The generation `verify_policy = \"rebuild\"` started on a difference." },
+                "runs": { "type": "object", "description": "Verifications of this generation so far, by result.", "properties": {
+                    "clean": { "type": "integer" }, "differences": { "type": "integer" }, "error": { "type": "integer" }
+                }}
+            }},
+            "VerifyReport": { "type": "object", "properties": {
+                "projection": { "type": "string" }, "generation": { "type": "integer" },
+                "checkpoint": { "type": "integer", "description": "Both models were compared at this checkpoint." },
+                "clean": { "type": "boolean" },
+                "documents": { "type": "integer", "description": "Documents in either model." },
+                "different": { "type": "integer", "description": "Documents that differ, all of them." },
+                "differences": { "type": "array", "description": "The first `limit`, by collection then id.", "items": { "type": "object", "properties": {
+                    "collection": { "type": "string" }, "id": { "type": "string" },
+                    "kind": { "enum": ["differs", "missing_in_store", "not_rebuilt"], "description": "`missing_in_store`: only the rebuild has it; `not_rebuilt`: only the store has it." },
+                    "stored": { "description": "The document in the store, or null." },
+                    "rebuilt": { "description": "The document rebuilt from the log, or null." }
+                }}},
+                "elapsed_ms": { "type": "integer" }
             }},
             "Compiling": { "type": "object", "required": ["source", "state", "started_at"], "properties": {
                 "name": { "type": ["string", "null"], "description": "The projection, when known before the compile (a reload, a restart)." },

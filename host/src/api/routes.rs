@@ -104,6 +104,7 @@ pub static ROUTES: &[Route] = &[
         },
     },
     crate::api::rebuild::ROUTE,
+    crate::api::verify::ROUTE,
     crate::api::dead_letters::ROUTE,
     Route {
         method: Method::Get,
@@ -555,7 +556,10 @@ async fn one_projection(
     let leases = s.models().leases().await?;
     let lease = leases.iter().find(|l| l.key == record.key);
     let paused = s.models().is_paused(&name).await?;
-    Ok(Json(status_json(&s, ProjectionStatus::new(record, head).with_lease(lease).with_paused(paused))))
+    let verified = s.models().last_verification(&name).await?;
+    let status =
+        ProjectionStatus::new(record, head).with_lease(lease).with_paused(paused).with_verify(verified.as_ref());
+    Ok(Json(status_json(&s, status)))
 }
 
 async fn changes(

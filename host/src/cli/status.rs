@@ -54,6 +54,8 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
         "NODE",
         "STATE"
     )?;
+    let verified: Vec<(String, refract::VerifyOutcome)> =
+        status.iter().filter_map(|s| Some((s.name.clone(), s.verify.clone()?))).collect();
     for s in status {
         outln!(
             "{:<24} {:<16} {:>4} {:<8} {:>10} {:>10} {:>10}  {:<20} {:<8} {}",
@@ -90,6 +92,37 @@ pub async fn status(data: &Stores, StatusArgs { json }: StatusArgs) -> Result<()
             "compiling",
             c.source
         )?;
+    }
+    // The last verification of each generation that had one.
+    if !verified.is_empty() {
+        outln!("")?;
+        outln!(
+            "{:<24} {:>4} {:<12} {:>10} {:>10} {:>8}  RESULT",
+            "VERIFIED",
+            "GEN",
+            "WHEN",
+            "CHECKPOINT",
+            "DOCUMENTS",
+            "DIFFER"
+        )?;
+        for (name, v) in verified {
+            let ago = format!("{} s ago", now.saturating_sub(v.at) / 1000);
+            let show = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+            let result = match (&v.error, v.rebuild) {
+                (Some(e), _) => format!("error: {e}"),
+                (None, Some(g)) => format!("{}; rebuilding as generation {g}", v.result.as_str()),
+                (None, None) => v.result.as_str().to_owned(),
+            };
+            outln!(
+                "{:<24} {:>4} {:<12} {:>10} {:>10} {:>8}  {result}",
+                name,
+                v.generation,
+                ago,
+                show(v.checkpoint),
+                show(v.documents),
+                show(v.different)
+            )?;
+        }
     }
     // Table sync sources, when the event store keeps any.
     if let Ok(log) = super::sources::sync_log(data).await {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::projection::policy::{FailurePolicy, RetryPolicy};
+use crate::projection::policy::{FailurePolicy, RetryPolicy, VerifyPolicy};
 use crate::runtime::limits::Limits;
 use crate::store::Retention;
 
@@ -53,6 +53,10 @@ pub struct ProjectionConfig {
     pub on_failure: FailurePolicy,
     /// How much of the change log is kept.
     pub changes: Retention,
+    /// How often a running host verifies the projection (none: never).
+    pub verify_every: Option<Duration>,
+    /// What a scheduled verification does on a difference.
+    pub verify_policy: VerifyPolicy,
 }
 
 /// One table of the file: `[defaults]` or `[projections.NAME]`. Every key is
@@ -76,6 +80,36 @@ struct Settings {
     changes_max_entries: Option<u64>,
     /// Seconds a change-log entry is kept; with `changes_max_entries`, whichever removes more.
     changes_max_age_s: Option<u64>,
+    /// A duration such as "10m": how often a running host verifies the projection.
+    #[serde(default, deserialize_with = "interval")]
+    verify_every: Option<Duration>,
+    verify_policy: Option<VerifyPolicy>,
+}
+
+/// Parses `verify_every`: a positive whole number with a unit, `ms`, `s`,
+/// `m`, `h` or `d` ("500ms", "1s", "10m", "24h").
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration `{text}`: write a whole number and a unit, ms, s, m, h or d, as in \"10m\"");
+    let digits = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let n: u64 = text[..digits].parse().map_err(|_| bad())?;
+    let unit = match &text[digits..] {
+        "ms" => Duration::from_millis(1),
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        "d" => Duration::from_secs(86_400),
+        _ => return Err(bad()),
+    };
+    match unit.checked_mul(u32::try_from(n).map_err(|_| bad())?) {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err(format!("bad duration `{text}`: it must be more than 0 (leave the key out to never verify)")),
+        None => Err(bad()),
+    }
+}
+
+fn interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_interval(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 impl Settings {
@@ -116,6 +150,12 @@ impl Settings {
         }
         if let Some(v) = self.changes_max_age_s {
             c.changes.max_age = Some(Duration::from_secs(v));
+        }
+        if let Some(v) = self.verify_every {
+            c.verify_every = Some(v);
+        }
+        if let Some(v) = self.verify_policy {
+            c.verify_policy = v;
         }
     }
 }
@@ -199,6 +239,11 @@ impl Config {
         self.file.events.as_ref()
     }
 
+    /// Whether any projection has `verify_every` (the host then runs the schedule).
+    pub fn verifies(&self) -> bool {
+        std::iter::once(&self.file.defaults).chain(self.file.projections.values()).any(|s| s.verify_every.is_some())
+    }
+
     /// Whether any projection meters fuel (the engine must then be built with it).
     pub fn uses_fuel(&self) -> bool {
         std::iter::once(&self.file.defaults)
@@ -236,6 +281,28 @@ mod tests {
         assert_eq!(p.retry, RetryPolicy { retries: 1, backoff: Duration::from_millis(5) });
         assert_eq!(c.for_projection("q").limits.fuel, None);
         assert!(c.uses_fuel());
+    }
+
+    #[test]
+    fn verify_every_takes_a_duration_with_a_unit() {
+        let c = Config::parse(
+            "[defaults]\nverify_every = \"10m\"\n[projections.p]\nverify_every = \"1s\"\nverify_policy = \"rebuild\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.for_projection("p").verify_every, Some(Duration::from_secs(1)));
+        assert_eq!(c.for_projection("p").verify_policy, VerifyPolicy::Rebuild);
+        assert_eq!(c.for_projection("q").verify_every, Some(Duration::from_secs(600)));
+        assert_eq!(c.for_projection("q").verify_policy, VerifyPolicy::Report);
+        assert_eq!(Config::parse("").unwrap().for_projection("q").verify_every, None);
+        for (text, want) in [("250ms", 250), ("2h", 7_200_000), ("1d", 86_400_000)] {
+            assert_eq!(parse_interval(text), Ok(Duration::from_millis(want)), "{text}");
+        }
+        for bad in ["10", "m", "10 m", "-1s", "1.5s", "10min", "0s", "99999999999d"] {
+            let e = Config::parse(&format!("[defaults]\nverify_every = \"{bad}\"")).unwrap_err();
+            assert!(e.contains(&format!("bad duration `{bad}`")) && e.contains("verify_every"), "{bad}: {e}");
+        }
+        let e = Config::parse("[defaults]\nverify_policy = \"fix\"").unwrap_err();
+        assert!(e.contains("unknown variant `fix`"), "{e}");
     }
 
     #[test]

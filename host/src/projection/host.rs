@@ -16,7 +16,8 @@ use crate::projection::compiles::Compiles;
 use crate::projection::config::Config;
 use crate::projection::lease::{Heartbeat, LeaseBook, LeaseSettings};
 use crate::projection::runner::{CommitNotice, Progress, Runner, StoreErrors, Switches, SyncConfig};
-use crate::projection::verify::{self, VerifyError, VerifyReport};
+use crate::projection::verify::{Plugins, Verifier, VerifyError, VerifyReport};
+use crate::projection::verify_schedule;
 use crate::projection::watch::{PluginChange, PluginWatcher, WatchError, is_plugin_file};
 use crate::runtime::call_thread::CallThread;
 use crate::runtime::module_cache::ModuleCache;
@@ -25,7 +26,7 @@ use crate::source::{EventSource, EventStore, SourceError, SqliteEventStore};
 use crate::store::document_cache::DocumentCache;
 use crate::store::{
     LeaseRecord, ModelKey, ModelWriter, ProjectionRecord, ProjectionState, ReadModelStore, Role, SqliteReadModelStore,
-    StoreError,
+    StoreError, VerifyOutcome,
 };
 
 /// How often a following host looks for generations requested by the CLI.
@@ -260,6 +261,9 @@ pub struct ProjectionStatus {
     pub paused: bool,
     /// The collections the generation's manifest declares, with their indexed fields.
     pub collections: Vec<CollectionSpec>,
+    /// The last verification of this generation (`refract verify`, `POST
+    /// …/verify` or the `verify_every` schedule), if it was verified.
+    pub verify: Option<VerifyOutcome>,
 }
 
 /// Whether a projection recorded as `running` has a live host.
@@ -296,7 +300,14 @@ impl ProjectionStatus {
             lease_expires_at_ms: None,
             paused: false,
             collections: record.manifest.collections,
+            verify: None,
         }
+    }
+
+    /// Adds the projection's last verification, if it was of this generation.
+    pub fn with_verify(mut self, last: Option<&VerifyOutcome>) -> Self {
+        self.verify = last.filter(|v| v.generation == self.generation).cloned();
+        self
     }
 
     /// Marks it paused or not.
@@ -328,8 +339,9 @@ pub async fn status(events: &dyn EventSource, models: &dyn ReadModelStore) -> Re
     let mut out = Vec::new();
     for r in models.projections().await? {
         let paused = models.is_paused(&r.key.projection).await?;
+        let verified = models.last_verification(&r.key.projection).await?;
         let lease = leases.iter().find(|l| l.key == r.key);
-        out.push(ProjectionStatus::new(r, head).with_lease(lease).with_paused(paused));
+        out.push(ProjectionStatus::new(r, head).with_lease(lease).with_paused(paused).with_verify(verified.as_ref()));
     }
     Ok(out)
 }
@@ -362,9 +374,12 @@ pub struct Host {
     writer: Arc<dyn ModelWriter>,
     sync: SyncConfig,
     /// Limits and failure policies, per projection.
-    config: Config,
-    /// Loaded modules by hash, so a generation can be (re)started without reloading.
-    plugins: HashMap<String, Arc<Plugin>>,
+    config: Arc<Config>,
+    /// Loaded modules by hash, so a generation can be (re)started without
+    /// reloading; shared with the verifier.
+    plugins: Plugins,
+    /// Runs every verification of this host's projections.
+    verifier: Verifier,
     /// Which projection each plugin file provides, and the module it had.
     sources: BTreeMap<PathBuf, (String, String)>,
     runners: BTreeMap<ModelKey, Running>,
@@ -409,6 +424,9 @@ impl Host {
         config: Config,
     ) -> Result<Self, HostError> {
         let runtime = PluginRuntime::with_fuel(config.uses_fuel()).map_err(|e| HostError::Runtime(format!("{e:#}")))?;
+        let config = Arc::new(config);
+        let plugins = Plugins::default();
+        let verifier = Verifier::new(runtime.clone(), plugins.clone(), source.clone(), models.clone(), config.clone());
         Ok(Self {
             runtime,
             source,
@@ -417,7 +435,8 @@ impl Host {
             models,
             sync,
             config,
-            plugins: HashMap::new(),
+            plugins,
+            verifier,
             sources: BTreeMap::new(),
             runners: BTreeMap::new(),
             switches: Switches::default(),
@@ -453,6 +472,7 @@ impl Host {
     /// Caches compiled plugins and module bytes in `cache`.
     pub fn with_module_cache(mut self, cache: ModuleCache) -> Self {
         self.runtime = self.runtime.with_cache(cache);
+        self.verifier = self.verifier.with_runtime(self.runtime.clone());
         self
     }
 
@@ -597,7 +617,7 @@ impl Host {
             self.stop_runner(key);
         }
         self.sources.insert(path, (name.clone(), plugin.hash().to_owned()));
-        self.plugins.insert(plugin.hash().to_owned(), plugin.clone());
+        self.plugins.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.hash().to_owned(), plugin.clone());
         if self.models.is_paused(&name).await? {
             tracing::info!(projection = %name, "projection is paused; `refract resume {name}` starts it");
             return Ok(());
@@ -638,6 +658,13 @@ impl Host {
     /// files are (re)loaded, removed ones stopped, and generations requested
     /// through the registry (`refract rebuild`) are started.
     pub async fn follow(&mut self, mut watcher: PluginWatcher, shutdown: impl Future<Output = ()>) {
+        // Ends (aborted) when following does.
+        let _verifying = verify_schedule::start(
+            self.verifier.clone(),
+            self.models.clone(),
+            self.config.clone(),
+            self.lease.node.clone(),
+        );
         let mut registry = tokio::time::interval(REGISTRY_POLL);
         tokio::pin!(shutdown);
         loop {
@@ -699,8 +726,9 @@ impl Host {
         {
             return;
         }
-        let plugin = match self.plugins.get(&record.module_hash) {
-            Some(p) => p.clone(),
+        let loaded = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).get(&record.module_hash).cloned();
+        let plugin = match loaded {
+            Some(p) => p,
             None => match self.load_cached(&record.module_hash, &record.source).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -734,7 +762,7 @@ impl Host {
         .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path, message: e.to_string() }))?;
         compile.finish(plugin.compile_time(), plugin.cached());
         let plugin = Arc::new(plugin);
-        self.plugins.insert(plugin.hash().to_owned(), plugin.clone());
+        self.plugins.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.hash().to_owned(), plugin.clone());
         Ok(plugin)
     }
 
@@ -857,16 +885,12 @@ impl Host {
     /// model up to the active checkpoint and compares the two, listing up
     /// to `limit` differences (see `projection/verify.rs`).
     pub async fn verify(&mut self, name: &str, limit: usize) -> Result<VerifyReport, VerifyError> {
-        let record = self.models.projection(name).await?;
-        let plugin = match self.plugins.get(&record.module_hash) {
-            Some(p) => p.clone(),
-            None => self
-                .load_cached(&record.module_hash, &record.source)
-                .await
-                .map_err(|e| VerifyError::ModuleUnavailable { projection: name.to_owned(), reason: e.to_string() })?,
-        };
-        let config = self.config.for_projection(name);
-        verify::verify(&plugin, self.source.as_ref(), self.models.as_ref(), &config, limit).await
+        self.verifier.verify(name, limit).await
+    }
+
+    /// What runs this host's verifications, for the HTTP API.
+    pub fn verifier(&self) -> Verifier {
+        self.verifier.clone()
     }
 
     /// Waits until every running generation has reached the head as it is

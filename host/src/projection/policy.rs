@@ -17,6 +17,19 @@ pub enum FailurePolicy {
     Skip,
 }
 
+/// What the host does when a scheduled verification (`verify_every`) finds
+/// documents that differ from a rebuild of the active module.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyPolicy {
+    /// Record the result (status, metrics, log) and change nothing.
+    #[default]
+    Report,
+    /// Record it and start a new generation of the active module, as
+    /// `POST /projections/{name}/rebuild` does; it is swapped in at the head.
+    Rebuild,
+}
+
 /// How often and how patiently a failing batch is retried before the
 /// poison event is isolated.
 ///

@@ -10,6 +10,7 @@
 //! while the active generation keeps following the log.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,11 +19,15 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::model::changes::{ChangeError, ChangeSet};
-use crate::projection::config::ProjectionConfig;
-use crate::runtime::plugin::{ModelAccess, Plugin, PluginError};
+use crate::projection::config::{Config, ProjectionConfig};
+use crate::projection::policy::VerifyPolicy;
+use crate::runtime::plugin::{ModelAccess, Plugin, PluginError, PluginRuntime};
 use crate::source::{EventSource, SourceError};
 use crate::store::document_cache::DocumentCache;
-use crate::store::{DeadLetter, ModelKey, ModelWriter, ReadModelStore, StoreError};
+use crate::store::{
+    DeadLetter, ModelKey, ModelWriter, ProjectionState, ReadModelStore, Role, StoreError, VerifyOutcome, VerifyResult,
+    VerifyRuns,
+};
 
 /// Events per call to the plugin while rebuilding the shadow.
 const BATCH: usize = 1000;
@@ -61,6 +66,45 @@ pub enum VerifyError {
         /// How many.
         count: usize,
     },
+    /// The active generation is faulted: it stopped short of the events
+    /// after its checkpoint, and a verify would only tell what the fault does.
+    #[error("projection `{projection}` is faulted ({reason}): retry it first (`refract retry {projection}`)")]
+    Faulted {
+        /// Projection name.
+        projection: String,
+        /// Its last error.
+        reason: String,
+    },
+    /// A new generation is being built and will replace the active one.
+    #[error(
+        "projection `{projection}` is being rebuilt (generation {generation} is building): verify it once the new generation is swapped in"
+    )]
+    Rebuilding {
+        /// Projection name.
+        projection: String,
+        /// The building generation.
+        generation: u32,
+    },
+    /// Another verification of the projection is under way in this host.
+    #[error("projection `{projection}` is being verified already: wait for that verification to end")]
+    AlreadyRunning {
+        /// Projection name.
+        projection: String,
+    },
+}
+
+impl VerifyError {
+    /// Whether the projection's state refused the verification before it
+    /// started (it was not run, so no result is recorded for it).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Faulted { .. }
+                | Self::Rebuilding { .. }
+                | Self::AlreadyRunning { .. }
+                | Self::Store(StoreError::UnknownProjection(_))
+        )
+    }
 }
 
 /// How a document differs.
@@ -152,6 +196,180 @@ impl ModelWriter for Shadow {
 
     async fn get(&self, _: &ModelKey, collection: &str, id: &str) -> Result<Option<String>, StoreError> {
         Ok(self.documents.lock().expect("shadow lock").get(&(collection.to_owned(), id.to_owned())).cloned())
+    }
+}
+
+/// The modules a host has loaded, by hash: shared with its [`Verifier`], so
+/// that verifying reuses a module the host compiled.
+pub(crate) type Plugins = Arc<Mutex<HashMap<String, Arc<Plugin>>>>;
+
+/// Verifies a host's projections: `refract verify`, `POST
+/// /projections/{name}/verify` and the `verify_every` schedule all go
+/// through [`Verifier::verify`], which checks that the projection can be
+/// verified now, finds its module, runs the one comparison below, and
+/// records the outcome in the store (what status and metrics show).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    runtime: PluginRuntime,
+    plugins: Plugins,
+    source: Arc<dyn EventSource>,
+    models: Arc<dyn ReadModelStore>,
+    config: Arc<Config>,
+    /// Projections being verified now: one verification of a projection at
+    /// a time, since each holds the whole model in memory twice.
+    running: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Marks a projection as being verified until dropped.
+struct Claim {
+    running: Arc<Mutex<HashSet<String>>>,
+    name: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.name);
+    }
+}
+
+impl Verifier {
+    pub(crate) fn new(
+        runtime: PluginRuntime,
+        plugins: Plugins,
+        source: Arc<dyn EventSource>,
+        models: Arc<dyn ReadModelStore>,
+        config: Arc<Config>,
+    ) -> Self {
+        Self { runtime, plugins, source, models, config, running: Arc::default() }
+    }
+
+    /// The same, loading modules that are not loaded yet with `runtime` (the
+    /// host's, once it has its module cache).
+    pub(crate) fn with_runtime(mut self, runtime: PluginRuntime) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// Rebuilds the active module of `name` into a shadow model up to the
+    /// active checkpoint and compares the two, listing up to `limit`
+    /// differences; the outcome becomes the projection's last verification.
+    /// Refused (nothing recorded) while the projection is faulted, being
+    /// rebuilt, or being verified already.
+    pub async fn verify(&self, name: &str, limit: usize) -> Result<VerifyReport, VerifyError> {
+        self.verify_with(name, limit, VerifyPolicy::Report).await
+    }
+
+    /// [`verify`](Self::verify), and on a difference under
+    /// [`VerifyPolicy::Rebuild`] a new generation of the active module (the
+    /// registry's `request_rebuild`, as `POST …/rebuild`), noted in the outcome.
+    pub(crate) async fn verify_with(
+        &self,
+        name: &str,
+        limit: usize,
+        policy: VerifyPolicy,
+    ) -> Result<VerifyReport, VerifyError> {
+        let _claim = self.claim(name)?;
+        let started = Instant::now();
+        let record = self.models.projection(name).await?;
+        if record.state == ProjectionState::Faulted {
+            let reason = record.last_error.unwrap_or_else(|| "no error recorded".to_owned());
+            return Err(VerifyError::Faulted { projection: name.to_owned(), reason });
+        }
+        let generations = self.models.projections().await?;
+        if let Some(b) = generations.iter().find(|g| g.key.projection == name && g.role == Role::Building) {
+            return Err(VerifyError::Rebuilding { projection: name.to_owned(), generation: b.key.generation });
+        }
+        let outcome = match self.plugin(name, &record.module_hash, &record.source).await {
+            Ok(plugin) => {
+                let config = self.config.for_projection(name);
+                verify(&plugin, self.source.as_ref(), self.models.as_ref(), &config, limit).await
+            }
+            Err(e) => Err(e),
+        };
+        let mut rebuild = None;
+        if let Ok(report) = &outcome {
+            if !report.clean() && policy == VerifyPolicy::Rebuild {
+                match self.models.request_rebuild(name).await {
+                    Ok(r) => {
+                        tracing::warn!(
+                            projection = %name,
+                            different = report.different,
+                            generation = r.key.generation,
+                            "verify found differences; rebuilding (verify_policy = \"rebuild\")"
+                        );
+                        rebuild = Some(r.key.generation);
+                    }
+                    Err(e) => {
+                        tracing::error!(projection = %name, error = %e, "verify found differences; the rebuild could not be started")
+                    }
+                }
+            }
+        }
+        self.record(name, record.key.generation, &outcome, rebuild, started).await;
+        outcome
+    }
+
+    fn claim(&self, name: &str) -> Result<Claim, VerifyError> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if !running.insert(name.to_owned()) {
+            return Err(VerifyError::AlreadyRunning { projection: name.to_owned() });
+        }
+        Ok(Claim { running: self.running.clone(), name: name.to_owned() })
+    }
+
+    /// The module with this hash: the host's, else from the module cache.
+    async fn plugin(&self, name: &str, hash: &str, source: &str) -> Result<Arc<Plugin>, VerifyError> {
+        if let Some(p) = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).get(hash) {
+            return Ok(p.clone());
+        }
+        let (runtime, hash, path) = (self.runtime.clone(), hash.to_owned(), PathBuf::from(source));
+        let loaded = tokio::task::spawn_blocking(move || {
+            let cache = runtime.cache().ok_or("no module cache")?;
+            let bytes = cache.source(&hash).map_err(|e| format!("not in the module cache: {e}"))?;
+            runtime.load_bytes(&path, &bytes).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("loading it panicked: {e}")));
+        let plugin =
+            Arc::new(loaded.map_err(|reason| VerifyError::ModuleUnavailable { projection: name.to_owned(), reason })?);
+        self.plugins.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.hash().to_owned(), plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Records how a verification that ran ended; a store that cannot
+    /// record it is logged, and does not turn the verification into a failure.
+    async fn record(
+        &self,
+        name: &str,
+        generation: u32,
+        outcome: &Result<VerifyReport, VerifyError>,
+        rebuild: Option<u32>,
+        started: Instant,
+    ) {
+        let mut o = VerifyOutcome {
+            at: crate::clock::now_ms().max(0) as u64,
+            generation,
+            result: VerifyResult::Error,
+            checkpoint: None,
+            documents: None,
+            different: None,
+            error: None,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            rebuild,
+            runs: VerifyRuns::default(),
+        };
+        match outcome {
+            Ok(r) => {
+                o.result = if r.clean() { VerifyResult::Clean } else { VerifyResult::Differences };
+                (o.checkpoint, o.documents, o.different) = (Some(r.checkpoint), Some(r.documents), Some(r.different));
+            }
+            Err(e) if e.is_refusal() => return,
+            Err(e) => o.error = Some(e.to_string()),
+        }
+        if let Err(e) = self.models.record_verification(name, &o).await {
+            tracing::warn!(projection = %name, error = %e, "could not record the verification's outcome");
+        }
     }
 }
 

@@ -421,6 +421,11 @@ impl<B: Backend> Registry for B {
         if tx.meta(&paused_key(name)).await?.is_some() {
             tx.set_meta(&paused_key(name), RUNNABLE).await?;
         }
+        // ... and unverified: its generation numbers start over.
+        let verified = super::verifications::verify_key(name);
+        if tx.meta(&verified).await?.is_some() {
+            tx.set_meta(&verified, "").await?;
+        }
         tx.commit().await
     }
 
