@@ -1,7 +1,8 @@
 //! The web console in a real headless browser: Debian's Chromium driven
 //! through chromedriver (WebDriver) against a `refract run` process. The
 //! tests read what the page shows (its table rows) and compare it with
-//! what they appended and with the API.
+//! what they appended and with the API. With tokens, the page signs in, and
+//! its admin buttons are checked against the host's own state.
 //!
 //! `REFRACT_CONSOLE_SCREENSHOT=docs/console.png` saves the README's
 //! screenshot, taken during the rebuild test.
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use crate::common;
 use crate::common::http::Client as Http;
 use crate::common::running::{self, Killed};
+use crate::common::served::{bearer, make_token};
 
 /// Where Debian's packages put them; scripts/test installs both.
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -89,6 +91,7 @@ impl Browser {
                 checkpoint: num(tr, "checkpoint"),
                 head: num(tr, "head"),
                 lag: num(tr, "lag"),
+                paused: tr.dataset.paused === "true",
                 progress: tr.querySelector("progress") ? tr.querySelector("progress").value : null,
                 progress_text: tr.querySelector('[data-field="progress"]').textContent,
             }));
@@ -110,6 +113,44 @@ impl Browser {
         }
     }
 
+    /// Runs `script` (a function body) until `done` holds for what it returns.
+    async fn wait_js(&self, script: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.client().execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"));
+            if done(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "`{script}` never gave what was expected; it gives {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client().execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self.client().find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no `{css}`: {e}"));
+        element.click().await.unwrap_or_else(|e| panic!("clicking `{css}`: {e}"));
+    }
+
+    /// Types `secret` into the sign-in form and sends it, as a person would.
+    async fn sign_in(&self, secret: &str) {
+        let input = self.client().find(Locator::Id("token")).await.expect("the token field");
+        input.clear().await.unwrap();
+        input.send_keys(secret).await.unwrap();
+        input.send_keys("\u{E007}").await.unwrap(); // Enter
+    }
+
+    /// Waits until the page's notice contains `text`; returns it and whether it is marked as an error.
+    async fn notice(&self, text: &str) -> (String, bool) {
+        let script =
+            r#"const n = document.getElementById("notice"); return [n.textContent, n.classList.contains("error")];"#;
+        let v = self.wait_js(script, |v| v[0].as_str().is_some_and(|t| t.contains(text))).await;
+        (v[0].as_str().unwrap().to_owned(), v[1].as_bool().unwrap())
+    }
+
     async fn close(mut self) {
         if let Some(c) = self.client.take() {
             let _ = c.close().await;
@@ -126,6 +167,7 @@ struct Row {
     checkpoint: u64,
     head: u64,
     lag: u64,
+    paused: bool,
     progress: Option<f64>,
     progress_text: String,
 }
@@ -314,4 +356,246 @@ async fn a_rebuild_started_from_the_page_swaps_generations() {
     let notice = browser.client().find(Locator::Id("notice")).await.unwrap().text().await.unwrap();
     assert!(notice.contains("generation 2 is building"), "{notice}");
     browser.close().await;
+}
+
+/// A GET of the API with `secret`, as the host answers it.
+async fn get_with(http: &mut Http, path: &str, secret: &str) -> crate::common::http::Reply {
+    let auth = bearer(secret);
+    http.request_with("GET", path, &[("authorization", auth.as_str())], Vec::new()).await
+}
+
+/// Polls `GET path` with `secret` until `done` holds for its JSON; returns it.
+async fn wait_api(http: &mut Http, path: &str, secret: &str, mut done: impl FnMut(u16, &Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = get_with(http, path, secret).await;
+        let v = if r.text.is_empty() { Value::Null } else { r.json() };
+        if done(r.status, &v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "GET {path} never gave what was expected; it gives {} {}", r.status, r.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A tokens file with `refract token` entries of the given names and scopes, and their secrets.
+fn tokens_file(dir: &Path, tokens: &[(&str, &[&str])]) -> (std::path::PathBuf, Vec<String>) {
+    let made: Vec<_> = tokens.iter().map(|(name, scopes)| make_token(&dir.join("data"), name, scopes)).collect();
+    let path = dir.join("tokens.toml");
+    std::fs::write(&path, made.iter().map(|m| m.entry.as_str()).collect::<String>()).unwrap();
+    (path, made.into_iter().map(|m| m.secret).collect())
+}
+
+const STORED_TOKEN: &str = "return [sessionStorage.getItem('refract.token'), localStorage.length]";
+const SIGN_IN_SHOWN: &str = "return !document.getElementById('signin').hidden";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_page_signs_in_and_shows_the_hosts_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, secrets) = tokens_file(dir.path(), &[("viewer", &["read"]), ("writer", &["append"])]);
+    let (reader, writer) = (&secrets[0], &secrets[1]);
+    let host = running::start(2_000, &["account_summary"], &["--tokens", tokens.to_str().unwrap()]).await;
+    let total = host.events.len() as u64;
+    let mut http = Http::connect(host.addr).await;
+    // The API is closed without a token; the page and its files are not.
+    assert_eq!(http.get("/projections").await.status, 401);
+    for file in ["/", "/console/console.js", "/console/console.css"] {
+        assert_eq!(http.get(file).await.status, 200, "{file}");
+    }
+    let ready = get_with(&mut http, &format!("/ready?min_position={total}&timeout_ms=30000"), reader).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+
+    // The page asks for a token, with the focus in its field, and shows no projection.
+    let browser = Browser::open().await;
+    browser.client().goto(&format!("http://{}/", host.addr)).await.unwrap();
+    browser.wait_js(SIGN_IN_SHOWN, |v| v == &json!(true)).await;
+    browser.wait_js("return document.activeElement.id", |v| v == "token").await;
+    assert!(browser.rows().await.is_empty());
+    let label = browser.js("return document.querySelector('label[for=token]').textContent").await;
+    assert_eq!(label, "API token");
+
+    // A wrong token: refused with the host's reason, and not kept.
+    browser.sign_in("rft_not-a-token").await;
+    let error = browser
+        .wait_js("return document.getElementById('signin-error').textContent", |v| {
+            v.as_str().is_some_and(|t| !t.is_empty())
+        })
+        .await;
+    assert_eq!(error, "The token was refused: unknown token.");
+    assert_eq!(browser.js(SIGN_IN_SHOWN).await, json!(true));
+    assert_eq!(browser.js(STORED_TOKEN).await, json!([null, 0]));
+    // The append token is a real token without `read`: the page names the scope it lacks.
+    browser.sign_in(writer).await;
+    browser
+        .wait_js("return document.getElementById('signin-error').textContent", |v| {
+            v.as_str().is_some_and(|t| t.contains("token `writer` does not have the `read` scope"))
+        })
+        .await;
+    assert_eq!(browser.js(STORED_TOKEN).await, json!([null, 0]));
+
+    // The read token: the projections at the head, and the live feed, kept for this tab only.
+    browser.sign_in(reader).await;
+    browser
+        .wait_rows(Duration::from_secs(20), |rows| {
+            active(rows, "account-summary").is_some_and(|r| r.checkpoint == total && r.lag == 0)
+        })
+        .await;
+    assert_eq!(browser.js(SIGN_IN_SHOWN).await, json!(false));
+    assert_eq!(browser.js(STORED_TOKEN).await, json!([reader, 0]));
+    browser.wait_js("return document.getElementById('feed').dataset.state", |v| v == "live").await;
+
+    // Events appended (with the append token) show up: head, checkpoint and lag follow the host.
+    let deposits: Vec<Value> =
+        (0..50).map(|i| json!({ "type": "MoneyDeposited", "payload": { "amount": i + 1 } })).collect();
+    let auth = bearer(writer);
+    let appended = http
+        .request_with(
+            "POST",
+            "/streams/account-1/events",
+            &[("authorization", auth.as_str())],
+            json!({ "events": deposits }).to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(appended.status, 200, "{}", appended.text);
+    let head = appended.json()["position"].as_u64().unwrap();
+    assert_eq!(head, total + 50);
+    let rows = browser
+        .wait_rows(Duration::from_secs(30), |rows| {
+            active(rows, "account-summary").is_some_and(|r| r.checkpoint == head && r.head == head)
+        })
+        .await;
+    assert_eq!(active(&rows, "account-summary").unwrap().lag, 0);
+
+    // An admin action with the read token: the host's 403, on the page; the projection runs on.
+    browser.click("button[aria-label='Pause account-summary']").await;
+    let (notice, is_error) = browser.notice("Could not pause account-summary").await;
+    assert_eq!(
+        notice,
+        "Could not pause account-summary: token `viewer` does not have the `admin` scope this endpoint needs"
+    );
+    assert!(is_error);
+    let status = get_with(&mut http, "/projections/account-summary", reader).await.json();
+    assert_eq!((&status["paused"], &status["state"]), (&json!(false), &json!("running")), "{status}");
+
+    // Sign out: the token is forgotten, the projections leave the page, the form is back.
+    browser.click("#signout").await;
+    browser.wait_js(SIGN_IN_SHOWN, |v| v == &json!(true)).await;
+    assert_eq!(browser.js(STORED_TOKEN).await, json!([null, 0]));
+    assert!(browser.rows().await.is_empty());
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_token_pauses_resets_resumes_and_drops_from_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, secrets) = tokens_file(dir.path(), &[("ops", &["read", "admin"])]);
+    let ops = &secrets[0];
+    let host = running::start(2_000, &["account_summary"], &["--tokens", tokens.to_str().unwrap()]).await;
+    let total = host.events.len() as u64;
+    let mut http = Http::connect(host.addr).await;
+    let browser = Browser::open().await;
+    browser.client().goto(&format!("http://{}/", host.addr)).await.unwrap();
+    browser.wait_js(SIGN_IN_SHOWN, |v| v == &json!(true)).await;
+    browser.sign_in(ops).await;
+    browser
+        .wait_rows(Duration::from_secs(30), |rows| {
+            active(rows, "account-summary").is_some_and(|r| r.checkpoint == total)
+        })
+        .await;
+    const P: &str = "/projections/account-summary";
+
+    // Pause: the host stops it at its checkpoint; the page offers Resume instead of Pause.
+    browser.click("button[aria-label='Pause account-summary']").await;
+    let status = wait_api(&mut http, P, ops, |_, s| s["paused"] == true).await;
+    assert_eq!(status["checkpoint"], total, "{status}");
+    browser.notice(&format!("account-summary is paused at {}", fmt(total))).await;
+    browser.wait_rows(Duration::from_secs(10), |rows| active(rows, "account-summary").is_some_and(|r| r.paused)).await;
+    let visible = browser
+        .js("return [...document.querySelectorAll('.row-actions button')].filter(b => !b.hidden).map(b => b.dataset.action)")
+        .await;
+    assert_eq!(visible, json!(["resume", "retry", "reset", "rebuild", "drop"]));
+    // Keyboard focus moved to the button that undoes it.
+    browser
+        .wait_js("return document.activeElement.getAttribute('aria-label')", |v| v == "Resume account-summary")
+        .await;
+
+    // While it is paused, appends go on: the page shows the lag growing to what was appended.
+    let more: Vec<common::BankEvent> = (0..100)
+        .map(|i| common::BankEvent {
+            stream: format!("account-{}", i % 200),
+            event_type: "MoneyDeposited",
+            payload: json!({ "amount": 3 }),
+        })
+        .collect();
+    let events = refract::DataDir(host.data.clone()).open_events().await.unwrap();
+    common::append_all(events.as_ref(), &more).await;
+    let head = total + 100;
+    browser
+        .wait_rows(Duration::from_secs(30), |rows| {
+            active(rows, "account-summary").is_some_and(|r| r.head == head && r.checkpoint == total && r.lag == 100)
+        })
+        .await;
+
+    // Reset to 0, after the confirmation: the host empties the read model and it stays paused.
+    browser.click("button[aria-label='Reset account-summary']").await;
+    browser.wait_js("return document.getElementById('confirm').open", |v| v == &json!(true)).await;
+    assert_eq!(browser.js("return document.activeElement.id").await, "confirm-to");
+    let to = browser.client().find(Locator::Id("confirm-to")).await.unwrap();
+    to.clear().await.unwrap();
+    to.send_keys("0").await.unwrap();
+    browser.click("#confirm-ok").await;
+    let status = wait_api(&mut http, P, ops, |_, s| s["checkpoint"] == 0).await;
+    assert_eq!(status["paused"], true, "{status}");
+    let count = get_with(&mut http, &format!("{P}/accounts?count=true"), ops).await;
+    assert_eq!(count.json()["count"], 0, "{}", count.text);
+    browser.notice(&format!("account-summary was reset from {} to 0; it stays paused.", fmt(total))).await;
+
+    // Resume: it projects every event again, and the documents are what the test computes.
+    browser.click("button[aria-label='Resume account-summary']").await;
+    wait_api(&mut http, P, ops, |_, s| s["paused"] == false).await;
+    let ready = get_with(&mut http, &format!("/ready?min_position={head}&timeout_ms=30000"), ops).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    let all: Vec<common::BankEvent> = host.events.iter().cloned().chain(more).collect();
+    let expected = common::expected_accounts(&all);
+    let page = get_with(&mut http, &format!("{P}/accounts?limit=1000"), ops).await.json();
+    let documents = page["documents"].as_array().unwrap();
+    assert_eq!(documents.len(), expected.len());
+    for d in documents {
+        let id = d["id"].as_str().unwrap();
+        assert_eq!(d["document"]["balance"], expected[id].balance, "{id}");
+    }
+    browser
+        .wait_rows(Duration::from_secs(30), |rows| {
+            active(rows, "account-summary").is_some_and(|r| !r.paused && r.checkpoint == head && r.lag == 0)
+        })
+        .await;
+
+    // Drop asks first, with the focus on Cancel; cancelled, nothing happens.
+    browser.click("button[aria-label='Drop account-summary']").await;
+    browser.wait_js("return document.getElementById('confirm').open", |v| v == &json!(true)).await;
+    assert_eq!(browser.js("return document.activeElement.id").await, "confirm-cancel");
+    browser.click("#confirm-cancel").await;
+    browser.wait_js("return document.getElementById('confirm').open", |v| v == &json!(false)).await;
+    assert_eq!(get_with(&mut http, P, ops).await.status, 200, "cancelled: still there");
+    // Confirmed, the host forgets it and so does the page.
+    browser.click("button[aria-label='Drop account-summary']").await;
+    browser.wait_js("return document.getElementById('confirm').open", |v| v == &json!(true)).await;
+    browser.click("#confirm-ok").await;
+    wait_api(&mut http, P, ops, |status, _| status == 404).await;
+    browser.notice("account-summary was dropped").await;
+    browser.wait_rows(Duration::from_secs(10), |rows| rows.is_empty()).await;
+    browser.close().await;
+}
+
+/// A number as the page writes it (`en-US` grouping).
+fn fmt(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

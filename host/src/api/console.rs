@@ -1,8 +1,10 @@
 //! The web console at `/`: one HTML page, its stylesheet and its script,
 //! compiled into the binary, so it needs no build toolchain and no files
 //! beside the host. The page reads the API (`/projections`, the dead
-//! letters, collection queries) and follows `/changes`; it has no state of
-//! its own on the server.
+//! letters, collection queries), follows `/changes` and calls the admin
+//! routes; it has no state of its own on the server. The three files stay
+//! open (`Access::Open`) so that a browser can load the sign-in form; every
+//! call the page makes carries the token the user signed in with.
 
 use crate::api::auth::Access;
 use axum::http::header;
@@ -23,7 +25,7 @@ pub(crate) const PAGE: Route = Route {
     handler: |m| on(m, page),
     access: Access::Open,
     doc: Operation {
-        summary: "The web console: projections, rebuild progress, dead letters and a document browser, updated live",
+        summary: "The web console: projections, rebuild progress, admin actions, dead letters and a document browser, updated live",
         description: None,
         params: &[],
         body: None,

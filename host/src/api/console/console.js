@@ -9,19 +9,71 @@ const state = {
   compiling: [], // modules being compiled: no generation yet
   head: null,
   docs: { cursors: [], next: null, key: null },
+  busy: new Set(), // projections with an admin action under way
 };
 const RATE_WINDOW_MS = 10000;
 const key = (name, generation) => `${name}/${generation}`;
 
-async function api(path, options) {
-  const response = await fetch(path, options);
+// ---- tokens ----------------------------------------------------------------
+
+// The token is kept in sessionStorage, not localStorage: it belongs to this
+// tab and is gone when the tab closes, so an admin secret is not left on disk
+// for whoever uses the browser profile next, nor shared with other tabs.
+// (Script on the page could read either; the console runs none but its own.)
+const TOKEN_KEY = "refract.token";
+const auth = {
+  get token() {
+    try { return sessionStorage.getItem(TOKEN_KEY); } catch { return null; }
+  },
+  set(token) {
+    try { sessionStorage.setItem(TOKEN_KEY, token); } catch { /* storage disabled: this page load only */ }
+  },
+  clear() {
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch { /* nothing kept */ }
+  },
+  // The sign-in form is up: the host refused a request for want of a token.
+  waiting: false,
+};
+
+class ApiError extends Error {
+  constructor(status, message, scope) {
+    super(message);
+    this.status = status;
+    this.scope = scope || null; // a 403 names the scope the token lacks
+  }
+}
+
+function authorized(headers) {
+  const h = new Headers(headers || {});
+  const token = auth.token;
+  if (token) h.set("Authorization", `Bearer ${token}`);
+  return h;
+}
+
+async function refusal(response) {
   const text = await response.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = null; }
+  return new ApiError(response.status, (body && body.error) || `${response.status} ${response.statusText}`, body && body.scope);
+}
+
+async function api(path, options = {}) {
+  const used = auth.token;
+  const response = await fetch(path, { ...options, headers: authorized(options.headers) });
   if (!response.ok) {
-    throw new Error((body && body.error) || `${response.status} ${response.statusText}`);
+    const error = await refusal(response);
+    // Only if no one signed in with another token while this request was out.
+    if (response.status === 401 && auth.token === used) signInNeeded(error, used != null);
+    throw error;
   }
-  return body;
+  const text = await response.text();
+  try { return text ? JSON.parse(text) : null; } catch { return null; }
+}
+
+// A failed call's message in the notice; a 401 brought up the sign-in form instead.
+function report(what, e) {
+  if (e.status === 401) return;
+  notice(`${what}: ${e.message}`, true);
 }
 
 function notice(text, isError) {
@@ -71,6 +123,7 @@ function positionRate(k) {
 let refreshing = null;
 let refreshAgain = false;
 async function refresh() {
+  if (auth.waiting) return null;
   if (refreshing) {
     refreshAgain = true;
     return refreshing;
@@ -95,7 +148,7 @@ async function refresh() {
       render();
       fillSelects();
     } catch (e) {
-      notice(`Could not read the projections: ${e.message}`, true);
+      report("Could not read the projections", e);
     } finally {
       refreshing = null;
       if (refreshAgain) {
@@ -145,6 +198,7 @@ function render() {
   const tbody = $("projection-rows");
   const rows = [...state.rows.values()].sort((a, b) => a.name.localeCompare(b.name) || a.generation - b.generation);
   const names = new Set(rows.map((r) => r.name));
+  const building = new Set(rows.filter((r) => r.role === "building").map((r) => r.name));
   setText($("head"), fmt(state.head));
   setText($("count"), fmt(names.size));
   const total = rows.filter((r) => r.role === "active").reduce((s, r) => s + (r.events_per_second || 0), 0);
@@ -180,7 +234,7 @@ function render() {
       for (const [f, c] of [["generation", "num"], ["role"], ["state"], ["checkpoint", "num"], ["head", "num"],
         ["lag", "num"], ["rate", "num"], ["progress"], ["error", "error"], ["actions"]]) cell(tr, f, c);
     }
-    fillRow(tr, p);
+    fillRow(tr, p, building.has(p.name));
     const place = previous ? previous.nextSibling : tbody.firstChild;
     if (place !== tr) tbody.insertBefore(tr, place);
     previous = tr;
@@ -215,16 +269,27 @@ function render() {
   for (const tr of existing.values()) tr.remove();
 }
 
-function fillRow(tr, p) {
+function fillRow(tr, p, rebuilding) {
   const k = key(p.name, p.generation);
   const head = Math.max(p.head || 0, state.head || 0);
   const lag = Math.max(0, head - p.checkpoint);
   tr.dataset.role = p.role;
   tr.dataset.state = p.state;
+  tr.dataset.paused = String(Boolean(p.paused));
   setText(tr.querySelector('[data-field="name"]'), p.name);
   setText(cell(tr, "generation"), String(p.generation));
   badge(cell(tr, "role"), p.role);
-  badge(cell(tr, "state"), p.state);
+  const st = cell(tr, "state");
+  badge(st, p.state);
+  let pausedBadge = st.querySelector(".badge.paused");
+  if (p.paused && !pausedBadge) {
+    pausedBadge = document.createElement("span");
+    pausedBadge.className = "badge paused";
+    pausedBadge.textContent = "paused";
+    st.append(" ", pausedBadge);
+  } else if (!p.paused && pausedBadge) {
+    st.replaceChildren(st.querySelector(".badge"));
+  }
   setText(cell(tr, "checkpoint"), fmt(p.checkpoint));
   setText(cell(tr, "head"), fmt(head));
   const lagCell = cell(tr, "lag");
@@ -254,51 +319,311 @@ function fillRow(tr, p) {
     progress.replaceChildren();
   }
   setText(cell(tr, "error"), p.last_error || p.store_error || "");
-  const actions = cell(tr, "actions");
-  if (p.role === "active" && !actions.querySelector("button")) {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "rebuild";
-    b.textContent = "Rebuild";
-    b.setAttribute("aria-label", `Rebuild ${p.name}`);
-    b.addEventListener("click", () => rebuild(p.name, b));
-    actions.appendChild(b);
-  } else if (p.role !== "active" && actions.firstChild) {
-    actions.replaceChildren();
-  }
+  fillActions(cell(tr, "actions"), p, rebuilding);
 }
 
-async function rebuild(name, button) {
-  button.disabled = true;
-  try {
-    const r = await api(`/projections/${encodeURIComponent(name)}/rebuild`, { method: "POST" });
-    notice(`${name}: generation ${r.generation} is building; it is swapped in when it reaches the head.`);
-    await refresh();
-  } catch (e) {
-    notice(`Could not rebuild ${name}: ${e.message}`, true);
-  } finally {
-    button.disabled = false;
+// ---- admin actions -----------------------------------------------------------
+
+// The buttons of an active generation, in the order an operator reaches for them.
+const ACTIONS = [
+  { action: "pause", label: "Pause", hint: "Stop projecting until resumed; appends go on" },
+  { action: "resume", label: "Resume", hint: "Project again from the checkpoint" },
+  { action: "retry", label: "Retry", hint: "Clear the fault and replay the dead letters" },
+  { action: "reset", label: "Reset…", hint: "Move the checkpoint to a position and project again from there" },
+  { action: "rebuild", label: "Rebuild", hint: "Build a new generation from position 0 and swap it in at the head" },
+  { action: "drop", label: "Drop…", hint: "Delete every generation's tables and registry entries", danger: true },
+];
+
+function fillActions(td, p, rebuilding) {
+  if (p.role !== "active") {
+    if (td.firstChild) td.replaceChildren();
+    return;
   }
+  let group = td.querySelector(".row-actions");
+  if (!group) {
+    group = document.createElement("div");
+    group.className = "row-actions";
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", `Actions on ${p.name}`);
+    for (const a of ACTIONS) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.dataset.action = a.action;
+      b.className = a.action + (a.danger ? " danger" : "");
+      b.textContent = a.label;
+      b.title = a.hint;
+      b.setAttribute("aria-label", `${a.label.replace("…", "")} ${p.name}`);
+      b.addEventListener("click", () => perform(p.name, a.action));
+      group.appendChild(b);
+    }
+    td.replaceChildren(group);
+  }
+  const busy = state.busy.has(p.name);
+  group.setAttribute("aria-busy", String(busy));
+  const button = (a) => group.querySelector(`[data-action="${a}"]`);
+  button("pause").hidden = Boolean(p.paused);
+  button("resume").hidden = !p.paused;
+  for (const b of group.querySelectorAll("button")) b.disabled = busy;
+  // Only a fault or dead letters give a retry something to do; the dead letters have their own button.
+  button("retry").disabled = busy || p.state !== "faulted";
+  // The host refuses a reset while a new generation builds (409): say so before it is asked.
+  button("reset").disabled = busy || rebuilding;
+  button("reset").title = rebuilding ? "Not while a new generation is being built" : ACTIONS[3].hint;
+}
+
+// What the host answered, as a sentence.
+const DONE = {
+  pause: (n, r) => (r.changed ? `${n} is paused at ${fmt(r.checkpoint)}: no host runs it until it is resumed.` : `${n} was already paused.`),
+  resume: (n, r) => (r.changed ? `${n} resumes from ${fmt(r.checkpoint)}.` : `${n} was not paused.`),
+  retry: (n, r) => `${n}: ${r.cleared_fault ? "fault cleared, " : ""}${fmt(r.replays)} dead letter(s) to replay.`,
+  reset: (n, r) => `${n} was reset from ${fmt(r.from)} to ${fmt(r.to)}${r.paused ? "; it stays paused" : ""}.`,
+  rebuild: (n, r) => `${n}: generation ${r.generation} is building; it is swapped in when it reaches the head.`,
+  drop: (n) => `${n} was dropped. Its module is registered again from position 0 when its file changes or the host restarts.`,
+};
+
+// Where keyboard focus goes once an action is done: the button that undoes it, if any.
+const NEXT_FOCUS = { pause: "resume", resume: "pause" };
+
+async function perform(name, action) {
+  if (state.busy.has(name)) return;
+  let query = "";
+  if (action === "drop" || action === "reset") {
+    const answer = await confirmAction(name, action);
+    if (!answer) {
+      focusAction(name, action);
+      return;
+    }
+    if (action === "reset") query = `?to=${answer.to}`;
+  }
+  state.busy.add(name);
+  render();
+  notice(`${action}: ${name}…`);
+  try {
+    const r = await api(`/projections/${encodeURIComponent(name)}/${action}${query}`, { method: "POST" });
+    notice(DONE[action](name, r));
+    if (action === "retry") loadLetters();
+  } catch (e) {
+    report(`Could not ${action} ${name}`, e);
+  } finally {
+    state.busy.delete(name);
+  }
+  await refresh();
+  render();
+  focusAction(name, NEXT_FOCUS[action] || action);
+}
+
+function focusAction(name, action) {
+  const b = [...document.querySelectorAll(`#projection-rows tr[data-role="active"]`)]
+    .find((tr) => tr.dataset.projection === name)
+    ?.querySelector(`[data-action="${action}"]`);
+  if (b && !b.hidden && !b.disabled) b.focus();
+}
+
+// Drop and reset ask first, in a modal dialog (keyboard: Tab, Enter, Escape cancels).
+function confirmAction(name, action) {
+  const dialog = $("confirm");
+  const input = $("confirm-to");
+  const reset = action === "reset";
+  const head = Math.max(state.head || 0, ...[...state.rows.values()].map((r) => r.head || 0));
+  $("confirm-title").textContent = reset ? `Reset ${name}?` : `Drop ${name}?`;
+  $("confirm-text").textContent = reset
+    ? "Its checkpoint moves to this position and it projects again from there. The documents stay as they are and the events after the position are projected again on top of them; 0 empties the read model first. A running projection is paused for the reset and resumed after it."
+    : "Every generation's tables, documents and registry entries are deleted. A host whose plugins folder still has the module registers it again from position 0 when the file changes or the host restarts.";
+  $("confirm-ok").textContent = reset ? `Reset ${name}` : `Drop ${name}`;
+  $("confirm-position").hidden = !reset;
+  input.required = reset;
+  input.value = "0";
+  setText($("confirm-range"), `0 to the head, ${fmt(head)}.`);
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      resolve(dialog.returnValue === "ok" ? { to: reset ? Number(input.value) : null } : null);
+    }, { once: true });
+    dialog.showModal();
+    // A destructive dialog starts on Cancel; a reset on its position.
+    (reset ? input : $("confirm-cancel")).focus();
+  });
+}
+
+// ---- sign-in -------------------------------------------------------------------
+
+// The host refused a request for want of a (valid) token: show the form.
+function signInNeeded(error, tried) {
+  auth.clear();
+  const first = !auth.waiting;
+  auth.waiting = true;
+  forget();
+  $("content").hidden = true;
+  $("signout").hidden = true;
+  $("signin").hidden = false;
+  notice("");
+  if (tried) setText($("signin-error"), `The token was refused: ${error.message}.`);
+  if (first) $("token").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const input = $("token");
+  const token = input.value.trim();
+  if (!token) {
+    setText($("signin-error"), "Enter a token.");
+    input.focus();
+    return;
+  }
+  const submit = event.target.querySelector("button[type=submit]");
+  submit.disabled = true;
+  auth.set(token);
+  try {
+    // The console needs `read`: try it before showing anything.
+    await api("/projections");
+  } catch (e) {
+    auth.clear();
+    // A 401 has set its message in signInNeeded.
+    if (e.status !== 401) setText($("signin-error"), e.status === 403 ? `This token cannot be used here: ${e.message}.` : `Could not reach the host: ${e.message}.`);
+    input.select();
+    input.focus();
+    return;
+  } finally {
+    submit.disabled = false;
+  }
+  input.value = "";
+  auth.waiting = false;
+  setText($("signin-error"), "");
+  $("signin").hidden = true;
+  $("content").hidden = false;
+  $("signout").hidden = false;
+  notice("Signed in.");
+  start();
+  $("projections-title").focus();
+}
+
+function signOut() {
+  auth.clear();
+  forget();
+  notice("Signed out.");
+  $("signout").hidden = true;
+  // A host with tokens answers 401 and the sign-in form comes up.
+  start();
+}
+
+// Nothing read with a token stays on the page once it is gone.
+function forget() {
+  stopFeed();
+  state.rows.clear();
+  state.samples.clear();
+  state.compiling = [];
+  state.head = null;
+  state.docs = { cursors: [], next: null, key: null };
+  render();
+  fillSelects();
+  $("letter-rows").replaceChildren(emptyRow(5, "Pick a projection."));
+  $("doc-rows").replaceChildren(emptyRow(2, "Pick a collection and press Query."));
+  $("letters-retry").disabled = true;
+  setText($("docs-info"), "");
+}
+
+function emptyRow(columns, text) {
+  const tr = document.createElement("tr");
+  tr.className = "empty";
+  const td = document.createElement("td");
+  td.colSpan = columns;
+  td.textContent = text;
+  tr.appendChild(td);
+  return tr;
 }
 
 // ---- live feed -------------------------------------------------------------
 
-function follow() {
-  const feed = $("feed");
-  const source = new EventSource("/changes");
-  const status = (s) => {
-    feed.dataset.state = s;
-    feed.textContent = s;
-  };
-  source.onopen = () => status("live");
-  source.onerror = () => status(source.readyState === EventSource.CLOSED ? "down" : "connecting");
-  source.addEventListener("subscribed", (e) => {
-    const d = JSON.parse(e.data);
+// The feed is read with fetch, not EventSource. EventSource cannot send an
+// Authorization header, and the other way out, the token in the URL
+// (`/changes?access_token=`), puts the secret in access logs, proxy logs
+// and the browser's history, and gives the host a second way to check
+// tokens. fetch sends the header every other call sends; the price is
+// parsing the stream and reconnecting here.
+const RECONNECT_MS = 2000;
+let feed = null; // the AbortController of the feed being read
+
+function feedStatus(s) {
+  const el = $("feed");
+  el.dataset.state = s;
+  setText(el, s);
+}
+
+function stopFeed() {
+  if (feed) feed.abort();
+  feed = null;
+  feedStatus("down");
+}
+
+async function follow() {
+  stopFeed();
+  const controller = new AbortController();
+  feed = controller;
+  feedStatus("connecting");
+  const used = auth.token;
+  try {
+    const response = await fetch("/changes", {
+      headers: authorized({ Accept: "text/event-stream" }),
+      cache: "no-store",
+      signal: controller.signal,
+    });
+    if (!response.ok) {
+      const error = await refusal(response);
+      if (response.status === 401) {
+        if (auth.token === used) signInNeeded(error, used != null);
+        return;
+      }
+      throw error;
+    }
+    feedStatus("live");
+    await readEvents(response.body, dispatch);
+  } catch (e) {
+    if (controller.signal.aborted) return;
+    if (e instanceof ApiError) notice(`The live feed was refused: ${e.message}`, true);
+  }
+  // The host closed the feed (it shut down) or could not be reached: try again.
+  if (feed !== controller) return;
+  feedStatus("down");
+  setTimeout(() => {
+    if (feed === controller) follow();
+  }, RECONNECT_MS);
+}
+
+// Server-Sent Events framing: blocks separated by a blank line, of `event:`
+// and `data:` lines; lines starting with `:` are keep-alives.
+async function readEvents(body, handle) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message";
+      const data = [];
+      for (const raw of block.split("\n")) {
+        const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+        if (line === "" || line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let v = colon < 0 ? "" : line.slice(colon + 1);
+        if (v.startsWith(" ")) v = v.slice(1);
+        if (field === "event") name = v;
+        else if (field === "data") data.push(v);
+      }
+      if (data.length) handle(name, JSON.parse(data.join("\n")));
+    }
+  }
+}
+
+function dispatch(name, d) {
+  if (name === "subscribed") {
     state.head = d.head;
     refresh();
-  });
-  source.addEventListener("commit", (e) => {
-    const d = JSON.parse(e.data);
+  } else if (name === "commit") {
     const k = key(d.projection, d.generation);
     const row = state.rows.get(k);
     state.head = Math.max(state.head || 0, d.checkpoint);
@@ -310,12 +635,12 @@ function follow() {
     // Head, rates and roles come from the registry: read it again, at most twice a second.
     refreshSoon();
     documentsChanged(d);
-  });
-  source.addEventListener("ready", (e) => {
-    state.head = Math.max(state.head || 0, JSON.parse(e.data).checkpoint);
+  } else if (name === "ready") {
+    state.head = Math.max(state.head || 0, d.checkpoint);
     render();
-  });
-  source.addEventListener("lagged", () => refresh());
+  } else if (name === "lagged") {
+    refresh();
+  }
 }
 
 // ---- dead letters and documents --------------------------------------------
@@ -362,17 +687,15 @@ function lettersSoon() {
 async function loadLetters() {
   const name = $("letters-projection").value;
   const tbody = $("letter-rows");
+  const retry = $("letters-retry");
   if (!name) return;
   try {
     const letters = await api(`/projections/${encodeURIComponent(name)}/dead-letters`);
+    // Nothing to replay unless some letter is not marked yet.
+    retry.disabled = !letters.some((l) => !l.replay) || state.busy.has(name);
+    retry.setAttribute("aria-label", `Retry all dead letters of ${name}`);
     if (letters.length === 0) {
-      const tr = document.createElement("tr");
-      tr.className = "empty";
-      const td = document.createElement("td");
-      td.colSpan = 5;
-      td.textContent = `${name} has no dead letters.`;
-      tr.appendChild(td);
-      tbody.replaceChildren(tr);
+      tbody.replaceChildren(emptyRow(5, `${name} has no dead letters.`));
       return;
     }
     tbody.replaceChildren(...letters.map((l) => {
@@ -387,7 +710,10 @@ async function loadLetters() {
       return tr;
     }));
   } catch (e) {
-    notice(`Could not read the dead letters of ${name}: ${e.message}`, true);
+    retry.disabled = true;
+    // Dropped meanwhile: the next read of the registry takes it off the list.
+    if (e.status === 404) tbody.replaceChildren(emptyRow(5, `${name} is gone.`));
+    else report(`Could not read the dead letters of ${name}`, e);
   }
 }
 
@@ -435,7 +761,7 @@ async function loadDocuments(cursor) {
       return tr;
     }));
   } catch (e) {
-    setText(info, e.message);
+    if (e.status !== 401) setText(info, e.message);
   }
 }
 
@@ -451,6 +777,12 @@ function documentsChanged(commit) {
 }
 
 function wire() {
+  $("signin-form").addEventListener("submit", signIn);
+  $("signout").addEventListener("click", signOut);
+  $("letters-retry").addEventListener("click", () => {
+    const name = $("letters-projection").value;
+    if (name) perform(name, "retry");
+  });
   $("letters-form").addEventListener("submit", (e) => {
     e.preventDefault();
     loadLetters();
@@ -474,9 +806,15 @@ function wire() {
   });
 }
 
+function start() {
+  refresh();
+  follow();
+}
+
 wire();
-refresh();
-follow();
+// A token from earlier in this tab's session: offer to sign out.
+$("signout").hidden = auth.token == null;
+start();
 // A fault or a head that moves without commits (events no projection has
 // reached yet) sends no notice: look again now and then.
 setInterval(refresh, 3000);
