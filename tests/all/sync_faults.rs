@@ -276,6 +276,7 @@ async fn rows_pending(backend: Backend) {
         src.exec(&[&format!("INSERT INTO items (id, n, note, updated_at) VALUES ({id}, {id}, 'a', {ts})")]).await;
     }
     let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
     let toml = dir.path().join("refract.toml");
     std::fs::write(&toml, items_config(&src.url, "")).unwrap();
     let empty = dir.path().join("no-plugins");
