@@ -44,8 +44,13 @@ impl SqliteTable {
 struct Lite;
 
 impl Dialect for Lite {
+    /// Backticks, not double quotes: SQLite reads a double-quoted name that
+    /// matches no column as a string literal, so a column renamed while the
+    /// source runs would compare and copy the text `"updated_at"` on every
+    /// row (and re-emit them all) instead of failing. A backticked name is
+    /// only ever an identifier.
     fn ident(&self, name: &str) -> String {
-        format!("\"{}\"", name.replace('"', "\"\""))
+        format!("`{}`", name.replace('`', "``"))
     }
 
     fn position_expr(&self, c: &Column) -> String {
