@@ -14,12 +14,16 @@
 //! one transaction of the event store ([`SyncLog`](crate::SyncLog)), so a
 //! crash never loses or doubles a change.
 //!
+//! How far behind a source is, its rows pending, is counted on demand by
+//! the source database (`lag.rs`).
+//!
 //! Only SQL differs between backends (`postgres.rs`, `mysql.rs`,
 //! `sqlite.rs`, behind the [`table::Table`] role); which columns may be used
 //! how is decided once (`schema.rs`).
 
 mod config;
 mod error;
+mod lag;
 mod mysql;
 mod postgres;
 mod schema;

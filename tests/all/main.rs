@@ -50,6 +50,7 @@ mod scaffold;
 mod signals;
 mod store_refusals;
 mod sync_crash;
+mod sync_faults;
 mod sync_sources;
 mod sync_workload;
 mod throughput;

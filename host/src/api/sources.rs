@@ -34,7 +34,8 @@ pub fn schema() -> Value {
         "last_value": { "description": "The tracking value at the end of the last page read." },
         "rows": { "type": "integer", "description": "Row changes ingested since the last reset." },
         "last_sync_ms": { "type": ["integer", "null"], "description": "When the last pass finished (ms since the Unix epoch)." },
-        "last_error": { "type": ["string", "null"], "description": "The error the source is retrying." }
+        "last_error": { "type": ["string", "null"], "description": "The error the source is retrying, naming the source and what is wrong; null while it syncs." },
+        "rows_pending": { "type": ["integer", "null"], "description": "Rows changed in the table after the last position synced, counted by the source database when asked; null when it cannot be asked (down, or the table no longer fits the source)." }
     } } })
 }
 
@@ -48,6 +49,11 @@ pub fn render(status: &[SourceStatus]) -> String {
         ("refract_source_rows_total", "counter", "Row changes ingested from the source since its last reset."),
         ("refract_source_last_sync_seconds", "gauge", "When the source's last pass finished (Unix time)."),
         ("refract_source_errors", "gauge", "1 while the source retries an error (see last_error in /sources), else 0."),
+        (
+            "refract_source_rows_pending",
+            "gauge",
+            "Rows changed in the source table after the last position synced (absent while the database cannot be asked).",
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
@@ -58,6 +64,9 @@ pub fn render(status: &[SourceStatus]) -> String {
             let _ = writeln!(out, "refract_source_last_sync_seconds{{source=\"{n}\"}} {}", ms as f64 / 1000.0);
         }
         let _ = writeln!(out, "refract_source_errors{{source=\"{n}\"}} {}", u8::from(s.last_error.is_some()));
+        if let Some(p) = s.rows_pending {
+            let _ = writeln!(out, "refract_source_rows_pending{{source=\"{n}\"}} {p}");
+        }
     }
     out
 }

@@ -54,7 +54,15 @@ pub async fn sources(data: &Stores, args: SourcesArgs, config: &Config) -> Resul
 
 /// The sources table, as `refract sources` and `refract status` print it.
 pub fn print_table(status: &[SourceStatus]) -> Result<()> {
-    outln!("{:<20} {:<20} {:>10} {:<32} {:<24} LAST ERROR", "SOURCE", "TABLE", "ROWS", "LAST VALUE", "LAST SYNC")?;
+    outln!(
+        "{:<20} {:<20} {:>10} {:>8} {:<32} {:<24} LAST ERROR",
+        "SOURCE",
+        "TABLE",
+        "ROWS",
+        "PENDING",
+        "LAST VALUE",
+        "LAST SYNC"
+    )?;
     for s in status {
         let last_value = match &s.last_value {
             None => "-".to_owned(),
@@ -62,11 +70,13 @@ pub fn print_table(status: &[SourceStatus]) -> Result<()> {
             Some(v) => v.to_string(),
         };
         let last_sync = s.last_sync_ms.map_or_else(|| "-".to_owned(), |ms| refract_time(ms));
+        let pending = s.rows_pending.map_or_else(|| "-".to_owned(), |n| n.to_string());
         outln!(
-            "{:<20} {:<20} {:>10} {:<32} {:<24} {}",
+            "{:<20} {:<20} {:>10} {:>8} {:<32} {:<24} {}",
             s.name,
             s.table.as_deref().unwrap_or("-"),
             s.rows,
+            pending,
             last_value,
             last_sync,
             s.last_error.as_deref().unwrap_or("")

@@ -35,11 +35,21 @@ pub enum SyncError {
     Unsupported(String),
 }
 
+/// How a [`SyncError::Database`] message begins when the source database
+/// could not be reached (down, refused, timed out, the connection dropped).
+pub(crate) const UNREACHABLE: &str = "the source database is unreachable";
+
 impl SyncError {
     /// A source database error, without the driver's types.
     pub(crate) fn db(source: &str, e: sqlx::Error) -> Self {
         let message = match &e {
             sqlx::Error::Database(db) => db.message().to_owned(),
+            // Said plainly: the user's first question is whether the database is up at all.
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed => format!("{UNREACHABLE}: {e}"),
             other => other.to_string(),
         };
         Self::Database { name: source.to_owned(), message }

@@ -152,19 +152,21 @@ impl Table for MySqlTable {
 
     async fn page(&self, plan: &Plan, after: Option<&Position>, limit: usize) -> Result<Vec<SourceRow>, SyncError> {
         let (sql, binds) = sql::page(&My, plan, after.is_some(), limit);
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        if let Some(p) = after {
-            let values: Vec<&Val> = std::iter::once(&p.value).chain(&p.key).collect();
-            for i in binds {
-                q = match values[i] {
-                    Val::Int(v) => q.bind(*v),
-                    Val::Float(f) => q.bind(*f),
-                    Val::Text(t) => q.bind(t.as_str()),
-                };
-            }
-        }
-        let rows = q.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
+        let rows = bind_after(sqlx::query(AssertSqlSafe(sql)), &binds, after)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
         rows.iter().map(|r| decode(plan, r).map_err(|e| self.err(e))).collect()
+    }
+
+    async fn pending(&self, plan: &Plan, after: Option<&Position>) -> Result<u64, SyncError> {
+        let (sql, binds) = sql::pending(&My, plan, after.is_some());
+        let n: i64 = bind_after(sqlx::query(AssertSqlSafe(sql)), &binds, after)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(n.max(0) as u64)
     }
 
     async fn keys(&self, plan: &Plan) -> Result<Vec<Vec<Val>>, SyncError> {
@@ -175,6 +177,24 @@ impl Table for MySqlTable {
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))
     }
+}
+
+type MyQuery<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
+
+/// Binds a position's values in the order the SQL uses them (`?`
+/// parameters are positional, so a value may be bound more than once).
+fn bind_after<'q>(mut q: MyQuery<'q>, binds: &[usize], after: Option<&Position>) -> MyQuery<'q> {
+    if let Some(p) = after {
+        let values: Vec<&Val> = std::iter::once(&p.value).chain(&p.key).collect();
+        for &i in binds {
+            q = match values[i] {
+                Val::Int(v) => q.bind(*v),
+                Val::Float(f) => q.bind(*f),
+                Val::Text(t) => q.bind(t.clone()),
+            };
+        }
+    }
+    q
 }
 
 fn decode(plan: &Plan, r: &MySqlRow) -> Result<SourceRow, sqlx::Error> {

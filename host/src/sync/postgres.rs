@@ -147,19 +147,19 @@ impl Table for PgTable {
 
     async fn page(&self, plan: &Plan, after: Option<&Position>, limit: usize) -> Result<Vec<SourceRow>, SyncError> {
         let (sql, _) = sql::page(&Pg, plan, after.is_some(), limit);
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        // `$n` parameters may be used more than once: bind each value once, in order.
-        if let Some(p) = after {
-            for v in std::iter::once(&p.value).chain(&p.key) {
-                q = match v {
-                    Val::Int(i) => q.bind(*i),
-                    Val::Float(f) => q.bind(f.to_string()),
-                    Val::Text(t) => q.bind(t.as_str()),
-                };
-            }
-        }
-        let rows = q.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
+        let rows =
+            bind_after(sqlx::query(AssertSqlSafe(sql)), after).fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
         rows.iter().map(|r| decode(plan, r).map_err(|e| self.err(e))).collect()
+    }
+
+    async fn pending(&self, plan: &Plan, after: Option<&Position>) -> Result<u64, SyncError> {
+        let (sql, _) = sql::pending(&Pg, plan, after.is_some());
+        let n: i64 = bind_after(sqlx::query(AssertSqlSafe(sql)), after)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(n.max(0) as u64)
     }
 
     async fn keys(&self, plan: &Plan) -> Result<Vec<Vec<Val>>, SyncError> {
@@ -170,6 +170,23 @@ impl Table for PgTable {
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))
     }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds a position's values, each once and in order: `$n` parameters may
+/// be used more than once in the SQL.
+fn bind_after<'q>(mut q: PgQuery<'q>, after: Option<&Position>) -> PgQuery<'q> {
+    if let Some(p) = after {
+        for v in std::iter::once(&p.value).chain(&p.key) {
+            q = match v {
+                Val::Int(i) => q.bind(*i),
+                Val::Float(f) => q.bind(f.to_string()),
+                Val::Text(t) => q.bind(t.clone()),
+            };
+        }
+    }
+    q
 }
 
 fn decode(plan: &Plan, r: &PgRow) -> Result<SourceRow, sqlx::Error> {

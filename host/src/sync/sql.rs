@@ -33,8 +33,30 @@ pub fn page(d: &dyn Dialect, plan: &Plan, after: bool, limit: usize) -> (String,
         select.push(format!("CASE WHEN {} IS NULL THEN 0 ELSE 1 END", d.ident(&del.name)));
     }
     select.extend(plan.columns.iter().map(|c| d.payload_expr(c)));
+    let (condition, binds) = after_condition(d, plan, after);
+    let order: Vec<String> = cols.iter().map(|c| d.ident(&c.name)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {condition} ORDER BY {} LIMIT {limit}",
+        select.join(", "),
+        d.table(&plan.source.table),
+        order.join(", ")
+    );
+    (sql, binds)
+}
+
+/// The rows-pending count: how many rows lie after a position (every row
+/// with a tracking value when `after` is false). The same condition as
+/// [`page`], so it answers from the same (tracking, key) index.
+pub fn pending(d: &dyn Dialect, plan: &Plan, after: bool) -> (String, Vec<usize>) {
+    let (condition, binds) = after_condition(d, plan, after);
+    (format!("SELECT COUNT(*) FROM {} WHERE {condition}", d.table(&plan.source.table)), binds)
+}
+
+/// `t IS NOT NULL`, and with `after` the keyset test against the bound position.
+fn after_condition(d: &dyn Dialect, plan: &Plan, after: bool) -> (String, Vec<usize>) {
+    let cols: Vec<&Column> = std::iter::once(&plan.tracking).chain(plan.key.iter()).collect();
     let t = d.ident(&plan.tracking.name);
-    let mut sql = format!("SELECT {} FROM {} WHERE {t} IS NOT NULL", select.join(", "), d.table(&plan.source.table));
+    let mut sql = format!("{t} IS NOT NULL");
     let mut binds = Vec::new();
     if after {
         // `t >= x0` first: a plain range the planner turns into an index
@@ -45,8 +67,6 @@ pub fn page(d: &dyn Dialect, plan: &Plan, after: bool, limit: usize) -> (String,
         sql.push_str(&format!(" AND {t} >= {} AND ", d.param(0, cols[0])));
         sql.push_str(&greater(d, &cols, 0, &mut binds));
     }
-    let order: Vec<String> = cols.iter().map(|c| d.ident(&c.name)).collect();
-    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
     (sql, binds)
 }
 
@@ -104,5 +124,12 @@ mod tests {
         let (sql, binds) = page(&Q, &plan, false, 3);
         assert!(sql.ends_with("FROM \"t\" WHERE \"v\" IS NOT NULL ORDER BY \"v\", \"a\", \"b\" LIMIT 3"), "{sql}");
         assert!(binds.is_empty());
+        let (sql, binds) = pending(&Q, &plan, true);
+        assert_eq!(
+            sql,
+            "SELECT COUNT(*) FROM \"t\" WHERE \"v\" IS NOT NULL AND \"v\" >= ? AND \
+             (\"v\" > ? OR (\"v\" = ? AND (\"a\" > ? OR (\"a\" = ? AND \"b\" > ?))))"
+        );
+        assert_eq!(binds, [0, 0, 0, 1, 1, 2]);
     }
 }

@@ -44,8 +44,13 @@ impl SqliteTable {
 struct Lite;
 
 impl Dialect for Lite {
+    /// Backticks, not double quotes: SQLite reads a double-quoted name that
+    /// matches no column as a string literal, so a column renamed while the
+    /// source runs would compare and copy the text `"updated_at"` on every
+    /// row (and re-emit them all) instead of failing. A backticked name is
+    /// only ever an identifier.
     fn ident(&self, name: &str) -> String {
-        format!("\"{}\"", name.replace('"', "\"\""))
+        format!("`{}`", name.replace('`', "``"))
     }
 
     fn position_expr(&self, c: &Column) -> String {
@@ -124,19 +129,21 @@ impl Table for SqliteTable {
 
     async fn page(&self, plan: &Plan, after: Option<&Position>, limit: usize) -> Result<Vec<SourceRow>, SyncError> {
         let (sql, binds) = sql::page(&Lite, plan, after.is_some(), limit);
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        if let Some(p) = after {
-            let values: Vec<&Val> = std::iter::once(&p.value).chain(&p.key).collect();
-            for i in binds {
-                q = match values[i] {
-                    Val::Int(v) => q.bind(*v),
-                    Val::Float(f) => q.bind(*f),
-                    Val::Text(t) => q.bind(t.clone()),
-                };
-            }
-        }
-        let rows = q.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
+        let rows = bind_after(sqlx::query(AssertSqlSafe(sql)), &binds, after)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
         rows.iter().map(|r| decode(plan, r).map_err(|e| self.err(e))).collect()
+    }
+
+    async fn pending(&self, plan: &Plan, after: Option<&Position>) -> Result<u64, SyncError> {
+        let (sql, binds) = sql::pending(&Lite, plan, after.is_some());
+        let n: i64 = bind_after(sqlx::query(AssertSqlSafe(sql)), &binds, after)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(n.max(0) as u64)
     }
 
     async fn keys(&self, plan: &Plan) -> Result<Vec<Vec<Val>>, SyncError> {
@@ -147,6 +154,24 @@ impl Table for SqliteTable {
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))
     }
+}
+
+type LiteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds a position's values in the order the SQL uses them (`?`
+/// parameters are positional, so a value may be bound more than once).
+fn bind_after<'q>(mut q: LiteQuery<'q>, binds: &[usize], after: Option<&Position>) -> LiteQuery<'q> {
+    if let Some(p) = after {
+        let values: Vec<&Val> = std::iter::once(&p.value).chain(&p.key).collect();
+        for &i in binds {
+            q = match values[i] {
+                Val::Int(v) => q.bind(*v),
+                Val::Float(f) => q.bind(*f),
+                Val::Text(t) => q.bind(t.clone()),
+            };
+        }
+    }
+    q
 }
 
 fn decode(plan: &Plan, r: &SqliteRow) -> Result<SourceRow, sqlx::Error> {

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::watch;
@@ -29,6 +29,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often an idle source records its last sync time and looks for a reset.
 const IDLE_PERSIST: Duration = Duration::from_secs(1);
+/// How often a running source looks at its table's columns again.
+const RECHECK: Duration = Duration::from_secs(1);
 /// A continuous source (`interval_ms = 0`) that found nothing new waits
 /// this long before the next pass, instead of spinning.
 const IDLE_PAUSE: Duration = Duration::from_millis(20);
@@ -48,6 +50,8 @@ pub struct Syncer {
     epoch: i64,
     loaded_at: Option<u64>,
     persisted_at: u64,
+    /// When the table was last checked against the configuration.
+    checked_at: u64,
     failing: bool,
 }
 
@@ -71,6 +75,7 @@ impl Syncer {
             epoch: 0,
             loaded_at: None,
             persisted_at: 0,
+            checked_at: 0,
             failing: false,
         };
         match s.check().await {
@@ -84,10 +89,17 @@ impl Syncer {
         &self.config.name
     }
 
+    /// Checks the table against the configuration when it has not been for
+    /// [`RECHECK`]: a column renamed or retyped while running may leave the
+    /// old SQL still running (MariaDB reads a `VARCHAR` as a `DATETIME`),
+    /// so waiting for a query to fail is not enough.
     async fn check(&mut self) -> Result<(), SyncError> {
-        if self.plan.is_none() {
+        let now = now_ms();
+        if self.plan.is_none() || now >= self.checked_at + RECHECK.as_millis() as u64 {
+            self.plan = None;
             let columns = self.table.columns().await?;
             self.plan = Some(Plan::check(&self.config, columns)?);
+            self.checked_at = now;
         }
         Ok(())
     }
@@ -161,17 +173,28 @@ impl Syncer {
         let lookback = self.config.lookback.as_millis() as u64;
         let mut after = self.window.begin(now_ms(), lookback);
         let mut emitted = 0;
+        // Where a pass spends its time, for the debug log (and BENCHMARKS.md).
+        let began = Instant::now();
+        let (mut read, mut compare, mut commit, mut rows_read) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0);
         loop {
+            let t = Instant::now();
             let rows = self.table.page(&plan, after.as_ref(), self.config.batch_size).await?;
+            read += t.elapsed();
+            rows_read += rows.len();
             let full = rows.len() == self.config.batch_size;
             let Some(last) = rows.last() else { break };
             let last_position = last.position.clone();
             let last_value = last.tracking.clone();
+            let t = Instant::now();
             let (events, seen) = self.changes(&plan, &rows).await?;
+            compare += t.elapsed();
             self.window.advance(now_ms(), last_position.clone(), lookback);
             self.window.last_value = Some(last_value);
+            self.window.watermark = Some(last_position.clone());
             if !events.is_empty() {
+                let t = Instant::now();
                 self.commit(&events, &seen, false).await?;
+                commit += t.elapsed();
                 emitted += events.len();
             }
             after = Some(last_position);
@@ -191,6 +214,12 @@ impl Syncer {
         self.window.finish(now, lookback);
         if emitted > 0 || now >= self.persisted_at + IDLE_PERSIST.as_millis() as u64 {
             self.commit(&[], &[], true).await?;
+        }
+        if emitted > 0 {
+            tracing::debug!(
+                source = %self.config.name, rows_read, emitted, total = ?began.elapsed(), ?read, ?compare, ?commit,
+                "pass"
+            );
         }
         Ok(Pass { emitted })
     }
@@ -320,27 +349,37 @@ pub struct SourceStatus {
     pub last_sync_ms: Option<u64>,
     /// The error the source is retrying, if any.
     pub last_error: Option<String>,
+    /// Rows changed in the table after the last position read (see
+    /// `lag.rs`), counted when asked; `None` when the source database
+    /// could not be asked or the source is not configured here.
+    pub rows_pending: Option<u64>,
 }
 
 /// The status of every source with state in `log`, and of every configured
-/// one (those not yet synced show zeros).
+/// one (those not yet synced show zeros). The configured ones' databases
+/// are asked for their rows pending.
 pub async fn source_status(log: &dyn SyncLog, configured: &[SourceConfig]) -> Result<Vec<SourceStatus>, SyncError> {
     let mut out: HashMap<String, SourceStatus> = HashMap::new();
+    let mut windows: HashMap<String, Window> = HashMap::new();
     for (name, s) in log.sync_list().await? {
         let window: Window = serde_json::from_str(&s.state).unwrap_or_default();
         out.insert(
             name.clone(),
             SourceStatus {
-                name,
+                name: name.clone(),
                 table: None,
-                last_value: window.last_value,
+                last_value: window.last_value.clone(),
                 rows: s.rows,
                 last_sync_ms: s.last_sync_ms,
                 last_error: s.last_error,
+                rows_pending: None,
             },
         );
+        windows.insert(name, window);
     }
     for c in configured {
+        let window = windows.remove(&c.name).unwrap_or_default();
+        let rows_pending = super::lag::rows_pending(c, &window).await;
         let s = out.entry(c.name.clone()).or_insert_with(|| SourceStatus {
             name: c.name.clone(),
             table: None,
@@ -348,8 +387,10 @@ pub async fn source_status(log: &dyn SyncLog, configured: &[SourceConfig]) -> Re
             rows: 0,
             last_sync_ms: None,
             last_error: None,
+            rows_pending: None,
         });
         s.table = Some(c.table.clone());
+        s.rows_pending = rows_pending;
     }
     let mut list: Vec<SourceStatus> = out.into_values().collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));

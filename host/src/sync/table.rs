@@ -62,6 +62,10 @@ pub trait Table: Send + Sync {
     /// is NULL are not read.
     async fn page(&self, plan: &Plan, after: Option<&Position>, limit: usize) -> Result<Vec<SourceRow>, SyncError>;
 
+    /// How many rows lie after `after` in keyset order (every row with a
+    /// tracking value when `None`): the rows changed since that position.
+    async fn pending(&self, plan: &Plan, after: Option<&Position>) -> Result<u64, SyncError>;
+
     /// Every key in the table.
     async fn keys(&self, plan: &Plan) -> Result<Vec<Vec<Val>>, SyncError>;
 }

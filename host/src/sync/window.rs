@@ -29,6 +29,9 @@ pub struct Window {
     pub marks: Vec<(u64, Option<Position>)>,
     /// The tracking value at the end of the last page, as shown to users.
     pub last_value: Option<serde_json::Value>,
+    /// Where the last page read ended: the rows after it are pending (`lag.rs`).
+    #[serde(default)]
+    pub watermark: Option<Position>,
     /// When the last hard-delete scan ran.
     pub last_delete_scan: Option<u64>,
 }

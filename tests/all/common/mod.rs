@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod http;
 pub mod pg;
+pub mod proxy;
 pub mod running;
 pub mod served;
 pub mod tables;

@@ -146,11 +146,17 @@ impl SyncLog for PostgresEventStore {
     }
 
     async fn sync_error(&self, source: &str, error: Option<&str>) -> Result<(), SourceError> {
-        sqlx::query("UPDATE refract_sync_state SET last_error = $1 WHERE source = $2")
-            .bind(error)
-            .bind(source)
-            .execute(&self.pool)
-            .await?;
+        // An upsert: a source that fails before its first pass (its database
+        // down at start-up) has no state yet, and its error must still show.
+        self.sync_schema().await?;
+        sqlx::query(
+            "INSERT INTO refract_sync_state (source, epoch, state, rows, last_error) VALUES ($1, 0, '', 0, $2) \
+             ON CONFLICT (source) DO UPDATE SET last_error = excluded.last_error",
+        )
+        .bind(source)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

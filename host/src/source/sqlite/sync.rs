@@ -140,11 +140,17 @@ impl SyncLog for SqliteEventStore {
     }
 
     async fn sync_error(&self, source: &str, error: Option<&str>) -> Result<(), SourceError> {
-        sqlx::query("UPDATE sync_state SET last_error = ? WHERE source = ?")
-            .bind(error)
-            .bind(source)
-            .execute(&self.db.writer)
-            .await?;
+        // An upsert: a source that fails before its first pass (its database
+        // down at start-up) has no state yet, and its error must still show.
+        self.sync_schema().await?;
+        sqlx::query(
+            "INSERT INTO sync_state (source, epoch, state, rows, last_error) VALUES (?, 0, '', 0, ?) \
+             ON CONFLICT (source) DO UPDATE SET last_error = excluded.last_error",
+        )
+        .bind(source)
+        .bind(error)
+        .execute(&self.db.writer)
+        .await?;
         Ok(())
     }
 
