@@ -16,6 +16,7 @@ use serde_json::json;
 const DOCS: usize = 1_000_000;
 const RUNS: usize = 5;
 const FIRST: [&str; 10] = ["Ada", "Alan", "Grace", "Lovisa", "Bob", "Emmy", "Kurt", "Edsger", "Barbara", "Donald"];
+const STATUSES: [&str; 4] = ["open", "closed", "frozen", "pending"];
 const LAST: [&str; 10] =
     ["Lovelace", "Turing", "Hopper", "Noether", "Gödel", "Dijkstra", "Liskov", "Knuth", "Ritchie", "Kay"];
 
@@ -37,7 +38,7 @@ async fn load(store: &dyn ReadModelStore) {
                     "owner": format!("{} {} w{}", FIRST[i % 10], LAST[(i / 10) % 10], i % 1000),
                     "note": format!("account {} opened in branch b{} tier{}", i, i % 97, i % 5),
                     "balance": ((i * 7919) % 100_003) as i64 - 50_000,
-                    "status": ["open", "closed", "frozen", "pending"][i % 4],
+                    "status": STATUSES[i % 4],
                 });
                 (format!("acc-{i:07}"), doc.to_string())
             })
