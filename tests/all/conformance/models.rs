@@ -205,6 +205,7 @@ async fn query_ids(store: &dyn ReadModelStore, filters: &[&str], order: Option<&
         order: order.map(Order::parse),
         limit: 1000,
         cursor: None,
+        search: None,
     };
     let page = store.query_documents("q", "items", &query).await.unwrap();
     assert!(page.next_cursor.is_none());
@@ -221,6 +222,7 @@ async fn paged_ids(store: &dyn ReadModelStore, filters: &[&str], order: &str, li
             order: Some(Order::parse(order)),
             limit,
             cursor,
+            search: None,
         };
         let page = store.query_documents("q", "items", &query).await.unwrap();
         assert!(page.documents.len() <= limit as usize);
