@@ -165,7 +165,7 @@ pub async fn search_matches_independent_results(store: Arc<dyn ReadModelStore>) 
         ("lovelace", vec!["lovelace"]),
         ("LOV", vec!["lov"]),
         ("ada lov", vec!["ada", "lov"]),
-        ("Ada, Lovelace!", vec!["ada", "lovelace"]),
+        ("Ada, Lovelace.", vec!["ada", "lovelace"]),
         ("ada", vec!["ada"]),
         ("adam", vec!["adam"]),
         ("o'brien", vec!["o", "brien"]),
