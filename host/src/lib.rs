@@ -68,6 +68,7 @@ pub use store::query::{
     DEFAULT_LIMIT, Document, Filter, MAX_FILTERS, MAX_IN_VALUES, MAX_LIMIT, Op, Order, Page, Query, QueryError,
     check_document_id,
 };
+pub use store::search::{MAX_DOCUMENT_WORDS, MAX_SEARCH_BYTES, MAX_SEARCH_WORDS, MAX_WORD_BYTES};
 pub use store::{
     ChangeEntry, ChangeKind, ChangeLog, ChangePage, ConsumerPosition, DeadLetter, Lease, LeaseGrant, LeaseRecord,
     Leases, ModelKey, ModelReader, ModelSnapshot, ModelWriter, PostgresReadModelStore, ProjectionRecord,

@@ -9,6 +9,7 @@ pub(crate) mod limits;
 mod names;
 mod postgres;
 pub(crate) mod query;
+pub(crate) mod search;
 mod snapshot;
 mod sqlite;
 mod verifications;

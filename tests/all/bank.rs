@@ -53,6 +53,7 @@ async fn queries_match_independent_filtering_and_sorting() {
         order: Some(Order::parse("-balance")),
         limit: 7,
         cursor,
+        search: None,
     };
     let mut got = Vec::new();
     let mut cursor = None;
@@ -90,6 +91,7 @@ async fn queries_match_independent_filtering_and_sorting() {
                 order: Some(Order::parse("transactions")),
                 limit: refract::MAX_LIMIT,
                 cursor: None,
+                search: None,
             },
         )
         .await

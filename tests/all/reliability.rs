@@ -527,7 +527,7 @@ async fn subscriptions_at_the_manifest_limits_are_readable_by_every_backend() {
         name: "p".into(),
         version: "1".into(),
         subscription: subscription.clone(),
-        collections: vec![refract::CollectionSpec { name: "c".into(), indexes: vec![] }],
+        collections: vec![refract::CollectionSpec { name: "c".into(), ..Default::default() }],
     };
     assert_eq!(manifest.validate(), Ok(()));
     for (backend, store, _) in &backends.stores {

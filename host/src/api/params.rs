@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::api::error::ApiError;
 use crate::store::aggregate::{Aggregate, AggregateQuery};
-use crate::store::query::{DEFAULT_LIMIT, Filter, Order, Query};
+use crate::store::query::{DEFAULT_LIMIT, Filter, Order, Query, QueryError};
 
 /// How long a read waits for `min_position` when the request does not say.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -165,8 +165,8 @@ impl ReadyParams {
 }
 
 impl QueryParams {
-    /// Parses `filter` (repeatable), `order`, `limit`, `cursor`, `count`,
-    /// `consistency`, `min_position` and `timeout_ms`.
+    /// Parses `filter` (repeatable), `search`, `order`, `limit`, `cursor`,
+    /// `count`, `consistency`, `min_position` and `timeout_ms`.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let mut p = Self { query: Query::default(), count: false, consistency: Consistency::default() };
         let mut given = Given::default();
@@ -182,6 +182,7 @@ impl QueryParams {
                 "order" => p.query.order = Some(Order::parse(&v)),
                 "limit" => p.query.limit = number(&k, &v)?,
                 "cursor" => p.query.cursor = Some(v),
+                "search" => p.query.search = Some(v),
                 "count" => {
                     p.count = match v.as_str() {
                         "" | "true" | "1" => true,
@@ -192,12 +193,15 @@ impl QueryParams {
                 _ => {
                     return Err(unknown(
                         &k,
-                        "filter, order, limit, cursor, count, consistency, min_position, timeout_ms",
+                        "filter, search, order, limit, cursor, count, consistency, min_position, timeout_ms",
                     ));
                 }
             }
         }
         p.consistency = given.finish()?;
+        if p.count && p.query.search.is_some() {
+            return Err(QueryError::CountWithSearch.into());
+        }
         if p.query.limit == 0 {
             // Validated again by the store; checked here so the message names the default.
             return Err(ApiError::BadRequest(format!("`limit` must be at least 1 (default {DEFAULT_LIMIT})")));
@@ -266,6 +270,15 @@ mod tests {
         assert_eq!(p.query.order, Some(Order::parse("-balance")));
         assert_eq!((p.query.limit, p.query.cursor.as_deref()), (7, Some("ab")));
         assert_eq!(p.consistency, Consistency { level: Level::Causal(9), timeout: Duration::from_millis(10) });
+    }
+
+    #[test]
+    fn search_parses_into_the_library_type() {
+        let p = QueryParams::parse(Some("search=Ada+lov&filter=balance%3E%3D0&limit=5")).unwrap();
+        let expected = Query::new().search("Ada lov").with_filter(Filter::parse("balance>=0").unwrap()).limit(5);
+        assert_eq!(p.query, expected);
+        let err = QueryParams::parse(Some("search=ada&count=true")).unwrap_err();
+        assert!(matches!(err, ApiError::Query(QueryError::CountWithSearch)), "{err:?}");
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Scoped(Scope::Read),
         handler: |m| on(m, query),
         doc: Operation {
-            summary: "Query a collection: filters, order, cursor paging",
+            summary: "Query a collection: filters, full-text search, order, cursor paging",
             description: None,
             params: &[
                 NAME,
@@ -194,9 +194,15 @@ pub static ROUTES: &[Route] = &[
                     schema: || json!({ "type": "array", "items": { "type": "string" } }),
                 },
                 Param {
+                    name: "search",
+                    location: In::Query,
+                    description: "Full-text search in the collection's search fields (the manifest's `search` list): documents holding every word, the last as a prefix (`ada lov` finds \"Ada Lovelace\"). Words are letters and digits; case is ignored. Combines with `filter`, `order` and paging; without `order`, best matches come first (ties by id). Quotes, `*`, `(`, `)`, `:`, `^`, `&`, `|`, `!`, `{`, `}`, `<`, `>` and the words `AND`, `OR`, `NOT`, `NEAR` in capitals are refused with a 400, as is a search of a collection with no search fields. Not with `count`.",
+                    schema: string_schema,
+                },
+                Param {
                     name: "order",
                     location: In::Query,
-                    description: "Indexed field or `id` to sort by; prefix `-` for descending. Ties are broken by id.",
+                    description: "Indexed field or `id` to sort by; prefix `-` for descending. Ties are broken by id. Default: `id`, or best match first with `search`.",
                     schema: string_schema,
                 },
                 Param {

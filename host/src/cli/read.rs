@@ -25,6 +25,9 @@ pub struct QueryArgs {
     /// Filter: field=value, field!=value, field>value, field>=value, field<value, field<=value, field=in:[a,b]. Repeatable.
     #[arg(long = "where", value_name = "FILTER")]
     filters: Vec<String>,
+    /// Full-text search in the collection's search fields: every word must match, the last as a prefix. Without --order, best matches come first.
+    #[arg(long, value_name = "TEXT")]
+    search: Option<String>,
     /// Order by a field; prefix with `-` for descending.
     #[arg(long)]
     order: Option<String>,
@@ -63,12 +66,13 @@ pub async fn get(data: &Stores, GetArgs { projection, collection, id }: GetArgs)
 
 /// Prints a page of a query, its lines, or its count.
 pub async fn query(data: &Stores, args: QueryArgs) -> Result<()> {
-    let QueryArgs { projection, collection, filters, order, limit, cursor, count, lines, aggregates, group_by } = args;
+    let QueryArgs { projection, collection, filters, search, order, limit, cursor, count, lines, aggregates, group_by } =
+        args;
     let models = data.open_models().await?;
     let filters = filters.iter().map(|f| Filter::parse(f)).collect::<Result<Vec<_>, _>>()?;
     if !aggregates.is_empty() {
-        if count || lines || order.is_some() || cursor.is_some() {
-            bail!("--agg takes --where and --group-by only, not --count, --lines, --order or --cursor");
+        if count || lines || order.is_some() || cursor.is_some() || search.is_some() {
+            bail!("--agg takes --where and --group-by only, not --count, --lines, --order, --cursor or --search");
         }
         let aggregates = aggregates.iter().map(|a| Aggregate::parse(a)).collect::<Result<Vec<_>, _>>()?;
         let query = AggregateQuery { filters, group_by, aggregates };
@@ -76,11 +80,14 @@ pub async fn query(data: &Stores, args: QueryArgs) -> Result<()> {
         outln!("{}", serde_json::to_string_pretty(&result.to_json())?)?;
         return Ok(());
     }
+    if count && search.is_some() {
+        return Err(refract::QueryError::CountWithSearch.into());
+    }
     if count {
         outln!("{}", models.count_documents(&projection, &collection, &filters).await?)?;
         return Ok(());
     }
-    let query = Query { filters, order: order.as_deref().map(Order::parse), limit, cursor };
+    let query = Query { filters, order: order.as_deref().map(Order::parse), limit, cursor, search };
     let page = models.query_documents(&projection, &collection, &query).await?;
     if lines {
         for d in &page.documents {

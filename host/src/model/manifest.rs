@@ -45,6 +45,24 @@ pub enum ManifestError {
         /// The offending field path.
         field: String,
     },
+    /// A search field is not a dotted path of plain identifiers.
+    #[error(
+        "invalid search field `{field}` in collection `{collection}`: use a JSON field path like `owner` or `owner.name` (ASCII letters, digits, `_`, separated by `.`)"
+    )]
+    InvalidSearchField {
+        /// Collection declaring the search.
+        collection: String,
+        /// The offending field path.
+        field: String,
+    },
+    /// A search field is listed twice.
+    #[error("search field `{field}` is listed twice in collection `{collection}`")]
+    DuplicateSearchField {
+        /// Collection declaring the search.
+        collection: String,
+        /// The repeated field path.
+        field: String,
+    },
     /// The same collection is declared twice.
     #[error("collection `{0}` is declared twice")]
     DuplicateCollection(String),
@@ -72,15 +90,43 @@ pub enum ManifestError {
 }
 
 /// A collection a projection writes, with the JSON fields the host indexes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// ```
+/// let spec = refract::CollectionSpec::new("customers", ["balance"]).with_search(["owner", "note"]);
+/// assert!(spec.is_searchable());
+/// assert_eq!(spec.search, ["owner", "note"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionSpec {
     /// Collection name.
     pub name: String,
     /// Indexed JSON field paths; queries filter and order on these and `id`.
     pub indexes: Vec<String>,
+    /// Text fields (JSON field paths) that full-text search looks in, in
+    /// this order. Empty: the collection cannot be searched. A field holding
+    /// a string, or an array with strings in it, is searchable; other
+    /// values are skipped. Manifests stored before search existed have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
 }
 
 impl CollectionSpec {
+    /// A collection with these indexes and no search fields.
+    pub fn new(name: impl Into<String>, indexes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self { name: name.into(), indexes: indexes.into_iter().map(Into::into).collect(), search: Vec::new() }
+    }
+
+    /// The same collection, searchable in `fields`.
+    pub fn with_search(mut self, fields: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.search = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether the collection declares search fields.
+    pub fn is_searchable(&self) -> bool {
+        !self.search.is_empty()
+    }
+
     /// Whether `field` can be used in a filter or an order (`id` always can).
     pub fn is_queryable(&self, field: &str) -> bool {
         field == "id" || self.indexes.iter().any(|f| f == field)
@@ -127,6 +173,17 @@ impl Manifest {
             if let Some(bad) = c.indexes.iter().find(|f| !is_field_path(f)) {
                 return Err(ManifestError::InvalidField { collection: c.name.clone(), field: bad.clone() });
             }
+            for (j, field) in c.search.iter().enumerate() {
+                if !is_field_path(field) {
+                    return Err(ManifestError::InvalidSearchField { collection: c.name.clone(), field: field.clone() });
+                }
+                if c.search[..j].contains(field) {
+                    return Err(ManifestError::DuplicateSearchField {
+                        collection: c.name.clone(),
+                        field: field.clone(),
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -172,8 +229,40 @@ mod tests {
             name: name.into(),
             version: "1".into(),
             subscription: Subscription::default(),
-            collections: vec![CollectionSpec { name: collection.into(), indexes: vec![index.into()] }],
+            collections: vec![CollectionSpec::new(collection, [index])],
         }
+    }
+
+    #[test]
+    fn search_fields_are_paths_listed_once() {
+        let mut m = manifest("p", "c", "f");
+        m.collections[0].search = vec!["owner.name".into(), "note".into()];
+        assert_eq!(m.validate(), Ok(()));
+        for bad in ["", "a..b", "a'b", "$.a", "a b", "note\"\")"] {
+            m.collections[0].search = vec![bad.into()];
+            assert_eq!(
+                m.validate(),
+                Err(ManifestError::InvalidSearchField { collection: "c".into(), field: bad.into() }),
+                "{bad:?}"
+            );
+        }
+        m.collections[0].search = vec!["note".into(), "owner".into(), "note".into()];
+        let err = m.validate().unwrap_err();
+        assert_eq!(err, ManifestError::DuplicateSearchField { collection: "c".into(), field: "note".into() });
+        assert_eq!(err.to_string(), "search field `note` is listed twice in collection `c`");
+    }
+
+    /// A manifest stored before search existed reads back with none, and one
+    /// without search fields is stored exactly as before.
+    #[test]
+    fn stored_manifests_without_search_keep_their_form() {
+        let old = r#"{"name":"c","indexes":["f"]}"#;
+        let spec: CollectionSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec, CollectionSpec::new("c", ["f"]));
+        assert_eq!(serde_json::to_string(&spec).unwrap(), old);
+        let searchable = spec.with_search(["note"]);
+        let back: CollectionSpec = serde_json::from_str(&serde_json::to_string(&searchable).unwrap()).unwrap();
+        assert_eq!(back.search, ["note"]);
     }
 
     #[test]

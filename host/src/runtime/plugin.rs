@@ -457,7 +457,7 @@ fn convert_manifest(m: bindings::Manifest) -> Manifest {
         name: m.name,
         version: m.version,
         subscription: Subscription { event_types: m.event_types, stream_prefixes: m.stream_prefixes },
-        collections: m.collections.into_iter().map(|c| CollectionSpec { name: c.name, indexes: c.indexes }).collect(),
+        collections: m.collections.into_iter().map(|c| CollectionSpec::new(c.name, c.indexes)).collect(),
     }
 }
 

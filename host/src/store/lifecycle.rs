@@ -106,8 +106,15 @@ pub trait Tx: Send + Sized {
     /// Moves the checkpoint from `from` to `to` if the generation is active
     /// or building and at `from`; whether it moved.
     async fn move_checkpoint(&mut self, key: &ModelKey, from: u64, to: u64) -> Result<bool, StoreError>;
-    /// Writes a batch's net changes.
-    async fn apply_changes(&mut self, key: &ModelKey, changes: &ChangeSet) -> Result<(), StoreError>;
+    /// Writes a batch's net changes, and the search index of each
+    /// collection of `manifest` that declares search fields (the words come
+    /// from `search::document_words`), in this transaction.
+    async fn apply_changes(
+        &mut self,
+        key: &ModelKey,
+        manifest: &Manifest,
+        changes: &ChangeSet,
+    ) -> Result<(), StoreError>;
 
     /// Every document of a collection as `(id, JSON text)`, by id.
     async fn all_documents(&mut self, key: &ModelKey, collection: &str) -> Result<Vec<(String, String)>, StoreError>;
@@ -200,6 +207,18 @@ async fn move_checkpoint<T: Tx>(tx: &mut T, key: &ModelKey, from: u64, to: u64) 
     }
     let role = tx.record(key).await?.map(|r| r.role);
     Err(checkpoint_refused(key, from, role))
+}
+
+/// Writes `changes` with the generation's manifest, which says which
+/// collections keep a search index. The record is read in the writing
+/// transaction: a generation's manifest never changes, but a dropped
+/// projection's name may come back with another.
+async fn apply_changes<T: Tx>(tx: &mut T, key: &ModelKey, changes: &ChangeSet) -> Result<(), StoreError> {
+    if changes.collections.is_empty() {
+        return Ok(());
+    }
+    let record = record_in(tx, key).await?;
+    tx.apply_changes(key, &record.manifest, changes).await
 }
 
 /// Takes a generation out of service: its tables and dead letters go, the
@@ -563,7 +582,7 @@ impl<B: Backend> ModelWriter for B {
         check_fence(self, &mut tx, key).await?;
         move_checkpoint(&mut tx, key, from, to).await?;
         log_commit(self, &mut tx, key, to, changes).await?;
-        tx.apply_changes(key, changes).await?;
+        apply_changes(&mut tx, key, changes).await?;
         tx.commit().await
     }
 
@@ -590,7 +609,7 @@ impl<B: Backend> ModelWriter for B {
                 let claimed = tx.claim_letter(key, position).await?;
                 if claimed {
                     log_commit(self, &mut tx, key, position, changes).await?;
-                    tx.apply_changes(key, changes).await?;
+                    apply_changes(&mut tx, key, changes).await?;
                 }
                 claimed
             }

@@ -41,6 +41,16 @@ pub(crate) fn log_table_name(key: &ModelKey) -> String {
     format!("changes:{}:g{}", key.projection, key.generation)
 }
 
+/// The full-text index of one collection of one generation (unquoted; an
+/// FTS5 table in SQLite). Its own prefix keeps it out of the projection's
+/// tables. The `:words` suffix closes the collection's name: SQLite names
+/// an FTS5 table's shadow tables by appending `_data`, `_idx`..., and
+/// without it the shadow `…:c_data` of collection `c` would be the index
+/// of a collection named `c_data`.
+pub(crate) fn search_table_name(key: &ModelKey, collection: &str) -> String {
+    format!("search:{}:g{}:{collection}:words", key.projection, key.generation)
+}
+
 /// The pre-0.2 table name, for migrating older stores.
 pub(crate) fn legacy_table_name(key: &ModelKey, collection: &str) -> String {
     format!("rm_{}_g{}__{collection}", key.projection, key.generation)
@@ -86,6 +96,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// No search index, nor any shadow table SQLite derives from one by a
+    /// suffix, is the index of another collection, or a model table.
+    #[test]
+    fn search_tables_and_their_shadows_are_distinct() {
+        let k = key("p", 1);
+        let index = |c: &str| search_table_name(&k, c);
+        for shadow in ["_data", "_idx", "_config", "_docsize", "_content"] {
+            let derived = format!("{}{shadow}", index("c"));
+            assert_ne!(derived, index(&format!("c{shadow}")));
+            assert!(!is_table_of(&table_prefix("p"), &derived));
+        }
+        assert_eq!(search_table_name(&k, "c").splitn(5, ':').collect::<Vec<_>>(), ["search", "p", "g1", "c", "words"]);
+        assert_ne!(search_table_name(&k, "c"), log_table_name(&k));
     }
 
     #[test]

@@ -16,6 +16,12 @@
 //! booleans compare only with booleans (SQLite stores them as 0/1).
 //! Documents come back as JSONB text: same JSON value, normalized spacing
 //! and key order.
+//!
+//! **Search.** A searchable collection's table has a `words` column: a
+//! `tsvector` built from `search::document_words` (not by PostgreSQL's
+//! parser, whose tokens differ from FTS5's), with a GIN index, written by
+//! the same statement as the document. Searches are `tsquery` values built
+//! from the checked words, so both backends match the same documents.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -36,8 +42,9 @@ use crate::model::manifest::{CollectionSpec, Manifest};
 use crate::store::aggregate::{AggregateQuery, AggregateResult, FieldStats, MAX_GROUPS, RawGroup, exact_number};
 use crate::store::limits::{Armed, ReadLimits};
 use crate::store::query::{
-    Cursor, Document, Filter, Op, Order, Page, Query, check_document_id, order_key, where_clause,
+    Cursor, Document, Filter, Op, Order, Page, Query, Row as PageRow, Sort, check_document_id, page_of, where_clause,
 };
+use crate::store::search::{Search, document_words};
 
 /// PostgreSQL's identifier limit in bytes; longer names are silently truncated.
 const MAX_IDENTIFIER: usize = 63;
@@ -188,6 +195,46 @@ fn index_name(table: &str, field: &str) -> String {
     let digest = Sha256::digest(format!("{table}\n{field}").as_bytes());
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     quote_ident(&format!("rmi_{hex}"))
+}
+
+/// A `tsvector` literal of a document's words: each word once, with its
+/// positions (1-based). PostgreSQL keeps at most 256 positions per word
+/// and positions up to 16,383; `MAX_DOCUMENT_WORDS` keeps to the second,
+/// and only the first 255 positions of a word are given.
+fn tsvector(words: &[String]) -> String {
+    let mut positions: Vec<(&str, Vec<usize>)> = Vec::new();
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, w) in words.iter().enumerate() {
+        let slot = *at.entry(w.as_str()).or_insert_with(|| {
+            positions.push((w.as_str(), Vec::new()));
+            positions.len() - 1
+        });
+        if positions[slot].1.len() < 255 {
+            positions[slot].1.push(i + 1);
+        }
+    }
+    positions
+        .iter()
+        .map(|(w, ps)| {
+            let ps = ps.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+            format!("{}:{ps}", lexeme(w))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A word as a quoted lexeme of `tsvector` or `tsquery` text, taken as is
+/// (no parser, no dictionary). Words are letters and digits only; quotes
+/// and backslashes are escaped all the same.
+fn lexeme(word: &str) -> String {
+    format!("'{}'", word.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The `tsquery` for a checked search: every word, the last as a prefix.
+fn tsquery(search: &Search) -> String {
+    let last = search.words.len() - 1;
+    let term = |(i, w): (usize, &String)| if i == last { format!("{}:*", lexeme(w)) } else { lexeme(w) };
+    search.words.iter().enumerate().map(term).collect::<Vec<_>>().join(" & ")
 }
 
 /// SQL expression for a field of the document (`id` is the key column).
@@ -432,12 +479,20 @@ impl Tx for PgTx {
                 return Err(StoreError::NameTooLong { name, max: MAX_IDENTIFIER });
             }
             let t = quote_ident(&name);
+            let words = if c.is_searchable() { ", words TSVECTOR NOT NULL DEFAULT ''" } else { "" };
             // COLLATE "C": ids sort bytewise, as in SQLite, whatever the database's collation.
             sqlx::query(AssertSqlSafe(format!(
-                "CREATE TABLE IF NOT EXISTS {t} (id TEXT COLLATE \"C\" PRIMARY KEY, doc JSONB NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS {t} (id TEXT COLLATE \"C\" PRIMARY KEY, doc JSONB NOT NULL{words})"
             )))
             .execute(self.c())
             .await?;
+            if c.is_searchable() {
+                // `:` never occurs in a field path, so this name is no field's index.
+                let index = index_name(&name, ":words");
+                sqlx::query(AssertSqlSafe(format!("CREATE INDEX IF NOT EXISTS {index} ON {t} USING GIN (words)")))
+                    .execute(self.c())
+                    .await?;
+            }
             for field in &c.indexes {
                 let index = index_name(&name, field);
                 // NULLS FIRST matches SQLite's order; with id it serves order-by-field-then-id pages.
@@ -623,7 +678,12 @@ impl Tx for PgTx {
 
     /// One statement per collection and kind, whatever the batch size, with
     /// the rows sent as arrays and unpacked by UNNEST.
-    async fn apply_changes(&mut self, key: &ModelKey, changes: &ChangeSet) -> Result<(), StoreError> {
+    async fn apply_changes(
+        &mut self,
+        key: &ModelKey,
+        manifest: &Manifest,
+        changes: &ChangeSet,
+    ) -> Result<(), StoreError> {
         for (collection, c) in &changes.collections {
             let t = table(key, collection);
             if !c.deletes.is_empty() {
@@ -632,18 +692,39 @@ impl Tx for PgTx {
                     .execute(self.c())
                     .await?;
             }
-            if !c.upserts.is_empty() {
-                let ids: Vec<&str> = c.upserts.iter().map(|(id, _)| id.as_str()).collect();
-                let docs: Vec<&str> = c.upserts.iter().map(|(_, doc)| doc.as_str()).collect();
-                sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO {t} (id, doc) \
-                     SELECT u.id, u.doc::jsonb FROM UNNEST($1::text[], $2::text[]) AS u(id, doc) \
-                     ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
-                )))
-                .bind(&ids)
-                .bind(&docs)
-                .execute(self.c())
-                .await?;
+            if c.upserts.is_empty() {
+                continue;
+            }
+            let ids: Vec<&str> = c.upserts.iter().map(|(id, _)| id.as_str()).collect();
+            let docs: Vec<&str> = c.upserts.iter().map(|(_, doc)| doc.as_str()).collect();
+            match manifest.collection(collection).filter(|s| s.is_searchable()) {
+                Some(spec) => {
+                    // The words go in the document's own row and statement.
+                    let words: Vec<String> =
+                        c.upserts.iter().map(|(_, doc)| tsvector(&document_words(spec, doc))).collect();
+                    sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO {t} (id, doc, words) \
+                         SELECT u.id, u.doc::jsonb, u.words::tsvector \
+                         FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(id, doc, words) \
+                         ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, words = excluded.words"
+                    )))
+                    .bind(&ids)
+                    .bind(&docs)
+                    .bind(&words)
+                    .execute(self.c())
+                    .await?;
+                }
+                None => {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO {t} (id, doc) \
+                         SELECT u.id, u.doc::jsonb FROM UNNEST($1::text[], $2::text[]) AS u(id, doc) \
+                         ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
+                    )))
+                    .bind(&ids)
+                    .bind(&docs)
+                    .execute(self.c())
+                    .await?;
+                }
             }
         }
         Ok(())
@@ -945,6 +1026,13 @@ impl Sql {
         Ok(format!("${}", self.count))
     }
 
+    /// Binds a `real`, as `ts_rank` returns.
+    fn real(&mut self, value: f32) -> Result<String, sqlx::Error> {
+        self.args.add(value).map_err(sqlx::Error::Encode)?;
+        self.count += 1;
+        Ok(format!("${}", self.count))
+    }
+
     /// A bound value for a filter on `field`: text for `id`, JSONB otherwise.
     fn value(&mut self, field: &str, value: &Value) -> Result<String, sqlx::Error> {
         if field == "id" {
@@ -1016,36 +1104,54 @@ async fn query_in(
     spec: &CollectionSpec,
     query: &Query,
 ) -> Result<Page, StoreError> {
-    let order = query.order_or_id();
+    let search = query.checked_search(spec)?;
+    let cursor = query.checked_cursor(search.as_ref())?;
     let mut conds = Vec::new();
     let mut sql = Sql::new();
+    let rank = match &search {
+        Some(s) => {
+            let q = format!("{}::tsquery", sql.text(tsquery(s))?);
+            conds.push(format!("words @@ {q}"));
+            format!("ts_rank(words, {q})")
+        }
+        None => "NULL::real".to_owned(),
+    };
     push_filters(&mut conds, &mut sql, &query.filters)?;
-    if let Some(text) = &query.cursor {
-        push_cursor(&mut conds, &mut sql, &order, &Cursor::decode(text)?)?;
+    let sort = query.sort();
+    if let Some(cursor) = &cursor {
+        match &sort {
+            Sort::Field(order) => push_cursor(&mut conds, &mut sql, order, cursor)?,
+            Sort::Rank => {
+                // ts_rank: higher is better. The cursor holds a `real` widened to f64, exactly.
+                let r = cursor.rank().expect("checked_cursor: a rank cursor has a rank") as f32;
+                let (r, id) = (sql.real(r)?, sql.text(cursor.id.clone())?);
+                conds.push(format!("({rank} < {r} OR ({rank} = {r} AND id > {id}))"));
+            }
+        }
     }
-    let mut text = format!("SELECT id, doc::text FROM {}{}", table(key, &spec.name), where_clause(&conds));
-    if order.field == "id" {
-        text.push_str(if order.descending { " ORDER BY id DESC" } else { " ORDER BY id ASC" });
-    } else if order.descending {
-        text.push_str(&format!(" ORDER BY {} DESC NULLS LAST, id DESC", field_expr(&order.field)));
-    } else {
-        text.push_str(&format!(" ORDER BY {} ASC NULLS FIRST, id ASC", field_expr(&order.field)));
+    let mut text = format!("SELECT id, doc::text, {rank} FROM {}{}", table(key, &spec.name), where_clause(&conds));
+    match &sort {
+        Sort::Rank => text.push_str(&format!(" ORDER BY {rank} DESC, id ASC")),
+        Sort::Field(order) if order.field == "id" => {
+            text.push_str(if order.descending { " ORDER BY id DESC" } else { " ORDER BY id ASC" })
+        }
+        Sort::Field(order) if order.descending => {
+            text.push_str(&format!(" ORDER BY {} DESC NULLS LAST, id DESC", field_expr(&order.field)))
+        }
+        Sort::Field(order) => text.push_str(&format!(" ORDER BY {} ASC NULLS FIRST, id ASC", field_expr(&order.field))),
     }
     // One row more than asked tells whether there is a next page.
     sql.args.add(query.limit as i64 + 1).map_err(sqlx::Error::Encode)?;
     text.push_str(&format!(" LIMIT ${}", sql.count + 1));
     let rows = sqlx::query_with::<Postgres, _>(AssertSqlSafe(text), sql.args).fetch_all(&mut *conn).await?;
-    let mut documents = rows
+    let rows = rows
         .iter()
-        .map(|r| Ok(Document { id: r.try_get(0)?, body: r.try_get(1)? }))
+        .map(|r| {
+            let rank: Option<f32> = r.try_get(2)?;
+            Ok(PageRow { document: Document { id: r.try_get(0)?, body: r.try_get(1)? }, rank: rank.map(f64::from) })
+        })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let next_cursor = if documents.len() > query.limit as usize {
-        documents.truncate(query.limit as usize);
-        documents.last().map(|d| Cursor { key: order_key(&d.body, &order), id: d.id.clone() }.encode())
-    } else {
-        None
-    };
-    Ok(Page { documents, next_cursor })
+    Ok(page_of(query, search.as_ref(), rows))
 }
 
 async fn count_in(
@@ -1237,5 +1343,21 @@ impl ModelReader for PostgresReadModelStore {
 
     fn set_read_timeout(&self, limit: std::time::Duration) {
         self.limits.set(limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_become_literal_lexemes() {
+        let words: Vec<String> = ["ada", "lovelace", "ada", "o'x\\"].iter().map(|w| w.to_string()).collect();
+        assert_eq!(tsvector(&words), r"'ada':1,3 'lovelace':2 'o''x\\':4");
+        assert_eq!(tsvector(&[]), "");
+        let many = vec!["w".to_owned(); 300];
+        assert_eq!(tsvector(&many).matches(',').count(), 254, "255 positions at most");
+        let search = Search { words: vec!["ada".into(), "lov".into()] };
+        assert_eq!(tsquery(&search), "'ada' & 'lov':*");
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::manifest::CollectionSpec;
+use crate::store::search::Search;
 
 /// Largest page a query may ask for.
 pub const MAX_LIMIT: u32 = 10_000;
@@ -130,6 +131,32 @@ pub enum QueryError {
     /// Too many aggregates or group-by fields, or none at all.
     #[error("{0}")]
     AggregateShape(String),
+    /// A search of a collection whose manifest lists no search fields.
+    #[error(
+        "collection `{collection}` declares no search fields: list text fields in its manifest's `search` to search it"
+    )]
+    SearchNotDeclared {
+        /// Collection searched.
+        collection: String,
+    },
+    /// The search text holds a quote, an operator character or an operator
+    /// word of the databases' search syntax.
+    #[error(
+        "the search text contains `{operator}`, which is search syntax: search takes plain words (all must match, the last as a prefix)"
+    )]
+    SearchOperator {
+        /// The character or word, as given.
+        operator: String,
+    },
+    /// The search text has no letter or digit.
+    #[error("the search text has no words: give letters or digits (all words must match, the last as a prefix)")]
+    EmptySearch,
+    /// The search text is too long, has too many words or too long a word.
+    #[error("search too long: {0}")]
+    SearchTooLong(String),
+    /// `count` with a search: counting search matches is not supported.
+    #[error("a count takes filters only, not a search: page through the search instead")]
+    CountWithSearch,
 }
 
 fn indexed_list(fields: &[String]) -> String {
@@ -295,12 +322,29 @@ pub struct Query {
     pub limit: u32,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Full-text search: only documents holding every word of it (the last
+    /// as a prefix) in the collection's search fields. Without an `order`
+    /// they come best match first (ties by id).
+    #[serde(default)]
+    pub search: Option<String>,
 }
 
 impl Default for Query {
     fn default() -> Self {
-        Self { filters: Vec::new(), order: None, limit: DEFAULT_LIMIT, cursor: None }
+        Self { filters: Vec::new(), order: None, limit: DEFAULT_LIMIT, cursor: None, search: None }
     }
+}
+
+/// What a page is sorted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sort {
+    /// A field or `id`, ties by id.
+    Field(Order),
+    /// Search relevance, best first, ties by id ascending. Each backend
+    /// scores in its own way (SQLite: FTS5's bm25, lower is better;
+    /// PostgreSQL: `ts_rank`, higher is better), so rank order may differ
+    /// between backends; the matching set does not.
+    Rank,
 }
 
 /// The typed builder: every method takes and returns the query, so a
@@ -360,8 +404,23 @@ impl Query {
         self
     }
 
-    /// Checks fields against the collection's indexes, the values and the limit.
+    /// Only documents matching `text` in the collection's search fields:
+    /// every word, the last as a prefix (`"ada lov"` finds "Ada Lovelace").
+    /// Best match first unless an order is given.
+    ///
+    /// ```
+    /// let q = refract::Query::new().search("ada lov").filter("balance", refract::Op::Ge, 0);
+    /// assert_eq!(q.search.as_deref(), Some("ada lov"));
+    /// ```
+    pub fn search(mut self, text: impl Into<String>) -> Self {
+        self.search = Some(text.into());
+        self
+    }
+
+    /// Checks fields against the collection's indexes, the values, the
+    /// limit and the search text.
     pub fn validate(&self, spec: &CollectionSpec) -> Result<(), QueryError> {
+        self.checked_search(spec)?;
         if self.filters.len() > MAX_FILTERS {
             return Err(QueryError::TooManyFilters(self.filters.len()));
         }
@@ -387,6 +446,71 @@ impl Query {
     pub fn order_or_id(&self) -> Order {
         self.order.clone().unwrap_or(Order { field: "id".into(), descending: false })
     }
+
+    /// The checked search, if the query has one.
+    pub(crate) fn checked_search(&self, spec: &CollectionSpec) -> Result<Option<Search>, QueryError> {
+        self.search.as_deref().map(|text| Search::parse(spec, text)).transpose()
+    }
+
+    /// What a cursor of a search is bound to: the sort and the search's
+    /// words. `None` without a search, so plain cursors keep their form.
+    fn binding(&self, search: Option<&Search>) -> Option<String> {
+        let sort = match self.sort() {
+            Sort::Rank => "rank".to_owned(),
+            Sort::Field(o) => format!("{}{}", if o.descending { "-" } else { "" }, o.field),
+        };
+        search.map(|s| format!("{sort}\n{}", s.key()))
+    }
+
+    /// What the page is sorted by: the order given, else rank for a
+    /// search, else id.
+    pub(crate) fn sort(&self) -> Sort {
+        match (&self.order, &self.search) {
+            (None, Some(_)) => Sort::Rank,
+            _ => Sort::Field(self.order_or_id()),
+        }
+    }
+
+    /// The cursor to continue after, checked against this query: a cursor
+    /// of a search continues only the same search, and a rank cursor only
+    /// a rank order.
+    pub(crate) fn checked_cursor(&self, search: Option<&Search>) -> Result<Option<Cursor>, QueryError> {
+        let Some(text) = &self.cursor else { return Ok(None) };
+        let cursor = Cursor::decode(text)?;
+        if cursor.search != self.binding(search) {
+            return Err(QueryError::BadCursor);
+        }
+        if self.sort() == Sort::Rank && cursor.rank().is_none() {
+            return Err(QueryError::BadCursor);
+        }
+        Ok(Some(cursor))
+    }
+}
+
+/// One row a backend read: the document and, in a rank order, its score.
+pub(crate) struct Row {
+    pub document: Document,
+    pub rank: Option<f64>,
+}
+
+/// A page from the `limit + 1` rows a backend read in the query's sort:
+/// the extra row only tells that a next page exists.
+pub(crate) fn page_of(query: &Query, search: Option<&Search>, mut rows: Vec<Row>) -> Page {
+    let limit = query.limit as usize;
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|last| {
+            let key = match (query.sort(), last.rank) {
+                (Sort::Rank, Some(rank)) => Value::from(rank.to_bits()),
+                (Sort::Field(order), _) => order_key(&last.document.body, &order),
+                (Sort::Rank, None) => Value::Null,
+            };
+            Cursor { key, id: last.document.id.clone(), search: query.binding(search) }.encode()
+        })
+    } else {
+        None
+    };
+    Page { documents: rows.into_iter().map(|r| r.document).collect(), next_cursor }
 }
 
 /// A stored document.
@@ -407,18 +531,32 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-/// Position after the last row of a page: the order key and the id.
+/// Position after the last row of a page: the order key and the id, and
+/// the words of the search the page belongs to. In a rank order the key is
+/// the score's bits (`f64::to_bits`): a float through JSON text may come
+/// back a hair off, and the next page would then skip or repeat a row.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Cursor {
     pub key: Value,
     pub id: String,
+    pub search: Option<String>,
 }
 
 impl Cursor {
-    /// Opaque text form (hex of a JSON pair), safe in URLs and shells.
+    /// Opaque text form (hex of a JSON pair, or a triple for a search),
+    /// safe in URLs and shells.
     pub fn encode(&self) -> String {
-        let json = serde_json::to_vec(&(&self.key, &self.id)).expect("a JSON value always serializes");
+        let json = match &self.search {
+            None => serde_json::to_vec(&(&self.key, &self.id)),
+            Some(search) => serde_json::to_vec(&(&self.key, &self.id, search)),
+        }
+        .expect("a JSON value always serializes");
         json.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The score of a rank cursor.
+    pub fn rank(&self) -> Option<f64> {
+        self.key.as_u64().map(f64::from_bits).filter(|r| r.is_finite())
     }
 
     pub fn decode(text: &str) -> Result<Self, QueryError> {
@@ -430,11 +568,17 @@ impl Cursor {
             .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
             .collect::<Result<Vec<u8>, _>>()
             .map_err(|_| QueryError::BadCursor)?;
-        let (key, id): (Value, String) = serde_json::from_slice(&bytes).map_err(|_| QueryError::BadCursor)?;
+        let (key, id, search) = match serde_json::from_slice::<(Value, String, String)>(&bytes) {
+            Ok((key, id, search)) => (key, id, Some(search)),
+            Err(_) => {
+                let (key, id): (Value, String) = serde_json::from_slice(&bytes).map_err(|_| QueryError::BadCursor)?;
+                (key, id, None)
+            }
+        };
         if !is_scalar(&key) {
             return Err(QueryError::BadCursor);
         }
-        Ok(Cursor { key, id })
+        Ok(Cursor { key, id, search })
     }
 }
 
@@ -494,7 +638,7 @@ mod tests {
 
     #[test]
     fn only_indexed_fields_are_queryable() {
-        let spec = CollectionSpec { name: "c".into(), indexes: vec!["balance".into()] };
+        let spec = CollectionSpec::new("c", ["balance"]);
         let q = |f: &str| Query { filters: vec![Filter::parse(f).unwrap()], ..Query::default() };
         assert_eq!(q("balance>1").validate(&spec), Ok(()));
         assert_eq!(q("id=x").validate(&spec), Ok(()));
@@ -506,7 +650,7 @@ mod tests {
 
     #[test]
     fn filters_and_in_values_are_limited_by_name() {
-        let spec = CollectionSpec { name: "c".into(), indexes: vec!["balance".into()] };
+        let spec = CollectionSpec::new("c", ["balance"]);
         let filters = |n: usize| vec![Filter::parse("balance>1").unwrap(); n];
         let at_limit = Query { filters: filters(MAX_FILTERS), ..Query::default() };
         assert_eq!(at_limit.validate(&spec), Ok(()));
@@ -536,7 +680,7 @@ mod tests {
             Filter::parse("id=a\0b").unwrap_err().to_string(),
             "the value of filter `id` contains a NUL character (U+0000), which is not allowed"
         );
-        let spec = CollectionSpec { name: "c".into(), indexes: vec![] };
+        let spec = CollectionSpec { name: "c".into(), ..Default::default() };
         let built = Filter { field: "id".into(), op: Op::Eq, value: json!("\u{0}") };
         assert_eq!(Query { filters: vec![built], ..Query::default() }.validate(&spec), Err(nul("id")));
         assert!(Filter::parse("id=a\u{1}b").is_ok(), "only NUL: other control characters are valid ids");
@@ -546,11 +690,61 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let c = Cursor { key: json!(12.5), id: "a\"b".into() };
+        let c = Cursor { key: json!(12.5), id: "a\"b".into(), search: None };
         assert_eq!(Cursor::decode(&c.encode()), Ok(c));
+        let rank = -0.1f64 - 1e-17;
+        let c = Cursor { key: json!(rank.to_bits()), id: "x".into(), search: Some("ada lov".into()) };
+        let back = Cursor::decode(&c.encode()).unwrap();
+        assert_eq!(back.rank().map(f64::to_bits), Some(rank.to_bits()), "a score comes back to the bit");
+        assert_eq!(back, c);
         for bad in ["", "zz", "abc", "5b5d"] {
             assert_eq!(Cursor::decode(bad), Err(QueryError::BadCursor), "{bad}");
         }
+    }
+
+    /// A cursor continues only the query it came from: the same search,
+    /// and a rank order only from a rank cursor.
+    #[test]
+    fn cursors_are_bound_to_their_search() {
+        let spec = CollectionSpec::new("c", ["balance"]).with_search(["name"]);
+        let search = |t: &str| Search::parse(&spec, t).unwrap();
+        let cursor =
+            |key: Value, bound: Option<&str>| Cursor { key, id: "d1".into(), search: bound.map(Into::into) }.encode();
+        let rank = json!(0.5f64.to_bits());
+        let q = Query::new().search("Ada lov");
+        let s = search("Ada lov");
+        let ok = q.clone().after(cursor(rank.clone(), Some("rank\nada lov")));
+        assert_eq!(ok.checked_cursor(Some(&s)).unwrap().unwrap().rank(), Some(0.5));
+        for bad in [
+            cursor(rank.clone(), Some("rank\nada")),
+            cursor(rank.clone(), None),
+            cursor(rank.clone(), Some("balance\nada lov")),
+            cursor(json!("x"), Some("rank\nada lov")),
+        ] {
+            assert_eq!(q.clone().after(bad).checked_cursor(Some(&s)), Err(QueryError::BadCursor));
+        }
+        let plain = Query::new().after(cursor(json!(3), Some("id\nada lov")));
+        assert_eq!(plain.checked_cursor(None), Err(QueryError::BadCursor), "a search cursor on a plain query");
+        let ordered = Query::new().search("ada lov").order_by("balance");
+        let page = ordered.clone().after(cursor(json!(3), Some("balance\nada lov")));
+        assert_eq!(page.checked_cursor(Some(&s)).unwrap().unwrap().key, json!(3));
+        let rank_cursor = ordered.clone().after(cursor(rank.clone(), Some("rank\nada lov")));
+        assert_eq!(rank_cursor.checked_cursor(Some(&s)), Err(QueryError::BadCursor), "a rank cursor on a field order");
+        assert_eq!(ordered.sort(), Sort::Field(Order::parse("balance")));
+        assert_eq!(q.sort(), Sort::Rank);
+        assert_eq!(Query::new().sort(), Sort::Field(Order::parse("id")));
+    }
+
+    #[test]
+    fn searches_are_validated_with_the_query() {
+        let spec = CollectionSpec::new("c", ["balance"]).with_search(["name"]);
+        assert_eq!(Query::new().search("ada").validate(&spec), Ok(()));
+        assert_eq!(Query::new().search("a*").validate(&spec), Err(QueryError::SearchOperator { operator: "*".into() }));
+        let plain = CollectionSpec::new("plain", ["balance"]);
+        assert_eq!(
+            Query::new().search("ada").validate(&plain),
+            Err(QueryError::SearchNotDeclared { collection: "plain".into() })
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use sqlx::{Arguments, AssertSqlSafe, Row, SqliteConnection};
 use super::change_log::{ChangeEntry, ChangeKind, ConsumerPosition, LogSettings};
 use super::lease::{Fences, LeaseRecord, lease_record};
 use super::lifecycle::{self, Backend, NewGeneration, Tx};
-use super::names::{index_name, legacy_table_name, log_table_name, table_name};
+use super::names::{index_name, legacy_table_name, log_table_name, search_table_name, table_name};
 use super::{DeadLetter, ModelKey, ModelReader, ProjectionRecord, ProjectionState, Role, StoreError};
 use crate::clock::now_ms;
 use crate::db::DbTx;
@@ -22,8 +22,10 @@ use crate::model::manifest::{CollectionSpec, Manifest};
 use crate::store::aggregate::{AggregateQuery, AggregateResult, FieldStats, MAX_GROUPS, RawGroup};
 use crate::store::limits::{Armed, ReadLimits};
 use crate::store::query::{
-    Cursor, Document, Filter, Op, Order, Page, Query, QueryError, check_document_id, order_key, where_clause,
+    Cursor, Document, Filter, Op, Order, Page, Query, QueryError, Row as PageRow, Sort, check_document_id, page_of,
+    where_clause,
 };
+use crate::store::search::{Search, document_words};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS refract_generations (
@@ -134,6 +136,22 @@ fn table(key: &ModelKey, collection: &str) -> String {
 
 fn log_table(key: &ModelKey) -> String {
     quote_ident(&log_table_name(key))
+}
+
+fn search_table(key: &ModelKey, collection: &str) -> String {
+    quote_ident(&search_table_name(key, collection))
+}
+
+/// The FTS5 query for a checked search: each word a quoted string, all of
+/// them required (FTS5's implicit AND), the last a prefix. The words are
+/// letters and digits only; quotes are doubled all the same.
+fn fts5_match(search: &Search) -> String {
+    let last = search.words.len() - 1;
+    let term = |(i, w): (usize, &String)| {
+        let quoted = format!("\"{}\"", w.replace('"', "\"\""));
+        if i == last { format!("{quoted}*") } else { quoted }
+    };
+    search.words.iter().enumerate().map(term).collect::<Vec<_>>().join(" ")
 }
 
 fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChangeEntry, StoreError> {
@@ -373,11 +391,29 @@ impl Tx for SqliteTx {
     async fn create_tables(&mut self, key: &ModelKey, manifest: &Manifest) -> Result<(), StoreError> {
         for c in &manifest.collections {
             let t = table(key, &c.name);
-            sqlx::query(AssertSqlSafe(format!(
-                "CREATE TABLE IF NOT EXISTS {t} (id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID"
-            )))
-            .execute(self.c())
-            .await?;
+            let create = if c.is_searchable() {
+                // The search index finds rows by an integer: `rid`, kept
+                // by upserts (ON CONFLICT updates in place) and, being an
+                // INTEGER PRIMARY KEY, never renumbered by VACUUM.
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc TEXT NOT NULL)"
+                )
+            } else {
+                format!("CREATE TABLE IF NOT EXISTS {t} (id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID")
+            };
+            sqlx::query(AssertSqlSafe(create)).execute(self.c()).await?;
+            if c.is_searchable() {
+                // Contentless: the documents already hold the text. The
+                // words arrive split by `search::document_words`, so the
+                // `ascii` tokenizer only has to split them at the spaces.
+                sqlx::query(AssertSqlSafe(format!(
+                    "CREATE VIRTUAL TABLE IF NOT EXISTS {} USING fts5(words, content='', contentless_delete=1, \
+                     tokenize='ascii')",
+                    search_table(key, &c.name)
+                )))
+                .execute(self.c())
+                .await?;
+            }
             for field in &c.indexes {
                 let index = quote_ident(&index_name(key, &c.name, field));
                 sqlx::query(AssertSqlSafe(format!(
@@ -402,6 +438,9 @@ impl Tx for SqliteTx {
     async fn drop_tables(&mut self, key: &ModelKey, manifest: &Manifest) -> Result<(), StoreError> {
         for c in &manifest.collections {
             sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {}", table(key, &c.name))))
+                .execute(self.c())
+                .await?;
+            sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {}", search_table(key, &c.name))))
                 .execute(self.c())
                 .await?;
         }
@@ -541,26 +580,69 @@ impl Tx for SqliteTx {
         Ok(moved == 1)
     }
 
-    async fn apply_changes(&mut self, key: &ModelKey, changes: &ChangeSet) -> Result<(), StoreError> {
+    async fn apply_changes(
+        &mut self,
+        key: &ModelKey,
+        manifest: &Manifest,
+        changes: &ChangeSet,
+    ) -> Result<(), StoreError> {
         // One statement per collection and kind, whatever the batch size:
         // rows travel as one JSON array and json_each unpacks them in SQLite.
         // Binding the rows instead (multi-row VALUES, 256 rows per statement)
         // was measured slower (BENCHMARKS.md).
         for (collection, c) in &changes.collections {
             let t = table(key, collection);
+            let searchable = manifest.collection(collection).filter(|s| s.is_searchable());
+            let fts = search_table(key, collection);
+            // A document's old words leave the index before the document does.
+            let unindex = |ids: &str| {
+                format!(
+                    "DELETE FROM {fts} WHERE rowid IN (SELECT rid FROM {t} WHERE id IN (SELECT {ids} FROM json_each(?)))"
+                )
+            };
             if !c.deletes.is_empty() {
                 let ids = serde_json::to_string(&c.deletes).expect("strings always serialize");
+                if searchable.is_some() {
+                    sqlx::query(AssertSqlSafe(unindex("value"))).bind(ids.clone()).execute(self.c()).await?;
+                }
                 sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE id IN (SELECT value FROM json_each(?))")))
                     .bind(ids)
                     .execute(self.c())
                     .await?;
             }
-            if !c.upserts.is_empty() {
-                let rows = serde_json::to_string(&c.upserts).expect("strings always serialize");
+            if c.upserts.is_empty() {
+                continue;
+            }
+            let mut rows = match searchable {
+                Some(spec) => {
+                    let rows: Vec<(&str, &str, String)> = c
+                        .upserts
+                        .iter()
+                        .map(|(id, doc)| (id.as_str(), doc.as_str(), document_words(spec, doc).join(" ")))
+                        .collect();
+                    serde_json::to_string(&rows)
+                }
+                None => serde_json::to_string(&c.upserts),
+            }
+            .expect("strings always serialize");
+            if searchable.is_some() {
+                sqlx::query(AssertSqlSafe(unindex("value ->> 0"))).bind(rows.clone()).execute(self.c()).await?;
+            }
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {t} (id, doc) \
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?) WHERE true \
+                 ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
+            )))
+            // The rows are needed once more only to index them.
+            .bind(if searchable.is_some() { rows.clone() } else { std::mem::take(&mut rows) })
+            .execute(self.c())
+            .await?;
+            if searchable.is_some() {
+                // OR REPLACE: should one batch name an id twice, the last wins, as for the document.
                 sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO {t} (id, doc) \
-                     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?) WHERE true \
-                     ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
+                    "INSERT OR REPLACE INTO {fts} (rowid, words) \
+                     SELECT t.rid, j.value ->> 2 FROM json_each(?) AS j JOIN {t} AS t ON t.id = j.value ->> 0 \
+                     WHERE j.value ->> 2 <> ''"
                 )))
                 .bind(rows)
                 .execute(self.c())
@@ -917,35 +999,56 @@ async fn query_in(
     spec: &CollectionSpec,
     query: &Query,
 ) -> Result<Page, StoreError> {
-    let order = query.order_or_id();
+    let search = query.checked_search(spec)?;
+    let cursor = query.checked_cursor(search.as_ref())?;
     let mut conds = Vec::new();
     let mut args = SqliteArguments::default();
+    let t = table(key, &spec.name);
+    let (from, rank) = match &search {
+        Some(s) => {
+            let fts = search_table(key, &spec.name);
+            conds.push(format!("{fts} MATCH ?"));
+            args.add(fts5_match(s)).map_err(sqlx::Error::Encode)?;
+            (format!("{fts} AS f JOIN {t} AS t ON t.rid = f.rowid"), "f.rank")
+        }
+        None => (t, "NULL"),
+    };
     push_filters(&mut conds, &mut args, &query.filters)?;
-    if let Some(text) = &query.cursor {
-        push_cursor(&mut conds, &mut args, &order, &Cursor::decode(text)?)?;
+    let sort = query.sort();
+    if let Some(cursor) = &cursor {
+        match &sort {
+            Sort::Field(order) => push_cursor(&mut conds, &mut args, order, cursor)?,
+            Sort::Rank => {
+                // bm25: lower is better.
+                conds.push("(f.rank > ? OR (f.rank = ? AND id > ?))".to_owned());
+                let r = cursor.rank().expect("checked_cursor: a rank cursor has a rank");
+                args.add(r).map_err(sqlx::Error::Encode)?;
+                args.add(r).map_err(sqlx::Error::Encode)?;
+                args.add(cursor.id.clone()).map_err(sqlx::Error::Encode)?;
+            }
+        }
     }
-    let mut sql = format!("SELECT id, doc FROM {}{}", table(key, &spec.name), where_clause(&conds));
-    let dir = if order.descending { "DESC" } else { "ASC" };
-    if order.field == "id" {
-        sql.push_str(&format!(" ORDER BY id {dir}"));
-    } else {
-        sql.push_str(&format!(" ORDER BY {} {dir}, id {dir}", field_expr(&order.field)));
+    let mut sql = format!("SELECT id, doc, {rank} FROM {from}{}", where_clause(&conds));
+    match &sort {
+        Sort::Rank => sql.push_str(" ORDER BY f.rank ASC, id ASC"),
+        Sort::Field(order) => {
+            let dir = if order.descending { "DESC" } else { "ASC" };
+            if order.field == "id" {
+                sql.push_str(&format!(" ORDER BY id {dir}"));
+            } else {
+                sql.push_str(&format!(" ORDER BY {} {dir}, id {dir}", field_expr(&order.field)));
+            }
+        }
     }
     // One row more than asked tells whether there is a next page.
     sql.push_str(" LIMIT ?");
     args.add(query.limit as i64 + 1).map_err(sqlx::Error::Encode)?;
     let rows = sqlx::query_with::<Sqlite, _>(AssertSqlSafe(sql), args).fetch_all(&mut *conn).await?;
-    let mut documents = rows
+    let rows = rows
         .iter()
-        .map(|r| Ok(Document { id: r.try_get(0)?, body: r.try_get(1)? }))
+        .map(|r| Ok(PageRow { document: Document { id: r.try_get(0)?, body: r.try_get(1)? }, rank: r.try_get(2)? }))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let next_cursor = if documents.len() > query.limit as usize {
-        documents.truncate(query.limit as usize);
-        documents.last().map(|d| Cursor { key: order_key(&d.body, &order), id: d.id.clone() }.encode())
-    } else {
-        None
-    };
-    Ok(Page { documents, next_cursor })
+    Ok(page_of(query, search.as_ref(), rows))
 }
 
 async fn count_in(
@@ -1131,4 +1234,16 @@ async fn active_in(conn: &mut SqliteConnection, name: &str) -> Result<Projection
         .await?
         .ok_or_else(|| StoreError::UnknownProjection(name.to_owned()))?;
     record_from_row(&row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn searches_become_quoted_fts5_terms() {
+        let search = Search { words: vec!["ada".into(), "and".into(), "lov".into()] };
+        assert_eq!(fts5_match(&search), r#""ada" "and" "lov"*"#);
+        assert_eq!(fts5_match(&Search { words: vec!["x\"y".into()] }), r#""x""y"*"#);
+    }
 }

@@ -5,6 +5,7 @@ mod admin;
 mod aggregates;
 mod events;
 mod models;
+mod search;
 
 use std::sync::Arc;
 
@@ -82,6 +83,8 @@ conformance! {
     aggregates_match_independent_results => crate::conformance::aggregates::aggregates_match_independent_results, models_store, "models.db";
     aggregates_bad_input_is_refused => crate::conformance::aggregates::bad_aggregates_are_refused, models_store, "models.db";
     aggregates_reads_stop_at_the_time_limit => crate::conformance::aggregates::reads_stop_at_the_time_limit, models_store, "models.db";
+    search_matches_independent_results => crate::conformance::search::search_matches_independent_results, models_store, "models.db";
+    search_bad_input_is_refused => crate::conformance::search::bad_searches_are_refused, models_store, "models.db";
 }
 
 /// The event-store suite on JetStream (`NATS_URL`, a fresh stream per

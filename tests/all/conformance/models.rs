@@ -18,8 +18,9 @@ pub fn manifest(name: &str) -> Manifest {
             CollectionSpec {
                 name: "items".into(),
                 indexes: vec!["balance".into(), "owner".into(), "profile.city".into(), "active".into()],
+                search: vec![],
             },
-            CollectionSpec { name: "other".into(), indexes: vec![] },
+            CollectionSpec { name: "other".into(), ..Default::default() },
         ],
     }
 }
@@ -204,6 +205,7 @@ async fn query_ids(store: &dyn ReadModelStore, filters: &[&str], order: Option<&
         order: order.map(Order::parse),
         limit: 1000,
         cursor: None,
+        search: None,
     };
     let page = store.query_documents("q", "items", &query).await.unwrap();
     assert!(page.next_cursor.is_none());
@@ -220,6 +222,7 @@ async fn paged_ids(store: &dyn ReadModelStore, filters: &[&str], order: &str, li
             order: Some(Order::parse(order)),
             limit,
             cursor,
+            search: None,
         };
         let page = store.query_documents("q", "items", &query).await.unwrap();
         assert!(page.documents.len() <= limit as usize);
@@ -370,7 +373,7 @@ fn manifest_with(name: &str, collection: &str) -> Manifest {
         name: name.into(),
         version: "1.0.0".into(),
         subscription: Subscription::default(),
-        collections: vec![CollectionSpec { name: collection.into(), indexes: vec!["n".into()] }],
+        collections: vec![CollectionSpec::new(collection, ["n"])],
     }
 }
 
