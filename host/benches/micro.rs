@@ -12,7 +12,7 @@ fn manifest() -> Manifest {
         name: "account-summary".into(),
         version: "1.0.0".into(),
         subscription: Subscription::default(),
-        collections: vec![CollectionSpec { name: "accounts".into(), indexes: vec!["balance".into()] }],
+        collections: vec![CollectionSpec { name: "accounts".into(), indexes: vec!["balance".into()], search: vec![] }],
     }
 }
 

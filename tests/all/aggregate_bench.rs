@@ -27,6 +27,7 @@ async fn load(store: &dyn ReadModelStore) {
         collections: vec![CollectionSpec {
             name: "accounts".into(),
             indexes: vec!["balance".into(), "status".into(), "region".into()],
+            search: vec![],
         }],
     };
     let k = store.register(&manifest, "h", "bench.wasm").await.unwrap().target.key;

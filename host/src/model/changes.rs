@@ -78,7 +78,7 @@ impl ChangeSet {
     /// use refract::{Change, ChangeSet};
     /// # let manifest = refract::Manifest { name: "p".into(), version: "1".into(),
     /// #   subscription: Default::default(),
-    /// #   collections: vec![refract::CollectionSpec { name: "c".into(), indexes: vec![] }] };
+    /// #   collections: vec![refract::CollectionSpec { name: "c".into(), indexes: vec![], search: vec![] }] };
     /// let set = ChangeSet::from_changes(vec![
     ///     Change::Upsert { collection: "c".into(), id: "1".into(), body: r#"{"n":1}"#.into() },
     ///     Change::Delete { collection: "c".into(), id: "1".into() },
@@ -171,7 +171,7 @@ mod tests {
             name: "p".into(),
             version: "1".into(),
             subscription: Default::default(),
-            collections: vec![CollectionSpec { name: "c".into(), indexes: vec![] }],
+            collections: vec![CollectionSpec { name: "c".into(), indexes: vec![], search: vec![] }],
         }
     }
 

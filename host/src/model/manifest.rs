@@ -78,6 +78,8 @@ pub struct CollectionSpec {
     pub name: String,
     /// Indexed JSON field paths; queries filter and order on these and `id`.
     pub indexes: Vec<String>,
+    /// Top-level or dotted JSON field paths whose text the host indexes for full-text search.
+    pub search: Vec<String>,
 }
 
 impl CollectionSpec {
@@ -172,7 +174,7 @@ mod tests {
             name: name.into(),
             version: "1".into(),
             subscription: Subscription::default(),
-            collections: vec![CollectionSpec { name: collection.into(), indexes: vec![index.into()] }],
+            collections: vec![CollectionSpec { name: collection.into(), indexes: vec![index.into()], search: vec![] }],
         }
     }
 

@@ -417,7 +417,8 @@ mod tests {
 
     #[test]
     fn validation_names_the_field_and_the_limits() {
-        let spec = CollectionSpec { name: "c".into(), indexes: vec!["balance".into(), "status".into()] };
+        let spec =
+            CollectionSpec { name: "c".into(), indexes: vec!["balance".into(), "status".into()], search: vec![] };
         let ok = AggregateQuery::new().group_by("status").agg(Aggregate::new(AggFn::Sum, "balance"));
         assert_eq!(ok.validate(&spec), Ok(()));
         let err = AggregateQuery::new().agg(Aggregate::new(AggFn::Sum, "secret")).validate(&spec).unwrap_err();

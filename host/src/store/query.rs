@@ -494,7 +494,7 @@ mod tests {
 
     #[test]
     fn only_indexed_fields_are_queryable() {
-        let spec = CollectionSpec { name: "c".into(), indexes: vec!["balance".into()] };
+        let spec = CollectionSpec { name: "c".into(), indexes: vec!["balance".into()], search: vec![] };
         let q = |f: &str| Query { filters: vec![Filter::parse(f).unwrap()], ..Query::default() };
         assert_eq!(q("balance>1").validate(&spec), Ok(()));
         assert_eq!(q("id=x").validate(&spec), Ok(()));
@@ -506,7 +506,7 @@ mod tests {
 
     #[test]
     fn filters_and_in_values_are_limited_by_name() {
-        let spec = CollectionSpec { name: "c".into(), indexes: vec!["balance".into()] };
+        let spec = CollectionSpec { name: "c".into(), indexes: vec!["balance".into()], search: vec![] };
         let filters = |n: usize| vec![Filter::parse("balance>1").unwrap(); n];
         let at_limit = Query { filters: filters(MAX_FILTERS), ..Query::default() };
         assert_eq!(at_limit.validate(&spec), Ok(()));
@@ -536,7 +536,7 @@ mod tests {
             Filter::parse("id=a\0b").unwrap_err().to_string(),
             "the value of filter `id` contains a NUL character (U+0000), which is not allowed"
         );
-        let spec = CollectionSpec { name: "c".into(), indexes: vec![] };
+        let spec = CollectionSpec { name: "c".into(), indexes: vec![], search: vec![] };
         let built = Filter { field: "id".into(), op: Op::Eq, value: json!("\u{0}") };
         assert_eq!(Query { filters: vec![built], ..Query::default() }.validate(&spec), Err(nul("id")));
         assert!(Filter::parse("id=a\u{1}b").is_ok(), "only NUL: other control characters are valid ids");

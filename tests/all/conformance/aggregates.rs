@@ -31,6 +31,7 @@ fn manifest() -> Manifest {
                 "name".into(),
                 "flag".into(),
             ],
+            search: vec![],
         }],
     }
 }

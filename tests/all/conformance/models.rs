@@ -18,8 +18,9 @@ pub fn manifest(name: &str) -> Manifest {
             CollectionSpec {
                 name: "items".into(),
                 indexes: vec!["balance".into(), "owner".into(), "profile.city".into(), "active".into()],
+                search: vec![],
             },
-            CollectionSpec { name: "other".into(), indexes: vec![] },
+            CollectionSpec { name: "other".into(), indexes: vec![], search: vec![] },
         ],
     }
 }
@@ -370,7 +371,7 @@ fn manifest_with(name: &str, collection: &str) -> Manifest {
         name: name.into(),
         version: "1.0.0".into(),
         subscription: Subscription::default(),
-        collections: vec![CollectionSpec { name: collection.into(), indexes: vec!["n".into()] }],
+        collections: vec![CollectionSpec { name: collection.into(), indexes: vec!["n".into()], search: vec![] }],
     }
 }
 
