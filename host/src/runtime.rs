@@ -11,3 +11,4 @@ pub(crate) mod guest_output;
 pub(crate) mod limits;
 pub(crate) mod module_cache;
 pub(crate) mod plugin;
+pub(crate) mod world;

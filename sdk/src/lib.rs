@@ -176,6 +176,7 @@ impl From<wit::Event> for Event {
 ///     .event_types(["OrderPlaced", "OrderShipped"])
 ///     .stream_prefix("order-")
 ///     .collection("orders", ["customer", "status"])
+///     .search(["customer"])
 ///     .collection("customers", ["order_count"]);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +185,15 @@ pub struct Manifest {
     version: String,
     event_types: Vec<String>,
     stream_prefixes: Vec<String>,
-    collections: Vec<(String, Vec<String>)>,
+    collections: Vec<Collection>,
+}
+
+/// A collection declared by [`Manifest::collection`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Collection {
+    name: String,
+    indexes: Vec<String>,
+    search: Vec<String>,
 }
 
 impl Manifest {
@@ -227,7 +236,34 @@ impl Manifest {
         I::Item: Into<String>,
     {
         let indexes = indexes.into_iter().map(Into::into).collect();
-        self.collections.push((name.into(), indexes));
+        self.collections.push(Collection { name: name.into(), indexes, search: Vec::new() });
+        self
+    }
+
+    /// Declares JSON field paths (e.g. `owner`, `note.text`) of the
+    /// collection declared last whose text the host indexes for full-text
+    /// search, so queries can search the collection with `search=`.
+    ///
+    /// ```
+    /// # use refract_sdk::Manifest;
+    /// let manifest = Manifest::new("account-notes", "1.0.0")
+    ///     .collection("accounts", ["balance"])
+    ///     .search(["owner", "note"]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When no collection is declared before it: there is nothing to search.
+    /// The panic happens in `describe`, so the host refuses the plugin at load.
+    pub fn search<I>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let Some(collection) = self.collections.last_mut() else {
+            panic!("Manifest::search: declare a collection (Manifest::collection) before its search fields");
+        };
+        collection.search.extend(fields.into_iter().map(Into::into));
         self
     }
 }
@@ -242,7 +278,7 @@ impl From<Manifest> for wit::Manifest {
             collections: manifest
                 .collections
                 .into_iter()
-                .map(|(name, indexes)| wit::CollectionSpec { name, indexes })
+                .map(|Collection { name, indexes, search }| wit::CollectionSpec { name, indexes, search })
                 .collect(),
         }
     }
@@ -631,7 +667,7 @@ impl<P: Projection> wit_export::Guest for __Export<P> {
         INSTANCE.with_borrow_mut(|slot| {
             let instance = slot
                 .get_or_insert_with(|| {
-                    let collections = P::manifest().collections.into_iter().map(|(name, _)| name).collect();
+                    let collections = P::manifest().collections.into_iter().map(|c| c.name).collect();
                     Box::new(Instance { projection: P::default(), ctx: Context::new(collections, P::KEEP_DOCUMENTS) })
                 })
                 .downcast_mut::<Instance<P>>()
@@ -655,6 +691,29 @@ mod tests {
     #[derive(Default, Serialize, Debug, PartialEq)]
     struct Doc {
         n: u32,
+    }
+
+    #[test]
+    fn search_fields_belong_to_the_collection_declared_before_them() {
+        let manifest: wit::Manifest = Manifest::new("p", "1")
+            .collection("accounts", ["balance"])
+            .search(["owner"])
+            .search(["note.text"])
+            .collection("plain", ["n"])
+            .into();
+        let collections: Vec<(&str, &[String], &[String])> =
+            manifest.collections.iter().map(|c| (c.name.as_str(), &c.indexes[..], &c.search[..])).collect();
+        let s = |v: &[&str]| v.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            collections,
+            [("accounts", &s(&["balance"])[..], &s(&["owner", "note.text"])[..]), ("plain", &s(&["n"])[..], &[][..]),]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "declare a collection (Manifest::collection) before its search fields")]
+    fn search_without_a_collection_panics() {
+        let _ = Manifest::new("p", "1").search(["owner"]);
     }
 
     #[test]

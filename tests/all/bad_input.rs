@@ -74,7 +74,7 @@ fn plugins_that_are_not_projections_are_rejected_and_the_host_keeps_running() {
     assert!(log.contains("garbage.wasm: not a WebAssembly file"), "{log}");
     assert!(log.contains("truncated.wasm: invalid component"), "{log}");
     assert!(
-        log.contains("wrong_world.wasm: does not implement the refract:projection@0.1.0 `projector` world: missing export `refract:projection/projection@0.1.0`"),
+        log.contains("wrong_world.wasm: does not implement the refract:projection `projector` world: missing export `refract:projection/projection@0.2.0` or `refract:projection/projection@0.1.0`"),
         "{log}"
     );
 

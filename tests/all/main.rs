@@ -59,3 +59,4 @@ mod throughput;
 mod user_errors;
 mod verify;
 mod wakeups;
+mod wit_versions;

@@ -42,6 +42,11 @@ async fn rust_python_and_js_projections_write_identical_documents() {
         let plugin = host.runtime().load(path).unwrap();
         let first = started.elapsed();
         assert_eq!(plugin.manifest().name, *name);
+        assert_eq!(plugin.wit_version(), "0.2.0", "{name} targets the current world");
+        // The Python and JS ports declare `owner` searchable through their
+        // helpers' `.search`; the Rust original declares no search field.
+        let search: &[&str] = if *name == "account-summary" { &[] } else { &["owner"] };
+        assert_eq!(plugin.manifest().collections[0].search, search, "{name}");
         assert!(!plugin.cached());
         let started = Instant::now();
         let again = host.runtime().load(path).unwrap();

@@ -261,8 +261,8 @@ fn hostile_bytes_are_refused_by_name_and_never_panic_the_host() {
     match load(&COMPONENT_HEADER) {
         Err(e @ PluginError::WrongWorld { .. }) => assert_eq!(
             e.to_string(),
-            "hostile.wasm: does not implement the refract:projection@0.1.0 `projector` world: \
-             missing export `refract:projection/projection@0.1.0` (it exports: nothing)"
+            "hostile.wasm: does not implement the refract:projection `projector` world: missing export \
+             `refract:projection/projection@0.2.0` or `refract:projection/projection@0.1.0` (it exports: nothing)"
         ),
         other => panic!("an empty component: {other:?}"),
     }

@@ -13,8 +13,6 @@ use tracing::Level;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use crate::runtime::bindings::LogLevel;
-
 /// Longest line logged; the rest is cut (and counted as cut).
 const MAX_LINE: usize = 1024;
 /// Lines logged per window and stream; later ones are dropped and counted.
@@ -77,7 +75,7 @@ impl LineLog {
 
     /// A message of the `log` import: its first `MAX_LINE` bytes, under the
     /// stream's rate limit, at the level the plugin asked for.
-    fn message(&mut self, level: LogLevel, message: &str) {
+    fn message(&mut self, level: Level, message: &str) {
         if !level_enabled(level) || !self.admit(Instant::now()) {
             return;
         }
@@ -86,12 +84,17 @@ impl LineLog {
             end -= 1;
         }
         let (p, line) = (&self.projection, &message[..end]);
-        match level {
-            LogLevel::Trace => tracing::trace!(projection = %p, "{line}"),
-            LogLevel::Debug => tracing::debug!(projection = %p, "{line}"),
-            LogLevel::Info => tracing::info!(projection = %p, "{line}"),
-            LogLevel::Warn => tracing::warn!(projection = %p, "{line}"),
-            LogLevel::Error => tracing::error!(projection = %p, "{line}"),
+        // `tracing`'s macros need the level as a constant.
+        if level == Level::ERROR {
+            tracing::error!(projection = %p, "{line}")
+        } else if level == Level::WARN {
+            tracing::warn!(projection = %p, "{line}")
+        } else if level == Level::INFO {
+            tracing::info!(projection = %p, "{line}")
+        } else if level == Level::DEBUG {
+            tracing::debug!(projection = %p, "{line}")
+        } else {
+            tracing::trace!(projection = %p, "{line}")
         }
     }
 
@@ -133,13 +136,17 @@ impl Drop for LineLog {
 
 /// Whether the host logs `level` at all: messages it would not log do not
 /// count against the plugin's rate limit.
-fn level_enabled(level: LogLevel) -> bool {
-    match level {
-        LogLevel::Trace => tracing::enabled!(Level::TRACE),
-        LogLevel::Debug => tracing::enabled!(Level::DEBUG),
-        LogLevel::Info => tracing::enabled!(Level::INFO),
-        LogLevel::Warn => tracing::enabled!(Level::WARN),
-        LogLevel::Error => tracing::enabled!(Level::ERROR),
+fn level_enabled(level: Level) -> bool {
+    if level == Level::ERROR {
+        tracing::enabled!(Level::ERROR)
+    } else if level == Level::WARN {
+        tracing::enabled!(Level::WARN)
+    } else if level == Level::INFO {
+        tracing::enabled!(Level::INFO)
+    } else if level == Level::DEBUG {
+        tracing::enabled!(Level::DEBUG)
+    } else {
+        tracing::enabled!(Level::TRACE)
     }
 }
 
@@ -175,7 +182,7 @@ impl GuestOutput {
     }
 
     /// Logs a message of the `log` import (made for [`Channel::Log`]).
-    pub(crate) fn log(&self, level: LogLevel, message: &str) {
+    pub(crate) fn log(&self, level: Level, message: &str) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).message(level, message);
     }
 }

@@ -6,23 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::model::changes::{Change, MAX_ID_LEN};
-use crate::model::event::{Event, Subscription};
-use crate::model::manifest::{CollectionSpec, Manifest, ManifestError};
-use crate::runtime::bindings::{self, GetError, LogLevel, Projector, ProjectorPre};
+use crate::model::event::Event;
+use crate::model::manifest::{Manifest, ManifestError};
 use crate::runtime::capabilities::{self, Capability};
 use crate::runtime::guest_output::{Channel, GuestOutput};
 use crate::runtime::limits::{Limits, MemoryLimitHit, MemoryLimiter};
 use crate::runtime::module_cache::ModuleCache;
+use crate::runtime::world::{self, Projector, ProjectorPre, WitVersion};
 use crate::store::document_cache::DocumentCache;
 use crate::store::{ModelKey, ModelWriter};
-
-/// The export every projection must provide.
-const PROJECTION_EXPORT: &str = "refract:projection/projection@0.1.0";
 
 /// Deepest nesting of components inside components a plugin may have.
 /// Toolchains nest a few levels; wasmtime's memory grows with the square of
@@ -63,8 +60,8 @@ pub enum PluginError {
         /// Compiler message.
         reason: String,
     },
-    /// The component does not implement the `projector` world.
-    #[error("{path}: does not implement the refract:projection@0.1.0 `projector` world: {reason}")]
+    /// The component implements no version of the `projector` world the host loads.
+    #[error("{path}: does not implement the refract:projection `projector` world: {reason}")]
     WrongWorld {
         /// Plugin file.
         path: PathBuf,
@@ -234,41 +231,50 @@ impl WasiView for HostState {
     }
 }
 
-impl bindings::refract::projection::types::Host for HostState {}
+/// Why `get` gave no document, before it becomes the `get-error` of the
+/// caller's WIT version.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum GetRefusal {
+    /// The collection is not one the projection declared.
+    UnknownCollection(String),
+    /// The store could not be read, or the id cannot exist.
+    Unavailable(String),
+}
 
-impl bindings::refract::projection::host::Host for HostState {
-    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        self.log.log(level, &message);
-        Ok(())
+impl HostState {
+    /// The `log` import: cut and rate-limited like stdout.
+    pub(crate) fn log_message(&mut self, level: tracing::Level, message: &str) {
+        self.log.log(level, message);
     }
 
-    fn get(&mut self, collection: String, id: String) -> wasmtime::Result<Result<Option<String>, GetError>> {
+    /// The `get` import: a document of the projection's own collections, as committed.
+    pub(crate) fn read(&mut self, collection: String, id: String) -> Result<Option<String>, GetRefusal> {
         let Some(access) = &self.access else {
-            return Ok(Err(GetError::Unavailable("no read model is attached during describe".into())));
+            return Err(GetRefusal::Unavailable("no read model is attached during describe".into()));
         };
         if !access.collections.contains(&collection) {
-            return Ok(Err(GetError::UnknownCollection(collection)));
+            return Err(GetRefusal::UnknownCollection(collection));
         }
         if id.len() > MAX_ID_LEN {
             // No document has such an id, and the document cache would keep it.
-            return Ok(Err(GetError::Unavailable(format!(
+            return Err(GetRefusal::Unavailable(format!(
                 "document id of {} bytes: ids are 1 to {MAX_ID_LEN} bytes",
                 id.len()
-            ))));
+            )));
         }
         if let Some(doc) = access.documents.get(&collection, &id) {
-            return Ok(Ok(doc));
+            return Ok(doc);
         }
         // Plugin calls run on a blocking thread, so waiting on the async store is allowed.
         match access.runtime.block_on(access.store.get(&access.key, &collection, &id)) {
             Ok(doc) => {
                 access.documents.remember(&collection, &id, doc.clone());
-                Ok(Ok(doc))
+                Ok(doc)
             }
             Err(e) => {
                 // The plugin gets a generic message: no SQL text or file paths.
                 tracing::warn!(projection = %self.projection, error = %e, "get failed");
-                Ok(Err(GetError::Unavailable("the read model store is unavailable".into())))
+                Err(GetRefusal::Unavailable("the read model store is unavailable".into()))
             }
         }
     }
@@ -296,7 +302,7 @@ impl PluginRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         capabilities::deny(&mut linker)?;
-        Projector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        world::add_to_linker(&mut linker)?;
         Ok(Self { engine, linker: Arc::new(linker), cache: None })
     }
 
@@ -344,26 +350,24 @@ impl PluginRuntime {
         let started = std::time::Instant::now();
         let (component, cached) = self.compile(&path, &hash, bytes)?;
         let compile_time = started.elapsed();
-        self.check_world(&path, &component)?;
+        let version = self.check_world(&path, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(ProjectorPre::new)
+            .and_then(|pre| ProjectorPre::new(version, pre))
             .map_err(|e| PluginError::WrongWorld { path: path.clone(), reason: format!("{e:#}") })?;
         // `describe` runs under the default limits: a plugin that hangs or
         // bombs at load time is refused like any other bad plugin.
         let limits = Limits::default();
         let mut instance = Instance::new(&pre, "describe".into(), None, &limits)?;
         instance.arm(&limits)?;
-        let manifest =
-            instance.bindings.refract_projection_projection().call_describe(&mut instance.store).map_err(|e| {
-                let denied = instance.store.data().denied;
-                match PluginError::from_call(e, &limits, denied) {
-                    PluginError::Trap(m) => PluginError::Trap(format!("in describe: {m}")),
-                    other => other,
-                }
-            })?;
-        let manifest = convert_manifest(manifest);
+        let manifest = instance.bindings.describe(&mut instance.store).map_err(|e| {
+            let denied = instance.store.data().denied;
+            match PluginError::from_call(e, &limits, denied) {
+                PluginError::Trap(m) => PluginError::Trap(format!("in describe: {m}")),
+                other => other,
+            }
+        })?;
         if let Err(source) = manifest.validate() {
             return Err(PluginError::Manifest { path, source });
         }
@@ -384,18 +388,21 @@ impl PluginRuntime {
         Ok((component, false))
     }
 
-    /// Names what the component lacks or imports that the host cannot give,
-    /// before wasmtime's own (less specific) linking errors.
-    fn check_world(&self, path: &Path, component: &Component) -> Result<(), PluginError> {
+    /// The version of the world the component targets. Names what the
+    /// component lacks or imports that the host cannot give, before
+    /// wasmtime's own (less specific) linking errors.
+    fn check_world(&self, path: &Path, component: &Component) -> Result<WitVersion, PluginError> {
         let ty = component.component_type();
         let wrong = |reason: String| PluginError::WrongWorld { path: path.to_owned(), reason };
-        if ty.get_export(&self.engine, PROJECTION_EXPORT).is_none() {
+        let Some(version) = WitVersion::of(&self.engine, component) else {
             let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
+            let wanted: Vec<String> = WitVersion::ALL.iter().map(|v| format!("`{}`", v.projection_export())).collect();
             return Err(wrong(format!(
-                "missing export `{PROJECTION_EXPORT}` (it exports: {})",
+                "missing export {} (it exports: {})",
+                wanted.join(" or "),
                 if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
             )));
-        }
+        };
         for (name, _) in ty.imports(&self.engine) {
             let known = name.starts_with("wasi:") || name.starts_with("refract:projection/");
             if !known {
@@ -404,7 +411,7 @@ impl PluginRuntime {
                 )));
             }
         }
-        Ok(())
+        Ok(version)
     }
 }
 
@@ -452,20 +459,11 @@ pub fn module_hash(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn convert_manifest(m: bindings::Manifest) -> Manifest {
-    Manifest {
-        name: m.name,
-        version: m.version,
-        subscription: Subscription { event_types: m.event_types, stream_prefixes: m.stream_prefixes },
-        collections: m.collections.into_iter().map(|c| CollectionSpec::new(c.name, c.indexes)).collect(),
-    }
-}
-
 /// A compiled, checked projection plugin.
 pub struct Plugin {
     path: PathBuf,
     hash: String,
-    pre: ProjectorPre<HostState>,
+    pre: ProjectorPre,
     manifest: Manifest,
     cached: bool,
     compile_time: std::time::Duration,
@@ -485,6 +483,12 @@ impl Plugin {
     /// The manifest returned by `describe`.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The version of the `refract:projection` world the component targets,
+    /// e.g. `0.2.0`.
+    pub fn wit_version(&self) -> &'static str {
+        self.pre.version().as_str()
     }
 
     /// SHA-256 of the module bytes, hex: identifies the module across restarts.
@@ -536,7 +540,7 @@ pub(crate) struct Instance {
 
 impl Instance {
     fn new(
-        pre: &ProjectorPre<HostState>,
+        pre: &ProjectorPre,
         projection: String,
         access: Option<ModelAccess>,
         limits: &Limits,
@@ -559,21 +563,9 @@ impl Instance {
 
     /// Projects one batch under `limits`. Blocks: call from a blocking thread.
     pub fn handle(&mut self, events: &[Event], limits: &Limits) -> Result<Vec<Change>, PluginError> {
-        let batch: Vec<bindings::Event> = events
-            .iter()
-            .map(|e| bindings::Event {
-                position: e.position,
-                stream_id: &e.stream_id,
-                stream_version: e.stream_version,
-                event_type: &e.event_type,
-                payload: &e.payload,
-                metadata: &e.metadata,
-                timestamp: e.timestamp,
-            })
-            .collect();
         self.arm(limits)?;
         self.store.data_mut().denied = None;
-        let result = self.bindings.refract_projection_projection().call_handle(&mut self.store, &batch);
+        let result = self.bindings.handle(&mut self.store, events);
         let denied = self.store.data().denied;
         let result = result.map_err(|e| PluginError::from_call(e, limits, denied))?;
         let changes = result.map_err(|e| match denied {
@@ -583,13 +575,6 @@ impl Instance {
             },
             None => PluginError::Failed { position: e.position, message: e.message },
         })?;
-        let changes: Vec<Change> = changes
-            .into_iter()
-            .map(|c| match c {
-                bindings::Change::Upsert(d) => Change::Upsert { collection: d.collection, id: d.id, body: d.body },
-                bindings::Change::Delete(k) => Change::Delete { collection: k.collection, id: k.id },
-            })
-            .collect();
         limits.check_output(&changes).map_err(PluginError::OutputTooLarge)?;
         Ok(changes)
     }
@@ -612,7 +597,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::runtime::bindings::refract::projection::host::Host as _;
+    use crate::runtime::bindings::v0_2::refract::projection::host::Host as _;
+    use crate::runtime::bindings::v0_2::refract::projection::types::{GetError, LogLevel};
 
     /// A writer into a shared buffer, for the log capture.
     struct Sink(Arc<Mutex<Vec<u8>>>);

@@ -1,6 +1,6 @@
 // Projects bank-account streams into one `accounts` document per account.
 // The JavaScript port of plugins/account-summary: it writes the same documents.
-import { exportProjection } from "../sdk/refract.js";
+import { Manifest, exportProjection } from "../sdk/refract.js";
 
 const ACCOUNTS = "accounts";
 
@@ -8,13 +8,14 @@ const ACCOUNTS = "accounts";
 const newAccount = () => ({ owner: "", balance: 0, transactions: 0, status: "open", opened_at: 0, last_activity: 0 });
 
 export const projection = exportProjection({
-  manifest: {
-    name: "account-summary-js",
-    version: "1.0.0",
+  // Unlike the Rust original, owners are searchable: this port exercises the
+  // helper's `search`, and writes the same documents.
+  manifest: new Manifest("account-summary-js", "1.0.0", {
     eventTypes: ["AccountOpened", "MoneyDeposited", "MoneyWithdrawn", "AccountClosed"],
     streamPrefixes: ["account-"],
-    collections: { [ACCOUNTS]: ["balance", "owner", "status", "transactions"] },
-  },
+  })
+    .collection(ACCOUNTS, ["balance", "owner", "status", "transactions"])
+    .search(["owner"]),
 
   handle(event, ctx) {
     // Decode before touching the document so a bad payload changes nothing.

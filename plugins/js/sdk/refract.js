@@ -18,9 +18,62 @@
 //     },
 //   });
 //
+// The manifest can also be built with `Manifest`, whose `.search(fields)`
+// declares text fields of the collection declared last for the host's
+// full-text search:
+//
+//   manifest: new Manifest("notes", "1.0.0").collection("notes", ["edits"]).search(["owner", "note"]),
+//
 // Build with `npm run build` (jco componentize --bundle): the bundler inlines
-// this file, and `refract:projection/host@0.1.0` is the host import.
-import { get as hostGet, log as hostLog } from "refract:projection/host@0.1.0";
+// this file, and `refract:projection/host@0.2.0` is the host import.
+import { get as hostGet, log as hostLog } from "refract:projection/host@0.2.0";
+
+/** What a projection is, what it reads and what it writes. `options` takes
+ * `eventTypes`, `streamPrefixes` and `collections` (`{ name: [indexed field
+ * paths] }`), like the plain-object manifest. */
+export class Manifest {
+  #collections = new Map(); // name -> { indexes, search }, in declaration order
+
+  constructor(name, version, { eventTypes = [], streamPrefixes = [], collections = {} } = {}) {
+    this.name = name;
+    this.version = version;
+    this.eventTypes = [...eventTypes];
+    this.streamPrefixes = [...streamPrefixes];
+    for (const [collection, indexes] of Object.entries(collections)) this.collection(collection, indexes);
+  }
+
+  /** Declares a collection the projection writes, with the JSON field paths
+   * (e.g. `balance`, `owner.name`) the host indexes for queries. */
+  collection(name, indexes = []) {
+    this.#collections.set(name, { indexes: [...indexes], search: [] });
+    return this;
+  }
+
+  /** Declares JSON field paths of the collection declared last whose text
+   * the host indexes for full-text search (queries' `search=`). */
+  search(fields) {
+    const last = [...this.#collections.values()].at(-1);
+    if (!last) throw new Error("Manifest.search: declare a collection (Manifest.collection) before its search fields");
+    last.search.push(...fields);
+    return this;
+  }
+
+  /** The names of the declared collections. */
+  collectionNames() {
+    return new Set(this.#collections.keys());
+  }
+
+  /** The WIT `manifest` record. */
+  toWit() {
+    return {
+      name: this.name,
+      version: this.version,
+      eventTypes: this.eventTypes,
+      streamPrefixes: this.streamPrefixes,
+      collections: [...this.#collections].map(([name, { indexes, search }]) => ({ name, indexes, search })),
+    };
+  }
+}
 
 /** Fails the event being handled, and so the whole batch. */
 export class ProjectionError extends Error {}
@@ -127,22 +180,18 @@ function getErrorMessage(err) {
   return String(err);
 }
 
-/** The `projection` export for a projection `{ manifest, handle, init? }`.
+/** The `projection` export for a projection `{ manifest, handle, init? }`;
+ * `manifest` is a `Manifest` or a plain object of the same fields.
  * `init()` (optional) creates per-instance state, passed as `this`; it is
  * created on the first batch and dropped after an error. */
 export function exportProjection(p) {
-  const m = p.manifest;
-  const collections = new Set(Object.keys(m.collections ?? {}));
+  // A plain object is the same manifest without search fields.
+  const m = p.manifest instanceof Manifest ? p.manifest : new Manifest(p.manifest.name, p.manifest.version, p.manifest);
+  const collections = m.collectionNames();
   let state = null;
   return {
     describe() {
-      return {
-        name: m.name,
-        version: m.version,
-        eventTypes: m.eventTypes ?? [],
-        streamPrefixes: m.streamPrefixes ?? [],
-        collections: Object.entries(m.collections ?? {}).map(([name, indexes]) => ({ name, indexes })),
-      };
+      return m.toWit();
     },
     handle(batch) {
       state ??= p.init ? p.init() : {};

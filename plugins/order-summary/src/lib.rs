@@ -67,6 +67,8 @@ impl Projection for OrderSummary {
             .event_types(["OrderPlaced", "OrderLineAdded", "OrderShipped", "OrderCancelled"])
             .stream_prefix("order-")
             .collection(ORDERS, ["customer", "status", "total"])
+            // Orders can be found by words of the customer's name.
+            .search(["customer"])
             .collection(CUSTOMERS, ["order_count", "total_spent"])
     }
 

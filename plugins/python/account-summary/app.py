@@ -20,7 +20,9 @@ class AccountSummary:
         event_types=["AccountOpened", "MoneyDeposited", "MoneyWithdrawn", "AccountClosed"],
         stream_prefixes=["account-"],
         collections={ACCOUNTS: ["balance", "owner", "status", "transactions"]},
-    )
+        # Unlike the Rust original, owners are searchable: this port exercises
+        # the helper's `search`, and writes the same documents.
+    ).search(["owner"])
 
     def handle(self, event, ctx):
         kind = event.event_type

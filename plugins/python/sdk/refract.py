@@ -13,6 +13,12 @@ method; ``export`` turns it into the component's ``Projection`` export:
             collections={"counters": ["value"]},
         )
 
+A collection can also be declared with ``.collection(name, indexes)``, and
+``.search(fields)`` declares text fields of the collection declared last
+for the host's full-text search:
+
+    manifest = refract.Manifest("notes", "1.0.0").collection("notes", ["edits"]).search(["owner", "note"])
+
         def handle(self, event, ctx):
             by = event.payload()["by"]
             ctx.update("counters", event.stream_id, lambda c: {**c, "value": c.get("value", 0) + by})
@@ -42,7 +48,26 @@ class Manifest:
         self.event_types = list(event_types)
         self.stream_prefixes = list(stream_prefixes)
         # {collection name: [indexed field paths]}, in declaration order.
-        self.collections = dict(collections or {})
+        self.collections = {}
+        # {collection name: [field paths searched as text]}.
+        self.search_fields = {}
+        for collection, indexes in (collections or {}).items():
+            self.collection(collection, indexes)
+
+    def collection(self, name, indexes=()):
+        """Declares a collection the projection writes, with the JSON field
+        paths (e.g. ``balance``, ``owner.name``) the host indexes for queries."""
+        self.collections[name] = list(indexes)
+        self.search_fields[name] = []
+        return self
+
+    def search(self, fields):
+        """Declares JSON field paths of the collection declared last whose
+        text the host indexes for full-text search (queries' ``search=``)."""
+        if not self.collections:
+            raise ValueError("Manifest.search: declare a collection (Manifest.collection) before its search fields")
+        self.search_fields[next(reversed(self.collections))].extend(fields)
+        return self
 
     def to_wit(self):
         return wit.Manifest(
@@ -50,7 +75,10 @@ class Manifest:
             version=self.version,
             event_types=self.event_types,
             stream_prefixes=self.stream_prefixes,
-            collections=[wit.CollectionSpec(name=n, indexes=list(ix)) for n, ix in self.collections.items()],
+            collections=[
+                wit.CollectionSpec(name=n, indexes=list(ix), search=list(self.search_fields[n]))
+                for n, ix in self.collections.items()
+            ],
         )
 
 

@@ -19,7 +19,7 @@ impl Guest for UndeclaredCollection {
             version: "1.0.0".into(),
             event_types: Vec::new(),
             stream_prefixes: Vec::new(),
-            collections: vec![CollectionSpec { name: "mine".into(), indexes: Vec::new() }],
+            collections: vec![CollectionSpec { name: "mine".into(), indexes: Vec::new(), search: Vec::new() }],
         }
     }
 
