@@ -28,7 +28,7 @@ use crate::db::DatabaseError;
 use crate::model::changes::ChangeSet;
 use crate::model::manifest::{CollectionSpec, Manifest};
 use crate::store::aggregate::{AggregateQuery, AggregateResult};
-use crate::store::query::{Filter, Page, Query, QueryError};
+use crate::store::query::{Page, Query, QueryError};
 
 /// Errors from the read-model store.
 #[derive(Debug, thiserror::Error)]
@@ -451,8 +451,10 @@ pub trait ModelReader: Send + Sync + 'static {
     /// A validated page of documents of a projection's active generation.
     async fn query_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<Page, StoreError>;
 
-    /// A validated count over a projection's active generation.
-    async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError>;
+    /// How many documents of a projection's active generation `query`
+    /// matches (its filters and search; its order, limit and cursor do not
+    /// change a count), validated as `query_documents` validates it.
+    async fn count_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<u64, StoreError>;
 
     /// Validated aggregates, grouped, over a projection's active generation.
     async fn aggregate_documents(

@@ -75,7 +75,11 @@ async fn queries_match_independent_filtering_and_sorting() {
     assert_eq!(got, want);
 
     let count = models
-        .count_documents("account-summary", "accounts", &[Filter::parse("owner=in:[\"owner-1\",\"owner-2\"]").unwrap()])
+        .count_documents(
+            "account-summary",
+            "accounts",
+            &Query::new().with_filter(Filter::parse("owner=in:[\"owner-1\",\"owner-2\"]").unwrap()),
+        )
         .await
         .unwrap();
     let want = expected.values().filter(|a| a.owner == "owner-1" || a.owner == "owner-2").count();

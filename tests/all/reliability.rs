@@ -460,8 +460,9 @@ async fn oversized_and_nul_queries_are_refused_alike_by_every_backend() {
         host.start(host.runtime().load(&plugin("account_summary")).unwrap()).await.unwrap();
         host.wait_until_caught_up().await.unwrap();
         host.shutdown().await;
-        let count =
-            |filters: Vec<Filter>| async move { models.count_documents("account-summary", "accounts", &filters).await };
+        let count = |filters: Vec<Filter>| async move {
+            models.count_documents("account-summary", "accounts", &Query { filters, ..Query::default() }).await
+        };
         let query = |filters: Vec<Filter>| async move {
             models.query_documents("account-summary", "accounts", &Query { filters, ..Query::default() }).await
         };

@@ -163,7 +163,7 @@ trait CountBy {
 impl CountBy for refract::SqliteReadModelStore {
     async fn count_documents_by(&self, projection: &str, collection: &str) -> u64 {
         let store: &dyn ReadModelStore = self;
-        store.count_documents(projection, collection, &[]).await.unwrap()
+        store.count_documents(projection, collection, &refract::Query::new()).await.unwrap()
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::api::error::ApiError;
 use crate::store::aggregate::{Aggregate, AggregateQuery};
-use crate::store::query::{DEFAULT_LIMIT, Filter, Order, Query, QueryError};
+use crate::store::query::{DEFAULT_LIMIT, Filter, Order, Query};
 
 /// How long a read waits for `min_position` when the request does not say.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -199,9 +199,6 @@ impl QueryParams {
             }
         }
         p.consistency = given.finish()?;
-        if p.count && p.query.search.is_some() {
-            return Err(QueryError::CountWithSearch.into());
-        }
         if p.query.limit == 0 {
             // Validated again by the store; checked here so the message names the default.
             return Err(ApiError::BadRequest(format!("`limit` must be at least 1 (default {DEFAULT_LIMIT})")));
@@ -277,8 +274,8 @@ mod tests {
         let p = QueryParams::parse(Some("search=Ada+lov&filter=balance%3E%3D0&limit=5")).unwrap();
         let expected = Query::new().search("Ada lov").with_filter(Filter::parse("balance>=0").unwrap()).limit(5);
         assert_eq!(p.query, expected);
-        let err = QueryParams::parse(Some("search=ada&count=true")).unwrap_err();
-        assert!(matches!(err, ApiError::Query(QueryError::CountWithSearch)), "{err:?}");
+        let p = QueryParams::parse(Some("search=ada&count=true")).unwrap();
+        assert!(p.count && p.query.search.as_deref() == Some("ada"));
     }
 
     #[test]

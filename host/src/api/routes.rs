@@ -196,7 +196,7 @@ pub static ROUTES: &[Route] = &[
                 Param {
                     name: "search",
                     location: In::Query,
-                    description: "Full-text search in the collection's search fields (the manifest's `search` list): documents holding every word, the last as a prefix (`ada lov` finds \"Ada Lovelace\"). Words are letters and digits; case is ignored. Combines with `filter`, `order` and paging; without `order`, best matches come first (ties by id). Quotes, `*`, `(`, `)`, `:`, `^`, `&`, `|`, `!`, `{`, `}`, `<`, `>` and the words `AND`, `OR`, `NOT`, `NEAR` in capitals are refused with a 400, as is a search of a collection with no search fields. Not with `count`.",
+                    description: "Full-text search in the collection's search fields (the manifest's `search` list): documents holding every word, the last as a prefix (`ada lov` finds \"Ada Lovelace\"). Words are letters and digits; case is ignored. Combines with `filter`, `order` and paging; without `order`, best matches come first (ties by id). Quotes, `*`, `(`, `)`, `:`, `^`, `&`, `|`, `!`, `{`, `}`, `<`, `>` and the words `AND`, `OR`, `NOT`, `NEAR` in capitals are refused with a 400, as is a search of a collection with no search fields. With `count=true`, the number of matches.",
                     schema: string_schema,
                 },
                 Param {
@@ -608,7 +608,7 @@ async fn query(
     wait_for(&s, &name, params.consistency, |r| Ok(r.collection(&collection).map(drop)?)).await?;
     let models = s.models();
     if params.count {
-        let count = models.count_documents(&name, &collection, &params.query.filters).await?;
+        let count = models.count_documents(&name, &collection, &params.query).await?;
         return Ok(Json(json!({ "count": count })).into_response());
     }
     let page = models.query_documents(&name, &collection, &params.query).await?;

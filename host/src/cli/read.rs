@@ -80,14 +80,11 @@ pub async fn query(data: &Stores, args: QueryArgs) -> Result<()> {
         outln!("{}", serde_json::to_string_pretty(&result.to_json())?)?;
         return Ok(());
     }
-    if count && search.is_some() {
-        return Err(refract::QueryError::CountWithSearch.into());
-    }
+    let query = Query { filters, order: order.as_deref().map(Order::parse), limit, cursor, search };
     if count {
-        outln!("{}", models.count_documents(&projection, &collection, &filters).await?)?;
+        outln!("{}", models.count_documents(&projection, &collection, &query).await?)?;
         return Ok(());
     }
-    let query = Query { filters, order: order.as_deref().map(Order::parse), limit, cursor, search };
     let page = models.query_documents(&projection, &collection, &query).await?;
     if lines {
         for d in &page.documents {

@@ -1108,15 +1108,7 @@ async fn query_in(
     let cursor = query.checked_cursor(search.as_ref())?;
     let mut conds = Vec::new();
     let mut sql = Sql::new();
-    let rank = match &search {
-        Some(s) => {
-            let q = format!("{}::tsquery", sql.text(tsquery(s))?);
-            conds.push(format!("words @@ {q}"));
-            format!("ts_rank(words, {q})")
-        }
-        None => "NULL::real".to_owned(),
-    };
-    push_filters(&mut conds, &mut sql, &query.filters)?;
+    let rank = matching(&mut conds, &mut sql, search.as_ref(), &query.filters)?;
     let sort = query.sort();
     if let Some(cursor) = &cursor {
         match &sort {
@@ -1154,15 +1146,36 @@ async fn query_in(
     Ok(page_of(query, search.as_ref(), rows))
 }
 
+/// Pushes the conditions of a query's search and filters; returns the rank
+/// expression (NULL without a search).
+fn matching(
+    conds: &mut Vec<String>,
+    sql: &mut Sql,
+    search: Option<&Search>,
+    filters: &[Filter],
+) -> Result<String, StoreError> {
+    let rank = match search {
+        Some(s) => {
+            let q = format!("{}::tsquery", sql.text(tsquery(s))?);
+            conds.push(format!("words @@ {q}"));
+            format!("ts_rank(words, {q})")
+        }
+        None => "NULL::real".to_owned(),
+    };
+    push_filters(conds, sql, filters)?;
+    Ok(rank)
+}
+
 async fn count_in(
     conn: &mut PgConnection,
     key: &ModelKey,
     spec: &CollectionSpec,
-    filters: &[Filter],
+    query: &Query,
 ) -> Result<u64, StoreError> {
+    let search = query.checked_search(spec)?;
     let mut conds = Vec::new();
     let mut sql = Sql::new();
-    push_filters(&mut conds, &mut sql, filters)?;
+    matching(&mut conds, &mut sql, search.as_ref(), &query.filters)?;
     let text = format!("SELECT COUNT(*) FROM {}{}", table(key, &spec.name), where_clause(&conds));
     let n: i64 = sqlx::query_scalar_with::<Postgres, _, _>(AssertSqlSafe(text), sql.args).fetch_one(&mut *conn).await?;
     Ok(n as u64)
@@ -1310,13 +1323,13 @@ impl ModelReader for PostgresReadModelStore {
         }
     }
 
-    async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError> {
+    async fn count_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<u64, StoreError> {
         let mut attempt = 0;
         loop {
             let (mut tx, record, armed) = self.begin_read(projection).await?;
             let spec = record.collection(collection)?;
-            Query { filters: filters.to_vec(), ..Query::default() }.validate(spec)?;
-            let result = armed.check(count_in(&mut tx, &record.key, spec, filters).await);
+            query.validate(spec)?;
+            let result = armed.check(count_in(&mut tx, &record.key, spec, query).await);
             if !retry_after_swap(&mut attempt, &result) {
                 return result;
             }

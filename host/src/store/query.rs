@@ -154,9 +154,6 @@ pub enum QueryError {
     /// The search text is too long, has too many words or too long a word.
     #[error("search too long: {0}")]
     SearchTooLong(String),
-    /// `count` with a search: counting search matches is not supported.
-    #[error("a count takes filters only, not a search: page through the search instead")]
-    CountWithSearch,
 }
 
 fn indexed_list(fields: &[String]) -> String {

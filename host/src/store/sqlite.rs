@@ -1003,17 +1003,7 @@ async fn query_in(
     let cursor = query.checked_cursor(search.as_ref())?;
     let mut conds = Vec::new();
     let mut args = SqliteArguments::default();
-    let t = table(key, &spec.name);
-    let (from, rank) = match &search {
-        Some(s) => {
-            let fts = search_table(key, &spec.name);
-            conds.push(format!("{fts} MATCH ?"));
-            args.add(fts5_match(s)).map_err(sqlx::Error::Encode)?;
-            (format!("{fts} AS f JOIN {t} AS t ON t.rid = f.rowid"), "f.rank")
-        }
-        None => (t, "NULL"),
-    };
-    push_filters(&mut conds, &mut args, &query.filters)?;
+    let (from, rank) = matching(&mut conds, &mut args, key, spec, search.as_ref(), &query.filters)?;
     let sort = query.sort();
     if let Some(cursor) = &cursor {
         match &sort {
@@ -1051,16 +1041,41 @@ async fn query_in(
     Ok(page_of(query, search.as_ref(), rows))
 }
 
+/// The rows a query's search and filters select: the `FROM` clause, with
+/// their conditions pushed, and the rank expression (NULL without a search).
+fn matching(
+    conds: &mut Vec<String>,
+    args: &mut SqliteArguments,
+    key: &ModelKey,
+    spec: &CollectionSpec,
+    search: Option<&Search>,
+    filters: &[Filter],
+) -> Result<(String, &'static str), StoreError> {
+    let t = table(key, &spec.name);
+    let from = match search {
+        Some(s) => {
+            let fts = search_table(key, &spec.name);
+            conds.push(format!("{fts} MATCH ?"));
+            args.add(fts5_match(s)).map_err(sqlx::Error::Encode)?;
+            (format!("{fts} AS f JOIN {t} AS t ON t.rid = f.rowid"), "f.rank")
+        }
+        None => (t, "NULL"),
+    };
+    push_filters(conds, args, filters)?;
+    Ok(from)
+}
+
 async fn count_in(
     conn: &mut SqliteConnection,
     key: &ModelKey,
     spec: &CollectionSpec,
-    filters: &[Filter],
+    query: &Query,
 ) -> Result<u64, StoreError> {
+    let search = query.checked_search(spec)?;
     let mut conds = Vec::new();
     let mut args = SqliteArguments::default();
-    push_filters(&mut conds, &mut args, filters)?;
-    let sql = format!("SELECT COUNT(*) FROM {}{}", table(key, &spec.name), where_clause(&conds));
+    let (from, _) = matching(&mut conds, &mut args, key, spec, search.as_ref(), &query.filters)?;
+    let sql = format!("SELECT COUNT(*) FROM {from}{}", where_clause(&conds));
     let n: i64 = sqlx::query_scalar_with::<Sqlite, _, _>(AssertSqlSafe(sql), args).fetch_one(&mut *conn).await?;
     Ok(n as u64)
 }
@@ -1198,13 +1213,13 @@ impl ModelReader for SqliteReadModelStore {
         armed.check(query_in(&mut tx, &record.key, spec, query).await)
     }
 
-    async fn count_documents(&self, projection: &str, collection: &str, filters: &[Filter]) -> Result<u64, StoreError> {
+    async fn count_documents(&self, projection: &str, collection: &str, query: &Query) -> Result<u64, StoreError> {
         let mut tx = self.snapshot().await?;
         let record = active_in(&mut tx, projection).await?;
         let spec = record.collection(collection)?;
-        Query { filters: filters.to_vec(), ..Query::default() }.validate(spec)?;
+        query.validate(spec)?;
         let armed = Armed::sqlite(&mut tx, self.limits.timeout()).await?;
-        armed.check(count_in(&mut tx, &record.key, spec, filters).await)
+        armed.check(count_in(&mut tx, &record.key, spec, query).await)
     }
 
     async fn aggregate_documents(

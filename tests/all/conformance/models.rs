@@ -184,7 +184,7 @@ pub async fn commit_is_atomic(store: Arc<dyn ReadModelStore>) {
     let many: Vec<(String, Value)> = (0..5_000).map(|i| (format!("m{i:05}"), json!({"balance": i}))).collect();
     let refs: Vec<(&str, Value)> = many.iter().map(|(id, d)| (id.as_str(), d.clone())).collect();
     store.commit(&k, &upserts("items", &refs), 12, 13).await.unwrap();
-    assert_eq!(store.count_documents("c", "items", &[]).await.unwrap(), 5_001);
+    assert_eq!(store.count_documents("c", "items", &Query::new()).await.unwrap(), 5_001);
     assert_eq!(
         store.get(&k, "items", "m04999").await.unwrap().map(|d| serde_json::from_str::<Value>(&d).unwrap()),
         Some(json!({"balance": 4999}))
@@ -301,9 +301,19 @@ pub async fn queries(store: Arc<dyn ReadModelStore>) {
     assert_eq!(body, docs[1].1);
 
     // Counts take the same filters.
-    assert_eq!(s.count_documents("q", "items", &[]).await.unwrap(), 7);
-    assert_eq!(s.count_documents("q", "items", &[Filter::parse("balance>=10").unwrap()]).await.unwrap(), 4);
-    assert_eq!(s.count_documents("q", "items", &[Filter::parse("owner=nobody").unwrap()]).await.unwrap(), 0);
+    assert_eq!(s.count_documents("q", "items", &Query::new()).await.unwrap(), 7);
+    assert_eq!(
+        s.count_documents("q", "items", &Query::new().with_filter(Filter::parse("balance>=10").unwrap()))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        s.count_documents("q", "items", &Query::new().with_filter(Filter::parse("owner=nobody").unwrap()))
+            .await
+            .unwrap(),
+        0
+    );
 
     // Only indexed fields; bad cursors and limits are refused.
     let bad = |query: Query| async move { s.query_documents("q", "items", &query).await.unwrap_err() };
@@ -313,7 +323,10 @@ pub async fn queries(store: Arc<dyn ReadModelStore>) {
     assert!(matches!(err, StoreError::Query(refract::QueryError::BadCursor)), "{err}");
     let err = bad(Query { limit: 0, ..Query::default() }).await;
     assert!(matches!(err, StoreError::Query(refract::QueryError::BadLimit(0))), "{err}");
-    let err = s.count_documents("q", "items", &[Filter::parse("secret=1").unwrap()]).await.unwrap_err();
+    let err = s
+        .count_documents("q", "items", &Query::new().with_filter(Filter::parse("secret=1").unwrap()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Query(refract::QueryError::NotIndexed { .. })), "{err}");
 }
 

@@ -184,6 +184,8 @@ pub async fn search_matches_independent_results(store: Arc<dyn ReadModelStore>) 
     ] {
         let want = expected(&docs, &words, |_| true);
         assert_eq!(found(s, Query::new().search(text)).await, want, "search {text:?}");
+        let count = s.count_documents("fts", "people", &Query::new().search(text)).await.unwrap();
+        assert_eq!(count, want.len() as u64, "count of search {text:?}");
     }
     let common = expected(&docs, &["lov"], |_| true);
     assert!(common.len() > 5_000, "a search with more matches than a page: {}", common.len());
@@ -194,6 +196,7 @@ pub async fn search_matches_independent_results(store: Arc<dyn ReadModelStore>) 
         Query::new().search("ada lov").filter("balance", Op::Ge, 0).with_filter(Filter::parse("status=open").unwrap());
     let want = expected(&docs, &["ada", "lov"], |d| d["balance"].as_i64().unwrap() >= 0 && d["status"] == "open");
     assert!(!want.is_empty());
+    assert_eq!(s.count_documents("fts", "people", &q).await.unwrap(), want.len() as u64);
     assert_eq!(found(s, q).await, want);
 
     // With an order: the order is defined, so the sequence is compared, page by page.
