@@ -358,6 +358,17 @@ impl Pair {
     }
 }
 
+/// A failed assertion must not leave the hosts running (they would retry
+/// against a dropped schema for ever).
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for mut c in self.children.iter_mut().filter_map(Option::take) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Which of the pair's data dirs belongs to the node holding the lease.
 async fn lease_owner(models: &dyn ReadModelStore, projection: &str) -> Option<String> {
     let leases = models.leases().await.unwrap();

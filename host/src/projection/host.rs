@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::db::DbErrorKind;
 use crate::model::manifest::CollectionSpec;
 use crate::projection::compiles::Compiles;
 use crate::projection::config::Config;
@@ -25,8 +26,8 @@ use crate::runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 use crate::source::{EventSource, EventStore, SourceError, SqliteEventStore};
 use crate::store::document_cache::DocumentCache;
 use crate::store::{
-    LeaseRecord, ModelKey, ModelWriter, ProjectionRecord, ProjectionState, ReadModelStore, Role, SqliteReadModelStore,
-    StoreError, VerifyOutcome,
+    LeaseRecord, ModelKey, ModelWriter, ProjectionRecord, ProjectionState, ReadModelStore, Registration, Role,
+    SqliteReadModelStore, StoreError, VerifyOutcome,
 };
 
 /// How often a following host looks for generations requested by the CLI.
@@ -393,6 +394,28 @@ pub struct Host {
     book: Option<(Arc<LeaseBook>, Heartbeat)>,
 }
 
+/// How many times a plugin's registration is tried while the database
+/// reports a transient failure.
+const REGISTER_TRIES: u32 = 6;
+
+/// Registers `plugin`'s projection. The registration is one transaction
+/// that races other nodes' commits to the same generation; the database
+/// may end either side of a deadlock, or drop the connection, and trying
+/// again is then right: a transient failure must not reject a good plugin.
+async fn register(models: &dyn ReadModelStore, plugin: &Plugin, source: &str) -> Result<Registration, StoreError> {
+    let (mut delay, mut attempt) = (Duration::from_millis(50), 1);
+    loop {
+        match models.register(plugin.manifest(), plugin.hash(), source).await {
+            Err(StoreError::Database(e)) if e.kind() == DbErrorKind::Unavailable && attempt < REGISTER_TRIES => {
+                tracing::warn!(projection = %plugin.manifest().name, error = %e, attempt, "registration failed; retrying");
+                tokio::time::sleep(delay).await;
+                (delay, attempt) = (delay * 2, attempt + 1);
+            }
+            result => return result,
+        }
+    }
+}
+
 impl Host {
     /// A host over the given stores, with no projection yet.
     pub fn new(
@@ -604,7 +627,7 @@ impl Host {
             self.stop_projection(&old).await; // The file now holds another projection.
         }
         let plugin = Arc::new(plugin);
-        let reg = self.models.register(plugin.manifest(), plugin.hash(), &file_name(&path)).await?;
+        let reg = register(self.models.as_ref(), &plugin, &file_name(&path)).await?;
         tracing::info!(
             projection = %name,
             version = %plugin.manifest().version,

@@ -165,6 +165,21 @@ impl PostgresReadModelStore {
     }
 }
 
+/// `CREATE INDEX IF NOT EXISTS {definition}`, skipped when `index` exists.
+/// Even when the index exists, the statement takes a SHARE lock on the table
+/// first; a host resuming a generation under the registry lock would then
+/// wait on another node's commit to that table while that commit waits on
+/// the generation row the registering transaction has locked: a deadlock.
+/// Every creator holds the registry lock, so the look-up cannot race one.
+async fn create_index(conn: &mut PgConnection, index: &str, definition: String) -> Result<(), StoreError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(index).fetch_one(&mut *conn).await?;
+    if !exists {
+        sqlx::query(AssertSqlSafe(format!("CREATE INDEX IF NOT EXISTS {definition}"))).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 fn table(key: &ModelKey, collection: &str) -> String {
     quote_ident(&table_name(key, collection))
 }
@@ -489,19 +504,13 @@ impl Tx for PgTx {
             if c.is_searchable() {
                 // `:` never occurs in a field path, so this name is no field's index.
                 let index = index_name(&name, ":words");
-                sqlx::query(AssertSqlSafe(format!("CREATE INDEX IF NOT EXISTS {index} ON {t} USING GIN (words)")))
-                    .execute(self.c())
-                    .await?;
+                create_index(self.c(), &index, format!("{index} ON {t} USING GIN (words)")).await?;
             }
             for field in &c.indexes {
                 let index = index_name(&name, field);
                 // NULLS FIRST matches SQLite's order; with id it serves order-by-field-then-id pages.
-                sqlx::query(AssertSqlSafe(format!(
-                    "CREATE INDEX IF NOT EXISTS {index} ON {t} (({}) NULLS FIRST, id)",
-                    field_expr(field)
-                )))
-                .execute(self.c())
-                .await?;
+                create_index(self.c(), &index, format!("{index} ON {t} (({}) NULLS FIRST, id)", field_expr(field)))
+                    .await?;
             }
         }
         let log = log_table_name(key);

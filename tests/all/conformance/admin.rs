@@ -77,7 +77,11 @@ pub async fn pause_and_reset(store: Arc<dyn ReadModelStore>) {
 
     assert_eq!(store.reset_checkpoint("p", 0).await.unwrap(), 4);
     assert_eq!(store.projection("p").await.unwrap().checkpoint, 0);
-    assert_eq!(store.count_documents("p", "items", &refract::Query::new()).await.unwrap(), 0, "0 empties the read model");
+    assert_eq!(
+        store.count_documents("p", "items", &refract::Query::new()).await.unwrap(),
+        0,
+        "0 empties the read model"
+    );
     assert!(store.dead_letters("p").await.unwrap().is_empty());
 
     store.request_rebuild("p").await.unwrap();
