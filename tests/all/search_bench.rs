@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use refract::{ChangeSet, CollectionChanges, CollectionSpec, Manifest, Op, Query, ReadModelStore, Subscription};
 use serde_json::json;
 
-const DOCS: usize = 1_000_000;
+/// Documents per backend; `SEARCH_BENCH_DOCS` changes it for a quicker look.
+fn docs() -> usize {
+    std::env::var("SEARCH_BENCH_DOCS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000)
+}
 const RUNS: usize = 5;
 const FIRST: [&str; 10] = ["Ada", "Alan", "Grace", "Lovisa", "Bob", "Emmy", "Kurt", "Edsger", "Barbara", "Donald"];
 const STATUSES: [&str; 4] = ["open", "closed", "frozen", "pending"];
@@ -28,7 +31,7 @@ async fn load(store: &dyn ReadModelStore) {
         collections: vec![CollectionSpec::new("customers", ["balance", "status"]).with_search(["owner", "note"])],
     };
     let k = store.register(&manifest, "h", "bench.wasm").await.unwrap().target.key;
-    for (n, chunk) in (0..DOCS).collect::<Vec<_>>().chunks(20_000).enumerate() {
+    for (n, chunk) in (0..docs()).collect::<Vec<_>>().chunks(20_000).enumerate() {
         let upserts = chunk
             .iter()
             .map(|&i| {
@@ -66,7 +69,7 @@ async fn bench(backend: &str, store: Arc<dyn ReadModelStore>) {
     store.set_read_timeout(Duration::from_secs(600));
     let t = Instant::now();
     load(store.as_ref()).await;
-    println!("{backend}: loaded {DOCS} documents in {:.1} s", t.elapsed().as_secs_f64());
+    println!("{backend}: loaded {} documents in {:.1} s", docs(), t.elapsed().as_secs_f64());
     let cases = [
         ("rare word `w123` (1,000 matches), rank order, limit 100", Query::new().search("w123")),
         ("two words `ada lovelace` (10,000 matches), rank order, limit 100", Query::new().search("ada lovelace")),
