@@ -26,6 +26,7 @@ mod error;
 mod lag;
 mod mysql;
 mod postgres;
+mod rows;
 mod schema;
 mod sql;
 mod sqlite;

@@ -202,6 +202,35 @@ async fn foreign_stream_with_deleted_messages_is_projected_exactly_once() {
     host.shutdown().await;
 }
 
+/// Publishes `events`, purges the stream and returns its new first sequence.
+async fn publish_and_purge(
+    js: &jetstream::Context,
+    stream: &jetstream::stream::Stream,
+    fresh: &FreshStream,
+    events: &[BankEvent],
+) -> u64 {
+    for e in events {
+        publish(js, fresh, e).await;
+    }
+    stream.purge().await.unwrap();
+    let first = js.get_stream(&fresh.name).await.unwrap().cached_info().state.first_sequence;
+    assert!(first > 40, "the purge removed everything: first sequence {first}");
+    first
+}
+
+/// The projection faults with the truncation error, at checkpoint 20: the
+/// events after it were purged unread, and none was skipped.
+async fn assert_truncated_after_20(host: &Host, fresh: &FreshStream, first: u64) {
+    let p = wait_for(host, "the fault", |p| p.state == ProjectionState::Faulted).await;
+    let error = p.last_error.unwrap();
+    assert!(
+        error.contains(&format!("source was truncated: the stream `{}` now starts at sequence {first}", fresh.name))
+            && error.contains("events after 20 were not read yet"),
+        "{error}"
+    );
+    assert_eq!(p.checkpoint, 20, "nothing after the checkpoint was skipped");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_of_events_not_yet_projected_faults_the_projection_as_truncated() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,21 +248,9 @@ async fn a_purge_of_events_not_yet_projected_faults_the_projection_as_truncated(
     // win, reading and projecting the events first, which is no loss; this
     // order makes the loss certain.)
     host.shutdown().await;
-    for e in &events[20..] {
-        publish(&js, &fresh, e).await;
-    }
-    stream.purge().await.unwrap();
-    let first = js.get_stream(&fresh.name).await.unwrap().cached_info().state.first_sequence;
-    assert!(first > 40, "the purge removed everything: first sequence {first}");
+    let first = publish_and_purge(&js, &stream, &fresh, &events[20..]).await;
     let host = foreign_host(dir.path(), &fresh, "", SyncConfig::default()).await;
-    let p = wait_for(&host, "the fault", |p| p.state == ProjectionState::Faulted).await;
-    let error = p.last_error.unwrap();
-    assert!(
-        error.contains(&format!("source was truncated: the stream `{}` now starts at sequence {first}", fresh.name))
-            && error.contains("events after 20 were not read yet"),
-        "{error}"
-    );
-    assert_eq!(p.checkpoint, 20, "nothing after the checkpoint was skipped");
+    assert_truncated_after_20(&host, &fresh, first).await;
     let record = host.models().projection("account-summary").await.unwrap();
     assert_eq!((record.state, record.checkpoint), (ProjectionState::Faulted, 20));
     assert_accounts(&accounts(&host).await, &expected_accounts(&events[..20]));
@@ -265,23 +282,11 @@ async fn a_purge_under_a_running_host_faults_the_resumed_projection_as_truncated
         assert!(stopped.elapsed() < Duration::from_secs(30), "the paused runner did not stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for e in &events[20..] {
-        publish(&js, &fresh, e).await;
-    }
-    stream.purge().await.unwrap();
-    let first = js.get_stream(&fresh.name).await.unwrap().cached_info().state.first_sequence;
-    assert!(first > 40, "the purge removed everything: first sequence {first}");
+    let first = publish_and_purge(&js, &stream, &fresh, &events[20..]).await;
 
     host.models().set_paused("account-summary", false).await.unwrap();
     host.sync_registry().await.unwrap();
-    let p = wait_for(&host, "the fault", |p| p.state == ProjectionState::Faulted).await;
-    let error = p.last_error.unwrap();
-    assert!(
-        error.contains(&format!("source was truncated: the stream `{}` now starts at sequence {first}", fresh.name))
-            && error.contains("events after 20 were not read yet"),
-        "{error}"
-    );
-    assert_eq!(p.checkpoint, 20, "nothing after the checkpoint was skipped");
+    assert_truncated_after_20(&host, &fresh, first).await;
     assert_accounts(&accounts(&host).await, &expected_accounts(&events[..20]));
     host.shutdown().await;
 }

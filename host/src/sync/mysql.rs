@@ -12,6 +12,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::config::SourceConfig;
 use super::error::SyncError;
+use super::rows::{Cells, bind_after, decode};
 use super::schema::Plan;
 use super::sql::{self, Dialect};
 use super::table::{Column, Kind, Table};
@@ -98,25 +99,31 @@ fn kind(data_type: &str, column_type: &str) -> Kind {
     }
 }
 
-fn position_val(row: &MySqlRow, i: usize, c: &Column) -> Result<Val, sqlx::Error> {
-    Ok(match c.kind {
-        Kind::Int | Kind::UInt | Kind::Timestamp => Val::Int(row.try_get(i)?),
-        _ => Val::Text(row.try_get(i)?),
-    })
-}
-
-fn cell(row: &MySqlRow, i: usize, c: &Column) -> Result<Cell, sqlx::Error> {
-    fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Cell) -> Cell {
-        v.map_or(Cell::Null, f)
+impl Cells for MySqlRow {
+    fn position(&self, i: usize, c: &Column) -> Result<Val, sqlx::Error> {
+        Ok(match c.kind {
+            Kind::Int | Kind::UInt | Kind::Timestamp => Val::Int(self.try_get(i)?),
+            _ => Val::Text(self.try_get(i)?),
+        })
     }
-    Ok(match c.kind {
-        Kind::Int => opt(row.try_get(i)?, Cell::Int),
-        Kind::UInt => opt(row.try_get(i)?, Cell::UInt),
-        Kind::Float => opt(row.try_get(i)?, Cell::Float),
-        Kind::Binary => opt(row.try_get(i)?, Cell::Bytes),
-        Kind::Json => opt(row.try_get(i)?, Cell::Json),
-        _ => opt(row.try_get(i)?, Cell::Text),
-    })
+
+    fn flag(&self, i: usize) -> Result<bool, sqlx::Error> {
+        Ok(self.try_get::<i64, _>(i)? != 0)
+    }
+
+    fn cell(&self, i: usize, c: &Column) -> Result<Cell, sqlx::Error> {
+        fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Cell) -> Cell {
+            v.map_or(Cell::Null, f)
+        }
+        Ok(match c.kind {
+            Kind::Int => opt(self.try_get(i)?, Cell::Int),
+            Kind::UInt => opt(self.try_get(i)?, Cell::UInt),
+            Kind::Float => opt(self.try_get(i)?, Cell::Float),
+            Kind::Binary => opt(self.try_get(i)?, Cell::Bytes),
+            Kind::Json => opt(self.try_get(i)?, Cell::Json),
+            _ => opt(self.try_get(i)?, Cell::Text),
+        })
+    }
 }
 
 #[async_trait]
@@ -173,43 +180,8 @@ impl Table for MySqlTable {
         let rows =
             sqlx::query(AssertSqlSafe(sql::keys(&My, plan))).fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
         rows.iter()
-            .map(|r| plan.key.iter().enumerate().map(|(i, c)| position_val(r, i, c)).collect::<Result<Vec<_>, _>>())
+            .map(|r| plan.key.iter().enumerate().map(|(i, c)| r.position(i, c)).collect::<Result<Vec<_>, _>>())
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))
     }
-}
-
-type MyQuery<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
-
-/// Binds a position's values in the order the SQL uses them (`?`
-/// parameters are positional, so a value may be bound more than once).
-fn bind_after<'q>(mut q: MyQuery<'q>, binds: &[usize], after: Option<&Position>) -> MyQuery<'q> {
-    if let Some(p) = after {
-        let values: Vec<&Val> = std::iter::once(&p.value).chain(&p.key).collect();
-        for &i in binds {
-            q = match values[i] {
-                Val::Int(v) => q.bind(*v),
-                Val::Float(f) => q.bind(*f),
-                Val::Text(t) => q.bind(t.clone()),
-            };
-        }
-    }
-    q
-}
-
-fn decode(plan: &Plan, r: &MySqlRow) -> Result<SourceRow, sqlx::Error> {
-    let value = position_val(r, 0, &plan.tracking)?;
-    let key = plan.key.iter().enumerate().map(|(i, c)| position_val(r, i + 1, c)).collect::<Result<Vec<_>, _>>()?;
-    let mut at = 1 + plan.key.len();
-    let deleted = if plan.deleted.is_some() {
-        at += 1;
-        r.try_get::<i64, _>(at - 1)? != 0
-    } else {
-        false
-    };
-    let mut payload = serde_json::Map::with_capacity(plan.columns.len());
-    for (i, c) in plan.columns.iter().enumerate() {
-        payload.insert(c.name.clone(), cell(r, at + i, c)?.to_json());
-    }
-    Ok(SourceRow { tracking: plan.show_tracking(&value), position: Position { value, key }, deleted, payload })
 }

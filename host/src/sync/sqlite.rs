@@ -11,6 +11,7 @@ use sqlx::{AssertSqlSafe, Row, TypeInfo, ValueRef};
 
 use super::config::SourceConfig;
 use super::error::SyncError;
+use super::rows::{Cells, bind_after, decode};
 use super::schema::Plan;
 use super::sql::{self, Dialect};
 use super::table::{Column, Kind, Table};
@@ -100,17 +101,28 @@ fn cell(row: &SqliteRow, i: usize) -> Result<Cell, sqlx::Error> {
     })
 }
 
-fn position_val(row: &SqliteRow, i: usize, c: &Column) -> Result<Val, sqlx::Error> {
-    Ok(match cell(row, i)? {
-        Cell::Int(v) => Val::Int(v),
-        Cell::Float(f) => Val::Float(f),
-        Cell::Text(t) => Val::Text(t),
-        other => {
-            return Err(sqlx::Error::Decode(
-                format!("column `{}` holds {other:?}, which cannot be a key or tracking value", c.name).into(),
-            ));
-        }
-    })
+impl Cells for SqliteRow {
+    fn position(&self, i: usize, c: &Column) -> Result<Val, sqlx::Error> {
+        Ok(match cell(self, i)? {
+            Cell::Int(v) => Val::Int(v),
+            Cell::Float(f) => Val::Float(f),
+            Cell::Text(t) => Val::Text(t),
+            other => {
+                return Err(sqlx::Error::Decode(
+                    format!("column `{}` holds {other:?}, which cannot be a key or tracking value", c.name).into(),
+                ));
+            }
+        })
+    }
+
+    fn flag(&self, i: usize) -> Result<bool, sqlx::Error> {
+        Ok(self.try_get::<i64, _>(i)? != 0)
+    }
+
+    /// SQLite's columns hold any type: a cell is what its value holds.
+    fn cell(&self, i: usize, _: &Column) -> Result<Cell, sqlx::Error> {
+        cell(self, i)
+    }
 }
 
 #[async_trait]
@@ -150,43 +162,8 @@ impl Table for SqliteTable {
         let rows =
             sqlx::query(AssertSqlSafe(sql::keys(&Lite, plan))).fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
         rows.iter()
-            .map(|r| plan.key.iter().enumerate().map(|(i, c)| position_val(r, i, c)).collect::<Result<Vec<_>, _>>())
+            .map(|r| plan.key.iter().enumerate().map(|(i, c)| r.position(i, c)).collect::<Result<Vec<_>, _>>())
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))
     }
-}
-
-type LiteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
-
-/// Binds a position's values in the order the SQL uses them (`?`
-/// parameters are positional, so a value may be bound more than once).
-fn bind_after<'q>(mut q: LiteQuery<'q>, binds: &[usize], after: Option<&Position>) -> LiteQuery<'q> {
-    if let Some(p) = after {
-        let values: Vec<&Val> = std::iter::once(&p.value).chain(&p.key).collect();
-        for &i in binds {
-            q = match values[i] {
-                Val::Int(v) => q.bind(*v),
-                Val::Float(f) => q.bind(*f),
-                Val::Text(t) => q.bind(t.clone()),
-            };
-        }
-    }
-    q
-}
-
-fn decode(plan: &Plan, r: &SqliteRow) -> Result<SourceRow, sqlx::Error> {
-    let value = position_val(r, 0, &plan.tracking)?;
-    let key = plan.key.iter().enumerate().map(|(i, c)| position_val(r, i + 1, c)).collect::<Result<Vec<_>, _>>()?;
-    let mut at = 1 + plan.key.len();
-    let deleted = if plan.deleted.is_some() {
-        at += 1;
-        r.try_get::<i64, _>(at - 1)? != 0
-    } else {
-        false
-    };
-    let mut payload = serde_json::Map::with_capacity(plan.columns.len());
-    for (i, c) in plan.columns.iter().enumerate() {
-        payload.insert(c.name.clone(), cell(r, at + i)?.to_json());
-    }
-    Ok(SourceRow { tracking: plan.show_tracking(&value), position: Position { value, key }, deleted, payload })
 }
