@@ -2,8 +2,8 @@
 //! events; the final read model must equal a run that was never interrupted,
 //! document by document (no event lost, none applied twice). Run once with
 //! the embedded SQLite stores and once with both stores in PostgreSQL, and
-//! with two hosts sharing one PostgreSQL store, killed at random during
-//! catch-up and during a dead-letter replay.
+//! with three hosts sharing one PostgreSQL store killed during catch-up,
+//! and two during a dead-letter replay.
 //!
 //! Kills are timed by progress, not by the clock: each round waits until a
 //! few hundred to a few thousand more events are committed (at most 10 s),
@@ -202,17 +202,18 @@ async fn seed(killed: &Target, clean: &Target, events: &[BankEvent]) {
     }
 }
 
-/// The lease lifetime the two-host runs use: short, so that a killed
+/// The lease lifetime the multi-host runs use: short, so that a killed
 /// owner's projections move to the other host within the test's rounds.
-const TWO_HOST_TTL_MS: &str = "1000";
+const HOSTS_TTL_MS: &str = "1000";
 
-/// Two hosts, each with its own data dir (so its own node id), share one
-/// PostgreSQL store. Round after round one of them is SIGKILLed, sometimes
-/// the lease owner kept down past its lease so the other takes over. Each
+/// Three hosts, each with its own data dir (so its own node id), share one
+/// PostgreSQL store. Round after round one of them is SIGKILLed, mostly
+/// the lease owner, sometimes kept down past its lease. After each owner
+/// kill another node holds the lease within the lease lifetime + 2 s. Each
 /// event must be applied exactly once: the models equal an uninterrupted
 /// run's, document by document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hosts_sigkilled_during_catch_up_lose_and_double_nothing() {
+async fn three_hosts_sigkilled_during_catch_up_lose_and_double_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let shared = Target::postgres(dir.path().join("a")).await;
     let clean = Target::postgres(dir.path().join("clean")).await;
@@ -220,10 +221,16 @@ async fn two_hosts_sigkilled_during_catch_up_lose_and_double_nothing() {
     let events = bank_events(1_000, EVENTS, 43);
     seed(&shared, &clean, &events).await;
 
-    let report = kill_two_hosts(dir.path(), &shared, &plugins, "account-summary", EVENTS as u64).await;
-    eprintln!("two hosts: {report:?}");
-    assert!(report.kills_mid_stream >= 3, "only {} kills landed mid-projection", report.kills_mid_stream);
-    assert!(report.owners_seen >= 2, "the lease never moved to the other host: {report:?}");
+    let report = kill_hosts(dir.path(), &shared, &plugins, "account-summary", EVENTS as u64, 3).await;
+    eprintln!("three hosts: {report:?}");
+    assert!(
+        report.owner_kills >= 10,
+        "only {} lease owners were killed mid-projection: {report:?}",
+        report.owner_kills
+    );
+    assert!(report.owners_seen >= 2, "the lease never moved to another host: {report:?}");
+    let bound = Duration::from_millis(HOSTS_TTL_MS.parse::<u64>().unwrap() + 2_000);
+    assert!(report.slowest_take_over <= bound, "a take-over took longer than {bound:?}: {report:?}");
 
     let status = host_command(&clean, &plugins).status().unwrap();
     assert!(status.success());
@@ -297,27 +304,34 @@ async fn two_hosts_sigkilled_during_dead_letter_replay_apply_each_letter_once() 
     assert_eq!(ledger(models.as_ref()).await, expected_ledger(&events));
 }
 
-/// What a two-host kill loop did.
+/// What a multi-host kill loop did.
 #[derive(Debug, Default)]
 struct KillReport {
     rounds: usize,
     kills_mid_stream: usize,
     /// Distinct nodes seen holding the lease while work was left.
     owners_seen: usize,
+    /// Lease owners SIGKILLed while work was left.
+    owner_kills: usize,
+    /// The longest time from such a kill until another node held the lease.
+    slowest_take_over: Duration,
 }
 
-/// The node ids of the two hosts.
-const NODES: [&str; 2] = ["node-a", "node-b"];
+/// The node ids of the hosts, the first N of them for an N-host run.
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
-/// The two hosts of a two-host run, each `None` while it is down.
+/// The hosts of a multi-host run, each `None` while it is down.
 struct Pair {
-    data: [PathBuf; 2],
-    children: [Option<std::process::Child>; 2],
+    data: Vec<PathBuf>,
+    children: Vec<Option<std::process::Child>>,
 }
 
 impl Pair {
-    fn new(dir: &Path) -> Self {
-        Self { data: [dir.join("node-a"), dir.join("node-b")], children: [None, None] }
+    fn new(dir: &Path, hosts: usize) -> Self {
+        Self {
+            data: NODES[..hosts].iter().map(|n| dir.join(n)).collect(),
+            children: (0..hosts).map(|_| None).collect(),
+        }
     }
 
     /// Starts host `i` if it is down, as node `NODES[i]`.
@@ -375,18 +389,26 @@ async fn lease_owner(models: &dyn ReadModelStore, projection: &str) -> Option<St
     leases.into_iter().filter(|l| l.key.projection == projection && !l.expired).map(|l| l.owner).next()
 }
 
-/// Runs two `refract run --exit-when-caught-up` hosts on `target` with
+/// Runs `hosts` `refract run --exit-when-caught-up` hosts on `target` with
 /// random SIGKILLs until one of them finishes by itself, then lets the
-/// other finish. Every third kill hits the lease owner and keeps it down
-/// for longer than the lease, so the other host must take over.
-async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection: &str, head: u64) -> KillReport {
+/// others finish. Two kills in three hit the lease owner; every third kill
+/// keeps it down for longer than the lease. After each owner kill the loop
+/// waits for another node to hold the lease, and reports the longest wait.
+async fn kill_hosts(
+    dir: &Path,
+    target: &Target,
+    plugins: &Path,
+    projection: &str,
+    head: u64,
+    hosts: usize,
+) -> KillReport {
     let spawn = |data: &Path| {
         let mut cmd = host_on(target, data, plugins);
-        cmd.args(["--lease-ttl-ms", TWO_HOST_TTL_MS]);
+        cmd.args(["--lease-ttl-ms", HOSTS_TTL_MS]);
         cmd
     };
     let models = refract::open_models(&target.models).await.unwrap();
-    let mut pair = Pair::new(dir);
+    let mut pair = Pair::new(dir, hosts);
     let mut rng = Rng::new(5);
     let mut report = KillReport::default();
     let mut owners = std::collections::BTreeSet::new();
@@ -394,7 +416,7 @@ async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection:
     let mut down: Option<(usize, Instant)> = None;
     for round in 0..400 {
         report.rounds = round + 1;
-        for i in 0..2 {
+        for i in 0..hosts {
             let kept_down = down.is_some_and(|(d, until)| d == i && Instant::now() < until);
             if !kept_down {
                 pair.start(i, &spawn);
@@ -403,7 +425,7 @@ async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection:
         // Kill once the hosts have committed a few hundred to a few thousand
         // events more (or after 10 s): kills land mid-run however fast or
         // slow the machine is.
-        let goal = last + 500 + rng.below(2_500);
+        let goal = last + 300 + rng.below(1_500);
         if until(|| pair.reap() > 0, || committed(models.as_ref(), projection), goal).await {
             break;
         }
@@ -422,9 +444,18 @@ async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection:
                 i
             }
             Some(i) if round % 3 == 1 => i,
-            _ => rng.below(2) as usize,
+            _ => rng.below(hosts as u64) as usize,
         };
         pair.kill(victim);
+        let killed = Instant::now();
+        let cp = checkpoint(target, projection).await;
+        let others_up = pair.children.iter().enumerate().any(|(i, c)| i != victim && c.is_some());
+        if owner.as_deref().and_then(node_index) == Some(victim) && cp < head && others_up {
+            report.owner_kills += 1;
+            if let Some(took) = take_over(&mut pair, models.as_ref(), projection, NODES[victim], killed).await {
+                report.slowest_take_over = report.slowest_take_over.max(took);
+            }
+        }
         let cp = checkpoint(target, projection).await;
         if cp > last && cp < head {
             report.kills_mid_stream += 1;
@@ -435,6 +466,27 @@ async fn kill_two_hosts(dir: &Path, target: &Target, plugins: &Path, projection:
     report.owners_seen = owners.len();
     assert_eq!(checkpoint(target, projection).await, head, "the hosts never finished: {report:?}");
     report
+}
+
+/// How long after `killed` a node other than `victim` held `projection`'s
+/// lease; `None` if a host finished by itself meanwhile (nothing left to take over).
+async fn take_over(
+    pair: &mut Pair,
+    models: &dyn ReadModelStore,
+    projection: &str,
+    victim: &str,
+    killed: Instant,
+) -> Option<Duration> {
+    loop {
+        if pair.reap() > 0 {
+            return None;
+        }
+        if lease_owner(models, projection).await.is_some_and(|o| o != victim) {
+            return Some(killed.elapsed());
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "no node took the lease over from {victim}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Polls every 10 ms until `ended()` says a host finished by itself
@@ -479,10 +531,10 @@ async fn replay_with_two_hosts(
 ) -> KillReport {
     let spawn = |data: &Path| {
         let mut cmd = host_on(target, data, plugins);
-        cmd.args(["--lease-ttl-ms", TWO_HOST_TTL_MS]).arg("--config").arg(config);
+        cmd.args(["--lease-ttl-ms", HOSTS_TTL_MS]).arg("--config").arg(config);
         cmd
     };
-    let mut pair = Pair::new(dir);
+    let mut pair = Pair::new(dir, 2);
     let mut rng = Rng::new(6);
     let mut report = KillReport::default();
     let letters = || async { models.dead_letters("ledger").await.unwrap().len() as u64 };
