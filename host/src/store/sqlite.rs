@@ -678,9 +678,16 @@ impl Tx for SqliteTx {
         // document's table, and row_number (counted after the filter, in
         // the array's order) keeps the sequences gap-free.
         let json = serde_json::to_string(&rows.rows).expect("log rows always serialize");
+        // When every row is logged, its position in the array numbers it:
+        // row_number would sort the rows (documents included) for nothing.
+        let number = if rows.if_present.is_some() && rows.if_absent.is_some() {
+            "ord + 1"
+        } else {
+            "row_number() OVER (ORDER BY ord)"
+        };
         let appended = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {log} (seq, checkpoint, collection, id, kind, doc, at) \
-             SELECT ? + row_number() OVER (ORDER BY ord), ?, ?, id, kind, doc, ? FROM ( \
+             SELECT ? + {number}, ?, ?, id, kind, doc, ? FROM ( \
                  SELECT j.key AS ord, j.value ->> 0 AS id, j.value ->> 1 AS doc, \
                      CASE WHEN EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = j.value ->> 0) THEN ? ELSE ? END AS kind \
                  FROM json_each(?) AS j) \
