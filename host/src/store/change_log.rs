@@ -167,29 +167,72 @@ impl LogSettings {
     }
 }
 
-/// A new log entry before it is numbered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Planned<'a> {
-    id: &'a str,
-    kind: ChangeKind,
-    document: Option<&'a str>,
+/// What a change does to a document, before it is known whether the
+/// document existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Put,
+    Delete,
 }
 
-/// What one collection's net changes log, given the ids that existed
-/// before the commit: a put of an existing document is an update, any
-/// other put a create; a delete is logged only if the document existed.
-fn plan<'a>(changes: &'a CollectionChanges, existing: &HashSet<String>) -> Vec<Planned<'a>> {
-    let deletes = changes.deletes.iter().filter(|id| existing.contains(id.as_str())).map(|id| Planned {
-        id,
-        kind: ChangeKind::Deleted,
-        document: None,
-    });
-    let upserts = changes.upserts.iter().map(|(id, doc)| Planned {
-        id,
-        kind: if existing.contains(id) { ChangeKind::Updated } else { ChangeKind::Created },
-        document: Some(doc),
-    });
-    deletes.chain(upserts).collect()
+/// What a change logs, given whether the document existed before the
+/// commit: a put of an existing document is an update, any other put a
+/// create; a delete is logged only if the document existed (removing what
+/// is not there changes nothing). The one place this is decided: the
+/// backends only test existence, in SQL, and write what this says.
+fn kind_of(change: Change, existed: bool) -> Option<ChangeKind> {
+    match (change, existed) {
+        (Change::Put, true) => Some(ChangeKind::Updated),
+        (Change::Put, false) => Some(ChangeKind::Created),
+        (Change::Delete, true) => Some(ChangeKind::Deleted),
+        (Change::Delete, false) => None,
+    }
+}
+
+/// Rows of one collection for the log, all of one [`Change`], with the
+/// kind each gets by whether its document exists when the rows are logged
+/// (before the commit applies them). A backend appends, in the order of
+/// `rows`, one entry per row whose kind is not `None`, numbered from
+/// `after + 1` without gaps, and says how many it appended.
+#[derive(Debug, Clone)]
+pub struct LogRows<'a> {
+    /// Collection of the documents.
+    pub collection: &'a str,
+    /// `(id, document)`; the document is `None` for a delete.
+    pub rows: Vec<(&'a str, Option<&'a str>)>,
+    /// Kind of a row whose document exists (`None`: not logged).
+    pub if_present: Option<ChangeKind>,
+    /// Kind of a row whose document does not exist (`None`: not logged).
+    pub if_absent: Option<ChangeKind>,
+    /// The log's newest sequence before these rows.
+    pub after: u64,
+    /// The checkpoint the commit moves to.
+    pub checkpoint: u64,
+    /// When the commit was made, ms since the Unix epoch.
+    pub recorded_at: u64,
+}
+
+/// The log rows of one collection's net changes: deletes first, then puts,
+/// as the commit applies them.
+fn log_rows<'a>(
+    collection: &'a str,
+    changes: &'a CollectionChanges,
+    checkpoint: u64,
+    recorded_at: u64,
+) -> [LogRows<'a>; 2] {
+    let rows = |change, rows| LogRows {
+        collection,
+        rows,
+        if_present: kind_of(change, true),
+        if_absent: kind_of(change, false),
+        after: 0,
+        checkpoint,
+        recorded_at,
+    };
+    [
+        rows(Change::Delete, changes.deletes.iter().map(|id| (id.as_str(), None)).collect()),
+        rows(Change::Put, changes.upserts.iter().map(|(id, doc)| (id.as_str(), Some(doc.as_str()))).collect()),
+    ]
 }
 
 /// The sequence through which retention deletes, given the log's head and
@@ -213,28 +256,16 @@ pub(crate) async fn log_commit<B: Backend>(
     if backend.log_settings().unlogged.lock().expect("logging lock").contains(&key.projection) {
         return Ok(());
     }
-    let mut entries = Vec::new();
     let now = now_ms().max(0) as u64;
     let mut head = tx.log_head(key).await?;
     for (collection, c) in &changes.collections {
-        let ids: Vec<&str> =
-            c.upserts.iter().map(|(id, _)| id.as_str()).chain(c.deletes.iter().map(String::as_str)).collect();
-        let existing: HashSet<String> = tx.existing_ids(key, collection, &ids).await?.into_iter().collect();
-        for p in plan(c, &existing) {
-            head += 1;
-            entries.push(ChangeEntry {
-                sequence: head,
-                checkpoint,
-                collection: collection.clone(),
-                id: p.id.to_owned(),
-                kind: p.kind,
-                document: p.document.map(str::to_owned),
-                recorded_at: now,
-            });
+        for mut rows in log_rows(collection, c, checkpoint, now) {
+            if rows.rows.is_empty() {
+                continue;
+            }
+            rows.after = head;
+            head += tx.append_log(key, &rows).await?;
         }
-    }
-    if !entries.is_empty() {
-        tx.append_log(key, &entries).await?;
     }
     let settings = backend.log_settings();
     let retention = settings.retention(&key.projection);
@@ -354,25 +385,26 @@ impl<B: Backend> ChangeLog for B {
 mod tests {
     use super::*;
 
-    fn ids(v: &[&str]) -> HashSet<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    #[test]
+    fn kinds_follow_what_existed_before_the_commit() {
+        assert_eq!(kind_of(Change::Put, false), Some(ChangeKind::Created));
+        assert_eq!(kind_of(Change::Put, true), Some(ChangeKind::Updated));
+        assert_eq!(kind_of(Change::Delete, true), Some(ChangeKind::Deleted));
+        assert_eq!(kind_of(Change::Delete, false), None, "a delete of a document that was not there is not logged");
     }
 
     #[test]
-    fn kinds_follow_what_existed_before_the_commit() {
+    fn deletes_are_logged_before_puts_with_their_documents() {
         let changes = CollectionChanges {
             upserts: vec![("new".into(), "{}".into()), ("old".into(), "{\"v\":2}".into())],
             deletes: vec!["gone".into(), "never".into()],
         };
-        let planned = plan(&changes, &ids(&["old", "gone"]));
-        let kinds: Vec<(&str, ChangeKind)> = planned.iter().map(|p| (p.id, p.kind)).collect();
-        assert_eq!(
-            kinds,
-            [("gone", ChangeKind::Deleted), ("new", ChangeKind::Created), ("old", ChangeKind::Updated)],
-            "a delete of a document that was not there is not logged"
-        );
-        assert_eq!(planned[2].document, Some("{\"v\":2}"));
-        assert_eq!(planned[0].document, None);
+        let [deletes, puts] = log_rows("c", &changes, 7, 99);
+        assert_eq!(deletes.rows, [("gone", None), ("never", None)]);
+        assert_eq!((deletes.if_present, deletes.if_absent), (Some(ChangeKind::Deleted), None));
+        assert_eq!(puts.rows, [("new", Some("{}")), ("old", Some("{\"v\":2}"))]);
+        assert_eq!((puts.if_present, puts.if_absent), (Some(ChangeKind::Updated), Some(ChangeKind::Created)));
+        assert_eq!((puts.collection, puts.checkpoint, puts.recorded_at), ("c", 7, 99));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 
-use super::change_log::{ChangeEntry, ConsumerPosition, LogSettings, log_commit};
+use super::change_log::{ChangeEntry, ConsumerPosition, LogRows, LogSettings, log_commit};
 use super::lease::{Fences, LeaseRecord, check_fence};
 use super::names;
 use super::{
@@ -122,11 +122,11 @@ pub trait Tx: Send + Sized {
     async fn log_head(&mut self, key: &ModelKey) -> Result<u64, StoreError>;
     /// The oldest sequence still in the generation's change log.
     async fn log_first(&mut self, key: &ModelKey) -> Result<Option<u64>, StoreError>;
-    /// Which of `ids` have a document in the collection now.
-    async fn existing_ids(&mut self, key: &ModelKey, collection: &str, ids: &[&str])
-    -> Result<Vec<String>, StoreError>;
-    /// Appends numbered entries to the generation's change log.
-    async fn append_log(&mut self, key: &ModelKey, entries: &[ChangeEntry]) -> Result<(), StoreError>;
+    /// Appends `rows` to the generation's change log, each with the kind
+    /// [`LogRows`] gives it by whether its document exists now, numbered
+    /// from `rows.after + 1` without gaps; how many were appended. Existence
+    /// is tested in the database, in the same statement, so no ids travel back.
+    async fn append_log(&mut self, key: &ModelKey, rows: &LogRows<'_>) -> Result<u64, StoreError>;
     /// Up to `limit` log entries after sequence `after`, in order.
     async fn read_log(&mut self, key: &ModelKey, after: u64, limit: u32) -> Result<Vec<ChangeEntry>, StoreError>;
     /// Deletes log entries up to and including `through`.

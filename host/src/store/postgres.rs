@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
 use sqlx::{Arguments, AssertSqlSafe, Row};
 
-use super::change_log::{ChangeEntry, ChangeKind, ConsumerPosition, LogSettings};
+use super::change_log::{ChangeEntry, ChangeKind, ConsumerPosition, LogRows, LogSettings};
 use super::lease::{Fences, LeaseRecord, lease_record};
 use super::lifecycle::{self, Backend, NewGeneration, Tx};
 use super::names::{legacy_table_name, log_table_name, table_name};
@@ -759,46 +759,34 @@ impl Tx for PgTx {
         Ok(first.map(|f| f as u64))
     }
 
-    async fn existing_ids(
-        &mut self,
-        key: &ModelKey,
-        collection: &str,
-        ids: &[&str],
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT id FROM {} WHERE id = ANY($1::text[])",
-            table(key, collection)
+    async fn append_log(&mut self, key: &ModelKey, rows: &LogRows<'_>) -> Result<u64, StoreError> {
+        // One statement: each row's kind comes from an existence test on the
+        // document's table, and row_number (counted after the filter, in
+        // the arrays' order) keeps the sequences gap-free.
+        let ids: Vec<&str> = rows.rows.iter().map(|(id, _)| *id).collect();
+        let docs: Vec<Option<&str>> = rows.rows.iter().map(|(_, doc)| *doc).collect();
+        let appended = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {log} (seq, checkpoint, collection, id, kind, doc, at) \
+             SELECT $1 + row_number() OVER (ORDER BY ord), $2, $3, id, kind, doc, $4 FROM ( \
+                 SELECT u.ord, u.id, u.doc, \
+                     CASE WHEN EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = u.id) THEN $5::text ELSE $6::text END AS kind \
+                 FROM UNNEST($7::text[], $8::text[]) WITH ORDINALITY AS u(id, doc, ord)) AS k \
+             WHERE kind IS NOT NULL",
+            log = log_table(key),
+            t = table(key, rows.collection),
         )))
-        .bind(ids)
-        .fetch_all(self.c())
-        .await?)
-    }
-
-    async fn append_log(&mut self, key: &ModelKey, entries: &[ChangeEntry]) -> Result<(), StoreError> {
-        let seqs: Vec<i64> = entries.iter().map(|e| e.sequence as i64).collect();
-        let checkpoints: Vec<i64> = entries.iter().map(|e| e.checkpoint as i64).collect();
-        let collections: Vec<&str> = entries.iter().map(|e| e.collection.as_str()).collect();
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
-        let docs: Vec<Option<&str>> = entries.iter().map(|e| e.document.as_deref()).collect();
-        let at = entries.first().map_or(0, |e| e.recorded_at as i64);
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (seq, checkpoint, collection, id, kind, doc, at) \
-             SELECT u.seq, u.checkpoint, u.collection, u.id, u.kind, u.doc, $7 \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                 AS u(seq, checkpoint, collection, id, kind, doc)",
-            log_table(key)
-        )))
-        .bind(&seqs)
-        .bind(&checkpoints)
-        .bind(&collections)
+        .bind(rows.after as i64)
+        .bind(rows.checkpoint as i64)
+        .bind(rows.collection)
+        .bind(rows.recorded_at as i64)
+        .bind(rows.if_present.map(ChangeKind::as_str))
+        .bind(rows.if_absent.map(ChangeKind::as_str))
         .bind(&ids)
-        .bind(&kinds)
         .bind(&docs)
-        .bind(at)
         .execute(self.c())
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(appended)
     }
 
     async fn read_log(&mut self, key: &ModelKey, after: u64, limit: u32) -> Result<Vec<ChangeEntry>, StoreError> {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::sqlite::{Sqlite, SqliteArguments};
 use sqlx::{Arguments, AssertSqlSafe, Row, SqliteConnection};
 
-use super::change_log::{ChangeEntry, ChangeKind, ConsumerPosition, LogSettings};
+use super::change_log::{ChangeEntry, ChangeKind, ConsumerPosition, LogRows, LogSettings};
 use super::lease::{Fences, LeaseRecord, lease_record};
 use super::lifecycle::{self, Backend, NewGeneration, Tx};
 use super::names::{index_name, legacy_table_name, log_table_name, search_table_name, table_name};
@@ -672,49 +672,40 @@ impl Tx for SqliteTx {
         Ok(first.map(|f| f as u64))
     }
 
-    async fn existing_ids(
-        &mut self,
-        key: &ModelKey,
-        collection: &str,
-        ids: &[&str],
-    ) -> Result<Vec<String>, StoreError> {
-        let ids = serde_json::to_string(ids).expect("strings always serialize");
-        Ok(sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT id FROM {} WHERE id IN (SELECT value FROM json_each(?))",
-            table(key, collection)
+    async fn append_log(&mut self, key: &ModelKey, rows: &LogRows<'_>) -> Result<u64, StoreError> {
+        // One statement, as for the documents: the rows travel as one JSON
+        // array, each row's kind comes from an existence test on the
+        // document's table, and row_number (counted after the filter, in
+        // the array's order) keeps the sequences gap-free.
+        let json = serde_json::to_string(&rows.rows).expect("log rows always serialize");
+        // When every row is logged, its position in the array numbers it:
+        // row_number would sort the rows (documents included) for nothing.
+        let number = if rows.if_present.is_some() && rows.if_absent.is_some() {
+            "ord + 1"
+        } else {
+            "row_number() OVER (ORDER BY ord)"
+        };
+        let appended = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {log} (seq, checkpoint, collection, id, kind, doc, at) \
+             SELECT ? + {number}, ?, ?, id, kind, doc, ? FROM ( \
+                 SELECT j.key AS ord, j.value ->> 0 AS id, j.value ->> 1 AS doc, \
+                     CASE WHEN EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = j.value ->> 0) THEN ? ELSE ? END AS kind \
+                 FROM json_each(?) AS j) \
+             WHERE kind IS NOT NULL",
+            log = log_table(key),
+            t = table(key, rows.collection),
         )))
-        .bind(ids)
-        .fetch_all(self.c())
-        .await?)
-    }
-
-    async fn append_log(&mut self, key: &ModelKey, entries: &[ChangeEntry]) -> Result<(), StoreError> {
-        // One statement, as for the documents: the rows travel as one JSON array.
-        let rows: Vec<(u64, u64, &str, &str, &str, Option<&str>, u64)> = entries
-            .iter()
-            .map(|e| {
-                (
-                    e.sequence,
-                    e.checkpoint,
-                    e.collection.as_str(),
-                    e.id.as_str(),
-                    e.kind.as_str(),
-                    e.document.as_deref(),
-                    e.recorded_at,
-                )
-            })
-            .collect();
-        let rows = serde_json::to_string(&rows).expect("log rows always serialize");
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (seq, checkpoint, collection, id, kind, doc, at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 \
-             FROM json_each(?)",
-            log_table(key)
-        )))
-        .bind(rows)
+        .bind(rows.after as i64)
+        .bind(rows.checkpoint as i64)
+        .bind(rows.collection)
+        .bind(rows.recorded_at as i64)
+        .bind(rows.if_present.map(ChangeKind::as_str))
+        .bind(rows.if_absent.map(ChangeKind::as_str))
+        .bind(json)
         .execute(self.c())
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(appended)
     }
 
     async fn read_log(&mut self, key: &ModelKey, after: u64, limit: u32) -> Result<Vec<ChangeEntry>, StoreError> {

@@ -79,6 +79,7 @@ conformance! {
     models_queries => crate::conformance::models::queries, models_store, "models.db";
     models_dead_letters => crate::conformance::models::dead_letters, models_store, "models.db";
     models_storage_names_cannot_collide => crate::conformance::models::storage_names_cannot_collide, models_store, "models.db";
+    models_change_log_of_batched_commits => crate::conformance::models::change_log_of_batched_commits, models_store, "models.db";
     models_leases_fence_every_write => crate::conformance::models::leases_fence_every_write, two_nodes, "models.db";
     aggregates_match_independent_results => crate::conformance::aggregates::aggregates_match_independent_results, models_store, "models.db";
     aggregates_bad_input_is_refused => crate::conformance::aggregates::bad_aggregates_are_refused, models_store, "models.db";

@@ -495,3 +495,79 @@ pub async fn leases_fence_every_write(stores: [Arc<dyn ReadModelStore>; 2]) {
     a.drop_projection("l").await.unwrap();
     assert_eq!(a.leases().await.unwrap(), vec![]);
 }
+
+/// `(sequence, checkpoint, collection, id, kind, document)` of every entry of
+/// `projection`'s log, checking that the page reaches the head.
+async fn log_of(
+    store: &dyn ReadModelStore,
+    projection: &str,
+) -> Vec<(u64, u64, String, String, String, Option<Value>)> {
+    let page = store.read_changes(projection, 0, 10_000).await.unwrap();
+    assert_eq!(page.entries.last().map_or(0, |e| e.sequence), page.head, "one page holds the whole log");
+    page.entries
+        .into_iter()
+        .map(|e| {
+            let document = e.document.map(|d| serde_json::from_str(&d).unwrap());
+            (e.sequence, e.checkpoint, e.collection, e.id, kind_name(e.kind), document)
+        })
+        .collect()
+}
+
+/// The change log of batched commits: in each commit deletes then puts per
+/// collection, a put of an existing document is `updated`, a delete of a
+/// missing one is not logged, and sequences have no gaps, also when
+/// unlogged deletes sit between logged ones.
+pub async fn change_log_of_batched_commits(store: Arc<dyn ReadModelStore>) {
+    let k = store.register(&manifest("l"), "h", "l.wasm").await.unwrap().target.key;
+    store.commit(&k, &upserts("items", &[("a", json!({"n": 1})), ("b", json!({"n": 1}))]), 0, 1).await.unwrap();
+    let mut both = upserts("items", &[("b", json!({"n": 2})), ("c", json!({"n": 1}))]);
+    both.collections.get_mut("items").unwrap().deletes = vec!["missing".into(), "a".into()];
+    both.collections.extend(upserts("other", &[("o", json!({"n": 1}))]).collections);
+    both.collections.get_mut("other").unwrap().deletes = vec!["nothing".into()];
+    store.commit(&k, &both, 1, 2).await.unwrap();
+    // Only deletes of missing documents: nothing logged.
+    store.commit(&k, &deletes("items", &["x", "y"]), 2, 3).await.unwrap();
+    store.commit(&k, &deletes("items", &["x", "c", "y"]), 3, 4).await.unwrap();
+    store.commit(&k, &upserts("items", &[("c", json!({"n": 3}))]), 4, 5).await.unwrap();
+    let entry = |seq, checkpoint, collection: &str, id: &str, kind: &str, doc: Option<Value>| {
+        (seq, checkpoint, collection.to_owned(), id.to_owned(), kind.to_owned(), doc)
+    };
+    assert_eq!(
+        log_of(store.as_ref(), "l").await,
+        [
+            entry(1, 1, "items", "a", "created", Some(json!({"n": 1}))),
+            entry(2, 1, "items", "b", "created", Some(json!({"n": 1}))),
+            entry(3, 2, "items", "a", "deleted", None),
+            entry(4, 2, "items", "b", "updated", Some(json!({"n": 2}))),
+            entry(5, 2, "items", "c", "created", Some(json!({"n": 1}))),
+            entry(6, 2, "other", "o", "created", Some(json!({"n": 1}))),
+            entry(7, 4, "items", "c", "deleted", None),
+            entry(8, 5, "items", "c", "created", Some(json!({"n": 3}))),
+        ]
+    );
+
+    // A large batch: every other delete is of a missing document, every
+    // other put of an existing one.
+    let many: Vec<(String, Value)> = (0..2_000).map(|i| (format!("m{i:04}"), json!({"n": i}))).collect();
+    let refs: Vec<(&str, Value)> = many.iter().map(|(id, d)| (id.as_str(), d.clone())).collect();
+    store.commit(&k, &upserts("items", &refs[..1_000]), 5, 6).await.unwrap();
+    let mut mixed = upserts("items", &refs[500..1_500]);
+    mixed.collections.get_mut("items").unwrap().deletes =
+        (0..500).map(|i| if i % 2 == 0 { format!("m{i:04}") } else { format!("gone{i}") }).collect();
+    store.commit(&k, &mixed, 6, 7).await.unwrap();
+    let log = log_of(store.as_ref(), "l").await;
+    let sequences: Vec<u64> = log.iter().map(|e| e.0).collect();
+    assert_eq!(sequences, (1..=(8 + 1_000 + 250 + 1_000)).collect::<Vec<u64>>(), "no gaps");
+    let last: Vec<(&str, &str)> = log[1_008..].iter().map(|e| (e.3.as_str(), e.4.as_str())).collect();
+    let deleted: Vec<String> = (0..500).step_by(2).map(|i| format!("m{i:04}")).collect();
+    assert!(last[..250].iter().zip(&deleted).all(|(got, id)| *got == (id.as_str(), "deleted")), "{:?}", &last[..3]);
+    let puts = &last[250..];
+    assert!(puts[..500].iter().all(|(_, kind)| *kind == "updated"), "m0500..m0999 existed");
+    assert!(puts[500..].iter().all(|(_, kind)| *kind == "created"), "m1000..m1499 did not");
+    assert_eq!((puts[0].0, puts[999].0), ("m0500", "m1499"), "in the batch's order");
+}
+
+/// A change kind as the feed spells it.
+fn kind_name(kind: refract::ChangeKind) -> String {
+    serde_json::to_value(kind).unwrap().as_str().unwrap().to_owned()
+}
