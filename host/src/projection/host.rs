@@ -394,6 +394,10 @@ pub struct Host {
     book: Option<(Arc<LeaseBook>, Heartbeat)>,
 }
 
+/// How often a standby runner's committed checkpoint is looked at while
+/// waiting for every projection to catch up.
+const CAUGHT_UP_POLL: Duration = Duration::from_millis(200);
+
 /// How many times a plugin's registration is tried while the database
 /// reports a transient failure.
 const REGISTER_TRIES: u32 = 6;
@@ -918,19 +922,42 @@ impl Host {
 
     /// Waits until every running generation has reached the head as it is
     /// when the wait starts (a building one is swapped in by then), or has
-    /// faulted or stopped.
+    /// faulted or stopped. In a cluster a generation may be another node's
+    /// to run: its committed checkpoint counts, whoever committed it, so
+    /// nodes that each hold a share do not wait on each other for ever.
     pub async fn wait_until_caught_up(&self) -> Result<(), HostError> {
         let head = self.source.head().await?;
-        for r in self.runners.values() {
+        for (key, r) in &self.runners {
             let mut rx = r.progress.clone();
-            // An error means the runner ended; its last report says why.
-            let _ = rx
-                .wait_for(|p| {
-                    (p.leased && p.checkpoint >= head && p.role == Role::Active) || p.state != ProjectionState::Running
-                })
-                .await;
+            loop {
+                let standby = {
+                    let p = rx.borrow_and_update();
+                    if (p.leased && p.checkpoint >= head && p.role == Role::Active)
+                        || p.state != ProjectionState::Running
+                    {
+                        break;
+                    }
+                    !p.leased
+                };
+                if standby && self.committed_by_another_node(key, head).await {
+                    break;
+                }
+                // A change of this runner's progress, or a look at the store again soon.
+                // An error means the runner ended; its last report says why.
+                if let Ok(Err(_)) = tokio::time::timeout(CAUGHT_UP_POLL, rx.changed()).await {
+                    break;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Whether the store shows `key` active at `head` with no dead letter
+    /// left to replay: done, whichever node did the work.
+    async fn committed_by_another_node(&self, key: &ModelKey, head: u64) -> bool {
+        let at_head = self.models.generation(key).await.is_ok_and(|g| g.role == Role::Active && g.checkpoint >= head);
+        at_head
+            && self.models.dead_letters(&key.projection).await.is_ok_and(|letters| letters.iter().all(|l| !l.replay))
     }
 
     /// Stops every runner after its current batch and waits for them.
