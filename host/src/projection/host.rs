@@ -930,16 +930,13 @@ impl Host {
         for (key, r) in &self.runners {
             let mut rx = r.progress.clone();
             loop {
-                let standby = {
+                let (done, standby) = {
                     let p = rx.borrow_and_update();
-                    if (p.leased && p.checkpoint >= head && p.role == Role::Active)
-                        || p.state != ProjectionState::Running
-                    {
-                        break;
-                    }
-                    !p.leased
+                    let done = (p.leased && p.checkpoint >= head && p.role == Role::Active)
+                        || p.state != ProjectionState::Running;
+                    (done, !p.leased)
                 };
-                if standby && self.committed_by_another_node(key, head).await {
+                if done || (standby && self.committed_by_another_node(key, head).await) {
                     break;
                 }
                 // A change of this runner's progress, or a look at the store again soon.
