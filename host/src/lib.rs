@@ -71,7 +71,7 @@ pub use store::query::{
 pub use store::search::{MAX_DOCUMENT_WORDS, MAX_SEARCH_BYTES, MAX_SEARCH_WORDS, MAX_WORD_BYTES};
 pub use store::{
     ChangeEntry, ChangeKind, ChangeLog, ChangePage, ConsumerPosition, DeadLetter, Lease, LeaseGrant, LeaseRecord,
-    Leases, ModelKey, ModelReader, ModelSnapshot, ModelWriter, PostgresReadModelStore, ProjectionRecord,
+    Leases, ModelKey, ModelReader, ModelSnapshot, ModelWriter, Modules, PostgresReadModelStore, ProjectionRecord,
     ProjectionState, ReadModelStore, Registration, Registry, Retention, RetryRequest, Role, SqliteReadModelStore,
     StoreError, StoredDocument, Verifications, VerifyOutcome, VerifyResult, VerifyRuns,
 };

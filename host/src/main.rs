@@ -40,7 +40,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the host: load every *.wasm in the plugins folder and keep their read models in sync.
-    /// The folder is watched: new files start projections, replaced ones rebuild blue/green, removed ones stop.
+    /// The folder is watched: new files start projections, replaced ones rebuild blue/green, removed ones are
+    /// withdrawn (on every node sharing the store). Projections deployed to the store run too.
     Run(cli::run::RunArgs),
     /// `run`, plus: rebuild plugin projects (Rust crates, Python `app.py`, JS `package.json`)
     /// under the plugins folder when their sources change.
@@ -48,15 +49,19 @@ enum Command {
     /// Scaffold a working projection under the plugins folder, ready for `refract dev`.
     New(cli::new::NewArgs),
     /// Rebuild a projection's read model from position 0 as a new generation, then swap it in.
-    /// Works with a host running on the data dir (it does the work) or without one (this command does).
+    /// Works with hosts running on the store (one of them does the work) or without one (this command does).
     Rebuild(cli::rebuild::RebuildArgs),
     /// Rebuild the active module into a shadow model up to the active checkpoint and compare it
     /// with the store document by document; exits non-zero listing the documents that differ.
     Verify(cli::verify::VerifyArgs),
     /// Print a projection's change log after a sequence, one JSON object per line.
     Changes(cli::changes::ChangesArgs),
-    /// Forget a projection: drop all its generations' tables and registry entries.
+    /// Forget a projection on every node sharing the store: drop all its generations' tables,
+    /// registry entries and stored modules.
     Drop(cli::rebuild::DropArgs),
+    /// Deploy a projection component to every node sharing the store, without a plugins folder:
+    /// a new projection starts, a new module of one builds as a new generation, then swaps in.
+    Deploy(cli::deploy::DeployArgs),
     /// Append one event to a stream; prints its global position.
     Append(cli::append::AppendArgs),
     /// Append events from a JSON-lines file, all or nothing. Each line:
@@ -193,6 +198,7 @@ async fn dispatch(cli: Cli, parsed: Parsed) -> anyhow::Result<()> {
         Command::New(args) => cli::new::new(args),
         Command::Rebuild(args) => cli::rebuild::rebuild(&data, args, parsed.file.config).await,
         Command::Drop(args) => cli::rebuild::drop_projection(&data, args).await,
+        Command::Deploy(args) => cli::deploy::deploy(&data, args, parsed.file.config).await,
         Command::Verify(args) => cli::verify::verify(&data, args).await,
         Command::Changes(args) => cli::changes::changes(&data, args).await,
         Command::Append(args) => cli::append::append(&data, args).await,

@@ -7,6 +7,7 @@ pub(crate) mod compiles;
 pub(crate) mod config;
 pub(crate) mod host;
 pub(crate) mod lease;
+pub(crate) mod modules;
 pub(crate) mod policy;
 pub(crate) mod runner;
 pub(crate) mod verify;

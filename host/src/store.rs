@@ -6,6 +6,7 @@ pub(crate) mod document_cache;
 mod lease;
 mod lifecycle;
 pub(crate) mod limits;
+mod modules;
 mod names;
 mod postgres;
 pub(crate) mod query;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use change_log::{ChangeEntry, ChangeKind, ChangeLog, ChangePage, ConsumerPosition, Retention};
 pub use lease::{Lease, LeaseGrant, LeaseRecord, Leases};
+pub use modules::Modules;
 pub use postgres::PostgresReadModelStore;
 pub use snapshot::{ModelSnapshot, StoredDocument};
 pub use sqlite::SqliteReadModelStore;
@@ -478,12 +480,12 @@ pub trait ModelReader: Send + Sync + 'static {
 /// batch's changes and the new checkpoint in one transaction: that is what
 /// makes projection exactly-once across crashes.
 pub trait ReadModelStore:
-    Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapshot + Verifications
+    Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapshot + Verifications + Modules
 {
 }
 
-impl<T: Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapshot + Verifications> ReadModelStore
-    for T
+impl<T: Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapshot + Verifications + Modules>
+    ReadModelStore for T
 {
 }
 

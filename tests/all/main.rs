@@ -30,6 +30,7 @@ mod console;
 mod corrupt_events;
 mod crash;
 mod data_dir;
+mod deploy;
 mod disk_full;
 mod events_read;
 mod exit_codes;

@@ -27,7 +27,7 @@ pub fn verdict(host: &Host, rejected: &[HostError], plugins: &Path) -> Result<()
     if rejected.is_empty() && faulted.is_empty() {
         if host.projections().is_empty() {
             bail!(
-                "no plugins in {}: nothing was projected (add *.wasm files, or pass --plugins DIR)",
+                "no plugins in {} and none deployed to the store: nothing was projected (add *.wasm files, pass --plugins DIR, or `refract deploy FILE`)",
                 plugins.display()
             );
         }

@@ -10,6 +10,7 @@ pub mod changes;
 pub mod compiling;
 pub mod config;
 pub mod dead_letters;
+pub mod deploy;
 pub mod dev;
 pub mod docs;
 pub mod events;

@@ -16,6 +16,7 @@ use crate::model::manifest::CollectionSpec;
 use crate::projection::compiles::Compiles;
 use crate::projection::config::Config;
 use crate::projection::lease::{Heartbeat, LeaseBook, LeaseSettings};
+use crate::projection::modules::{ModuleUnavailable, module_by_hash};
 use crate::projection::runner::{CommitNotice, Progress, Runner, StoreErrors, Switches, SyncConfig};
 use crate::projection::verify::{Plugins, Verifier, VerifyError, VerifyReport};
 use crate::projection::verify_schedule;
@@ -26,8 +27,8 @@ use crate::runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 use crate::source::{EventSource, EventStore, SourceError, SqliteEventStore};
 use crate::store::document_cache::DocumentCache;
 use crate::store::{
-    LeaseRecord, ModelKey, ModelWriter, ProjectionRecord, ProjectionState, ReadModelStore, Registration, Role,
-    SqliteReadModelStore, StoreError, VerifyOutcome,
+    LeaseRecord, ModelKey, ModelWriter, ProjectionRecord, ProjectionState, ReadModelStore, Role, SqliteReadModelStore,
+    StoreError, VerifyOutcome,
 };
 
 /// How often a following host looks for generations requested by the CLI.
@@ -402,18 +403,24 @@ const CAUGHT_UP_POLL: Duration = Duration::from_millis(200);
 /// reports a transient failure.
 const REGISTER_TRIES: u32 = 6;
 
-/// Registers `plugin`'s projection. The registration is one transaction
-/// that races other nodes' commits to the same generation; the database
-/// may end either side of a deadlock, or drop the connection, and trying
-/// again is then right: a transient failure must not reject a good plugin.
-async fn register(models: &dyn ReadModelStore, plugin: &Plugin, source: &str) -> Result<Registration, StoreError> {
-    let (mut delay, mut attempt) = (Duration::from_millis(50), 1);
+/// Runs `attempt` until it succeeds or fails for a reason other than a
+/// transient database failure, at most [`REGISTER_TRIES`] times. A
+/// registration is one transaction that races other nodes' commits to the
+/// same generation; the database may end either side of a deadlock, or drop
+/// the connection, and trying again is then right: a transient failure must
+/// not reject a good plugin.
+async fn retrying<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let (mut delay, mut tries) = (Duration::from_millis(50), 1);
     loop {
-        match models.register(plugin.manifest(), plugin.hash(), source).await {
-            Err(StoreError::Database(e)) if e.kind() == DbErrorKind::Unavailable && attempt < REGISTER_TRIES => {
-                tracing::warn!(projection = %plugin.manifest().name, error = %e, attempt, "registration failed; retrying");
+        match attempt().await {
+            Err(StoreError::Database(e)) if e.kind() == DbErrorKind::Unavailable && tries < REGISTER_TRIES => {
+                tracing::warn!(what, error = %e, attempt = tries, "store unavailable; retrying");
                 tokio::time::sleep(delay).await;
-                (delay, attempt) = (delay * 2, attempt + 1);
+                (delay, tries) = (delay * 2, tries + 1);
             }
             result => return result,
         }
@@ -572,16 +579,16 @@ impl Host {
                     tracing::warn!(error = %e, "could not keep the module bytes");
                 }
             }
-            Ok::<_, PluginError>(plugin)
+            Ok::<_, PluginError>((plugin, bytes))
         })
         .await
         .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path: path.to_owned(), message: e.to_string() }));
         match &loaded {
-            Ok(plugin) => compile.finish(plugin.compile_time(), plugin.cached()),
+            Ok((plugin, _)) => compile.finish(plugin.compile_time(), plugin.cached()),
             Err(_) => drop(compile),
         }
         let result = match loaded {
-            Ok(plugin) => self.start(plugin).await,
+            Ok((plugin, bytes)) => self.deploy(plugin, &bytes).await,
             Err(e) => {
                 if let Some((name, _)) = self.sources.get(path) {
                     self.models.record_load_failure(name, &hash, &file_name(path), &e.to_string()).await?;
@@ -612,15 +619,29 @@ impl Host {
         self.compiles.clone()
     }
 
-    /// Stops the projection a removed plugin file provided. Its read model
-    /// stays (and keeps answering queries) until `refract drop`.
+    /// Withdraws the projection a removed plugin file provided: no node
+    /// runs it until a module of it is deployed again. Its read model stays
+    /// (and keeps answering queries) until `refract drop`.
     pub async fn remove_file(&mut self, path: &Path) {
         let Some((name, _)) = self.sources.remove(path) else { return };
-        tracing::info!(projection = %name, path = %path.display(), "plugin removed; projection stopped");
+        if let Err(e) = self.models.withdraw(&name).await {
+            tracing::warn!(projection = %name, error = %e, "could not record that the projection was withdrawn");
+        }
+        tracing::info!(projection = %name, path = %path.display(), "plugin removed; projection withdrawn");
         self.stop_projection(&name).await;
     }
 
+    /// Keeps the plugin's module in the store, where every node sharing it
+    /// can load it, then [`start`](Self::start)s it.
+    pub async fn deploy(&mut self, plugin: Plugin, bytes: &[u8]) -> Result<(), HostError> {
+        let models = self.models.clone();
+        retrying(&plugin.manifest().name, || models.store_module(bytes)).await?;
+        self.start(plugin).await
+    }
+
     /// Registers the plugin's projection and starts the runners it needs.
+    /// Its module is not put in the store (see [`deploy`](Self::deploy)):
+    /// only this host can run it.
     pub async fn start(&mut self, plugin: Plugin) -> Result<(), HostError> {
         let name = plugin.manifest().name.clone();
         let path = plugin.path().to_owned();
@@ -631,7 +652,9 @@ impl Host {
             self.stop_projection(&old).await; // The file now holds another projection.
         }
         let plugin = Arc::new(plugin);
-        let reg = register(self.models.as_ref(), &plugin, &file_name(&path)).await?;
+        let source = file_name(&path);
+        let models = self.models.clone();
+        let reg = retrying(&name, || models.register(plugin.manifest(), plugin.hash(), &source)).await?;
         tracing::info!(
             projection = %name,
             version = %plugin.manifest().version,
@@ -656,28 +679,45 @@ impl Host {
         Ok(())
     }
 
-    /// Starts runners for generations the registry has but this host does
-    /// not run, such as a rebuild requested with `refract rebuild`.
+    /// Makes this host's runners follow the registry: it runs every active
+    /// or building generation of every deployed projection, whichever node
+    /// or `refract deploy` registered it (modules come from the store), and
+    /// stops the runners of generations that were retired or dropped, or
+    /// whose projection was paused or withdrawn.
     pub async fn sync_registry(&mut self) -> Result<(), HostError> {
-        let loaded: HashSet<String> = self.sources.values().map(|(n, _)| n.clone()).collect();
-        let mut paused = HashMap::new();
+        let mut runnable = HashMap::new();
+        let (mut wanted, mut live) = (HashSet::new(), HashSet::new());
         for record in self.models.projections().await? {
-            let wanted =
-                matches!(record.role, Role::Active | Role::Building) && loaded.contains(&record.key.projection);
-            if !wanted {
+            if !matches!(record.role, Role::Active | Role::Building) {
                 continue;
             }
-            let name = &record.key.projection;
-            let is_paused = match paused.get(name) {
-                Some(&p) => p,
-                None => *paused.entry(name.clone()).or_insert(self.models.is_paused(name).await?),
+            live.insert(record.key.projection.clone());
+            let name = record.key.projection.clone();
+            let runs = match runnable.get(&name) {
+                Some(&r) => r,
+                None => {
+                    let r = !self.models.is_paused(&name).await? && !self.models.is_withdrawn(&name).await?;
+                    *runnable.entry(name).or_insert(r)
+                }
             };
-            if is_paused {
-                self.pause_runner(&record.key);
-            } else {
+            if runs {
+                wanted.insert(record.key.clone());
                 self.ensure_running(&record).await;
             }
         }
+        let unwanted: Vec<ModelKey> = self.runners.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        for key in unwanted {
+            if self.runners.get(&key).is_some_and(|r| !r.task.is_finished()) {
+                tracing::info!(
+                    projection = %key.projection,
+                    generation = key.generation,
+                    "generation stopped: paused, withdrawn, retired or dropped"
+                );
+                self.stop_runner(&key);
+            }
+        }
+        // A dropped projection is forgotten once its runners have stopped.
+        self.runners.retain(|k, r| live.contains(&k.projection) || !r.task.is_finished());
         Ok(())
     }
 
@@ -725,15 +765,6 @@ impl Host {
         self.runners.get(&record.key).is_some_and(|r| !r.task.is_finished())
     }
 
-    /// Stops a generation's runner because its projection was paused; it
-    /// commits what it projected and releases its lease.
-    fn pause_runner(&mut self, key: &ModelKey) {
-        if self.runners.get(key).is_some_and(|r| !r.task.is_finished()) {
-            tracing::info!(projection = %key.projection, generation = key.generation, "projection paused");
-            self.stop_runner(key);
-        }
-    }
-
     /// Runs a generation unless it already runs or its projection is
     /// paused, loading its module from the loaded ones or the module cache.
     async fn ensure_running(&mut self, record: &ProjectionRecord) {
@@ -756,7 +787,7 @@ impl Host {
         let loaded = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).get(&record.module_hash).cloned();
         let plugin = match loaded {
             Some(p) => p,
-            None => match self.load_cached(&record.module_hash, &record.source).await {
+            None => match self.load_stored(&record.module_hash, &record.source).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(
@@ -772,24 +803,11 @@ impl Host {
         self.spawn(plugin, record);
     }
 
-    async fn load_cached(&mut self, hash: &str, source: &str) -> Result<Arc<Plugin>, HostError> {
-        let runtime = self.runtime.clone();
-        let (hash, name) = (hash.to_owned(), PathBuf::from(source));
-        let path = name.clone();
-        let compile = self.compiles.start(source.to_owned(), self.provider(&path).await);
-        let plugin = tokio::task::spawn_blocking(move || {
-            let cache = runtime.cache().ok_or_else(|| PluginError::Io {
-                path: name.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no module cache"),
-            })?;
-            let bytes = cache.source(&hash).map_err(|source| PluginError::Io { path: name.clone(), source })?;
-            runtime.load_bytes(&name, &bytes)
-        })
-        .await
-        .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path, message: e.to_string() }))?;
+    /// Loads a generation's module from the module cache or the store.
+    async fn load_stored(&mut self, hash: &str, source: &str) -> Result<Arc<Plugin>, ModuleUnavailable> {
+        let compile = self.compiles.start(source.to_owned(), self.provider(Path::new(source)).await);
+        let plugin = module_by_hash(&self.runtime, &self.plugins, self.models.as_ref(), hash, source).await?;
         compile.finish(plugin.compile_time(), plugin.cached());
-        let plugin = Arc::new(plugin);
-        self.plugins.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.hash().to_owned(), plugin.clone());
         Ok(plugin)
     }
 
@@ -890,9 +908,11 @@ impl Host {
         }
     }
 
-    /// Names of the projections this host runs.
+    /// Names of the projections this host runs: those its plugins folder
+    /// provides and those deployed to the store that it runs generations of.
     pub fn projections(&self) -> Vec<String> {
-        let names: BTreeSet<String> = self.sources.values().map(|(n, _)| n.clone()).collect();
+        let files = self.sources.values().map(|(n, _)| n.clone());
+        let names: BTreeSet<String> = files.chain(self.runners.keys().map(|k| k.projection.clone())).collect();
         names.into_iter().collect()
     }
 

@@ -10,7 +10,6 @@
 //! while the active generation keeps following the log.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,6 +19,7 @@ use serde_json::Value;
 
 use crate::model::changes::{ChangeError, ChangeSet};
 use crate::projection::config::{Config, ProjectionConfig};
+use crate::projection::modules::module_by_hash;
 use crate::projection::policy::VerifyPolicy;
 use crate::runtime::plugin::{ModelAccess, Plugin, PluginError, PluginRuntime};
 use crate::source::{EventSource, SourceError};
@@ -47,7 +47,7 @@ pub enum VerifyError {
     /// The module returned changes the host refuses.
     #[error("the module returned a change the host refuses while rebuilding the shadow model: {0}")]
     Refused(#[from] ChangeError),
-    /// The active module is neither loaded nor in the module cache.
+    /// The active module is neither loaded, nor in the module cache, nor in the store.
     #[error("the module of `{projection}` is not available: {reason}")]
     ModuleUnavailable {
         /// Projection name.
@@ -318,23 +318,11 @@ impl Verifier {
         Ok(Claim { running: self.running.clone(), name: name.to_owned() })
     }
 
-    /// The module with this hash: the host's, else from the module cache.
+    /// The module with this hash: the host's, else from the module cache or the store.
     async fn plugin(&self, name: &str, hash: &str, source: &str) -> Result<Arc<Plugin>, VerifyError> {
-        if let Some(p) = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).get(hash) {
-            return Ok(p.clone());
-        }
-        let (runtime, hash, path) = (self.runtime.clone(), hash.to_owned(), PathBuf::from(source));
-        let loaded = tokio::task::spawn_blocking(move || {
-            let cache = runtime.cache().ok_or("no module cache")?;
-            let bytes = cache.source(&hash).map_err(|e| format!("not in the module cache: {e}"))?;
-            runtime.load_bytes(&path, &bytes).map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("loading it panicked: {e}")));
-        let plugin =
-            Arc::new(loaded.map_err(|reason| VerifyError::ModuleUnavailable { projection: name.to_owned(), reason })?);
-        self.plugins.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.hash().to_owned(), plugin.clone());
-        Ok(plugin)
+        module_by_hash(&self.runtime, &self.plugins, self.models.as_ref(), hash, source)
+            .await
+            .map_err(|e| VerifyError::ModuleUnavailable { projection: name.to_owned(), reason: e.to_string() })
     }
 
     /// Records how a verification that ran ended; a store that cannot

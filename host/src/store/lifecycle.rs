@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 use super::change_log::{ChangeEntry, ConsumerPosition, LogRows, LogSettings, log_commit};
 use super::lease::{Fences, LeaseRecord, check_fence};
+use super::modules::{forget_modules, redeploy};
 use super::names;
 use super::{
     DeadLetter, ModelKey, ModelWriter, ProjectionRecord, ProjectionState, Registration, Registry, RetryRequest, Role,
@@ -162,6 +163,14 @@ pub trait Tx: Send + Sized {
     async fn announce_node(&mut self, node: &str, ttl_ms: i64) -> Result<(), StoreError>;
     /// The nodes whose announcement has not expired, sorted.
     async fn live_nodes(&mut self) -> Result<Vec<String>, StoreError>;
+
+    /// Keeps a module's bytes under `hash` unless some are kept there already.
+    async fn put_module(&mut self, hash: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// The module bytes kept under `hash`.
+    async fn module(&mut self, hash: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes the module kept under `hash` unless a generation (of any
+    /// projection, any role) still names it.
+    async fn delete_unused_module(&mut self, hash: &str) -> Result<(), StoreError>;
 
     /// Commits.
     async fn commit(self) -> Result<(), StoreError>;
@@ -339,6 +348,7 @@ impl<B: Backend> Registry for B {
         // A faulted generation stays faulted for the same module until
         // `refract retry`: restarting must not silently re-run a poison event.
         tx.resume(&target_key, source).await?;
+        redeploy(&mut tx, &manifest.name).await?;
         let target = record_in(&mut tx, &target_key).await?;
         tx.commit().await?;
         let active = active.filter(|a| a.key != target.key);
@@ -436,6 +446,12 @@ impl<B: Backend> Registry for B {
             tx.drop_tables(&g.key, &g.manifest).await?;
         }
         tx.delete_projection(name).await?;
+        let mut hashes: Vec<String> = all.iter().map(|g| g.module_hash.clone()).collect();
+        hashes.sort();
+        hashes.dedup();
+        forget_modules(&mut tx, &hashes).await?;
+        // A projection registered again under the name starts deployed.
+        redeploy(&mut tx, name).await?;
         // A projection registered again under the name starts unpaused.
         if tx.meta(&paused_key(name)).await?.is_some() {
             tx.set_meta(&paused_key(name), RUNNABLE).await?;

@@ -103,6 +103,8 @@ const SCHEMA: &[&str] = &[
         updated_at BIGINT  NOT NULL,
         PRIMARY KEY (projection, consumer)
     )",
+    // Module bytes by SHA-256 (`modules.rs`), so every node can load every generation.
+    "CREATE TABLE IF NOT EXISTS refract_modules (hash TEXT PRIMARY KEY, bytes BYTEA NOT NULL, stored_at BIGINT NOT NULL)",
 ];
 
 /// Serializes registry changes (register, activate, rebuild, ...) per
@@ -953,6 +955,37 @@ impl Tx for PgTx {
         )))
         .fetch_all(self.c())
         .await?)
+    }
+
+    async fn put_module(&mut self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refract_modules (hash, bytes, stored_at) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(hash)
+        .bind(bytes)
+        .bind(now_ms())
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn module(&mut self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT bytes FROM refract_modules WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(self.c())
+            .await?)
+    }
+
+    async fn delete_unused_module(&mut self, hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM refract_modules WHERE hash = $1 \
+             AND NOT EXISTS (SELECT 1 FROM refract_generations WHERE module_hash = $2)",
+        )
+        .bind(hash)
+        .bind(hash)
+        .execute(self.c())
+        .await?;
+        Ok(())
     }
 
     async fn commit(self) -> Result<(), StoreError> {

@@ -80,6 +80,8 @@ const SCHEMA: &[&str] = &[
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (projection, consumer)
     )",
+    // Module bytes by SHA-256 (`modules.rs`), so every node can load every generation.
+    "CREATE TABLE IF NOT EXISTS refract_modules (hash TEXT PRIMARY KEY, bytes BLOB NOT NULL, stored_at INTEGER NOT NULL)",
 ];
 
 /// Columns of a registry row, in the order `record_from_row` reads them.
@@ -872,6 +874,37 @@ impl Tx for SqliteTx {
             .bind(now_ms())
             .fetch_all(self.c())
             .await?)
+    }
+
+    async fn put_module(&mut self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refract_modules (hash, bytes, stored_at) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(hash)
+        .bind(bytes)
+        .bind(now_ms())
+        .execute(self.c())
+        .await?;
+        Ok(())
+    }
+
+    async fn module(&mut self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT bytes FROM refract_modules WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(self.c())
+            .await?)
+    }
+
+    async fn delete_unused_module(&mut self, hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM refract_modules WHERE hash = ? \
+             AND NOT EXISTS (SELECT 1 FROM refract_generations WHERE module_hash = ?)",
+        )
+        .bind(hash)
+        .bind(hash)
+        .execute(self.c())
+        .await?;
+        Ok(())
     }
 
     async fn commit(self) -> Result<(), StoreError> {

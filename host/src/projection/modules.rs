@@ -1,0 +1,63 @@
+//! Where a generation's module comes from when this host did not load its
+//! file: the modules it has loaded already, else its module cache, else the
+//! store, where every node that registered a module put it. One place, so
+//! the host's runners and the verifier find modules the same way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::projection::verify::Plugins;
+use crate::runtime::plugin::{Plugin, PluginError, PluginRuntime};
+use crate::store::{Modules, StoreError};
+
+/// Why a module could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleUnavailable {
+    /// Neither the module cache nor the store has these bytes.
+    #[error("module {hash} is neither in the module cache nor in the store (deploy it again)")]
+    Missing {
+        /// The module's hash.
+        hash: String,
+    },
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bytes did not load.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// The module with `hash` (`source` names it in messages), loaded, and
+/// remembered in `plugins` for the next caller.
+pub(crate) async fn module_by_hash(
+    runtime: &PluginRuntime,
+    plugins: &Plugins,
+    store: &dyn Modules,
+    hash: &str,
+    source: &str,
+) -> Result<Arc<Plugin>, ModuleUnavailable> {
+    if let Some(p) = plugins.lock().unwrap_or_else(|e| e.into_inner()).get(hash) {
+        return Ok(p.clone());
+    }
+    let cached = runtime.cache().and_then(|c| c.source(hash).ok());
+    let bytes = match cached {
+        Some(bytes) => bytes,
+        None => {
+            let bytes =
+                store.module(hash).await?.ok_or_else(|| ModuleUnavailable::Missing { hash: hash.to_owned() })?;
+            if let Some(cache) = runtime.cache()
+                && let Err(e) = cache.save_source(hash, &bytes)
+            {
+                tracing::warn!(error = %e, "could not keep the module bytes");
+            }
+            bytes
+        }
+    };
+    let (runtime, path) = (runtime.clone(), PathBuf::from(source));
+    let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&path, &bytes))
+        .await
+        .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path: PathBuf::from(source), message: e.to_string() }));
+    let plugin = Arc::new(loaded?);
+    plugins.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.hash().to_owned(), plugin.clone());
+    Ok(plugin)
+}
