@@ -1,7 +1,8 @@
 //! Several `refract run` processes on one PostgreSQL store share the
 //! projections fairly through leases: a node that joins gets its share by
-//! graceful hand-over, and when a node is SIGKILLed the others take its
-//! projections over within the lease lifetime plus 2 s. Events are
+//! graceful hand-over, a node that leaves with Ctrl-C releases its leases,
+//! and when a node is SIGKILLed the others take its projections over within
+//! the lease lifetime plus 2 s. Events are
 //! appended throughout; every account ends up exactly as the test computes it.
 
 use std::collections::BTreeMap;
@@ -62,7 +63,7 @@ async fn settled(models: &dyn ReadModelStore, nodes: &[&str], within: Duration) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_share_projections_fairly_hand_over_on_join_and_take_over_from_a_killed_node() {
+async fn nodes_share_projections_fairly_hand_over_on_join_and_leave_and_take_over_from_a_killed_node() {
     let dir = tempfile::tempdir().unwrap();
     let schema = pg::fresh_schema().await;
     let plugins = plugins_dir(dir.path(), &PLUGINS);
@@ -83,6 +84,24 @@ async fn nodes_share_projections_fairly_hand_over_on_join_and_take_over_from_a_k
     let took = settled(models.as_ref(), &["n1", "n2", "n3"], Duration::from_secs(60)).await;
     eprintln!("3 nodes settled after the join in {took:?}: {:?}", holdings(models.as_ref()).await);
 
+    // n1 leaves with Ctrl-C: it releases its leases, so the others take its
+    // units at once instead of after they expire.
+    let mut leaving = nodes.remove("n1").unwrap();
+    // SAFETY: kill(2) on our own child, which keeps its pid until we wait on it.
+    assert_eq!(unsafe { libc::kill(leaving.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let left = Instant::now();
+    assert_eq!(leaving.wait().unwrap().code(), Some(0), "n1 did not stop cleanly on Ctrl-C");
+    let kept: Vec<_> = models.leases().await.unwrap().into_iter().filter(|l| l.owner == "n1" && !l.expired).collect();
+    assert!(kept.is_empty(), "n1 left without releasing {kept:?}");
+    append_all(events_store.as_ref(), &events[8_000..10_000]).await;
+    let took = settled(models.as_ref(), &["n2", "n3"], Duration::from_secs(60)).await;
+    let over = left.elapsed() - Duration::from_millis(200); // the three settled looks
+    eprintln!("n1 left; n2 and n3 took over in {over:?}: {:?}", holdings(models.as_ref()).await);
+    assert!(
+        over <= Duration::from_millis(TTL_MS + 2_000),
+        "take-over after a leave took {over:?} ({took:?} to settle)"
+    );
+
     // The busiest node is killed: its units move within the lease lifetime + 2 s.
     let held = holdings(models.as_ref()).await;
     let victim = held.iter().max_by_key(|(_, n)| **n).map(|(id, _)| id.clone()).unwrap();
@@ -95,7 +114,7 @@ async fn nodes_share_projections_fairly_hand_over_on_join_and_take_over_from_a_k
     let over = killed.elapsed() - Duration::from_millis(200); // the three settled looks
     eprintln!("{victim} killed; {rest:?} took over in {over:?}: {:?}", holdings(models.as_ref()).await);
     assert!(over <= Duration::from_millis(TTL_MS + 2_000), "take-over took {over:?} ({took:?} to settle)");
-    append_all(events_store.as_ref(), &events[8_000..]).await;
+    append_all(events_store.as_ref(), &events[10_000..]).await;
 
     // Every projection reaches the head, and every account is exact.
     let head = events_store.head().await.unwrap();
