@@ -17,7 +17,7 @@ use refract::ReadModelStore;
 
 /// Six projections: the examples and four harmless fixtures.
 const PLUGINS: [&str; 6] = ["account_summary", "order_summary", "poison", "flood", "bench_decode", "capabilities"];
-const TTL_MS: u64 = 3_000;
+pub(crate) const TTL_MS: u64 = 3_000;
 
 fn node(data: &Path, url: &str, plugins: &Path, id: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_refract"))
@@ -31,6 +31,24 @@ fn node(data: &Path, url: &str, plugins: &Path, id: &str) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap()
+}
+
+/// A node as [`node`] starts it, serving HTTP on a port the OS picks.
+pub(crate) fn serving_node(data: &Path, url: &str, plugins: &Path, id: &str) -> (Child, std::net::SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_refract"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--events", url, "--store", url])
+        .args(["run", "--node-id", id, "--lease-ttl-ms", &TTL_MS.to_string(), "--http", "127.0.0.1:0"])
+        .arg("--plugins")
+        .arg(plugins)
+        .env("RUST_LOG", "refract=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = common::http::listening_addr(&mut child);
+    (child, addr)
 }
 
 /// Units held by each node under an unexpired lease.
@@ -315,19 +333,7 @@ async fn a_rolling_update_is_built_once_and_swaps_every_node_whole() {
         let plugins = dir.path().join(format!("plugins-{id}"));
         std::fs::create_dir_all(&plugins).unwrap();
         std::fs::copy(plugin("account_summary"), plugins.join("account_summary.wasm")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_refract"))
-            .arg("--data-dir")
-            .arg(dir.path().join(id))
-            .args(["--events", &schema.url, "--store", &schema.url])
-            .args(["run", "--node-id", id, "--lease-ttl-ms", &TTL_MS.to_string(), "--http", "127.0.0.1:0"])
-            .arg("--plugins")
-            .arg(&plugins)
-            .env("RUST_LOG", "refract=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let addr = common::http::listening_addr(&mut child);
+        let (child, addr) = serving_node(&dir.path().join(id), &schema.url, &plugins, id);
         nodes.push((plugins, addr, child));
     }
     let head = events.len() as u64;

@@ -6,37 +6,24 @@
 //! restarts.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::cluster::TTL_MS;
 use crate::common;
 use common::cli::{Background, output, refract, succeed};
 use common::*;
 use refract::Role;
 
-const TTL_MS: u64 = 3_000;
 const BOUND: Duration = Duration::from_secs(120);
 
 /// A `refract run` node on the schema at `url` whose plugins folder is empty, serving HTTP.
 fn empty_node(dir: &Path, url: &str, id: &str) -> (Child, std::net::SocketAddr) {
     let plugins = dir.join(format!("plugins-{id}"));
     std::fs::create_dir_all(&plugins).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refract"))
-        .arg("--data-dir")
-        .arg(dir.join(id))
-        .args(["--events", url, "--store", url])
-        .args(["run", "--node-id", id, "--lease-ttl-ms", &TTL_MS.to_string(), "--http", "127.0.0.1:0"])
-        .arg("--plugins")
-        .arg(&plugins)
-        .env("RUST_LOG", "refract=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = common::http::listening_addr(&mut child);
-    (child, addr)
+    crate::cluster::serving_node(&dir.join(id), url, &plugins, id)
 }
 
 /// `refract --events URL --store URL` from a machine with no data dir of its own.

@@ -130,6 +130,12 @@ mod jetstream {
         let fresh = FreshStream::new();
         events::concurrent_appends_are_gapless_in(store(&fresh).await, Batches::OneEvent).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_read_stream() {
+        let fresh = FreshStream::new();
+        crate::conformance::admin::read_stream(store(&fresh).await).await;
+    }
 }
 
 /// Runs `sql` on the database behind `fresh`, as a foreign tool (or an
