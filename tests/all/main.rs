@@ -43,6 +43,7 @@ mod metrics;
 mod packaging;
 mod polyglot;
 mod postgres_gap;
+mod query_guards;
 mod ready;
 mod reliability;
 mod reload;

@@ -214,7 +214,7 @@ pub static ROUTES: &[Route] = &[
                 Param {
                     name: "cursor",
                     location: In::Query,
-                    description: "`next_cursor` of the previous page of the same query.",
+                    description: "`next_cursor` of the previous page of the same query: same `order`, `filter`s and `search` (`limit` may change). A cursor of another query is a 400 saying what differs.",
                     schema: string_schema,
                 },
                 Param {

@@ -34,7 +34,7 @@ pub struct QueryArgs {
     /// Page size.
     #[arg(long, default_value_t = refract::DEFAULT_LIMIT)]
     limit: u32,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page of the same query: the same --order, --where and --search (--limit may change).
     #[arg(long)]
     cursor: Option<String>,
     /// Print only the number of matching documents.
