@@ -1,6 +1,7 @@
 //! Queries that would silently answer wrongly, over HTTP and the CLI: a
 //! cursor reused with another query is refused by name (and followed with
-//! its own query visits every document once).
+//! its own query visits every document once), an operator typo is refused,
+//! and a string compared by order with a numeric field is warned about.
 
 use crate::common;
 
@@ -115,5 +116,66 @@ async fn a_cursor_reused_with_another_query_is_refused_and_its_own_query_pages_t
         next = cursor;
     }
     assert_eq!(got, want);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_typos_are_refused_and_strings_against_numbers_are_warned_about() {
+    let events = bank_events(50, 150, 7);
+    let (host, addr, dir) = serve(&events).await;
+    let expected = expected_accounts(&events);
+    let mut client = Client::connect(addr).await;
+
+    let typo = |filter: &str, field: &str, operator: &str| {
+        format!(
+            "bad filter `{filter}`: `{operator}` is not an operator; use =, !=, <, <=, >, >= or =in:[...] (to compare \
+             with a value that starts with = ! < or >, write it as a JSON string, e.g. {field}=\"=x\")"
+        )
+    };
+    for (filter, operator) in [("balance>>100", ">>"), ("balance=>100", "=>"), ("balance<>100", "<>")] {
+        let reply = client.get(&format!("{ACCOUNTS}?filter={}", enc(filter))).await;
+        assert_eq!(reply.status, 400, "{filter}: {}", reply.text);
+        assert_eq!(reply.json(), serde_json::json!({ "error": typo(filter, "balance", operator) }));
+    }
+    let data = dir.path();
+    let refused = output(refract(data).args(["query", "account-summary", "accounts", "--where", "balance=<100"]));
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains(&typo("balance=<100", "balance", "=<")), "{stderr}");
+
+    // `balance` holds numbers: a string compared by order is warned about,
+    // next to the answer; a string field compared with a string is not.
+    let warning = |op: &str| {
+        format!(
+            "filter `balance{op}\"abc\"` compares `balance` with the string \"abc\", but `balance` holds numbers: \
+             numbers and strings do not compare by value, so it matches every number or none; compare with a number, \
+             e.g. `balance{op}100`"
+        )
+    };
+    let page = client.get(&format!("{ACCOUNTS}?filter={}", enc("balance>=abc"))).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_eq!(page.json()["warnings"], serde_json::json!([warning(">=")]));
+    let count =
+        client.get(&format!("{ACCOUNTS}?count=true&filter={}&filter={}", enc("balance<abc"), enc("status=open"))).await;
+    assert_eq!(count.json()["warnings"], serde_json::json!([warning("<")]), "{}", count.text);
+    let owners = client.get(&format!("{ACCOUNTS}?filter={}&limit=1000", enc("owner>=owner-3"))).await.json();
+    assert_eq!(owners.get("warnings"), None, "{owners}");
+    let want = expected.values().filter(|a| a.owner.as_str() >= "owner-3").count();
+    assert_eq!(owners["documents"].as_array().unwrap().len(), want);
+    let numeric = client.get(&format!("{ACCOUNTS}?filter={}&limit=1000", enc("balance>=100"))).await.json();
+    assert_eq!(numeric.get("warnings"), None, "{numeric}");
+
+    // The CLI warns on standard error and keeps standard output a page.
+    let warned = output(refract(data).args(["query", "account-summary", "accounts", "--where", "balance>abc"]));
+    assert!(warned.status.success(), "{}", String::from_utf8_lossy(&warned.stderr));
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(stderr.contains(&format!("warning: {}", warning(">"))), "{stderr}");
+    let page: Value = serde_json::from_slice(&warned.stdout).unwrap();
+    assert!(page["documents"].is_array(), "{page}");
+    let quiet =
+        output(refract(data).args(["query", "account-summary", "accounts", "--where", "balance>100", "--count"]));
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("warning"), "{}", String::from_utf8_lossy(&quiet.stderr));
+    let want = expected.values().filter(|a| a.balance > 100).count();
+    assert_eq!(String::from_utf8_lossy(&quiet.stdout).trim(), want.to_string());
     host.shutdown().await;
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::model::manifest::CollectionSpec;
 use crate::store::search::Search;
+use crate::store::{ReadModelStore, StoreError};
 
 /// Largest page a query may ask for.
 pub const MAX_LIMIT: u32 = 10_000;
@@ -29,6 +30,20 @@ pub enum QueryError {
         "bad filter `{0}`: write field=value, field!=value, field>value, field>=value, field<value, field<=value or field=in:[v1,v2]"
     )]
     BadFilter(String),
+    /// A filter's operator is none of the operators, e.g. `>>` or `=>`:
+    /// read as an operator and a value starting with `>`, it compared with
+    /// a string and silently matched nothing.
+    #[error(
+        "bad filter `{filter}`: `{operator}` is not an operator; use =, !=, <, <=, >, >= or =in:[...] (to compare with a value that starts with = ! < or >, write it as a JSON string, e.g. {field}=\"=x\")"
+    )]
+    BadOperator {
+        /// The filter as given.
+        filter: String,
+        /// Field of the filter.
+        field: String,
+        /// The run of operator characters as given.
+        operator: String,
+    },
     /// A filter or order uses a field that is not indexed.
     #[error("field `{field}` is not indexed in collection `{collection}` (queryable: id{})", list_fields(.indexes))]
     NotIndexed {
@@ -224,6 +239,21 @@ impl Op {
     }
 }
 
+impl std::fmt::Display for Op {
+    /// The operator as a filter is written, `=in:` for `In`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::Eq => "=",
+            Op::Ne => "!=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::In => "=in:",
+        })
+    }
+}
+
 /// One condition on a JSON field (or `id`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Filter {
@@ -250,6 +280,16 @@ impl Filter {
         let bad = || QueryError::BadFilter(expr.to_owned());
         let at = expr.find(['=', '!', '<', '>']).ok_or_else(bad)?;
         let (field, rest) = expr.split_at(at);
+        // The whole run of operator characters must be one operator: else
+        // `a>>1` would be `a > ">1"`, a string comparison matching nothing.
+        let run = rest.find(|c| !matches!(c, '=' | '!' | '<' | '>')).map_or(rest, |end| &rest[..end]);
+        if !["=", "!=", "<", "<=", ">", ">="].contains(&run) {
+            return Err(QueryError::BadOperator {
+                filter: expr.to_owned(),
+                field: field.trim().to_owned(),
+                operator: run.to_owned(),
+            });
+        }
         let (op, raw) = [
             ("!=", Op::Ne),
             ("<=", Op::Le),
@@ -556,6 +596,50 @@ fn filters_digest(filters: &[Filter]) -> Option<String> {
     Some(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// What may be wrong with a query that runs: one sentence per filter that
+/// compares a field holding numbers with a string by order (`<`, `<=`, `>`,
+/// `>=`), e.g. `balance>=abc`. Numbers and strings do not compare by value,
+/// and the backends order them apart (SQLite puts every number before every
+/// string, PostgreSQL after), so such a filter matches all numbers or none.
+///
+/// Manifests declare no index types, so whether a field holds numbers is
+/// read from the data: some document of the collection has a number there.
+/// A warning, not a refusal: a field may hold numbers in some documents and
+/// strings in others, and then a string comparison can be what is meant.
+/// One small read per such filter (an index range, at most one row); none
+/// for any other query.
+pub async fn query_warnings(
+    store: &dyn ReadModelStore,
+    projection: &str,
+    collection: &str,
+    query: &Query,
+) -> Result<Vec<String>, StoreError> {
+    let mut warnings = Vec::new();
+    for f in &query.filters {
+        let Value::String(text) = &f.value else { continue };
+        if f.field == "id" || !matches!(f.op, Op::Lt | Op::Le | Op::Gt | Op::Ge) {
+            continue;
+        }
+        // Every number, and nothing else, lies between -MAX and MAX on both
+        // backends (in SQLite a string is above every number, in PostgreSQL
+        // below; null matches neither comparison).
+        let numbers =
+            Query::new().filter(f.field.clone(), Op::Ge, -f64::MAX).filter(f.field.clone(), Op::Le, f64::MAX).limit(1);
+        if store.query_documents(projection, collection, &numbers).await?.documents.is_empty() {
+            continue;
+        }
+        warnings.push(format!(
+            "filter `{field}{op}{value}` compares `{field}` with the string {value}, but `{field}` holds numbers: \
+             numbers and strings do not compare by value, so it matches every number or none; compare with a number, \
+             e.g. `{field}{op}100`",
+            field = f.field,
+            op = f.op,
+            value = Value::String(text.clone()),
+        ));
+    }
+    Ok(warnings)
+}
+
 /// One row a backend read: the document and, in a rank order, its score.
 pub(crate) struct Row {
     pub document: Document,
@@ -696,6 +780,38 @@ mod tests {
         assert!(matches!(Filter::parse("a=in:3"), Err(QueryError::BadValue { .. })));
         assert!(matches!(Filter::parse("a>true"), Err(QueryError::BadValue { .. })));
         assert!(matches!(Filter::parse("a={\"x\":1}"), Err(QueryError::BadValue { .. })));
+    }
+
+    /// A run of operator characters that is not one operator is refused
+    /// by name, where it was once read as an operator and a value.
+    #[test]
+    fn operator_typos_are_refused() {
+        for (expr, field, operator) in [
+            ("balance>>100", "balance", ">>"),
+            ("balance=>100", "balance", "=>"),
+            ("balance=<100", "balance", "=<"),
+            ("balance<<100", "balance", "<<"),
+            ("balance!==1", "balance", "!=="),
+            ("balance==1", "balance", "=="),
+            ("balance<>1", "balance", "<>"),
+            ("balance!1", "balance", "!"),
+            ("owner =!ada", "owner", "=!"),
+            ("a>=>1", "a", ">=>"),
+        ] {
+            let err = Filter::parse(expr).unwrap_err();
+            let want = QueryError::BadOperator { filter: expr.into(), field: field.into(), operator: operator.into() };
+            assert_eq!(err, want, "{expr}");
+        }
+        assert_eq!(
+            Filter::parse("balance>>100").unwrap_err().to_string(),
+            "bad filter `balance>>100`: `>>` is not an operator; use =, !=, <, <=, >, >= or =in:[...] (to compare \
+             with a value that starts with = ! < or >, write it as a JSON string, e.g. balance=\"=x\")"
+        );
+        // The way out the message gives: a quoted value is a value.
+        let f = Filter::parse("note=\"=x\"").unwrap();
+        assert_eq!((f.op, f.value), (Op::Eq, json!("=x")));
+        let f = Filter::parse("note>\">1\"").unwrap();
+        assert_eq!((f.op, f.value), (Op::Gt, json!(">1")));
     }
 
     #[test]

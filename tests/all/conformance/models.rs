@@ -315,6 +315,24 @@ pub async fn queries(store: Arc<dyn ReadModelStore>) {
         0
     );
 
+    // A string compared by order with a field holding numbers is warned
+    // about (how many warnings each filter gets); only then.
+    let warnings = |f: &'static str| async move {
+        let query = Query::new().with_filter(Filter::parse(f).unwrap());
+        refract::query_warnings(s, "q", "items", &query).await.unwrap().len()
+    };
+    for (filter, count) in [
+        ("balance>=abc", 1),
+        ("balance<\"10\"", 1),
+        ("balance=abc", 0),
+        ("balance>=5", 0),
+        ("owner>=abc", 0),
+        ("profile.city<x", 0),
+        ("id>a", 0),
+    ] {
+        assert_eq!(warnings(filter).await, count, "{filter}");
+    }
+
     // Only indexed fields; bad cursors and limits are refused.
     let bad = |query: Query| async move { s.query_documents("q", "items", &query).await.unwrap_err() };
     let err = bad(Query { filters: vec![Filter::parse("secret=1").unwrap()], ..Query::default() }).await;
