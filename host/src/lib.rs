@@ -66,7 +66,7 @@ pub use store::change_log::{DEFAULT_MAX_ENTRIES, MAX_CONSUMER_LEN, check_consume
 pub use store::limits::{DEFAULT_READ_TIMEOUT, READ_TIMEOUT_ENV};
 pub use store::query::{
     DEFAULT_LIMIT, Document, Filter, MAX_FILTERS, MAX_IN_VALUES, MAX_LIMIT, Op, Order, Page, Query, QueryError,
-    check_document_id,
+    check_document_id, query_warnings,
 };
 pub use store::search::{MAX_DOCUMENT_WORDS, MAX_SEARCH_BYTES, MAX_SEARCH_WORDS, MAX_WORD_BYTES};
 pub use store::{

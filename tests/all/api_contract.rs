@@ -351,3 +351,76 @@ async fn a_host_over_a_read_only_source_projects_it_and_refuses_appends() {
     assert_eq!(refract::EventSource::head(stores.events.as_ref()).await.unwrap(), 500, "nothing was appended");
     host.shutdown().await;
 }
+
+/// Writes `request` on a fresh connection and reads until the server closes
+/// it: (status, content type, body).
+fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading the answer: {e}; so far {}", String::from_utf8_lossy(&out)),
+        }
+    }
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head in {text:?}"));
+    let status = head[9..12].parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_owned))
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+/// Requests the HTTP parser refuses before any handler runs (a `>` or a
+/// space left unencoded, a header without a colon, a URL over the parser's
+/// limit) get the same JSON error body as every other error, not an empty
+/// one; so do bad percent-encoding and a parameter given twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let addr = serve(state(&stores)).await;
+    let unparsable = "the request is not valid HTTP: most often a URL holds a character that must be \
+                      percent-encoded (a space, \", <, >, \\, ^, `, {, | or }), e.g. filter=balance%3E%3D100 for \
+                      balance>=100; else the request line or a header is malformed";
+    let long = format!("GET /projections?{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+    let cases: [(&[u8], u16, &str); 4] = [
+        (b"GET /projections/bank/accounts?filter=balance>=100 HTTP/1.1\r\nhost: x\r\n\r\n", 400, unparsable),
+        (b"GET /projections/bank/accounts?filter=owner=ada lovelace HTTP/1.1\r\nhost: x\r\n\r\n", 400, unparsable),
+        (b"GET /projections HTTP/1.1\r\nhost x\r\n\r\n", 400, unparsable),
+        (long.as_bytes(), 414, "the URL is too long: send fewer or shorter parameters"),
+    ];
+    for (request, status, error) in cases {
+        let shown = String::from_utf8_lossy(&request[..request.len().min(80)]).into_owned();
+        let (got, content_type, body) = raw_request(addr, request);
+        assert_eq!((got, content_type.as_str()), (status, "application/json"), "{shown}: {body}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({ "error": error }), "{shown}");
+    }
+
+    let mut client = Client::connect(addr).await;
+    let accounts = "/projections/bank/accounts";
+    let bad_percent = "bad percent-encoding in the value of `filter`: `%` must be followed by two hex digits (write a literal % as %25)";
+    for (query, error) in [
+        ("filter=balance%3E%3D1%ZZ", bad_percent.to_owned()),
+        ("filter=balance%3E%3", bad_percent.to_owned()),
+        ("fil%tr=1", "bad percent-encoding in the parameter name `fil%tr`: `%` must be followed by two hex digits (write a literal % as %25)".to_owned()),
+        ("filter=%FF", "the value of `filter` is not UTF-8 once percent-decoded".to_owned()),
+        ("limit=1&limit=2", "`limit` is given more than once; give it once (only filter, agg, group_by repeat)".to_owned()),
+        ("order=id&order=-id", "`order` is given more than once; give it once (only filter, agg, group_by repeat)".to_owned()),
+    ] {
+        let reply = client.get(&format!("{accounts}?{query}")).await;
+        assert_eq!((reply.status, reply.content_type.as_str()), (400, "application/json"), "{query}: {}", reply.text);
+        assert_eq!(reply.json(), json!({ "error": error }), "{query}");
+    }
+    // Repeatable parameters still repeat: this one fails later, on the
+    // unknown projection, not on the repeat.
+    let reply = client.get(&format!("{accounts}?filter=a%3D1&filter=b%3D2")).await;
+    assert_eq!(reply.status, 404, "{}", reply.text);
+}

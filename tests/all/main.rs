@@ -44,6 +44,7 @@ mod metrics;
 mod packaging;
 mod polyglot;
 mod postgres_gap;
+mod query_guards;
 mod ready;
 mod reliability;
 mod reload;

@@ -225,3 +225,32 @@ fn refract_dev_picks_up_new_projects_and_sdk_changes() {
     wait_for_lines(&mut dev, &["building plugin", "plugins/first"], 2, started);
     wait_for_lines(&mut dev, &["building plugin", "plugins/second"], 2, started);
 }
+
+/// A JS project whose tools were never installed (no `node_modules`
+/// anywhere above it) says where to run `npm install`, instead of node's
+/// raw `ERR_MODULE_NOT_FOUND`; the host keeps running. No network: the
+/// check is made before npm or node is started.
+#[test]
+fn a_js_project_without_node_modules_says_to_run_npm_install() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    run(dir, &["new", "no-tools", "--lang", "js"]).unwrap();
+    assert!(!dir.join("plugins/js/node_modules").exists());
+    let mut dev = Dev(common::cli::Background::spawn(
+        refract(dir).args(["dev", "--no-http"]).process_group(0).stdin(Stdio::null()),
+    ));
+    let (project, tools) = (dir.join("plugins/js/no-tools"), dir.join("plugins/js"));
+    let expected = format!(
+        "the JS build tools are not installed for {}: run `npm install` in {}",
+        project.display(),
+        tools.display()
+    );
+    // Not `wait_for_lines`: its check fails on the very error expected here.
+    while !(dev.log().contains(&expected) && dev.log().contains("host running")) {
+        assert!(dev.0.child.try_wait().unwrap().is_none(), "refract dev exited:\n{}", dev.log());
+        assert!(started.elapsed() < DEADLINE, "no `{expected}` in:\n{}", dev.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!dev.log().contains("ERR_MODULE_NOT_FOUND"), "{}", dev.log());
+}

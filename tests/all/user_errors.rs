@@ -80,3 +80,38 @@ fn an_unreachable_postgres_is_named_and_fails_fast() {
         assert_no_backtrace(&text);
     }
 }
+
+/// A URL whose search path selects a schema that does not exist is named,
+/// with the statement that creates it; once created, the same URL works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_postgres_schema_is_named_with_how_to_create_it() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    // A fresh schema, dropped at once: its name is unique, and the guard
+    // drops it again (with what the last step put in it) at the end.
+    let schema = common::pg::fresh_schema().await;
+    let mut conn = sqlx::PgConnection::connect(&common::pg::database_url()).await.unwrap();
+    let drop = format!("DROP SCHEMA {} CASCADE", schema.name);
+    sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await.unwrap();
+
+    let server = common::pg::database_url().split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let expected = format!(
+        "the URL selects schema `{name}`, which does not exist in the database at {server}: create it with `CREATE SCHEMA {name}` (or choose another with `options[search_path]=`)",
+        name = schema.name
+    );
+    let url = schema.url.as_str();
+    for args in [vec!["append", "a-1", "T", "{}"], vec!["status"]] {
+        let out = output(refract(dir.path()).args(["--events", url, "--store", url]).args(&args));
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+        assert!(text.contains(&expected), "{args:?}: {text}");
+        assert!(!text.contains("no schema has been selected"), "{args:?}: {text}");
+        assert_no_backtrace(&text);
+    }
+
+    let create = format!("CREATE SCHEMA {}", schema.name);
+    sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    let position = succeed(refract(dir.path()).args(["--events", url, "--store", url, "append", "a-1", "T", "{}"]));
+    assert_eq!(position.trim(), "1");
+}

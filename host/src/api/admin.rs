@@ -137,7 +137,7 @@ type Reply = Result<Json<Value>, ApiError>;
 
 /// The projection name, and no query string (these actions take none but `reset`'s `to`).
 fn name_only(name: Result<Path<String>, PathRejection>, raw: Option<String>) -> Result<String, ApiError> {
-    if let Some((key, _)) = pairs(raw.as_deref()).next() {
+    if let Some((key, _)) = pairs(raw.as_deref())?.into_iter().next() {
         return Err(unknown(&key, "none"));
     }
     crate::api::routes::path(name)
@@ -161,7 +161,7 @@ async fn resume(
 async fn reset(State(s): State<ApiState>, name: Result<Path<String>, PathRejection>, RawQuery(raw): RawQuery) -> Reply {
     let name = crate::api::routes::path(name)?;
     let mut to = None;
-    for (key, value) in pairs(raw.as_deref()) {
+    for (key, value) in pairs(raw.as_deref())? {
         match key.as_str() {
             "to" => to = Some(number::<u64>(&key, &value)?),
             _ => return Err(unknown(&key, "to")),

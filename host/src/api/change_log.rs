@@ -48,7 +48,7 @@ const KNOWN: &str = "after, generation, limit, consumer";
 impl FeedParams {
     fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let mut p = Self::default();
-        for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        for (key, value) in crate::api::params::pairs(raw)? {
             let number = |max: u64| -> Result<u64, ApiError> {
                 value.parse::<u64>().ok().filter(|n| *n <= max).ok_or_else(|| {
                     ApiError::BadRequest(format!("`{key}` must be an integer from 0 to {max}, not `{value}`"))
@@ -66,7 +66,7 @@ impl FeedParams {
                 }
                 "consumer" => {
                     crate::store::change_log::check_consumer(&value)?;
-                    p.consumer = Some(value.into_owned());
+                    p.consumer = Some(value);
                 }
                 other => {
                     return Err(ApiError::BadRequest(format!(

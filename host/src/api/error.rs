@@ -71,6 +71,19 @@ pub enum ApiError {
         /// How long the server waited for the whole body.
         timeout_ms: u64,
     },
+    /// The request line or a header is not valid HTTP, as the HTTP parser
+    /// found before any handler ran; most often a URL character left
+    /// unencoded. See `server::JsonParseErrors`.
+    #[error(
+        "the request is not valid HTTP: most often a URL holds a character that must be percent-encoded (a space, \", <, >, \\, ^, `, {{, | or }}), e.g. filter=balance%3E%3D100 for balance>=100; else the request line or a header is malformed"
+    )]
+    Unparsable,
+    /// The URL is longer than the HTTP parser takes.
+    #[error("the URL is too long: send fewer or shorter parameters")]
+    UriTooLong,
+    /// The request's headers are larger than the HTTP parser takes.
+    #[error("the request's headers are too large")]
+    HeadersTooLarge,
     /// A server-side failure that is not the client's doing.
     #[error("internal error: {0}")]
     Internal(String),
@@ -118,7 +131,9 @@ impl ApiError {
     /// from the request that the database refuses to hold, is a 400.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::Query(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::Query(_) | Self::Unparsable => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Store(e) => match e {
                 StoreError::UnknownProjection(_) | StoreError::UnknownCollection { .. } => StatusCode::NOT_FOUND,
                 StoreError::AdminRefused { .. } => StatusCode::CONFLICT,
@@ -158,8 +173,19 @@ impl ApiError {
         }
     }
 
+    /// What the HTTP parser's own answer with `status` (hyper answers a
+    /// request it cannot parse by itself, with an empty body) stands for.
+    pub(crate) fn of_parse_error(status: u16) -> Option<Self> {
+        match status {
+            400 => Some(Self::Unparsable),
+            414 => Some(Self::UriTooLong),
+            431 => Some(Self::HeadersTooLarge),
+            _ => None,
+        }
+    }
+
     /// The JSON body: the message, plus the facts a client acts on.
-    fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         let mut body = json!({ "error": self.to_string() });
         match self {
             Self::ConsistencyTimeout { checkpoint, min_position, .. } => {

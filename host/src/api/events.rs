@@ -89,7 +89,7 @@ struct PageParams {
 impl PageParams {
     fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let (mut after, mut from, mut limit) = (None, None, DEFAULT_EVENTS_LIMIT);
-        for (key, value) in pairs(raw) {
+        for (key, value) in pairs(raw)? {
             match key.as_str() {
                 "after" => after = Some(number::<u64>(&key, &value)?),
                 "from" => from = Some(number::<u64>(&key, &value)?),

@@ -347,8 +347,10 @@ pub fn document<'a>(routes: impl IntoIterator<Item = (Method, &'a str, Access, &
             "Document": { "type": "object", "properties": { "id": { "type": "string" }, "document": { "type": "object" } } },
             "Page": { "type": "object", "properties": {
                 "documents": { "type": "array", "items": { "$ref": "#/components/schemas/Document" } },
-                "next_cursor": { "type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the last." }
-            }}
+                "next_cursor": { "type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the last." },
+                "warnings": { "$ref": "#/components/schemas/Warnings" }
+            }},
+            "Warnings": { "type": "array", "items": { "type": "string" }, "description": "Present only when the query ran but likely not as it reads, e.g. a string compared by order with a field holding numbers." }
         }}
     })
 }

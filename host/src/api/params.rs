@@ -60,8 +60,70 @@ pub struct QueryParams {
     pub consistency: Consistency,
 }
 
-pub(crate) fn pairs(raw: Option<&str>) -> impl Iterator<Item = (String, String)> {
-    form_urlencoded::parse(raw.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
+/// The parameters that may be given more than once; any other given twice
+/// is refused, where it was once silently the last one.
+const REPEATABLE: [&str; 3] = ["filter", "agg", "group_by"];
+
+/// The query string's `key=value` pairs, decoded: the one place every
+/// endpoint reads its parameters through. Refused with a 400 naming the
+/// parameter: a `%` not followed by two hex digits, text that is not UTF-8
+/// once decoded, and a parameter that does not repeat given twice. (A `<`,
+/// `>` or space left unencoded never reaches here: the HTTP parser refuses
+/// the request line, and `server::JsonParseErrors` answers for it.)
+pub(crate) fn pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let raw = raw.unwrap_or("");
+    let mut out: Vec<(String, String)> = Vec::new();
+    for part in raw.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        let key = decoded(key, None)?;
+        let value = decoded(value, Some(&key))?;
+        if !REPEATABLE.contains(&key.as_str()) && out.iter().any(|(k, _)| *k == key) {
+            return Err(ApiError::BadRequest(format!(
+                "`{key}` is given more than once; give it once (only {} repeat)",
+                REPEATABLE.join(", ")
+            )));
+        }
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// One key or value of the query string, percent- and `+`-decoded, or a
+/// 400 saying what is wrong with it: `key` names the parameter of a value.
+fn decoded(text: &str, key: Option<&str>) -> Result<String, ApiError> {
+    let what = || match key {
+        Some(key) => format!("the value of `{key}`"),
+        None => format!("the parameter name `{text}`"),
+    };
+    let bytes = text.as_bytes();
+    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
+        if !bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+            return Err(ApiError::BadRequest(format!(
+                "bad percent-encoding in {}: `%` must be followed by two hex digits (write a literal % as %25)",
+                what()
+            )));
+        }
+    }
+    let plus_as_space = text.replace('+', " ");
+    let bytes: Vec<u8> = percent_decoded(plus_as_space.as_bytes());
+    String::from_utf8(bytes).map_err(|_| ApiError::BadRequest(format!("{} is not UTF-8 once percent-decoded", what())))
+}
+
+/// `%XX` sequences to their bytes; the caller checked that each `%` has two hex digits.
+fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("checked: two ASCII hex digits");
+            out.push(u8::from_str_radix(hex, 16).expect("checked: two hex digits"));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 pub(crate) fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ApiError> {
@@ -131,7 +193,7 @@ impl Consistency {
     /// Parses the query string of a read that takes nothing else.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let mut given = Given::default();
-        for (k, v) in pairs(raw) {
+        for (k, v) in pairs(raw)? {
             if !given.accept(&k, &v)? {
                 return Err(unknown(&k, "consistency, min_position, timeout_ms"));
             }
@@ -154,7 +216,7 @@ impl ReadyParams {
     /// Parses `min_position` and `timeout_ms`.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let mut given = Given::default();
-        for (k, v) in pairs(raw) {
+        for (k, v) in pairs(raw)? {
             // `consistency` is a read's choice; readiness is always about positions.
             if k == "consistency" || !given.accept(&k, &v)? {
                 return Err(unknown(&k, "min_position, timeout_ms"));
@@ -170,7 +232,7 @@ impl QueryParams {
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let mut p = Self { query: Query::default(), count: false, consistency: Consistency::default() };
         let mut given = Given::default();
-        for (k, v) in pairs(raw) {
+        for (k, v) in pairs(raw)? {
             if given.accept(&k, &v)? {
                 continue;
             }
@@ -223,7 +285,7 @@ impl AggregateParams {
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let mut p = Self { query: AggregateQuery::default(), consistency: Consistency::default() };
         let mut given = Given::default();
-        for (k, v) in pairs(raw) {
+        for (k, v) in pairs(raw)? {
             if given.accept(&k, &v)? {
                 continue;
             }

@@ -29,7 +29,7 @@ use crate::api::{ApiState, change_log, layers, openapi, sse};
 use crate::model::event::{AppendRequest, ExpectedVersion, NewEvent};
 use crate::projection::host::ProjectionStatus;
 use crate::store::ProjectionRecord;
-use crate::store::query::Page;
+use crate::store::query::{Page, query_warnings};
 
 /// Largest request body accepted; larger ones get 413.
 pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -190,7 +190,7 @@ pub static ROUTES: &[Route] = &[
                 Param {
                     name: "filter",
                     location: In::Query,
-                    description: "Repeatable; all must hold. `field=value`, `field!=value`, `field>value`, `field>=value`, `field<value`, `field<=value` or `field=in:[v1,v2]`, on an indexed field or `id`. A value that is valid JSON is compared as JSON, anything else as a string.",
+                    description: "Repeatable; all must hold. `field=value`, `field!=value`, `field>value`, `field>=value`, `field<value`, `field<=value` or `field=in:[v1,v2]`, on an indexed field or `id`. A value that is valid JSON is compared as JSON, anything else as a string (quote a string starting with `=`, `!`, `<` or `>` as JSON: an operator typo such as `>>` or `=>` is a 400). Encode it: `filter=balance%3E%3D100`. A `<`, `<=`, `>` or `>=` with a string on a field that holds numbers answers with a `warnings` list.",
                     schema: || json!({ "type": "array", "items": { "type": "string" } }),
                 },
                 Param {
@@ -214,7 +214,7 @@ pub static ROUTES: &[Route] = &[
                 Param {
                     name: "cursor",
                     location: In::Query,
-                    description: "`next_cursor` of the previous page of the same query.",
+                    description: "`next_cursor` of the previous page of the same query: same `order`, `filter`s and `search` (`limit` may change). A cursor of another query is a 400 saying what differs.",
                     schema: string_schema,
                 },
                 Param {
@@ -230,7 +230,7 @@ pub static ROUTES: &[Route] = &[
             body: None,
             ok: json_reply(
                 "A page, or a count when `count=true`.",
-                || json!({ "oneOf": [schema_ref("Page"), { "type": "object", "properties": { "count": { "type": "integer" } } }] }),
+                || json!({ "oneOf": [schema_ref("Page"), { "type": "object", "properties": { "count": { "type": "integer" }, "warnings": schema_ref("Warnings") } }] }),
             ),
             errors: &[400, 404, 504, 500],
         },
@@ -609,14 +609,21 @@ async fn query(
     let models = s.models();
     if params.count {
         let count = models.count_documents(&name, &collection, &params.query).await?;
-        return Ok(Json(json!({ "count": count })).into_response());
+        let warnings = query_warnings(models.as_ref(), &name, &collection, &params.query).await?;
+        let mut out = json!({ "count": count });
+        if !warnings.is_empty() {
+            out["warnings"] = json!(warnings);
+        }
+        return Ok(Json(out).into_response());
     }
     let page = models.query_documents(&name, &collection, &params.query).await?;
-    Ok(json_text(page_json(&page)))
+    let warnings = query_warnings(models.as_ref(), &name, &collection, &params.query).await?;
+    Ok(json_text(page_json(&page, &warnings)))
 }
 
-/// `{"documents": [{"id": ..., "document": {...}}, ...], "next_cursor": ...}`
-fn page_json(page: &Page) -> String {
+/// `{"documents": [{"id": ..., "document": {...}}, ...], "next_cursor": ...}`,
+/// with `"warnings": [...]` only when there are some.
+fn page_json(page: &Page, warnings: &[String]) -> String {
     let mut out =
         String::with_capacity(64 + page.documents.iter().map(|d| d.body.len() + d.id.len() + 32).sum::<usize>());
     out.push_str("{\"documents\":[");
@@ -628,6 +635,10 @@ fn page_json(page: &Page) -> String {
     }
     out.push_str("],\"next_cursor\":");
     out.push_str(&Value::from(page.next_cursor.clone()).to_string());
+    if !warnings.is_empty() {
+        out.push_str(",\"warnings\":");
+        out.push_str(&json!(warnings).to_string());
+    }
     out.push('}');
     out
 }

@@ -63,7 +63,7 @@ async fn verify(
 ) -> Result<Json<Value>, ApiError> {
     let name = crate::api::routes::path(name)?;
     let mut limit = DEFAULT_LIMIT;
-    for (key, value) in pairs(raw.as_deref()) {
+    for (key, value) in pairs(raw.as_deref())? {
         match key.as_str() {
             "limit" => limit = number(&key, &value)?,
             _ => return Err(unknown(&key, "limit")),

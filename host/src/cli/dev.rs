@@ -65,6 +65,15 @@ pub enum DevError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// A JS project whose build tools were never installed: node would
+    /// fail with a raw `ERR_MODULE_NOT_FOUND` naming a package.
+    #[error("the JS build tools are not installed for {project}: run `npm install` in {install_in}")]
+    NpmInstall {
+        /// The project folder.
+        project: PathBuf,
+        /// Where `npm install` installs them: the folder of the tools' `package.json`.
+        install_in: PathBuf,
+    },
     /// No `wit/projection.wit` in the project folder or above it.
     #[error("no wit/projection.wit found in {0} or any folder above it")]
     NoWit(PathBuf),
@@ -146,6 +155,7 @@ pub fn build_project(dir: &Path, lang: Lang, out_dir: &Path) -> Result<Vec<PathB
         .map_err(|source| DevError::Copy { from: dir.to_owned(), to: to.clone(), source })?;
     let mut command = match lang {
         Lang::Js => {
+            check_js_tools(dir)?;
             let mut c = Command::new("npm");
             c.args(["run", "--silent", "build", "--"]).arg(&tmp);
             c
@@ -185,6 +195,22 @@ pub fn build_project(dir: &Path, lang: Lang, out_dir: &Path) -> Result<Vec<PathB
     }
     std::fs::rename(&tmp, &to).map_err(|source| DevError::Copy { from: tmp.clone(), to: to.clone(), source })?;
     Ok(vec![to])
+}
+
+/// The package every JS build imports (`plugins/js/build.mjs`).
+const JS_COMPILER: &str = "node_modules/@bytecodealliance/componentize-js/package.json";
+
+/// Refuses a JS build whose tools node cannot find: it resolves packages
+/// only through `node_modules` folders in the project's folder or above.
+/// `npm install` belongs in the nearest folder above the project with a
+/// `package.json` (`plugins/js`, where `refract new` puts the tools' one).
+fn check_js_tools(dir: &Path) -> Result<(), DevError> {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    if dir.ancestors().any(|a| a.join(JS_COMPILER).is_file()) {
+        return Ok(());
+    }
+    let install_in = dir.ancestors().skip(1).find(|a| a.join("package.json").is_file()).unwrap_or(&dir).to_owned();
+    Err(DevError::NpmInstall { project: dir.clone(), install_in })
 }
 
 /// Builds one plugin crate for `wasm32-wasip2` (release) and copies its

@@ -1,7 +1,7 @@
 //! `refract get` and `refract query`: reading read models.
 
 use anyhow::{Result, bail};
-use refract::{Aggregate, AggregateQuery, Filter, Order, Query};
+use refract::{Aggregate, AggregateQuery, Filter, Order, Query, query_warnings};
 
 use super::Stores;
 use super::output::{errln, outln};
@@ -34,7 +34,7 @@ pub struct QueryArgs {
     /// Page size.
     #[arg(long, default_value_t = refract::DEFAULT_LIMIT)]
     limit: u32,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page of the same query: the same --order, --where and --search (--limit may change).
     #[arg(long)]
     cursor: Option<String>,
     /// Print only the number of matching documents.
@@ -83,9 +83,11 @@ pub async fn query(data: &Stores, args: QueryArgs) -> Result<()> {
     let query = Query { filters, order: order.as_deref().map(Order::parse), limit, cursor, search };
     if count {
         outln!("{}", models.count_documents(&projection, &collection, &query).await?)?;
+        warn(&query_warnings(models.as_ref(), &projection, &collection, &query).await?);
         return Ok(());
     }
     let page = models.query_documents(&projection, &collection, &query).await?;
+    warn(&query_warnings(models.as_ref(), &projection, &collection, &query).await?);
     if lines {
         for d in &page.documents {
             outln!("{}\t{}", d.id, d.body)?;
@@ -103,4 +105,12 @@ pub async fn query(data: &Stores, args: QueryArgs) -> Result<()> {
     let out = serde_json::json!({ "documents": documents, "next_cursor": page.next_cursor });
     outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(())
+}
+
+/// Warnings go to standard error, so the JSON on standard output stays
+/// what a script parses.
+fn warn(warnings: &[String]) {
+    for w in warnings {
+        errln!("warning: {w}");
+    }
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::model::manifest::CollectionSpec;
 use crate::store::search::Search;
+use crate::store::{ReadModelStore, StoreError};
 
 /// Largest page a query may ask for.
 pub const MAX_LIMIT: u32 = 10_000;
@@ -29,6 +30,20 @@ pub enum QueryError {
         "bad filter `{0}`: write field=value, field!=value, field>value, field>=value, field<value, field<=value or field=in:[v1,v2]"
     )]
     BadFilter(String),
+    /// A filter's operator is none of the operators, e.g. `>>` or `=>`:
+    /// read as an operator and a value starting with `>`, it compared with
+    /// a string and silently matched nothing.
+    #[error(
+        "bad filter `{filter}`: `{operator}` is not an operator; use =, !=, <, <=, >, >= or =in:[...] (to compare with a value that starts with = ! < or >, write it as a JSON string, e.g. {field}=\"=x\")"
+    )]
+    BadOperator {
+        /// The filter as given.
+        filter: String,
+        /// Field of the filter.
+        field: String,
+        /// The run of operator characters as given.
+        operator: String,
+    },
     /// A filter or order uses a field that is not indexed.
     #[error("field `{field}` is not indexed in collection `{collection}` (queryable: id{})", list_fields(.indexes))]
     NotIndexed {
@@ -50,9 +65,19 @@ pub enum QueryError {
     /// The limit is out of range.
     #[error("limit must be between 1 and {MAX_LIMIT}, not {0}")]
     BadLimit(u32),
-    /// The cursor was not produced by this query's order.
+    /// The text is not a cursor this version of refract made.
     #[error("bad cursor: pass the `next_cursor` of a previous page of the same query")]
     BadCursor,
+    /// A well-formed cursor made by a page of another query: continuing
+    /// it with a different order, filters or search would return a page
+    /// of neither query, so it is refused instead.
+    #[error(
+        "this cursor belongs to another query ({differs}): pass a cursor only with the order, filters and search of the query whose page returned it, or leave the cursor out to start from the first page"
+    )]
+    CursorMismatch {
+        /// What differs, e.g. "it was made for order `-balance`, not `balance`".
+        differs: String,
+    },
     /// The query has more than [`MAX_FILTERS`] filters.
     #[error("{0} filters in one query; the limit is {MAX_FILTERS}")]
     TooManyFilters(usize),
@@ -214,6 +239,21 @@ impl Op {
     }
 }
 
+impl std::fmt::Display for Op {
+    /// The operator as a filter is written, `=in:` for `In`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::Eq => "=",
+            Op::Ne => "!=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::In => "=in:",
+        })
+    }
+}
+
 /// One condition on a JSON field (or `id`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Filter {
@@ -240,6 +280,16 @@ impl Filter {
         let bad = || QueryError::BadFilter(expr.to_owned());
         let at = expr.find(['=', '!', '<', '>']).ok_or_else(bad)?;
         let (field, rest) = expr.split_at(at);
+        // The whole run of operator characters must be one operator: else
+        // `a>>1` would be `a > ">1"`, a string comparison matching nothing.
+        let run = rest.find(|c| !matches!(c, '=' | '!' | '<' | '>')).map_or(rest, |end| &rest[..end]);
+        if !["=", "!=", "<", "<=", ">", ">="].contains(&run) {
+            return Err(QueryError::BadOperator {
+                filter: expr.to_owned(),
+                field: field.trim().to_owned(),
+                operator: run.to_owned(),
+            });
+        }
         let (op, raw) = [
             ("!=", Op::Ne),
             ("<=", Op::Le),
@@ -449,14 +499,15 @@ impl Query {
         self.search.as_deref().map(|text| Search::parse(spec, text)).transpose()
     }
 
-    /// What a cursor of a search is bound to: the sort and the search's
-    /// words. `None` without a search, so plain cursors keep their form.
-    fn binding(&self, search: Option<&Search>) -> Option<String> {
+    /// What a cursor of this query is bound to: its sort, its filters and
+    /// its search. The limit is not part of it: a next page of another
+    /// size is still the same sequence of documents.
+    fn binding(&self, search: Option<&Search>) -> Binding {
         let sort = match self.sort() {
             Sort::Rank => "rank".to_owned(),
             Sort::Field(o) => format!("{}{}", if o.descending { "-" } else { "" }, o.field),
         };
-        search.map(|s| format!("{sort}\n{}", s.key()))
+        Binding { sort, filters: filters_digest(&self.filters), search: search.map(Search::key) }
     }
 
     /// What the page is sorted by: the order given, else rank for a
@@ -469,19 +520,124 @@ impl Query {
     }
 
     /// The cursor to continue after, checked against this query: a cursor
-    /// of a search continues only the same search, and a rank cursor only
-    /// a rank order.
+    /// continues only the query whose page made it (same sort, filters and
+    /// search), and a rank cursor only a rank order.
     pub(crate) fn checked_cursor(&self, search: Option<&Search>) -> Result<Option<Cursor>, QueryError> {
         let Some(text) = &self.cursor else { return Ok(None) };
         let cursor = Cursor::decode(text)?;
-        if cursor.search != self.binding(search) {
-            return Err(QueryError::BadCursor);
-        }
+        cursor.binding.check(&self.binding(search))?;
         if self.sort() == Sort::Rank && cursor.rank().is_none() {
             return Err(QueryError::BadCursor);
         }
         Ok(Some(cursor))
     }
+}
+
+/// The query a cursor was made by. The sort and the search words are kept
+/// as they are, so a mismatch can say what differs; the filters as a
+/// digest, since an `in:` list may hold a thousand values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Binding {
+    /// `field`, `-field`, or `rank`.
+    sort: String,
+    /// [`filters_digest`] of the filters; absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    filters: Option<String>,
+    /// The search's words; absent without a search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    search: Option<String>,
+}
+
+impl Binding {
+    /// `Ok` when `query` (the binding of the query now asked) is the
+    /// query this cursor was made by; else the first part that differs.
+    fn check(&self, query: &Binding) -> Result<(), QueryError> {
+        let differs = if self.sort != query.sort {
+            let name =
+                |sort: &str| if sort == "rank" { "best match first".to_owned() } else { format!("order `{sort}`") };
+            // "order `-balance`, not `balance`": the word once when both are orders.
+            let now = if self.sort != "rank" && query.sort != "rank" {
+                format!("`{}`", query.sort)
+            } else {
+                name(&query.sort)
+            };
+            format!("it was made for {}, not {now}", name(&self.sort))
+        } else if self.filters != query.filters {
+            "it was made for other filters".to_owned()
+        } else if self.search != query.search {
+            match (&self.search, &query.search) {
+                (Some(made), Some(now)) => format!("it was made for the search `{made}`, not `{now}`"),
+                (Some(made), None) => format!("it was made for the search `{made}`, and this query has none"),
+                (None, _) => "it was made for a query without a search".to_owned(),
+            }
+        } else {
+            return Ok(());
+        };
+        Err(QueryError::CursorMismatch { differs })
+    }
+}
+
+/// A digest of a set of filters, the same whatever order they are given in
+/// and however often one is repeated (they are all ANDed), or `None` for no
+/// filters. 64 bits of SHA-256:
+/// enough to tell an honest caller's queries apart, and short in a URL.
+fn filters_digest(filters: &[Filter]) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    if filters.is_empty() {
+        return None;
+    }
+    let mut each: Vec<String> = filters
+        .iter()
+        .map(|f| serde_json::to_string(&(&f.field, f.op, &f.value)).expect("a filter always serializes"))
+        .collect();
+    each.sort();
+    each.dedup();
+    let digest = Sha256::digest(each.join("\n").as_bytes());
+    Some(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What may be wrong with a query that runs: one sentence per filter that
+/// compares a field holding numbers with a string by order (`<`, `<=`, `>`,
+/// `>=`), e.g. `balance>=abc`. Numbers and strings do not compare by value,
+/// and the backends order them apart (SQLite puts every number before every
+/// string, PostgreSQL after), so such a filter matches all numbers or none.
+///
+/// Manifests declare no index types, so whether a field holds numbers is
+/// read from the data: some document of the collection has a number there.
+/// A warning, not a refusal: a field may hold numbers in some documents and
+/// strings in others, and then a string comparison can be what is meant.
+/// One small read per such filter (an index range, at most one row); none
+/// for any other query.
+pub async fn query_warnings(
+    store: &dyn ReadModelStore,
+    projection: &str,
+    collection: &str,
+    query: &Query,
+) -> Result<Vec<String>, StoreError> {
+    let mut warnings = Vec::new();
+    for f in &query.filters {
+        let Value::String(text) = &f.value else { continue };
+        if f.field == "id" || !matches!(f.op, Op::Lt | Op::Le | Op::Gt | Op::Ge) {
+            continue;
+        }
+        // Every number, and nothing else, lies between -MAX and MAX on both
+        // backends (in SQLite a string is above every number, in PostgreSQL
+        // below; null matches neither comparison).
+        let numbers =
+            Query::new().filter(f.field.clone(), Op::Ge, -f64::MAX).filter(f.field.clone(), Op::Le, f64::MAX).limit(1);
+        if store.query_documents(projection, collection, &numbers).await?.documents.is_empty() {
+            continue;
+        }
+        warnings.push(format!(
+            "filter `{field}{op}{value}` compares `{field}` with the string {value}, but `{field}` holds numbers: \
+             numbers and strings do not compare by value, so it matches every number or none; compare with a number, \
+             e.g. `{field}{op}100`",
+            field = f.field,
+            op = f.op,
+            value = Value::String(text.clone()),
+        ));
+    }
+    Ok(warnings)
 }
 
 /// One row a backend read: the document and, in a rank order, its score.
@@ -502,7 +658,7 @@ pub(crate) fn page_of(query: &Query, search: Option<&Search>, mut rows: Vec<Row>
                 (Sort::Field(order), _) => order_key(&last.document.body, &order),
                 (Sort::Rank, None) => Value::Null,
             };
-            Cursor { key, id: last.document.id.clone(), search: query.binding(search) }.encode()
+            Cursor { key, id: last.document.id.clone(), binding: query.binding(search) }.encode()
         })
     } else {
         None
@@ -529,25 +685,20 @@ pub struct Page {
 }
 
 /// Position after the last row of a page: the order key and the id, and
-/// the words of the search the page belongs to. In a rank order the key is
-/// the score's bits (`f64::to_bits`): a float through JSON text may come
-/// back a hair off, and the next page would then skip or repeat a row.
+/// the query the page belongs to. In a rank order the key is the score's
+/// bits (`f64::to_bits`): a float through JSON text may come back a hair
+/// off, and the next page would then skip or repeat a row.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Cursor {
     pub key: Value,
     pub id: String,
-    pub search: Option<String>,
+    pub binding: Binding,
 }
 
 impl Cursor {
-    /// Opaque text form (hex of a JSON pair, or a triple for a search),
-    /// safe in URLs and shells.
+    /// Opaque text form (hex of a JSON triple), safe in URLs and shells.
     pub fn encode(&self) -> String {
-        let json = match &self.search {
-            None => serde_json::to_vec(&(&self.key, &self.id)),
-            Some(search) => serde_json::to_vec(&(&self.key, &self.id, search)),
-        }
-        .expect("a JSON value always serializes");
+        let json = serde_json::to_vec(&(&self.key, &self.id, &self.binding)).expect("a JSON value always serializes");
         json.iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -556,6 +707,9 @@ impl Cursor {
         self.key.as_u64().map(f64::from_bits).filter(|r| r.is_finite())
     }
 
+    /// Reads a cursor back. The forms of earlier versions (without a
+    /// binding to the query) are not cursors any more: they could not be
+    /// checked against the query they continue.
     pub fn decode(text: &str) -> Result<Self, QueryError> {
         if text.len() % 2 != 0 || !text.is_ascii() {
             return Err(QueryError::BadCursor);
@@ -565,17 +719,12 @@ impl Cursor {
             .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
             .collect::<Result<Vec<u8>, _>>()
             .map_err(|_| QueryError::BadCursor)?;
-        let (key, id, search) = match serde_json::from_slice::<(Value, String, String)>(&bytes) {
-            Ok((key, id, search)) => (key, id, Some(search)),
-            Err(_) => {
-                let (key, id): (Value, String) = serde_json::from_slice(&bytes).map_err(|_| QueryError::BadCursor)?;
-                (key, id, None)
-            }
-        };
+        let (key, id, binding): (Value, String, Binding) =
+            serde_json::from_slice(&bytes).map_err(|_| QueryError::BadCursor)?;
         if !is_scalar(&key) {
             return Err(QueryError::BadCursor);
         }
-        Ok(Cursor { key, id, search })
+        Ok(Cursor { key, id, binding })
     }
 }
 
@@ -633,6 +782,38 @@ mod tests {
         assert!(matches!(Filter::parse("a={\"x\":1}"), Err(QueryError::BadValue { .. })));
     }
 
+    /// A run of operator characters that is not one operator is refused
+    /// by name, where it was once read as an operator and a value.
+    #[test]
+    fn operator_typos_are_refused() {
+        for (expr, field, operator) in [
+            ("balance>>100", "balance", ">>"),
+            ("balance=>100", "balance", "=>"),
+            ("balance=<100", "balance", "=<"),
+            ("balance<<100", "balance", "<<"),
+            ("balance!==1", "balance", "!=="),
+            ("balance==1", "balance", "=="),
+            ("balance<>1", "balance", "<>"),
+            ("balance!1", "balance", "!"),
+            ("owner =!ada", "owner", "=!"),
+            ("a>=>1", "a", ">=>"),
+        ] {
+            let err = Filter::parse(expr).unwrap_err();
+            let want = QueryError::BadOperator { filter: expr.into(), field: field.into(), operator: operator.into() };
+            assert_eq!(err, want, "{expr}");
+        }
+        assert_eq!(
+            Filter::parse("balance>>100").unwrap_err().to_string(),
+            "bad filter `balance>>100`: `>>` is not an operator; use =, !=, <, <=, >, >= or =in:[...] (to compare \
+             with a value that starts with = ! < or >, write it as a JSON string, e.g. balance=\"=x\")"
+        );
+        // The way out the message gives: a quoted value is a value.
+        let f = Filter::parse("note=\"=x\"").unwrap();
+        assert_eq!((f.op, f.value), (Op::Eq, json!("=x")));
+        let f = Filter::parse("note>\">1\"").unwrap();
+        assert_eq!((f.op, f.value), (Op::Gt, json!(">1")));
+    }
+
     #[test]
     fn only_indexed_fields_are_queryable() {
         let spec = CollectionSpec::new("c", ["balance"]);
@@ -687,16 +868,30 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let c = Cursor { key: json!(12.5), id: "a\"b".into(), search: None };
+        let plain = Binding { sort: "balance".into(), filters: None, search: None };
+        let c = Cursor { key: json!(12.5), id: "a\"b".into(), binding: plain.clone() };
         assert_eq!(Cursor::decode(&c.encode()), Ok(c));
         let rank = -0.1f64 - 1e-17;
-        let c = Cursor { key: json!(rank.to_bits()), id: "x".into(), search: Some("ada lov".into()) };
+        let bound = Binding { sort: "rank".into(), filters: Some("00ff".into()), search: Some("ada lov".into()) };
+        let c = Cursor { key: json!(rank.to_bits()), id: "x".into(), binding: bound };
         let back = Cursor::decode(&c.encode()).unwrap();
         assert_eq!(back.rank().map(f64::to_bits), Some(rank.to_bits()), "a score comes back to the bit");
         assert_eq!(back, c);
-        for bad in ["", "zz", "abc", "5b5d"] {
+        // "5b5d" is `[]`; the last two are the unbound forms of earlier
+        // versions, `[3,"d1"]` and `[3,"d1","rank\nada"]`.
+        let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+        for bad in ["", "zz", "abc", "5b5d", &hex(r#"[3,"d1"]"#), &hex(r#"[3,"d1","rank\nada"]"#)] {
             assert_eq!(Cursor::decode(bad), Err(QueryError::BadCursor), "{bad}");
         }
+    }
+
+    /// A cursor made by a page of `made`, as `page_of` makes it.
+    fn cursor_of(made: &Query, search: Option<&Search>, key: Value) -> String {
+        Cursor { key, id: "d1".into(), binding: made.binding(search) }.encode()
+    }
+
+    fn mismatch(differs: &str) -> Result<Option<Cursor>, QueryError> {
+        Err(QueryError::CursorMismatch { differs: differs.into() })
     }
 
     /// A cursor continues only the query it came from: the same search,
@@ -705,31 +900,82 @@ mod tests {
     fn cursors_are_bound_to_their_search() {
         let spec = CollectionSpec::new("c", ["balance"]).with_search(["name"]);
         let search = |t: &str| Search::parse(&spec, t).unwrap();
-        let cursor =
-            |key: Value, bound: Option<&str>| Cursor { key, id: "d1".into(), search: bound.map(Into::into) }.encode();
         let rank = json!(0.5f64.to_bits());
         let q = Query::new().search("Ada lov");
         let s = search("Ada lov");
-        let ok = q.clone().after(cursor(rank.clone(), Some("rank\nada lov")));
+        // The search is bound by its words, not its spelling.
+        let ok = q.clone().after(cursor_of(&Query::new().search("ada LOV"), Some(&search("ada LOV")), rank.clone()));
         assert_eq!(ok.checked_cursor(Some(&s)).unwrap().unwrap().rank(), Some(0.5));
-        for bad in [
-            cursor(rank.clone(), Some("rank\nada")),
-            cursor(rank.clone(), None),
-            cursor(rank.clone(), Some("balance\nada lov")),
-            cursor(json!("x"), Some("rank\nada lov")),
-        ] {
-            assert_eq!(q.clone().after(bad).checked_cursor(Some(&s)), Err(QueryError::BadCursor));
-        }
-        let plain = Query::new().after(cursor(json!(3), Some("id\nada lov")));
-        assert_eq!(plain.checked_cursor(None), Err(QueryError::BadCursor), "a search cursor on a plain query");
-        let ordered = Query::new().search("ada lov").order_by("balance");
-        let page = ordered.clone().after(cursor(json!(3), Some("balance\nada lov")));
+
+        let other = Query::new().search("ada");
+        let bad = q.clone().after(cursor_of(&other, Some(&search("ada")), rank.clone()));
+        assert_eq!(bad.checked_cursor(Some(&s)), mismatch("it was made for the search `ada`, not `ada lov`"));
+        let bad = q.clone().after(cursor_of(&Query::new(), None, rank.clone()));
+        assert_eq!(bad.checked_cursor(Some(&s)), mismatch("it was made for order `id`, not best match first"));
+        let by_balance = Query::new().search("ada lov").order_by("balance");
+        let bad = q.clone().after(cursor_of(&by_balance, Some(&s), rank.clone()));
+        assert_eq!(bad.checked_cursor(Some(&s)), mismatch("it was made for order `balance`, not best match first"));
+        let not_a_rank = q.clone().after(cursor_of(&q, Some(&s), json!("x")));
+        assert_eq!(not_a_rank.checked_cursor(Some(&s)), Err(QueryError::BadCursor), "a rank cursor holds a score");
+
+        let plain = Query::new().after(cursor_of(&Query::new().search("ada lov").order_by("id"), Some(&s), json!(3)));
+        assert_eq!(
+            plain.checked_cursor(None),
+            mismatch("it was made for the search `ada lov`, and this query has none"),
+            "a search cursor on a plain query"
+        );
+        let ranked = by_balance.clone().after(cursor_of(&q, Some(&s), rank.clone()));
+        assert_eq!(ranked.checked_cursor(Some(&s)), mismatch("it was made for best match first, not order `balance`"));
+        let page = by_balance.clone().after(cursor_of(&by_balance, Some(&s), json!(3)));
         assert_eq!(page.checked_cursor(Some(&s)).unwrap().unwrap().key, json!(3));
-        let rank_cursor = ordered.clone().after(cursor(rank.clone(), Some("rank\nada lov")));
-        assert_eq!(rank_cursor.checked_cursor(Some(&s)), Err(QueryError::BadCursor), "a rank cursor on a field order");
-        assert_eq!(ordered.sort(), Sort::Field(Order::parse("balance")));
+        let searched = by_balance.clone().after(cursor_of(&Query::new().order_by("balance"), None, json!(3)));
+        assert_eq!(searched.checked_cursor(Some(&s)), mismatch("it was made for a query without a search"));
+        assert_eq!(by_balance.sort(), Sort::Field(Order::parse("balance")));
         assert_eq!(q.sort(), Sort::Rank);
         assert_eq!(Query::new().sort(), Sort::Field(Order::parse("id")));
+    }
+
+    /// A cursor of a plain query continues only the same order and the
+    /// same filters, given in any order; the page size may change.
+    #[test]
+    fn cursors_are_bound_to_their_order_and_filters() {
+        let filter = |f: &str| Filter::parse(f).unwrap();
+        let made =
+            Query::new().order_by_desc("balance").with_filter(filter("balance>=0")).with_filter(filter("owner=ada"));
+        let cursor = cursor_of(&made, None, json!(40));
+
+        let same =
+            Query::new().with_filter(filter("owner=ada")).with_filter(filter("balance>=0")).order_by_desc("balance");
+        let next = same.limit(7).after(cursor.clone()).checked_cursor(None).unwrap().unwrap();
+        assert_eq!((next.key, next.id.as_str()), (json!(40), "d1"));
+        let repeated = made.clone().with_filter(filter("owner=ada")).after(cursor.clone());
+        assert!(repeated.checked_cursor(None).is_ok(), "a repeated condition is the same query");
+
+        let reversed = made.clone().order_by("balance").after(cursor.clone());
+        assert_eq!(reversed.checked_cursor(None), mismatch("it was made for order `-balance`, not `balance`"));
+        let by_id = Query { order: None, ..made.clone() }.after(cursor.clone());
+        assert_eq!(by_id.checked_cursor(None), mismatch("it was made for order `-balance`, not `id`"));
+        let other_filters = [
+            vec![filter("balance>=0")],
+            vec![filter("balance>=0"), filter("owner=bob")],
+            vec![filter("balance>0"), filter("owner=ada")],
+            vec![],
+        ];
+        for filters in other_filters {
+            let q = Query { filters: filters.clone(), ..made.clone() }.after(cursor.clone());
+            assert_eq!(q.checked_cursor(None), mismatch("it was made for other filters"), "{filters:?}");
+        }
+        let unfiltered = cursor_of(&Query::new().order_by_desc("balance"), None, json!(40));
+        let q = made.clone().after(unfiltered);
+        assert_eq!(q.checked_cursor(None), mismatch("it was made for other filters"));
+
+        assert_eq!(
+            QueryError::CursorMismatch { differs: "it was made for order `-balance`, not `balance`".into() }
+                .to_string(),
+            "this cursor belongs to another query (it was made for order `-balance`, not `balance`): pass a cursor \
+             only with the order, filters and search of the query whose page returned it, or leave the cursor out \
+             to start from the first page"
+        );
     }
 
     #[test]

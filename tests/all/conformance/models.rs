@@ -315,6 +315,24 @@ pub async fn queries(store: Arc<dyn ReadModelStore>) {
         0
     );
 
+    // A string compared by order with a field holding numbers is warned
+    // about (how many warnings each filter gets); only then.
+    let warnings = |f: &'static str| async move {
+        let query = Query::new().with_filter(Filter::parse(f).unwrap());
+        refract::query_warnings(s, "q", "items", &query).await.unwrap().len()
+    };
+    for (filter, count) in [
+        ("balance>=abc", 1),
+        ("balance<\"10\"", 1),
+        ("balance=abc", 0),
+        ("balance>=5", 0),
+        ("owner>=abc", 0),
+        ("profile.city<x", 0),
+        ("id>a", 0),
+    ] {
+        assert_eq!(warnings(filter).await, count, "{filter}");
+    }
+
     // Only indexed fields; bad cursors and limits are refused.
     let bad = |query: Query| async move { s.query_documents("q", "items", &query).await.unwrap_err() };
     let err = bad(Query { filters: vec![Filter::parse("secret=1").unwrap()], ..Query::default() }).await;
@@ -323,6 +341,26 @@ pub async fn queries(store: Arc<dyn ReadModelStore>) {
     assert!(matches!(err, StoreError::Query(refract::QueryError::BadCursor)), "{err}");
     let err = bad(Query { limit: 0, ..Query::default() }).await;
     assert!(matches!(err, StoreError::Query(refract::QueryError::BadLimit(0))), "{err}");
+
+    // A cursor continues only the query that made it: the first page of
+    // `-balance` is c, g, d, and its cursor after `d` is refused by the
+    // reversed order and by other filters instead of giving a page of neither.
+    let first = Query { order: Some(Order::parse("-balance")), limit: 3, ..Query::default() };
+    let page = s.query_documents("q", "items", &first).await.unwrap();
+    assert_eq!(ids(&page), ["c", "g", "d"]);
+    let cursor = page.next_cursor.unwrap();
+    let mismatch = |err: StoreError| match err {
+        StoreError::Query(refract::QueryError::CursorMismatch { differs }) => differs,
+        other => panic!("not a cursor mismatch: {other}"),
+    };
+    let reversed = Query { order: Some(Order::parse("balance")), cursor: Some(cursor.clone()), ..first.clone() };
+    assert_eq!(mismatch(bad(reversed).await), "it was made for order `-balance`, not `balance`");
+    let filtered =
+        Query { filters: vec![Filter::parse("balance>=0").unwrap()], cursor: Some(cursor.clone()), ..first.clone() };
+    assert_eq!(mismatch(bad(filtered).await), "it was made for other filters");
+    // The same query, at another page size, goes on where the page ended.
+    let rest = Query { limit: 10, cursor: Some(cursor), ..first };
+    assert_eq!(ids(&s.query_documents("q", "items", &rest).await.unwrap()), &desc[3..]);
     let err = s
         .count_documents("q", "items", &Query::new().with_filter(Filter::parse("secret=1").unwrap()))
         .await

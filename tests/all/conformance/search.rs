@@ -319,14 +319,25 @@ pub async fn bad_searches_are_refused(store: Arc<dyn ReadModelStore>) {
     let err = refused("people", Query::new().search("ada").filter("note", Op::Eq, "x")).await;
     assert!(matches!(&err, QueryError::NotIndexed { field, .. } if field == "note"), "{err}");
 
-    // A cursor continues only the search and order it came from.
+    // A cursor continues only the search and order it came from; any other
+    // query refuses it, saying what differs.
     let page = s.query_documents("fts", "people", &Query::new().search("ada").limit(2)).await.unwrap();
     let cursor = page.next_cursor.unwrap();
-    assert_eq!(refused("people", Query::new().search("lov").limit(2).after(&cursor)).await, QueryError::BadCursor);
-    assert_eq!(refused("people", Query::new().limit(2).after(&cursor)).await, QueryError::BadCursor);
+    let mismatch = |differs: &str| QueryError::CursorMismatch { differs: differs.into() };
+    assert_eq!(
+        refused("people", Query::new().search("lov").limit(2).after(&cursor)).await,
+        mismatch("it was made for the search `ada`, not `lov`")
+    );
+    assert_eq!(
+        refused("people", Query::new().limit(2).after(&cursor)).await,
+        mismatch("it was made for best match first, not order `id`")
+    );
     let ordered = Query::new().search("ada").order_by("balance").limit(2).after(&cursor);
-    assert_eq!(refused("people", ordered).await, QueryError::BadCursor);
+    assert_eq!(refused("people", ordered).await, mismatch("it was made for best match first, not order `balance`"));
     let plain = s.query_documents("fts", "people", &Query::new().limit(2)).await.unwrap().next_cursor.unwrap();
-    assert_eq!(refused("people", Query::new().search("ada").after(plain)).await, QueryError::BadCursor);
+    assert_eq!(
+        refused("people", Query::new().search("ada").after(plain)).await,
+        mismatch("it was made for order `id`, not best match first")
+    );
     assert!(s.query_documents("fts", "people", &Query::new().search("ada").limit(2).after(cursor)).await.is_ok());
 }
