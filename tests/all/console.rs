@@ -660,12 +660,9 @@ async fn retry_on_the_page_resumes_a_faulted_projection() {
 
     browser.click(retry).await;
     browser.notice("ledger: fault cleared, 0 dead letter(s) to replay.").await;
-    // Not `state == "running"`: the host reports a generation resumed by a
-    // retry as `stopped` while it runs (a status bug of the host, left to
-    // its owner); that it runs is shown by what it projects.
     let rows = browser
         .wait_rows(Duration::from_secs(60), |rows| {
-            active(rows, "ledger").is_some_and(|r| r.state != "faulted" && r.checkpoint == total)
+            active(rows, "ledger").is_some_and(|r| r.state == "running" && r.checkpoint == total)
         })
         .await;
     assert_eq!(active(&rows, "ledger").unwrap().lag, 0, "{rows:#?}");

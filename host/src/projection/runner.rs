@@ -512,6 +512,11 @@ impl Runner {
                             }
                         }
                         self.leased = true;
+                        // The registry says `stopped` after a clean stop, a
+                        // pause or `refract retry`; from here this node projects.
+                        if let Err(e) = self.registry.set_state(&self.key, ProjectionState::Running, None).await {
+                            tracing::warn!(projection = %name, error = %e, "could not record the projection as running");
+                        }
                         self.report(ProjectionState::Running, None);
                         Ok(None)
                     }
