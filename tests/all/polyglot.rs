@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use common::*;
-use refract::{ModuleCache, SyncConfig};
+use refract::{EventStore, ModuleCache, SyncConfig};
 
 fn polyglot(file: &str) -> PathBuf {
     let path = root().join("target/polyglot").join(file);
@@ -120,4 +120,49 @@ async fn load_and_throughput_per_language() {
             10_000.0 / took.as_secs_f64()
         );
     }
+}
+
+/// The 1-based line of `file` (under plugins/) that contains `needle`.
+fn line_of(file: &str, needle: &str) -> usize {
+    let text = std::fs::read_to_string(root().join("plugins").join(file)).unwrap();
+    text.lines().position(|l| l.contains(needle)).expect("the line is in the source") + 1
+}
+
+/// An error in the user's Python or JavaScript code names its file and
+/// line, so the fault in `status` points at the code to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_js_errors_name_the_file_and_line_of_the_users_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    // `null` is JSON, but not an object: both ports fail reading its owner.
+    let opened = refract::AppendRequest {
+        stream_id: "account-1".into(),
+        expected: refract::ExpectedVersion::Any,
+        events: vec![refract::NewEvent::new("AccountOpened", "null")],
+    };
+    stores.events.append(&[opened]).await.unwrap();
+    let cases = [
+        ("account-summary-py", polyglot("account-summary-py.wasm"), {
+            let line = line_of("python/account-summary/app.py", "owner, initial = p[\"owner\"]");
+            format!("TypeError: 'NoneType' object is not subscriptable (app.py:{line}, in handle)")
+        }),
+        ("account-summary-js", polyglot("account-summary-js.wasm"), {
+            let line = line_of("js/account-summary/app.js", "account.owner = opened.owner");
+            format!(" (app.js:{line})")
+        }),
+    ];
+    let mut host = stores.host(SyncConfig::default());
+    for (_, path, _) in &cases {
+        let plugin = host.runtime().load(path).unwrap();
+        host.start(plugin).await.unwrap();
+    }
+    host.wait_until_caught_up().await.unwrap();
+    for (name, _, want) in &cases {
+        let progress = host.progress(name).unwrap();
+        assert_eq!(progress.state, refract::ProjectionState::Faulted, "{name}: {progress:?}");
+        let error = progress.last_error.unwrap_or_default();
+        assert!(error.contains(want.as_str()), "{name}: `{want}` not in `{error}`");
+        assert!(!error.contains("/plugins/"), "{name}: a build path leaked: {error}");
+    }
+    host.shutdown().await;
 }

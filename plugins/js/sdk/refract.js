@@ -180,6 +180,20 @@ function getErrorMessage(err) {
   return String(err);
 }
 
+/**
+ * ` (app.js:12)`: the innermost frame of the projection's own code in the
+ * error's stack, so an error points at the user's line, not at this helper.
+ * Only the file's name: a build path is nobody's business at run time.
+ */
+function where(err) {
+  const stack = typeof err?.stack === "string" ? err.stack : "";
+  for (const line of stack.split("\n")) {
+    const at = /([^/\\@\s()]+\.[cm]?js):(\d+)(?::\d+)?\)?\s*$/.exec(line);
+    if (at && at[1] !== "refract.js") return ` (${at[1]}:${at[2]})`;
+  }
+  return "";
+}
+
 /** The `projection` export for a projection `{ manifest, handle, init? }`;
  * `manifest` is a `Manifest` or a plain object of the same fields.
  * `init()` (optional) creates per-instance state, passed as `this`; it is
@@ -202,7 +216,8 @@ export function exportProjection(p) {
           p.handle.call(state, event, ctx);
         } catch (err) {
           state = null;
-          const message = err instanceof ProjectionError ? err.message : `${err?.name ?? "Error"}: ${err?.message ?? err}`;
+          const what = err instanceof ProjectionError ? err.message : `${err?.name ?? "Error"}: ${err?.message ?? err}`;
+          const message = what + where(err);
           // jco turns a thrown value into the `err` case of the result.
           throw { position: e.position, message };
         }

@@ -30,6 +30,8 @@ Build with componentize-py (see plugins/python/build). The bindings module
 """
 
 import json
+import os
+import traceback
 
 from componentize_py_types import Err
 from wit_world.imports import host, types as wit
@@ -183,6 +185,17 @@ def _get_error(err):
     return f"read model unavailable: {err.value}"
 
 
+def _where(err):
+    """`` (app.py:12, in handle)``: the innermost frame of the projection's own
+    code, so an error points at the user's line, not at this helper. Only the
+    file's name: a build path is nobody's business at run time."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if os.path.basename(f.filename) != "refract.py"]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" ({os.path.basename(f.filename)}:{f.lineno}, in {f.name})"
+
+
 def export(cls):
     """Returns the ``Projection`` class componentize-py exports, driving an
     instance of ``cls`` (created on the first batch, dropped after an error)."""
@@ -204,6 +217,7 @@ def export(cls):
                 except Exception as err:  # any failure fails the batch, naming the event
                     state["instance"] = None
                     message = str(err) if isinstance(err, ProjectionError) else f"{type(err).__name__}: {err}"
+                    message += _where(err)
                     raise Err(wit.ProjectionError(position=event.position, message=message))
             return ctx.changes
 
