@@ -39,24 +39,28 @@ pub(crate) async fn module_by_hash(
     if let Some(p) = plugins.lock().unwrap_or_else(|e| e.into_inner()).get(hash) {
         return Ok(p.clone());
     }
-    let cached = runtime.cache().and_then(|c| c.source(hash).ok());
-    let bytes = match cached {
-        Some(bytes) => bytes,
+    // The cache and the compile are file and CPU work: off the async threads.
+    let (rt, h) = (runtime.clone(), hash.to_owned());
+    let cached = tokio::task::spawn_blocking(move || rt.cache().and_then(|c| c.source(&h).ok())).await.ok().flatten();
+    let (bytes, fetched) = match cached {
+        Some(bytes) => (bytes, false),
         None => {
-            let bytes =
-                store.module(hash).await?.ok_or_else(|| ModuleUnavailable::Missing { hash: hash.to_owned() })?;
-            if let Some(cache) = runtime.cache()
-                && let Err(e) = cache.save_source(hash, &bytes)
-            {
-                tracing::warn!(error = %e, "could not keep the module bytes");
-            }
-            bytes
+            let missing = || ModuleUnavailable::Missing { hash: hash.to_owned() };
+            (store.module(hash).await?.ok_or_else(missing)?, true)
         }
     };
-    let (runtime, path) = (runtime.clone(), PathBuf::from(source));
-    let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&path, &bytes))
-        .await
-        .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path: PathBuf::from(source), message: e.to_string() }));
+    let (runtime, path, hash) = (runtime.clone(), PathBuf::from(source), hash.to_owned());
+    let loaded = tokio::task::spawn_blocking(move || {
+        if fetched
+            && let Some(cache) = runtime.cache()
+            && let Err(e) = cache.save_source(&hash, &bytes)
+        {
+            tracing::warn!(error = %e, "could not keep the module bytes");
+        }
+        runtime.load_bytes(&path, &bytes)
+    })
+    .await
+    .unwrap_or_else(|e| Err(PluginError::LoadPanicked { path: PathBuf::from(source), message: e.to_string() }));
     let plugin = Arc::new(loaded?);
     plugins.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.hash().to_owned(), plugin.clone());
     Ok(plugin)
