@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::http::{Client, EventStream, enc, start_api};
+use common::http::{Client, EventStream, all_pages, enc, start_api};
 use common::*;
 use refract::{Host, SyncConfig};
 use serde_json::{Value, json};
@@ -89,28 +89,6 @@ async fn reads_with_the_token_are_never_stale_and_the_feed_reports_every_commit(
     assert_eq!(tail, expected, "every committed position, in order");
     assert_eq!(changed, BTreeSet::from(["account-rw".to_owned()]));
     host.shutdown().await;
-}
-
-/// Reads every page of `path` (which must not end in a cursor) and returns the ids in order.
-async fn all_pages(client: &mut Client, path: &str, limit: usize) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("{path}&limit={limit}&cursor={}", enc(c)),
-            None => format!("{path}&limit={limit}"),
-        };
-        let reply = client.get(&url).await;
-        assert_eq!(reply.status, 200, "{url}: {}", reply.text);
-        let page = reply.json();
-        let docs = page["documents"].as_array().unwrap();
-        assert!(docs.len() <= limit);
-        out.extend(docs.iter().map(|d| (d["id"].as_str().unwrap().to_owned(), d["document"].clone())));
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use crate::common;
 use std::path::Path;
 
 use common::cli::{output, refract, succeed};
-use common::http::{Client, enc, start_api};
+use common::http::{Client, all_pages, enc, start_api};
 use common::*;
 use refract::SyncConfig;
 use serde_json::Value;
@@ -20,22 +20,7 @@ const MISMATCH_TAIL: &str = "pass a cursor only with the order, filters and sear
 
 /// Every page of `path` over HTTP, `limit` at a time; the ids in order.
 async fn http_ids(client: &mut Client, path: &str, limit: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let url = match &cursor {
-            Some(c) => format!("{path}&limit={limit}&cursor={}", enc(c)),
-            None => format!("{path}&limit={limit}"),
-        };
-        let reply = client.get(&url).await;
-        assert_eq!(reply.status, 200, "{url}: {}", reply.text);
-        let page = reply.json();
-        out.extend(page["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()));
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
+    all_pages(client, path, limit).await.into_iter().map(|(id, _)| id).collect()
 }
 
 /// One page of `refract query` with `args`: its ids and next cursor.

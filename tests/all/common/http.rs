@@ -198,3 +198,26 @@ impl EventStream {
         }
     }
 }
+
+/// Reads every page of `path` (which must not end in a cursor), `limit` at
+/// a time: the ids and documents, in order.
+pub async fn all_pages(client: &mut Client, path: &str, limit: usize) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}&limit={limit}&cursor={}", enc(c)),
+            None => format!("{path}&limit={limit}"),
+        };
+        let reply = client.get(&url).await;
+        assert_eq!(reply.status, 200, "{url}: {}", reply.text);
+        let page = reply.json();
+        let docs = page["documents"].as_array().unwrap();
+        assert!(docs.len() <= limit);
+        out.extend(docs.iter().map(|d| (d["id"].as_str().unwrap().to_owned(), d["document"].clone())));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
+    }
+}
