@@ -134,6 +134,14 @@ impl From<sqlx::Error> for DatabaseError {
     }
 }
 
+/// An error of a statement stepped through SQLite's C API, read as sqlx's
+/// SQLite errors are.
+impl From<sqlite::SqliteError> for DatabaseError {
+    fn from(e: sqlite::SqliteError) -> Self {
+        Self { kind: sqlite_kind(e.code & 0xff), message: e.message, code: Some(e.code.to_string()) }
+    }
+}
+
 /// PostgreSQL SQLSTATE classes.
 fn postgres_kind(code: &str) -> DbErrorKind {
     match code {

@@ -489,6 +489,12 @@ impl<T: Registry + ModelWriter + ModelReader + Leases + ChangeLog + ModelSnapsho
 {
 }
 
+impl From<crate::db::sqlite::SqliteError> for StoreError {
+    fn from(e: crate::db::sqlite::SqliteError) -> Self {
+        Self::Database(e.into())
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         Self::Database(e.into())

@@ -375,19 +375,25 @@ async fn changelog_run(
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = consumer.then(|| {
         let (models, done) = (models.clone(), done.clone());
+        // As the HTTP feed does: read until a page is short, then wait for
+        // the next commit notice.
+        let mut notices = host.subscribe();
         tokio::spawn(async move {
+            const PAGE: u32 = 10_000;
             let (mut after, mut read) = (0u64, 0u64);
             loop {
                 let finished = done.load(std::sync::atomic::Ordering::Acquire);
-                match models.read_changes("account-summary", after, 10_000).await {
+                match models.read_changes("account-summary", after, PAGE).await {
                     Ok(page) => {
                         read += page.entries.len() as u64;
                         after = page.entries.last().map_or(after, |e| e.sequence);
                         if finished && after == page.head {
                             return Ok::<u64, refract::StoreError>(read);
                         }
-                        if page.entries.is_empty() {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        if page.entries.len() < PAGE as usize {
+                            // A notice, a lag (read again) or, after the
+                            // last commit, the timeout: then `done` is set.
+                            let _ = tokio::time::timeout(Duration::from_millis(50), notices.recv()).await;
                         }
                     }
                     // Not registered yet.

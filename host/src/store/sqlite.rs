@@ -16,7 +16,7 @@ use super::names::{index_name, legacy_table_name, log_table_name, search_table_n
 use super::{DeadLetter, ModelKey, ModelReader, ProjectionRecord, ProjectionState, Role, StoreError};
 use crate::clock::now_ms;
 use crate::db::DbTx;
-use crate::db::sqlite::{SqliteDb, quote_ident};
+use crate::db::sqlite::{SqliteDb, Statement, quote_ident};
 use crate::model::changes::ChangeSet;
 use crate::model::manifest::{CollectionSpec, Manifest};
 use crate::store::aggregate::{AggregateQuery, AggregateResult, FieldStats, MAX_GROUPS, RawGroup};
@@ -154,22 +154,6 @@ fn fts5_match(search: &Search) -> String {
         if i == last { format!("{quoted}*") } else { quoted }
     };
     search.words.iter().enumerate().map(term).collect::<Vec<_>>().join(" ")
-}
-
-fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChangeEntry, StoreError> {
-    let kind: String = row.try_get("kind")?;
-    Ok(ChangeEntry {
-        sequence: row.try_get::<i64, _>("seq")? as u64,
-        checkpoint: row.try_get::<i64, _>("checkpoint")? as u64,
-        collection: row.try_get("collection")?,
-        id: row.try_get("id")?,
-        kind: ChangeKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
-            projection: String::new(),
-            reason: format!("unknown change kind `{kind}`"),
-        })?,
-        document: row.try_get("doc")?,
-        recorded_at: row.try_get::<i64, _>("at")? as u64,
-    })
 }
 
 /// SQL expression for a field of the document (`id` is the key column).
@@ -675,51 +659,69 @@ impl Tx for SqliteTx {
     }
 
     async fn append_log(&mut self, key: &ModelKey, rows: &LogRows<'_>) -> Result<u64, StoreError> {
-        // One statement, as for the documents: the rows travel as one JSON
-        // array, each row's kind comes from an existence test on the
-        // document's table, and row_number (counted after the filter, in
-        // the array's order) keeps the sequences gap-free.
-        let json = serde_json::to_string(&rows.rows).expect("log rows always serialize");
-        // When every row is logged, its position in the array numbers it:
-        // row_number would sort the rows (documents included) for nothing.
-        let number = if rows.if_present.is_some() && rows.if_absent.is_some() {
-            "ord + 1"
-        } else {
-            "row_number() OVER (ORDER BY ord)"
-        };
-        let appended = sqlx::query(AssertSqlSafe(format!(
+        // One prepared statement stepped per row through SQLite's C API:
+        // each row's kind comes from an existence test on the document's
+        // table, and a row that logs nothing (a delete of a missing
+        // document) takes no sequence, so they stay gap-free. Cheaper than
+        // one statement over a JSON array of the rows, which had every
+        // document quoted into the array by serde and unquoted by SQLite
+        // (BENCHMARKS.md, "Change log and verify").
+        let sql = format!(
             "INSERT INTO {log} (seq, checkpoint, collection, id, kind, doc, at) \
-             SELECT ? + {number}, ?, ?, id, kind, doc, ? FROM ( \
-                 SELECT j.key AS ord, j.value ->> 0 AS id, j.value ->> 1 AS doc, \
-                     CASE WHEN EXISTS (SELECT 1 FROM {t} AS t WHERE t.id = j.value ->> 0) THEN ? ELSE ? END AS kind \
-                 FROM json_each(?) AS j) \
+             SELECT ?1, ?2, ?3, ?4, kind, ?5, ?6 FROM ( \
+                 SELECT CASE WHEN EXISTS (SELECT 1 FROM {t} WHERE id = ?4) THEN ?7 ELSE ?8 END AS kind) \
              WHERE kind IS NOT NULL",
             log = log_table(key),
             t = table(key, rows.collection),
-        )))
-        .bind(rows.after as i64)
-        .bind(rows.checkpoint as i64)
-        .bind(rows.collection)
-        .bind(rows.recorded_at as i64)
-        .bind(rows.if_present.map(ChangeKind::as_str))
-        .bind(rows.if_absent.map(ChangeKind::as_str))
-        .bind(json)
-        .execute(self.c())
-        .await?
-        .rows_affected();
+        );
+        let mut handle = self.c().lock_handle().await?;
+        let mut stmt = Statement::prepare(&mut handle, &sql)?;
+        stmt.bind_i64(2, rows.checkpoint as i64)?;
+        stmt.bind_text(3, rows.collection)?;
+        stmt.bind_i64(6, rows.recorded_at as i64)?;
+        stmt.bind_opt_text(7, rows.if_present.map(ChangeKind::as_str))?;
+        stmt.bind_opt_text(8, rows.if_absent.map(ChangeKind::as_str))?;
+        let mut appended = 0;
+        for (id, doc) in &rows.rows {
+            stmt.bind_i64(1, (rows.after + appended + 1) as i64)?;
+            stmt.bind_text(4, id)?;
+            stmt.bind_opt_text(5, *doc)?;
+            stmt.step()?;
+            appended += stmt.changes();
+            stmt.reset()?;
+        }
         Ok(appended)
     }
 
     async fn read_log(&mut self, key: &ModelKey, after: u64, limit: u32) -> Result<Vec<ChangeEntry>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        // Stepped here through SQLite's C API, as the event read is: a
+        // consumer pages thousands of entries at a time, and sqlx would hand
+        // each row over from its worker thread on its own (BENCHMARKS.md).
+        let sql = format!(
             "SELECT seq, checkpoint, collection, id, kind, doc, at FROM {} WHERE seq > ? ORDER BY seq LIMIT ?",
             log_table(key)
-        )))
-        .bind(after as i64)
-        .bind(limit as i64)
-        .fetch_all(self.c())
-        .await?;
-        rows.iter().map(entry_from_row).collect()
+        );
+        let mut handle = self.c().lock_handle().await?;
+        let mut stmt = Statement::prepare(&mut handle, &sql)?;
+        stmt.bind_i64(1, after as i64)?;
+        stmt.bind_i64(2, i64::from(limit))?;
+        let mut entries = Vec::with_capacity((limit as usize).min(10_000));
+        while stmt.step()? {
+            let kind = stmt.column_str(4)?;
+            entries.push(ChangeEntry {
+                sequence: stmt.column_i64(0) as u64,
+                checkpoint: stmt.column_i64(1) as u64,
+                collection: stmt.column_str(2)?.to_owned(),
+                id: stmt.column_str(3)?.to_owned(),
+                kind: ChangeKind::parse(kind).ok_or_else(|| StoreError::Corrupt {
+                    projection: String::new(),
+                    reason: format!("unknown change kind `{kind}`"),
+                })?,
+                document: stmt.column_opt_str(5)?.map(str::to_owned),
+                recorded_at: stmt.column_i64(6) as u64,
+            });
+        }
+        Ok(entries)
     }
 
     async fn prune_log(&mut self, key: &ModelKey, through: u64) -> Result<(), StoreError> {

@@ -95,6 +95,18 @@ impl<'c> Statement<'c> {
         self.check(rc)
     }
 
+    /// Binds text, or NULL for `None`, to the 1-based parameter `index`.
+    pub fn bind_opt_text(&mut self, index: usize, value: Option<&str>) -> Result<(), SqliteError> {
+        match value {
+            Some(value) => self.bind_text(index, value),
+            None => {
+                // SAFETY: the statement is live; SQLite checks the index.
+                let rc = unsafe { ffi::sqlite3_bind_null(self.raw.as_ptr(), param(index)?) };
+                self.check(rc)
+            }
+        }
+    }
+
     /// Moves to the next row: `true` while there is one.
     pub fn step(&mut self) -> Result<bool, SqliteError> {
         // SAFETY: the statement is live and used from one thread at a time.
@@ -103,6 +115,20 @@ impl<'c> Statement<'c> {
             ffi::SQLITE_DONE => Ok(false),
             rc => Err(error_of(self.db, rc)),
         }
+    }
+
+    /// Readies the statement to run again with new bindings (the old ones
+    /// stay until rebound).
+    pub fn reset(&mut self) -> Result<(), SqliteError> {
+        // SAFETY: the statement is live.
+        let rc = unsafe { ffi::sqlite3_reset(self.raw.as_ptr()) };
+        self.check(rc)
+    }
+
+    /// Rows the connection's last finished INSERT, UPDATE or DELETE changed.
+    pub fn changes(&self) -> u64 {
+        // SAFETY: the connection is live and locked.
+        unsafe { ffi::sqlite3_changes64(self.db.as_ptr()) as u64 }
     }
 
     /// The integer in column `index` of the current row.
@@ -132,6 +158,15 @@ impl<'c> Statement<'c> {
             code: ffi::SQLITE_MISMATCH,
             message: format!("column {index} is not UTF-8 text ({e})"),
         })
+    }
+
+    /// The text in column `index` of the current row, `None` for NULL.
+    pub fn column_opt_str(&self, index: c_int) -> Result<Option<&str>, SqliteError> {
+        // SAFETY: called only after `step` returned a row.
+        if unsafe { ffi::sqlite3_column_type(self.raw.as_ptr(), index) } == ffi::SQLITE_NULL {
+            return Ok(None);
+        }
+        self.column_str(index).map(Some)
     }
 
     fn check(&self, rc: c_int) -> Result<(), SqliteError> {
@@ -190,12 +225,14 @@ mod tests {
         stmt.bind_i64(1, 3).unwrap();
         assert!(stmt.step().unwrap());
         assert!(stmt.column_str(0).unwrap_err().message.contains("NULL"));
+        assert_eq!(stmt.column_opt_str(0).unwrap(), None);
         drop(stmt);
 
         let mut stmt = Statement::prepare(&mut handle, "SELECT s FROM t WHERE s = ?").unwrap();
         stmt.bind_text(1, "one").unwrap();
         assert!(stmt.step().unwrap());
         assert_eq!(stmt.column_str(0).unwrap(), "one");
+        assert_eq!(stmt.column_opt_str(0).unwrap(), Some("one"));
         assert!(!stmt.step().unwrap());
         drop(stmt);
 
@@ -210,10 +247,28 @@ mod tests {
         let mut stmt = Statement::prepare(&mut handle, "SELECT ?").unwrap();
         assert_eq!(stmt.bind_i64(2, 1).unwrap_err().code, ffi::SQLITE_RANGE);
         drop(stmt);
+
+        // One statement run again and again, as the change log appends:
+        // reset keeps the other bindings, and `changes` counts a run that
+        // inserted nothing as 0.
+        let mut stmt = Statement::prepare(&mut handle, "INSERT INTO t (n, s) SELECT ?1, ?2 WHERE ?1 % 2 = 0").unwrap();
+        let mut changed = vec![];
+        for (n, s) in [(10, Some("ten")), (11, Some("eleven")), (12, None)] {
+            stmt.bind_i64(1, n).unwrap();
+            stmt.bind_opt_text(2, s).unwrap();
+            assert!(!stmt.step().unwrap());
+            changed.push(stmt.changes());
+            stmt.reset().unwrap();
+        }
+        assert_eq!(changed, [1, 0, 1]);
+        drop(stmt);
         drop(handle);
 
         // The connection is usable through sqlx again.
+        let rows: Vec<(i64, Option<String>)> =
+            sqlx::query_as("SELECT n, s FROM t WHERE n >= 10 ORDER BY n").fetch_all(&mut conn).await.unwrap();
+        assert_eq!(rows, [(10, Some("ten".to_string())), (12, None)]);
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&mut conn).await.unwrap();
-        assert_eq!(n, 4);
+        assert_eq!(n, 6);
     }
 }
