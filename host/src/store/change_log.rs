@@ -292,6 +292,33 @@ pub fn check_consumer(name: &str) -> Result<(), StoreError> {
     if ok { Ok(()) } else { Err(StoreError::InvalidConsumer(name.to_owned())) }
 }
 
+/// Reads racing swaps are tried again at most this many times in all.
+const SWAP_RETRIES: usize = 3;
+
+/// Up to `limit` entries of `key`'s log after `after`, with its head.
+async fn read_page<T: Tx>(
+    tx: &mut T,
+    projection: &str,
+    key: &ModelKey,
+    after: u64,
+    limit: u32,
+) -> Result<ChangePage, StoreError> {
+    let head = tx.log_head(key).await?;
+    if after < head {
+        let first = tx.log_first(key).await?.unwrap_or(head);
+        if first > after + 1 {
+            return Err(StoreError::ChangesPruned {
+                projection: projection.to_owned(),
+                generation: key.generation,
+                after,
+                first,
+            });
+        }
+    }
+    let entries = if after < head { tx.read_log(key, after, limit).await? } else { Vec::new() };
+    Ok(ChangePage { generation: key.generation, entries, head })
+}
+
 async fn active_in<T: Tx>(tx: &mut T, name: &str) -> Result<ModelKey, StoreError> {
     tx.live_generations(Some(name))
         .await?
@@ -304,23 +331,26 @@ async fn active_in<T: Tx>(tx: &mut T, name: &str) -> Result<ModelKey, StoreError
 #[async_trait]
 impl<B: Backend> ChangeLog for B {
     async fn read_changes(&self, projection: &str, after: u64, limit: u32) -> Result<ChangePage, StoreError> {
-        let mut tx = self.read_tx().await?;
-        let key = active_in(&mut tx, projection).await?;
-        let head = tx.log_head(&key).await?;
-        if after < head {
-            let first = tx.log_first(&key).await?.unwrap_or(head);
-            if first > after + 1 {
-                return Err(StoreError::ChangesPruned {
-                    projection: projection.to_owned(),
-                    generation: key.generation,
-                    after,
-                    first,
-                });
+        let mut raced = 0;
+        loop {
+            let mut tx = self.read_tx().await?;
+            let key = active_in(&mut tx, projection).await?;
+            let read = read_page(&mut tx, projection, &key, after, limit).await;
+            let read = match read {
+                Ok(page) => tx.commit().await.map(|()| page),
+                Err(e) => Err(e),
+            };
+            // A swap that committed after the generation was resolved has
+            // dropped its log (PostgreSQL's catalog is not part of a
+            // snapshot): the new active generation is read instead.
+            if let Err(StoreError::Database(_)) = &read {
+                raced += 1;
+                if raced < SWAP_RETRIES && active_in(&mut self.read_tx().await?, projection).await? != key {
+                    continue;
+                }
             }
+            return read;
         }
-        let entries = if after < head { tx.read_log(&key, after, limit).await? } else { Vec::new() };
-        tx.commit().await?;
-        Ok(ChangePage { generation: key.generation, entries, head })
     }
 
     async fn consumer(&self, projection: &str, consumer: &str) -> Result<Option<ConsumerPosition>, StoreError> {
