@@ -7,7 +7,7 @@
 //! projection's [`FailurePolicy`]: halt there, or skip the event into the
 //! dead-letter table and go on.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -284,21 +284,50 @@ fn batches_ahead(batch_size: usize) -> usize {
     (READ_AHEAD_EVENTS / batch_size.max(1)).clamp(2, 64)
 }
 
+/// Events the reader asks the store for at once when batches are smaller:
+/// a read costs a query (tens of µs) whatever its size, which at batch 1
+/// was most of a batch's time.
+const READ_CHUNK_EVENTS: usize = 1_000;
+
+/// Takes the next batch off `buffered`, which holds every subscribed event
+/// after the last batch taken, up to `read_to`: the same events and end a
+/// read of `limit` events after that batch would give. `None` while more
+/// must be read first.
+fn next_batch(buffered: &mut VecDeque<Event>, read_to: u64, limit: usize, up_to: u64) -> Option<(Vec<Event>, u64)> {
+    if buffered.len() < limit && read_to < up_to {
+        return None;
+    }
+    let batch: Vec<Event> = buffered.drain(..limit.min(buffered.len())).collect();
+    let end = batch_end(&batch, limit, up_to);
+    Some((batch, end))
+}
+
 impl ReadAhead {
     /// Starts reading the batches after `from`, up to `up_to`.
     fn start(source: Arc<dyn EventSource>, subscription: Subscription, from: u64, up_to: u64, limit: usize) -> Self {
         // One batch waits in the channel while the task reads the next.
         let (tx, batches) = tokio::sync::mpsc::channel(batches_ahead(limit) - 1);
+        let chunk = limit.max(READ_CHUNK_EVENTS);
         let task = tokio::spawn(async move {
-            let mut after = from;
+            let (mut after, mut read_to) = (from, from);
+            let mut buffered = VecDeque::new();
             while after < up_to {
-                let read = source.read(after, up_to, &subscription, limit).await;
-                after = match &read {
-                    Ok(events) => batch_end(events, limit, up_to),
-                    // The runner reads again itself after a failed read.
-                    Err(_) => up_to,
+                let Some((batch, end)) = next_batch(&mut buffered, read_to, limit, up_to) else {
+                    match source.read(read_to, up_to, &subscription, chunk).await {
+                        Ok(events) => {
+                            read_to = batch_end(&events, chunk, up_to);
+                            buffered.extend(events);
+                        }
+                        // The runner reads again itself after a failed read.
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                    continue;
                 };
-                if tx.send(read).await.is_err() {
+                after = end;
+                if tx.send(Ok(batch)).await.is_err() {
                     return;
                 }
             }
@@ -725,8 +754,11 @@ impl Runner {
                     self.documents.stage(changes);
                     // Freeing a batch's strings is a few percent of a
                     // batch's time: let another worker do it while the
-                    // plugin projects the next batch.
-                    tokio::spawn(async move { drop(events) });
+                    // plugin projects the next batch. A small batch is
+                    // freed faster than a task is spawned.
+                    if events.len() >= 64 {
+                        tokio::spawn(async move { drop(events) });
+                    }
                 }
                 (_, Err(_)) if *self.stop.borrow() => return Ok(None),
                 (events, Err(fault)) => {
@@ -1271,6 +1303,45 @@ mod tests {
         assert_eq!(batch_end(&events(&[3, 5, 9]), 3, 20), 9, "full: more may follow the last event");
         assert_eq!(batch_end(&events(&[3, 5]), 3, 20), 20, "partial: everything up to the head was read");
         assert_eq!(batch_end(&[], 3, 20), 20, "nothing subscribed up to the head");
+    }
+
+    #[test]
+    fn batches_cut_from_chunks_are_the_batches_reads_would_give() {
+        // Every third position is subscribed; a source read as the stores do it.
+        let subscribed: Vec<u64> = (1..=40).filter(|p| p % 3 != 0).collect();
+        let read = |after: u64, up_to: u64, limit: usize| -> Vec<Event> {
+            events(&subscribed.iter().copied().filter(|&p| p > after && p <= up_to).take(limit).collect::<Vec<_>>())
+        };
+        let positions = |batch: &[Event]| batch.iter().map(|e| e.position).collect::<Vec<_>>();
+        for up_to in [1, 2, 3, 17, 39, 40] {
+            for limit in [1, 2, 3, 5, 40, 100] {
+                for chunk in [limit, limit + 1, 7 * limit, 1_000] {
+                    let mut direct = vec![];
+                    let mut after = 0;
+                    while after < up_to {
+                        let batch = read(after, up_to, limit);
+                        after = batch_end(&batch, limit, up_to);
+                        direct.push((positions(&batch), after));
+                    }
+                    let mut cut = vec![];
+                    let (mut after, mut read_to, mut buffered) = (0, 0, VecDeque::new());
+                    while after < up_to {
+                        match next_batch(&mut buffered, read_to, limit, up_to) {
+                            Some((batch, end)) => {
+                                after = end;
+                                cut.push((positions(&batch), end));
+                            }
+                            None => {
+                                let more = read(read_to, up_to, chunk);
+                                read_to = batch_end(&more, chunk, up_to);
+                                buffered.extend(more);
+                            }
+                        }
+                    }
+                    assert_eq!(cut, direct, "up_to {up_to}, limit {limit}, chunk {chunk}");
+                }
+            }
+        }
     }
 
     #[test]
