@@ -6,9 +6,16 @@
 //! and the host's per-call state moved between threads, and cores, batch
 //! after batch. One thread per runner keeps them in one place: about 7% to
 //! 12% more events/s at batch 1,000 (BENCHMARKS.md).
+//!
+//! Each side waits briefly before it sleeps: the caller for the result, the
+//! thread for the next job. At batch 1 a call takes microseconds, and two
+//! sleeps and wake-ups per call were most of a batch's time.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot::error::TryRecvError;
 
 /// Work sent to the thread.
 type Job = Box<dyn FnOnce() + Send>;
@@ -54,6 +61,18 @@ impl CallThread {
             }
         });
         self.send(job)?;
+        // A small batch's call returns within microseconds: waiting for it
+        // here, briefly, saves parking the async worker and being woken,
+        // which cost more than the call itself (BENCHMARKS.md, batch 1).
+        let mut result = result;
+        let until = Instant::now() + WAIT_FOR_RESULT;
+        while Instant::now() < until {
+            match result.try_recv() {
+                Ok(value) => return Ok(value),
+                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(TryRecvError::Closed) => return Err(CallError::Panicked),
+            }
+        }
         result.await.map_err(|_| CallError::Panicked)
     }
 
@@ -86,7 +105,7 @@ impl CallThread {
             std::thread::Builder::new()
                 .name(self.name.clone())
                 .spawn(move || {
-                    for job in queue {
+                    while let Some(job) = next_job(&queue) {
                         job();
                     }
                 })
@@ -97,6 +116,27 @@ impl CallThread {
         // The thread only ends when the sender is dropped, so this holds.
         sender.send(job).map_err(|_| CallError::Panicked)
     }
+}
+
+/// How long a caller waits for a call's result before it parks.
+const WAIT_FOR_RESULT: Duration = Duration::from_micros(30);
+
+/// How long the thread looks for the next job before it sleeps: a runner
+/// with a backlog of small batches sends one within microseconds, and
+/// sleeping and being woken cost more than that.
+const WAIT_FOR_JOB: Duration = Duration::from_micros(50);
+
+/// The next job, `None` once the sender is gone.
+fn next_job(queue: &mpsc::Receiver<Job>) -> Option<Job> {
+    let until = Instant::now() + WAIT_FOR_JOB;
+    while Instant::now() < until {
+        match queue.try_recv() {
+            Ok(job) => return Some(job),
+            Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+    queue.recv().ok()
 }
 
 #[cfg(test)]
