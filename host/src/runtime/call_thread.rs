@@ -65,15 +65,14 @@ impl CallThread {
         // here, briefly, saves parking the async worker and being woken,
         // which cost more than the call itself (BENCHMARKS.md, batch 1).
         let mut result = result;
-        let until = Instant::now() + WAIT_FOR_RESULT;
-        while Instant::now() < until {
-            match result.try_recv() {
-                Ok(value) => return Ok(value),
-                Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                Err(TryRecvError::Closed) => return Err(CallError::Panicked),
-            }
+        let ready = wait_briefly(WAIT_FOR_RESULT, || match result.try_recv() {
+            Err(TryRecvError::Empty) => None,
+            other => Some(other.map_err(|_| CallError::Panicked)),
+        });
+        match ready {
+            Some(outcome) => outcome,
+            None => result.await.map_err(|_| CallError::Panicked),
         }
-        result.await.map_err(|_| CallError::Panicked)
     }
 
     /// Like [`run`](Self::run), lending `input` to `f` and giving it back
@@ -128,15 +127,24 @@ const WAIT_FOR_JOB: Duration = Duration::from_micros(50);
 
 /// The next job, `None` once the sender is gone.
 fn next_job(queue: &mpsc::Receiver<Job>) -> Option<Job> {
-    let until = Instant::now() + WAIT_FOR_JOB;
+    let ready = wait_briefly(WAIT_FOR_JOB, || match queue.try_recv() {
+        Err(mpsc::TryRecvError::Empty) => None,
+        other => Some(other.ok()),
+    });
+    ready.unwrap_or_else(|| queue.recv().ok())
+}
+
+/// Asks `poll` again and again for up to `limit`, without sleeping: what it
+/// gives first, or `None` if it gave nothing in time.
+fn wait_briefly<T>(limit: Duration, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
+    let until = Instant::now() + limit;
     while Instant::now() < until {
-        match queue.try_recv() {
-            Ok(job) => return Some(job),
-            Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
+        if let Some(value) = poll() {
+            return Some(value);
         }
+        std::hint::spin_loop();
     }
-    queue.recv().ok()
+    None
 }
 
 #[cfg(test)]
