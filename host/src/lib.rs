@@ -54,6 +54,7 @@ pub use runtime::capabilities::Capability;
 pub use runtime::limits::{EPOCH_TICK, Limits};
 pub use runtime::module_cache::ModuleCache;
 pub use runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
+pub use runtime::tiering::{AUTO_BASELINE_BYTES, CodeTier, Tiering};
 pub use source::{
     Appended, EventSource, EventStore, ForeignMapping, ForeignStream, JetStreamEventStore, MappedField,
     PostgresEventStore, SourceError, SqliteEventStore,

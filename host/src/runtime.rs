@@ -11,4 +11,5 @@ pub(crate) mod guest_output;
 pub(crate) mod limits;
 pub(crate) mod module_cache;
 pub(crate) mod plugin;
+pub(crate) mod tiering;
 pub(crate) mod world;

@@ -1,7 +1,9 @@
 //! A module being compiled shows as `compiling`, not as nothing: in
 //! `refract status` (at start-up too) and in `GET /projections` (a module
 //! added while the host serves). The Python port of account-summary compiles
-//! for seconds (a whole interpreter), long enough to be seen.
+//! for seconds (a whole interpreter) with Cranelift, long enough to be seen:
+//! these hosts run with `--tiering off`, since the baseline compile that
+//! tiering starts with is meant to be over before anyone looks.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -39,7 +41,7 @@ async fn refract_status_shows_a_module_compiling_at_start_up() {
     std::fs::copy(python_component(), plugins.join(FILE)).unwrap();
     let _host = Killed(
         refract(&data)
-            .args(["run", "--no-http", "--plugins"])
+            .args(["run", "--no-http", "--tiering", "off", "--plugins"])
             .arg(&plugins)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -83,7 +85,7 @@ async fn refract_status_shows_a_module_compiling_at_start_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_lists_a_module_added_while_serving_as_compiling() {
-    let host = running::start(1_000, &["account_summary"], &[]).await;
+    let host = running::start(1_000, &["account_summary"], &["--tiering", "off"]).await;
     let mut http = Client::connect(host.addr).await;
     std::fs::copy(python_component(), host.plugins.join(FILE)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -58,6 +58,7 @@ mod sync_faults;
 mod sync_sources;
 mod sync_workload;
 mod throughput;
+mod tiering;
 mod user_errors;
 mod verify;
 mod wakeups;

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use refract::{
-    AppendRequest, Appended, ChangeSet, DatabaseError, DbErrorKind, DeadLetter, Event, EventSource, EventStore,
-    FailurePolicy, ModelKey, ModelWriter, ProjectionState, ReadModelStore, SourceError, StoreError, Subscription,
-    SyncConfig,
+    AppendRequest, Appended, ChangeSet, CodeTier, DatabaseError, DbErrorKind, DeadLetter, Event, EventSource,
+    EventStore, FailurePolicy, ModelKey, ModelWriter, ProjectionState, ReadModelStore, SourceError, StoreError,
+    Subscription, SyncConfig, Tiering,
 };
 use serde_json::{Value, json};
 
@@ -45,6 +45,17 @@ const ADVERSARIES: &[(&str, &str, &str)] = &[
 
 #[test]
 fn each_adversary_is_stopped_by_name_while_account_summary_reaches_the_head() {
+    adversaries_are_stopped_by_name(&[]);
+}
+
+/// Baseline (Winch) code, which large modules start on, is held to the same
+/// deadline, memory, stack and capability limits as optimized code.
+#[test]
+fn each_adversary_is_stopped_by_name_on_baseline_code_too() {
+    adversaries_are_stopped_by_name(&["--tiering", "baseline-only"]);
+}
+
+fn adversaries_are_stopped_by_name(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut names: Vec<&str> = ADVERSARIES.iter().map(|a| a.0).collect();
@@ -63,19 +74,18 @@ fn each_adversary_is_stopped_by_name_while_account_summary_reaches_the_head() {
     assert!(refract(&data, &["import", dir.path().join("events.jsonl").to_str().unwrap()]).status.success());
 
     let started = std::time::Instant::now();
-    let run = refract(
-        &data,
-        &[
-            "run",
-            "--exit-when-caught-up",
-            "--batch-size",
-            "16",
-            "--plugins",
-            plugins.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let mut args = vec![
+        "run",
+        "--exit-when-caught-up",
+        "--batch-size",
+        "16",
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let run = refract(&data, &args);
     let log = String::from_utf8_lossy(&run.stderr).into_owned();
     // Every adversary faulted, which the run's exit status reports.
     assert_eq!(run.status.code(), Some(1), "{log}");
@@ -167,22 +177,28 @@ impl CountBy for refract::SqliteReadModelStore {
     }
 }
 
+/// On optimized and on baseline code alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuel_stops_a_busy_loop() {
-    let dir = tempfile::tempdir().unwrap();
-    let stores = Stores::open(dir.path()).await;
-    append_all(stores.events.as_ref(), &bank_events(2, 2, 1)).await;
-    let mut host =
-        stores.host_with(SyncConfig::default(), "[defaults]\nfuel = 1000000\nretries = 0\ndeadline_ms = 10000");
-    host.start(host.runtime().load(&plugin("loop_forever")).unwrap()).await.unwrap();
-    let started = std::time::Instant::now();
-    host.wait_until_caught_up().await.unwrap();
-    let p = host.progress("loop-forever").unwrap();
-    assert_eq!(p.state, ProjectionState::Faulted);
-    let error = p.last_error.unwrap();
-    assert!(error.starts_with("fuel exhausted: the batch used more than its 1000000 units"), "{error}");
-    assert!(started.elapsed().as_secs() < 5, "fuel, not the 10 s deadline, stopped it");
-    host.shutdown().await;
+    for (tiering, tier) in [(Tiering::Off, CodeTier::Optimized), (Tiering::BaselineOnly, CodeTier::Baseline)] {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::open(dir.path()).await;
+        append_all(stores.events.as_ref(), &bank_events(2, 2, 1)).await;
+        let mut host = stores
+            .host_with(SyncConfig::default(), "[defaults]\nfuel = 1000000\nretries = 0\ndeadline_ms = 10000")
+            .with_tiering(tiering);
+        let looping = host.runtime().load(&plugin("loop_forever")).unwrap();
+        assert_eq!(looping.code_tier(), tier);
+        host.start(looping).await.unwrap();
+        let started = std::time::Instant::now();
+        host.wait_until_caught_up().await.unwrap();
+        let p = host.progress("loop-forever").unwrap();
+        assert_eq!(p.state, ProjectionState::Faulted);
+        let error = p.last_error.unwrap();
+        assert!(error.starts_with("fuel exhausted: the batch used more than its 1000000 units"), "{tiering}: {error}");
+        assert!(started.elapsed().as_secs() < 5, "{tiering}: fuel, not the 10 s deadline, stopped it");
+        host.shutdown().await;
+    }
 }
 
 /// 10,000 bank events for the ledger with poison events at the given

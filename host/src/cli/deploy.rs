@@ -25,7 +25,11 @@ pub struct DeployArgs {
 /// existing one builds as a new generation while the old one serves.
 pub async fn deploy(data: &Stores, DeployArgs { file, wait }: DeployArgs, config: Config) -> Result<()> {
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let mut runtime = PluginRuntime::with_fuel(config.uses_fuel()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    // Optimized code at once: a process that ends next would lose a
+    // background compile, and on a local data dir the host then finds it cached.
+    let mut runtime = PluginRuntime::with_fuel(config.uses_fuel())
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?
+        .with_tiering(refract::Tiering::Off);
     if data.registry_is_local() {
         // The host on this data dir then finds the module compiled.
         runtime = runtime.with_cache(data.module_cache());

@@ -73,6 +73,12 @@ pub struct RunArgs {
     /// `*` for any. Repeat, or separate with commas.
     #[arg(long = "cors-origin", env = "REFRACT_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGIN")]
     cors_origins: Vec<String>,
+    /// When a plugin not yet in the module cache starts projecting on quickly compiled
+    /// baseline code (Winch) while optimized code compiles in the background: `auto` (modules
+    /// of 1 MiB or more, such as Python and JavaScript builds), `always`, `off` (optimize first)
+    /// or `baseline-only` (never optimize).
+    #[arg(long, env = "REFRACT_TIERING", default_value = "auto", value_name = "WHEN")]
+    tiering: refract::Tiering,
 }
 
 impl RunArgs {
@@ -242,8 +248,10 @@ async fn open(
         ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),
     };
     tracing::info!(node = %lease.node, lease_ttl = ?lease.ttl, "node");
-    let host =
-        Host::with_config(events, models, sync, config)?.with_module_cache(data.module_cache()).with_lease(lease);
+    let host = Host::with_config(events, models, sync, config)?
+        .with_module_cache(data.module_cache())
+        .with_tiering(args.tiering)
+        .with_lease(lease);
     // Sources are checked against their tables before anything else starts,
     // so a bad `[sources.NAME]` stops the run at once.
     let syncers = if sources.is_empty() {

@@ -24,6 +24,7 @@ use crate::projection::watch::{PluginChange, PluginWatcher, WatchError, is_plugi
 use crate::runtime::call_thread::CallThread;
 use crate::runtime::module_cache::ModuleCache;
 use crate::runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
+use crate::runtime::tiering::Tiering;
 use crate::source::{EventSource, EventStore, SourceError, SqliteEventStore};
 use crate::store::document_cache::DocumentCache;
 use crate::store::{
@@ -510,6 +511,13 @@ impl Host {
         self
     }
 
+    /// Sets when an uncached plugin starts on baseline code (see [`Tiering`]).
+    pub fn with_tiering(mut self, tiering: Tiering) -> Self {
+        self.runtime = self.runtime.with_tiering(tiering);
+        self.verifier = self.verifier.with_runtime(self.runtime.clone());
+        self
+    }
+
     /// Where the host reads its events.
     pub fn source(&self) -> Arc<dyn EventSource> {
         self.source.clone()
@@ -841,6 +849,7 @@ impl Host {
             state: record.state,
             last_error: record.last_error.clone(),
             leased: false,
+            code: None,
         });
         if record.state == ProjectionState::Faulted {
             tracing::warn!(

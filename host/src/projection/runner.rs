@@ -22,6 +22,7 @@ use crate::projection::lease::{LeaseBook, NoLease, Renewal, wait_for_lease};
 use crate::projection::policy::FailurePolicy;
 use crate::runtime::call_thread::CallThread;
 use crate::runtime::plugin::{Instance, ModelAccess, Plugin, PluginError};
+use crate::runtime::tiering::CodeTier;
 use crate::source::{EventSource, SourceError};
 use crate::store::document_cache::DocumentCache;
 use crate::store::{DeadLetter, Lease, Leases, ModelKey, ModelWriter, ProjectionState, Registry, Role, StoreError};
@@ -104,6 +105,9 @@ pub struct Progress {
     /// its stored checkpoint and replayed the dead letters marked for it:
     /// until then `checkpoint` is the one it was started with.
     pub leased: bool,
+    /// Which compiler's code the last projected batch ran on (see
+    /// [`Tiering`](crate::Tiering)); none before the first batch.
+    pub code: Option<CodeTier>,
 }
 
 /// The store or source error each generation is retrying, while it retries:
@@ -1124,7 +1128,9 @@ impl Runner {
         let access = access.clone();
         let limits = self.config.limits.clone();
         let epoch = self.documents.epoch();
-        let current = instance.take().filter(|(_, started)| *started == epoch);
+        // Optimized code that became ready since the last batch is taken
+        // up here, between two batches, by a fresh instance.
+        let current = instance.take().filter(|(i, started)| *started == epoch && !self.plugin.outdated(i));
         let (events, joined) = self
             .calls
             .run_with(events, move |events| {
@@ -1141,6 +1147,10 @@ impl Runner {
             .await;
         match joined {
             Ok((back, result)) => {
+                if let Some((i, _)) = &back {
+                    let tier = Some(i.tier());
+                    self.progress.send_if_modified(|p| std::mem::replace(&mut p.code, tier) != tier);
+                }
                 *instance = back;
                 (events, result)
             }
@@ -1173,6 +1183,8 @@ impl Runner {
     }
 
     fn report(&self, state: ProjectionState, last_error: Option<String>) {
+        // Read apart: a borrow alive in the statement that sends deadlocks.
+        let code = self.progress.borrow().code;
         self.progress.send_replace(Progress {
             generation: self.key.generation,
             role: self.role,
@@ -1180,6 +1192,7 @@ impl Runner {
             state,
             last_error,
             leased: self.leased,
+            code,
         });
     }
 

@@ -1,17 +1,27 @@
 //! The wasmtime `Engine` every plugin is compiled and run with, and the
 //! clock that enforces call deadlines.
 
-use wasmtime::{Config, Engine, OptLevel};
+use wasmtime::{Config, Engine, OptLevel, Strategy};
 
 use crate::runtime::limits::EPOCH_TICK;
+use crate::runtime::tiering::CodeTier;
 
-/// Builds the engine: component model on, Cranelift optimizing for speed,
-/// epoch interruption for deadlines, and fuel metering when asked for
-/// (it slows every call a little, so it is off unless a projection uses it).
-pub(crate) fn new_engine(fuel: bool) -> wasmtime::Result<Engine> {
+/// Builds an engine: component model on, epoch interruption for deadlines,
+/// and fuel metering when asked for (it slows every call a little, so it is
+/// off unless a projection uses it). `tier` picks the compiler: Cranelift
+/// optimizing for speed, or Winch (see `tiering`). Code compiled by one
+/// engine runs only in stores of that engine.
+pub(crate) fn new_engine(fuel: bool, tier: CodeTier) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    config.cranelift_opt_level(OptLevel::Speed);
+    match tier {
+        CodeTier::Optimized => {
+            config.strategy(Strategy::Cranelift).cranelift_opt_level(OptLevel::Speed);
+        }
+        CodeTier::Baseline => {
+            config.strategy(Strategy::Winch);
+        }
+    }
     config.epoch_interruption(true);
     config.consume_fuel(fuel);
     // `perf` cannot name JIT-compiled guest code on its own; with this set,

@@ -17,6 +17,7 @@ use crate::runtime::capabilities::{self, Capability};
 use crate::runtime::guest_output::{Channel, GuestOutput};
 use crate::runtime::limits::{Limits, MemoryLimitHit, MemoryLimiter};
 use crate::runtime::module_cache::ModuleCache;
+use crate::runtime::tiering::{Code, CodeTier, Optimize, Tiering};
 use crate::runtime::world::{self, Projector, ProjectorPre, WitVersion};
 use crate::store::document_cache::DocumentCache;
 use crate::store::{ModelKey, ModelWriter};
@@ -280,11 +281,32 @@ impl HostState {
     }
 }
 
+/// An engine of one compiler, and the host's imports linked for it.
+#[derive(Clone)]
+pub(crate) struct Compiler {
+    pub engine: Engine,
+    pub linker: Arc<Linker<HostState>>,
+}
+
+impl Compiler {
+    /// WASI (with an empty context) and the refract host imports, linked.
+    fn new(fuel: bool, tier: CodeTier) -> wasmtime::Result<Self> {
+        let engine = crate::runtime::engine::new_engine(fuel, tier)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        capabilities::deny(&mut linker)?;
+        world::add_to_linker(&mut linker)?;
+        Ok(Self { engine, linker: Arc::new(linker) })
+    }
+}
+
 /// Compiles and links plugins. One per host; cheap to clone.
 #[derive(Clone)]
 pub struct PluginRuntime {
-    engine: Engine,
-    linker: Arc<Linker<HostState>>,
+    optimizing: Compiler,
+    /// `None` where Winch cannot run (then every module is optimized first).
+    baseline: Option<Compiler>,
+    tiering: Tiering,
     cache: Option<ModuleCache>,
 }
 
@@ -298,12 +320,24 @@ impl PluginRuntime {
     /// Like [`new`](Self::new); `fuel` turns on fuel metering, needed by any
     /// projection whose limits set fuel.
     pub fn with_fuel(fuel: bool) -> wasmtime::Result<Self> {
-        let engine = crate::runtime::engine::new_engine(fuel)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        capabilities::deny(&mut linker)?;
-        world::add_to_linker(&mut linker)?;
-        Ok(Self { engine, linker: Arc::new(linker), cache: None })
+        let optimizing = Compiler::new(fuel, CodeTier::Optimized)?;
+        let baseline = Compiler::new(fuel, CodeTier::Baseline)
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "no baseline compiler: every plugin is optimized before it runs"),
+            )
+            .ok();
+        Ok(Self { optimizing, baseline, tiering: Tiering::default(), cache: None })
+    }
+
+    /// Sets when an uncached plugin starts on baseline code (see [`Tiering`]).
+    pub fn with_tiering(mut self, tiering: Tiering) -> Self {
+        self.tiering = tiering;
+        self
+    }
+
+    /// When an uncached plugin starts on baseline code.
+    pub fn tiering(&self) -> Tiering {
+        self.tiering
     }
 
     /// Keeps compiled components (and module bytes) in `cache`, so unchanged
@@ -348,10 +382,11 @@ impl PluginRuntime {
         }
         let hash = module_hash(bytes);
         let started = std::time::Instant::now();
-        let (component, cached) = self.compile(&path, &hash, bytes)?;
+        let (component, cached, tier) = self.compile(&path, &hash, bytes)?;
         let compile_time = started.elapsed();
-        let version = self.check_world(&path, &component)?;
-        let pre = self
+        let compiler = self.compiler(tier);
+        let version = self.check_world(&path, compiler, &component)?;
+        let pre = compiler
             .linker
             .instantiate_pre(&component)
             .and_then(|pre| ProjectorPre::new(version, pre))
@@ -359,7 +394,7 @@ impl PluginRuntime {
         // `describe` runs under the default limits: a plugin that hangs or
         // bombs at load time is refused like any other bad plugin.
         let limits = Limits::default();
-        let mut instance = Instance::new(&pre, "describe".into(), None, &limits)?;
+        let mut instance = Instance::new(&pre, tier, "describe".into(), None, &limits)?;
         instance.arm(&limits)?;
         let manifest = instance.bindings.describe(&mut instance.store).map_err(|e| {
             let denied = instance.store.data().denied;
@@ -371,31 +406,65 @@ impl PluginRuntime {
         if let Err(source) = manifest.validate() {
             return Err(PluginError::Manifest { path, source });
         }
-        Ok(Plugin { path, hash, pre, manifest, cached, compile_time })
+        let code = Code::new(pre, tier);
+        if tier == CodeTier::Baseline && self.tiering.optimizes() {
+            let optimize = Optimize {
+                path: path.clone(),
+                hash: hash.clone(),
+                bytes: bytes.to_vec(),
+                version,
+                compiler: self.optimizing.clone(),
+                cache: self.cache.clone(),
+            };
+            optimize.spawn(Arc::downgrade(&code));
+        }
+        Ok(Plugin { path, hash, code, manifest, cached, compile_time })
     }
 
-    /// The compiled component, from the cache when it has it.
-    fn compile(&self, path: &Path, hash: &str, bytes: &[u8]) -> Result<(Component, bool), PluginError> {
-        if let Some(component) = self.cache.as_ref().and_then(|c| c.compiled(&self.engine, hash)) {
-            tracing::debug!(path = %path.display(), "compiled module loaded from cache");
-            return Ok((component, true));
+    fn compiler(&self, tier: CodeTier) -> &Compiler {
+        match (tier, &self.baseline) {
+            (CodeTier::Baseline, Some(baseline)) => baseline,
+            _ => &self.optimizing,
         }
-        let component = Component::new(&self.engine, bytes)
+    }
+
+    /// The compiled component and its tier: optimized code from the cache
+    /// when it has it, else baseline code when tiering says so, else
+    /// optimized code, compiled now and cached.
+    fn compile(&self, path: &Path, hash: &str, bytes: &[u8]) -> Result<(Component, bool, CodeTier), PluginError> {
+        let engine = &self.optimizing.engine;
+        if let Some(component) = self.cache.as_ref().and_then(|c| c.compiled(engine, hash)) {
+            tracing::debug!(path = %path.display(), "compiled module loaded from cache");
+            return Ok((component, true, CodeTier::Optimized));
+        }
+        if let Some(baseline) = self.baseline.as_ref().filter(|_| self.tiering.baseline_first(bytes.len())) {
+            match Component::new(&baseline.engine, bytes) {
+                Ok(component) => return Ok((component, false, CodeTier::Baseline)),
+                // Winch lacks some proposals (exceptions, GC, tail calls):
+                // such a module, or a broken one, is left to Cranelift,
+                // whose verdict is the one reported.
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %format!("{e:#}"), "baseline compile refused")
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)
             .map_err(|e| PluginError::Compile { path: path.to_owned(), reason: format!("{e:#}") })?;
         if let Some(cache) = &self.cache {
-            cache.store_compiled(&self.engine, hash, &component);
+            cache.store_compiled(engine, hash, &component);
         }
-        Ok((component, false))
+        Ok((component, false, CodeTier::Optimized))
     }
 
     /// The version of the world the component targets. Names what the
     /// component lacks or imports that the host cannot give, before
     /// wasmtime's own (less specific) linking errors.
-    fn check_world(&self, path: &Path, component: &Component) -> Result<WitVersion, PluginError> {
+    fn check_world(&self, path: &Path, compiler: &Compiler, component: &Component) -> Result<WitVersion, PluginError> {
+        let engine = &compiler.engine;
         let ty = component.component_type();
         let wrong = |reason: String| PluginError::WrongWorld { path: path.to_owned(), reason };
-        let Some(version) = WitVersion::of(&self.engine, component) else {
-            let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
+        let Some(version) = WitVersion::of(engine, component) else {
+            let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
             let wanted: Vec<String> = WitVersion::ALL.iter().map(|v| format!("`{}`", v.projection_export())).collect();
             return Err(wrong(format!(
                 "missing export {} (it exports: {})",
@@ -403,7 +472,7 @@ impl PluginRuntime {
                 if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
             )));
         };
-        for (name, _) in ty.imports(&self.engine) {
+        for (name, _) in ty.imports(engine) {
             let known = name.starts_with("wasi:") || name.starts_with("refract:projection/");
             if !known {
                 return Err(wrong(format!(
@@ -463,7 +532,7 @@ pub fn module_hash(bytes: &[u8]) -> String {
 pub struct Plugin {
     path: PathBuf,
     hash: String,
-    pre: ProjectorPre,
+    code: Arc<Code>,
     manifest: Manifest,
     cached: bool,
     compile_time: std::time::Duration,
@@ -488,7 +557,7 @@ impl Plugin {
     /// The version of the `refract:projection` world the component targets,
     /// e.g. `0.2.0`.
     pub fn wit_version(&self) -> &'static str {
-        self.pre.version().as_str()
+        self.code.first().version().as_str()
     }
 
     /// SHA-256 of the module bytes, hex: identifies the module across restarts.
@@ -506,6 +575,18 @@ impl Plugin {
         self.compile_time
     }
 
+    /// The best code the plugin has now: baseline until its optimizing
+    /// compile is done (see [`Tiering`]).
+    pub fn code_tier(&self) -> CodeTier {
+        self.code.best().1
+    }
+
+    /// Whether `instance` runs code the plugin now has better of: the
+    /// runner then starts a new instance before the next batch.
+    pub(crate) fn outdated(&self, instance: &Instance) -> bool {
+        instance.tier != self.code_tier()
+    }
+
     /// Where the plugin was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -519,7 +600,8 @@ impl Plugin {
     #[doc(hidden)]
     pub fn handle_detached(&self, batches: &[Vec<Event>]) -> Result<usize, PluginError> {
         let limits = Limits::default();
-        let mut instance = Instance::new(&self.pre, self.manifest.name.clone(), None, &limits)?;
+        let (pre, tier) = self.code.best();
+        let mut instance = Instance::new(pre, tier, self.manifest.name.clone(), None, &limits)?;
         let mut changes = 0;
         for batch in batches {
             changes += instance.handle(batch, &limits)?.len();
@@ -528,7 +610,8 @@ impl Plugin {
     }
 
     pub(crate) fn instantiate(&self, access: ModelAccess, limits: &Limits) -> Result<Instance, PluginError> {
-        Instance::new(&self.pre, self.manifest.name.clone(), Some(access), limits)
+        let (pre, tier) = self.code.best();
+        Instance::new(pre, tier, self.manifest.name.clone(), Some(access), limits)
     }
 }
 
@@ -536,11 +619,13 @@ impl Plugin {
 pub(crate) struct Instance {
     store: Store<HostState>,
     bindings: Projector,
+    tier: CodeTier,
 }
 
 impl Instance {
     fn new(
         pre: &ProjectorPre,
+        tier: CodeTier,
         projection: String,
         access: Option<ModelAccess>,
         limits: &Limits,
@@ -553,7 +638,12 @@ impl Instance {
                 PluginError::Trap(m) => PluginError::Trap(format!("during instantiation: {m}")),
                 other => other,
             })?;
-        Ok(Self { store, bindings })
+        Ok(Self { store, bindings, tier })
+    }
+
+    /// Which compiler's code the instance runs.
+    pub(crate) fn tier(&self) -> CodeTier {
+        self.tier
     }
 
     /// Sets the deadline and fuel for the next call.
