@@ -75,6 +75,7 @@ pub(crate) async fn wait_for_lease(
     let settings = book.settings();
     let mut said = String::new();
     book.counted(stop).await;
+    let mut share = book.share.subscribe();
     loop {
         if *stop.borrow() {
             return Err(NoLease::Stopped);
@@ -85,6 +86,10 @@ pub(crate) async fn wait_for_lease(
                     "this node runs its share of the projections; standing by");
                 waiting("this node (it runs its share)");
                 said = settings.node.clone();
+                // The share may have been counted before this generation
+                // existed: a new generation of a single node's projection
+                // would otherwise wait up to a third of the lease lifetime.
+                book.recount.notify_one();
             }
         } else {
             match leases.acquire(key, &settings.node, settings.ttl).await {
@@ -109,6 +114,7 @@ pub(crate) async fn wait_for_lease(
         tokio::select! {
             _ = tokio::time::sleep(settings.renew_every()) => {}
             _ = stop.changed() => {}
+            _ = share.changed() => {}
         }
     }
 }
@@ -155,11 +161,18 @@ pub(crate) struct LeaseBook {
     held: std::sync::Mutex<std::collections::BTreeSet<ModelKey>>,
     /// `None` until the first heartbeat has counted the nodes.
     share: watch::Sender<Option<usize>>,
+    /// Asks the heartbeat to count again now rather than at its next beat.
+    recount: tokio::sync::Notify,
 }
 
 impl LeaseBook {
     pub(crate) fn new(settings: LeaseSettings) -> Arc<Self> {
-        Arc::new(Self { settings, held: Default::default(), share: watch::channel(None).0 })
+        Arc::new(Self {
+            settings,
+            held: Default::default(),
+            share: watch::channel(None).0,
+            recount: tokio::sync::Notify::new(),
+        })
     }
 
     pub(crate) fn settings(&self) -> &LeaseSettings {
@@ -198,7 +211,8 @@ impl LeaseBook {
     }
 
     /// Announces the node and recounts its share, every third of the lease
-    /// lifetime, until dropped; `units` counts the generations to share.
+    /// lifetime and whenever a runner standing by asks, until dropped;
+    /// `units` counts the generations to share.
     pub(crate) fn heartbeat<F, Fut>(self: &Arc<Self>, leases: Arc<dyn Leases>, units: F) -> Heartbeat
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -219,7 +233,10 @@ impl LeaseBook {
                     }
                     Err(e) => tracing::warn!(node = %node, error = %e, "could not announce this node; retrying"),
                 }
-                tokio::time::sleep(book.settings.renew_every()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(book.settings.renew_every()) => {}
+                    _ = book.recount.notified() => {}
+                }
             }
         }))
     }
