@@ -31,6 +31,7 @@ mod corrupt_events;
 mod crash;
 mod data_dir;
 mod deploy;
+mod dev_loop_bench;
 mod disk_full;
 mod events_read;
 mod exit_codes;

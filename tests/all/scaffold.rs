@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 const DEADLINE: Duration = Duration::from_secs(480);
 
 /// The `refract` binary under test.
-fn refract(dir: &Path) -> Command {
+pub(crate) fn refract(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_refract"));
     command.current_dir(dir);
     // The README's commands rely on the defaults (./data, ./plugins).
@@ -58,10 +58,10 @@ fn run(dir: &Path, args: &[&str]) -> Result<String, String> {
 
 /// `refract dev`, killed when dropped (also when the test fails), with its
 /// log collected for the failure message.
-struct Dev(common::cli::Background);
+pub(crate) struct Dev(common::cli::Background);
 
 impl Dev {
-    fn start(dir: &Path) -> Dev {
+    pub(crate) fn start(dir: &Path) -> Dev {
         // The README's `refract dev`; no HTTP, so parallel tests (and other
         // hosts on this machine) do not fight over port 7878.
         Dev(common::cli::Background::spawn(
@@ -73,13 +73,13 @@ impl Dev {
         ))
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.0.log()
     }
 
     /// Panics with the log if the host exited or a build failed: no point
     /// waiting out the deadline then.
-    fn check(&mut self) {
+    pub(crate) fn check(&mut self) {
         if let Some(status) = self.0.child.try_wait().unwrap() {
             panic!("refract dev exited ({status}):\n{}", self.log());
         }

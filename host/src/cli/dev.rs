@@ -447,10 +447,12 @@ pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>
 async fn rebuild(dir: &Path, lang: Lang, out_dir: &Path) {
     tracing::info!(project = %dir.display(), ?lang, "building plugin");
     let (d, o) = (dir.to_owned(), out_dir.to_owned());
+    let started = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || build_project(&d, lang, &o)).await {
         Ok(Ok(files)) => {
+            let seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
             for f in files {
-                tracing::info!(plugin = %f.display(), "plugin built");
+                tracing::info!(plugin = %f.display(), seconds, "plugin built");
             }
         }
         Ok(Err(e)) => tracing::error!("{e}"),

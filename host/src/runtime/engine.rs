@@ -10,10 +10,13 @@ use crate::runtime::tiering::CodeTier;
 /// and fuel metering when asked for (it slows every call a little, so it is
 /// off unless a projection uses it). `tier` picks the compiler: Cranelift
 /// optimizing for speed, or Winch (see `tiering`). Code compiled by one
-/// engine runs only in stores of that engine.
-pub(crate) fn new_engine(fuel: bool, tier: CodeTier) -> wasmtime::Result<Engine> {
+/// engine runs only in stores of that engine. `parallel` compiles a
+/// module's functions on every core; the background compile of tiering
+/// uses one, so that it does not slow down what runs meanwhile.
+pub(crate) fn new_engine(fuel: bool, tier: CodeTier, parallel: bool) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    config.parallel_compilation(parallel);
     match tier {
         CodeTier::Optimized => {
             config.strategy(Strategy::Cranelift).cranelift_opt_level(OptLevel::Speed);

@@ -290,8 +290,8 @@ pub(crate) struct Compiler {
 
 impl Compiler {
     /// WASI (with an empty context) and the refract host imports, linked.
-    fn new(fuel: bool, tier: CodeTier) -> wasmtime::Result<Self> {
-        let engine = crate::runtime::engine::new_engine(fuel, tier)?;
+    fn new(fuel: bool, tier: CodeTier, parallel: bool) -> wasmtime::Result<Self> {
+        let engine = crate::runtime::engine::new_engine(fuel, tier, parallel)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         capabilities::deny(&mut linker)?;
@@ -306,6 +306,8 @@ pub struct PluginRuntime {
     optimizing: Compiler,
     /// `None` where Winch cannot run (then every module is optimized first).
     baseline: Option<Compiler>,
+    /// Cranelift on one core, for the optimizing compile behind baseline code.
+    background: Compiler,
     tiering: Tiering,
     cache: Option<ModuleCache>,
 }
@@ -320,13 +322,14 @@ impl PluginRuntime {
     /// Like [`new`](Self::new); `fuel` turns on fuel metering, needed by any
     /// projection whose limits set fuel.
     pub fn with_fuel(fuel: bool) -> wasmtime::Result<Self> {
-        let optimizing = Compiler::new(fuel, CodeTier::Optimized)?;
-        let baseline = Compiler::new(fuel, CodeTier::Baseline)
+        let optimizing = Compiler::new(fuel, CodeTier::Optimized, true)?;
+        let background = Compiler::new(fuel, CodeTier::Optimized, false)?;
+        let baseline = Compiler::new(fuel, CodeTier::Baseline, true)
             .inspect_err(
                 |e| tracing::warn!(error = %e, "no baseline compiler: every plugin is optimized before it runs"),
             )
             .ok();
-        Ok(Self { optimizing, baseline, tiering: Tiering::default(), cache: None })
+        Ok(Self { optimizing, baseline, background, tiering: Tiering::default(), cache: None })
     }
 
     /// Sets when an uncached plugin starts on baseline code (see [`Tiering`]).
@@ -413,7 +416,7 @@ impl PluginRuntime {
                 hash: hash.clone(),
                 bytes: bytes.to_vec(),
                 version,
-                compiler: self.optimizing.clone(),
+                compiler: self.background.clone(),
                 cache: self.cache.clone(),
             };
             optimize.spawn(Arc::downgrade(&code));
