@@ -360,3 +360,33 @@ async fn reload_benchmark() {
         refract::DEBOUNCE
     );
 }
+
+/// On a single node, a new generation takes its lease at once: with a
+/// 60 s lease lifetime the share is recounted only every 20 s, so the
+/// swap within 10 s can only come from the recount the new generation
+/// asks for (it waited up to a third of the lifetime for it before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_generation_does_not_wait_for_the_next_share_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let events = bank_events(20, 500, 3);
+    append_all(stores.events.as_ref(), &events).await;
+    let lease = refract::LeaseSettings { node: "solo".into(), ttl: Duration::from_secs(60) };
+    let plugins = plugins_dir(dir.path(), &["account_summary"]);
+    let mut host = stores.host(SyncConfig::default()).with_lease(lease);
+    assert!(host.load_plugins(&plugins).await.unwrap().is_empty());
+    host.wait_until_caught_up().await.unwrap();
+    let file = plugins.join("account_summary.wasm");
+    std::fs::copy(plugin("account_summary_v2"), &file).unwrap();
+    let started = Instant::now();
+    host.load_file(&file).await.unwrap();
+    loop {
+        let p = host.progress(NAME).unwrap();
+        if p.generation == 2 && p.role == Role::Active && p.checkpoint == events.len() as u64 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "generation 2 still waits: {:?}", host.generations(NAME));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    host.shutdown().await;
+}
