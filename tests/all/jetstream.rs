@@ -119,15 +119,7 @@ async fn foreign_host(dir: &std::path::Path, fresh: &FreshStream, extra: &str, s
 
 /// Waits until the projection's progress satisfies `done`, or panics after 60 s.
 async fn wait_for(host: &Host, what: &str, done: impl Fn(&refract::Progress) -> bool) -> refract::Progress {
-    let started = Instant::now();
-    loop {
-        let p = host.progress("account-summary").expect("the projection runs");
-        if done(&p) {
-            return p;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "waited 60 s for {what}; progress: {p:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_progress(host, "account-summary", what, Duration::from_secs(60), done).await
 }
 
 async fn accounts(host: &Host) -> BTreeMap<String, Value> {

@@ -6,22 +6,10 @@ use crate::common;
 use crate::polyglot::polyglot;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use refract::{AUTO_BASELINE_BYTES, CodeTier, Host, ModuleCache, PluginRuntime, Progress, SyncConfig, Tiering};
-
-/// Polls the projection's progress until `done` holds, for at most `limit`.
-async fn wait_for(host: &Host, name: &str, limit: Duration, done: impl Fn(&Progress) -> bool) -> Progress {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(p) = host.progress(name).filter(|p| done(p)) {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "{name}: timed out at {:?}", host.progress(name));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+use refract::{AUTO_BASELINE_BYTES, CodeTier, Host, ModuleCache, PluginRuntime, SyncConfig, Tiering};
 
 /// The Python account-summary (18 MB) starts on baseline code under the
 /// default tiering, keeps projecting while Cranelift compiles, takes up the
@@ -46,7 +34,8 @@ async fn python_switches_to_optimized_code_mid_run_without_changing_a_document()
     assert!(!plugin.cached());
     assert_eq!(plugin.code_tier(), CodeTier::Baseline);
     host.start(plugin).await.unwrap();
-    let on_baseline = wait_for(&host, NAME, Duration::from_secs(60), |p| p.checkpoint > 0).await;
+    let on_baseline =
+        wait_for_progress(&host, NAME, "a first commit", Duration::from_secs(60), |p| p.checkpoint > 0).await;
     assert_eq!(on_baseline.code, Some(CodeTier::Baseline), "{on_baseline:?}");
 
     // Events keep arriving in small appends until a batch runs on optimized
@@ -67,7 +56,7 @@ async fn python_switches_to_optimized_code_mid_run_without_changing_a_document()
     assert!(switched.checkpoint > on_baseline.checkpoint, "{switched:?}");
     append_all(tiered.events.as_ref(), &events[appended..]).await;
     let head = events.len() as u64;
-    let done = wait_for(&host, NAME, Duration::from_secs(120), |p| p.checkpoint == head).await;
+    let done = wait_for_progress(&host, NAME, "the head", Duration::from_secs(120), |p| p.checkpoint == head).await;
     assert_eq!(done.code, Some(CodeTier::Optimized));
     host.shutdown().await;
     let docs = all_documents(tiered.models_dyn().as_ref(), NAME, "accounts").await;

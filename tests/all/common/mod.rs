@@ -189,6 +189,26 @@ impl Stores {
     }
 }
 
+/// Polls a projection's progress until `done` holds; panics naming `what`
+/// after `limit`.
+pub async fn wait_for_progress(
+    host: &Host,
+    projection: &str,
+    what: &str,
+    limit: std::time::Duration,
+    done: impl Fn(&refract::Progress) -> bool,
+) -> refract::Progress {
+    let started = std::time::Instant::now();
+    loop {
+        let p = host.progress(projection);
+        if let Some(p) = p.as_ref().filter(|p| done(p)) {
+            return p.clone();
+        }
+        assert!(started.elapsed() < limit, "{projection}: waited {limit:?} for {what}; progress: {p:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// Every document of a collection, by id, read through the public query API.
 pub async fn all_documents(models: &dyn ReadModelStore, projection: &str, collection: &str) -> BTreeMap<String, Value> {
     let store: &dyn ReadModelStore = models;
