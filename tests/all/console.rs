@@ -246,8 +246,10 @@ async fn lag_falls_while_events_are_appended() {
 
     // Bursts of deposits straight into the event store (as `refract append` would), while the
     // page is sampled: the head it shows grows with each burst and the lag falls between them.
-    const BURSTS: usize = 12;
-    const BURST: usize = 4_000;
+    // A burst must outlast a few samples: batch 1 projects 4,000 events in about 50 ms now, so
+    // bursts of that size were often done before the page looked.
+    const BURSTS: usize = 8;
+    const BURST: usize = 20_000;
     let events = refract::DataDir(host.data.clone()).open_events().await.unwrap();
     let appender = tokio::spawn(async move {
         for b in 0..BURSTS {
