@@ -53,6 +53,8 @@ pub use ready::{ProjectionCheckpoint, Readiness, active_checkpoints, readiness};
 pub use runtime::capabilities::Capability;
 pub use runtime::limits::{EPOCH_TICK, Limits};
 pub use runtime::module_cache::ModuleCache;
+#[doc(hidden)]
+pub use runtime::native::{NativeFailure, NativeProjection};
 pub use runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
 pub use runtime::tiering::{AUTO_BASELINE_BYTES, CodeTier, Tiering};
 pub use source::{

@@ -10,6 +10,7 @@ pub(crate) mod engine;
 pub(crate) mod guest_output;
 pub(crate) mod limits;
 pub(crate) mod module_cache;
+pub(crate) mod native;
 pub(crate) mod plugin;
 pub(crate) mod tiering;
 pub(crate) mod world;

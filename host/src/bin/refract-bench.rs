@@ -1,7 +1,9 @@
 //! End-to-end benchmarks of refract: projection throughput into SQLite
-//! (WASM plugin, the same projection in native Rust, and the raw SQLite
-//! ceiling), rebuild time, the WASM boundary alone, peak RSS with 1 and
-//! 10 concurrent projections, and append → visible latency. See BENCHMARKS.md for what each figure means.
+//! (the WASM plugin, the same projection compiled natively and run by the
+//! same engine, and the raw SQLite ceiling), rebuild time, the WASM
+//! boundary alone, peak RSS of one `refract run` with 1 and 10 distinct
+//! projections, and append → visible latency. See BENCHMARKS.md for what
+//! each figure means.
 //!
 //! ```sh
 //! scripts/build-plugins
@@ -25,8 +27,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use refract::{
     AppendRequest, Change, ChangeLog, ChangeSet, CollectionChanges, DataDir, Event, EventSource, EventStore,
-    ExpectedVersion, Host, Manifest, ModelReader, ModelWriter, NewEvent, Plugin, PluginRuntime, ReadModelStore,
-    Registry, SqliteEventStore, SqliteReadModelStore, SyncConfig,
+    ExpectedVersion, Host, Manifest, ModelReader, ModelWriter, NativeFailure, NativeProjection, NewEvent, Plugin,
+    PluginRuntime, ReadModelStore, Registry, SqliteEventStore, SqliteReadModelStore, SyncConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -119,11 +121,12 @@ async fn run(args: Args) -> Result<()> {
         args.events, args.batch1_events, args.runs, args.accounts
     );
     let skip = |part: &str| args.skip.iter().any(|s| s == part);
+    let manifest = manifest_of(&account_summary)?;
 
     if !skip("throughput") {
         println!("\n## Projection throughput into SQLite (events/s, median of {} runs)\n", args.runs);
         println!(
-            "| batch | commit every | events | WASM (engine) | native (same path) | raw SQLite ceiling | WASM/native | WASM/raw |"
+            "| batch | commit every | events | WASM (engine) | native (same engine) | raw SQLite ceiling | WASM/native | WASM/raw |"
         );
         println!("|---|---|---|---|---|---|---|---|");
         for &batch in &args.batches {
@@ -135,16 +138,17 @@ async fn run(args: Args) -> Result<()> {
                     // Interleaved, so the three see the same machine load.
                     let dir = args.work_dir.join(format!("run-b{batch}-c{commit}-{run}"));
                     let rebuild = batch == 1000 && commit == args.commits[0] && !skip("rebuild");
+                    let wasm_plugin = Code::Wasm(&account_summary);
                     let (rate, rebuild_time) =
-                        wasm_run(&dir.join("wasm"), &events, &account_summary, batch, commit, rebuild).await?;
+                        engine_run(&dir.join("wasm"), &events, wasm_plugin, batch, commit, rebuild).await?;
                     wasm.push(rate);
                     rebuilds.extend(rebuild_time);
                     if !skip("native") {
-                        let native_dir = dir.join("native");
-                        native.push(native_run(&native_dir, &events, &account_summary, batch, commit, false).await?);
+                        let native_plugin = Code::Native(&account_summary, &manifest);
+                        native.push(engine_run(&dir.join("native"), &events, native_plugin, batch, commit, false).await?.0);
                     }
                     if !skip("raw") {
-                        raw.push(native_run(&dir.join("raw"), &events, &account_summary, batch, commit, true).await?);
+                        raw.push(raw_run(&dir.join("raw"), &events, &manifest, batch, commit).await?);
                     }
                     if run == 0 && !skip("native") {
                         compare_models(&dir.join("wasm"), &dir.join("native"), args.accounts).await?;
@@ -221,42 +225,101 @@ async fn run(args: Args) -> Result<()> {
     }
 
     if !skip("rss") {
-        println!("\n## Peak RSS (VmHWM of this process), {} events per projection, batch 1000\n", args.rss_events);
-        let events_path = event_store_path(&args, args.rss_events);
-        event_store(&args, args.rss_events).await?;
-        for n in [1usize, 10] {
-            let base = reset_peak_rss();
-            let dir = args.work_dir.join(format!("rss-{n}"));
-            let _ = std::fs::remove_dir_all(&dir);
-            let started = Instant::now();
-            let mut hosts = vec![];
-            // One event store for all, as one host with 10 projections would have.
-            let events = Arc::new(SqliteEventStore::open(&events_path).await?);
-            for i in 0..n {
-                let data = DataDir(dir.join(format!("host-{i}")));
-                let mut host = Host::new(events.clone(), data.open_models().await?, sync(1000, args.commits[0]))?;
-                let plugin = host.runtime().load(&account_summary)?;
-                host.start(plugin).await?;
-                hosts.push(host);
-            }
-            for host in &hosts {
-                host.wait_until_caught_up().await?;
-            }
-            let elapsed = started.elapsed();
-            let peak = peak_rss_kib();
-            for host in hosts {
-                host.shutdown().await;
-            }
-            let _ = std::fs::remove_dir_all(&dir);
-            println!(
-                "{n:>2} projection(s): peak RSS {} MiB ({peak} KiB; {} MiB before they started), {:.1} s",
-                peak / 1024,
-                base / 1024,
-                elapsed.as_secs_f64()
-            );
-        }
+        rss_part(&args, &account_summary).await?;
     }
     Ok(())
+}
+
+/// Peak RSS of one `refract run` process (its maxrss, from `wait4`) with
+/// 1 and 10 distinct projections, from a cold module cache to caught up:
+/// what an operator's host needs, compiles included.
+async fn rss_part(args: &Args, plugin: &Path) -> Result<()> {
+    let refract = std::env::current_exe()?.with_file_name("refract");
+    if !refract.exists() {
+        bail!("{} is missing: cargo build --release -p refract --bins", refract.display());
+    }
+    let events_path = event_store_path(args, args.rss_events);
+    event_store(args, args.rss_events).await?;
+    println!(
+        "\n## Peak RSS of one `refract run` process, {} events per projection, batch 1000, cold module cache\n",
+        args.rss_events
+    );
+    println!("| distinct projections | peak RSS, runs | median | caught up in (median) |");
+    println!("|---|---|---|---|");
+    let bytes = std::fs::read(plugin)?;
+    for n in [1usize, 10] {
+        let (mut peaks, mut times) = (vec![], vec![]);
+        for run in 0..args.runs {
+            let dir = args.work_dir.join(format!("rss-{n}-{run}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            let (data, plugins) = (dir.join("data"), dir.join("plugins"));
+            std::fs::create_dir_all(&data)?;
+            std::fs::create_dir_all(&plugins)?;
+            std::fs::copy(&events_path, data.join("events.db"))?;
+            let names: Vec<String> = (0..n).map(|i| format!("account-summ{i:03}")).collect();
+            for name in &names {
+                std::fs::write(plugins.join(format!("{name}.wasm")), renamed(&bytes, name)?)?;
+            }
+            let started = Instant::now();
+            let child = std::process::Command::new(&refract)
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("run")
+                .arg("--plugins")
+                .arg(&plugins)
+                .args(["--exit-when-caught-up", "--no-http"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            let peak = tokio::task::spawn_blocking(move || wait_for_peak_rss(child)).await??;
+            times.push(started.elapsed().as_secs_f64());
+            peaks.push(peak as f64 / 1024.0);
+            let head = SqliteEventStore::open(&data.join("events.db")).await?.head().await?;
+            let models = DataDir(data.clone()).open_models().await?;
+            for name in &names {
+                check_caught_up(&*models, name, head).await?;
+            }
+            models.close().await;
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        println!(
+            "| {n} | {} | **{:.0} MiB** | {:.1} s |",
+            peaks.iter().map(|p| format!("{p:.0}")).collect::<Vec<_>>().join(" / "),
+            median(&mut peaks),
+            median(&mut times)
+        );
+    }
+    Ok(())
+}
+
+/// `bytes` of account-summary with the projection's name replaced by
+/// `name` of the same length: a distinct module (its own hash, compiled
+/// code and tables) with the same logic.
+fn renamed(bytes: &[u8], name: &str) -> Result<Vec<u8>> {
+    const NAME: &[u8] = b"account-summary";
+    if name.len() != NAME.len() {
+        bail!("{name} is not {} bytes long", NAME.len());
+    }
+    let at = bytes.windows(NAME.len()).position(|w| w == NAME).context("the plugin does not name account-summary")?;
+    let mut out = bytes.to_vec();
+    out[at..at + NAME.len()].copy_from_slice(name.as_bytes());
+    Ok(out)
+}
+
+/// Waits for `child` to exit successfully and returns its peak RSS in KiB.
+fn wait_for_peak_rss(child: std::process::Child) -> Result<u64> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value, and both pointers outlive the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: reaps our own child; `child` is not waited on elsewhere.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } < 0 {
+        bail!("waiting for refract run: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("refract run failed (wait status {status})");
+    }
+    Ok(usage.ru_maxrss as u64)
 }
 
 fn sync(batch: usize, commit_events: usize) -> SyncConfig {
@@ -272,13 +335,24 @@ fn sync(batch: usize, commit_events: usize) -> SyncConfig {
     }
 }
 
-/// The real engine: a host running the account-summary plugin from
-/// position 0 to the head. Returns events/s and, when asked, how long a
-/// rebuild (a new generation from position 0, swapped in at the head) takes.
-async fn wasm_run(
+/// What the engine runs account-summary as.
+#[derive(Clone, Copy)]
+enum Code<'a> {
+    /// The component at this path.
+    Wasm(&'a Path),
+    /// [`NativeAccountSummary`] in its place, with the component's manifest.
+    Native(&'a Path, &'a Manifest),
+}
+
+/// The real engine: a host running account-summary from position 0 to the
+/// head, as a component or natively (the same runner, read-ahead, document
+/// cache and commits; only the call differs). Returns events/s and, when
+/// asked, how long a rebuild (a new generation from position 0, swapped in
+/// at the head) takes.
+async fn engine_run(
     dir: &Path,
     events: &Arc<SqliteEventStore>,
-    plugin_path: &Path,
+    code: Code<'_>,
     batch: usize,
     commit_events: usize,
     rebuild: bool,
@@ -287,7 +361,10 @@ async fn wasm_run(
     let data = DataDir(dir.to_owned());
     let models = data.open_models().await?;
     let mut host = Host::new(events.clone(), models.clone(), sync(batch, commit_events))?;
-    let plugin = host.runtime().load(plugin_path)?;
+    let plugin = match code {
+        Code::Wasm(path) => host.runtime().load(path)?,
+        Code::Native(path, manifest) => Plugin::native(path, manifest.clone(), Arc::new(NativeAccountSummary))?,
+    };
     let head = events.head().await?;
     let started = Instant::now();
     host.start(plugin).await?;
@@ -449,41 +526,36 @@ async fn check_caught_up(models: &dyn ReadModelStore, name: &str, head: u64) -> 
     Ok(())
 }
 
-/// The account-summary projection compiled into this binary, run through
-/// the same read, `get`, `ChangeSet::from_changes` and `commit` calls as the
-/// runner, staging batches and committing every `commit_events` events as
-/// it does (`raw = false`); or, with `raw = true`, the store's ceiling: the
-/// same commits of the same final documents, computed off the clock, so only
-/// `commit` (one json_each upsert plus the checkpoint, one transaction) is timed.
-async fn native_run(
+/// The store's ceiling: the commits the engine makes (every
+/// `commit_events` events, as the runner groups them), of the same final
+/// documents, computed off the clock by account-summary's native logic, so
+/// only `commit` (one json_each upsert plus the checkpoint, one
+/// transaction) is timed.
+async fn raw_run(
     dir: &Path,
     events: &Arc<SqliteEventStore>,
-    plugin_path: &Path,
+    manifest: &Manifest,
     batch: usize,
     commit_events: usize,
-    raw: bool,
 ) -> Result<f64> {
     let _ = std::fs::remove_dir_all(dir);
     let models = DataDir(dir.to_owned()).open_models().await?;
-    let manifest = manifest_of(plugin_path)?;
-    let reg = models.register(&manifest, "native-baseline", "native").await?;
+    let reg = models.register(manifest, "raw-baseline", "raw").await?;
     let key = reg.target.key.clone();
     let head = events.head().await?;
     let (mut checkpoint, mut read_to, mut staged_events) = (0, 0, 0);
     let mut timed = Duration::ZERO;
-    // Staged and committed documents, as the host's document cache keeps them for `get`.
-    let mut docs: HashMap<String, Option<String>> = HashMap::new();
+    let mut docs: HashMap<String, String> = HashMap::new();
     let mut staged: BTreeMap<String, String> = BTreeMap::new();
     while read_to < head {
-        let t0 = Instant::now();
         let batch_events = events.read(read_to, head, &manifest.subscription, batch).await?;
         let full = batch_events.len() >= batch;
         read_to = if full { batch_events.last().map_or(head, |e| e.position) } else { head };
         staged_events += batch_events.len();
-        let changes = project(&batch_events, &docs)?;
-        let set = ChangeSet::from_changes(changes, &manifest)?;
+        let changes = project(&batch_events, &mut |_, id| Ok(docs.get(id).cloned()))?;
+        let set = ChangeSet::from_changes(changes, manifest)?;
         for (id, body) in set.collections.into_values().flat_map(|c| c.upserts) {
-            docs.insert(id.clone(), Some(body.clone()));
+            docs.insert(id.clone(), body.clone());
             staged.insert(id, body);
         }
         if !full || read_to >= head || staged_events >= commit_events {
@@ -493,24 +565,35 @@ async fn native_run(
             };
             let t1 = Instant::now();
             models.commit(&key, &set, checkpoint, read_to).await?;
+            timed += t1.elapsed();
             checkpoint = read_to;
             staged_events = 0;
-            if raw {
-                timed += t1.elapsed();
-            }
-        }
-        if !raw {
-            timed += t0.elapsed();
         }
     }
     models.close().await;
     Ok(head as f64 / timed.as_secs_f64())
 }
 
+/// account-summary compiled into this binary, for the engine to run in
+/// place of the component.
+struct NativeAccountSummary;
+
+impl NativeProjection for NativeAccountSummary {
+    fn handle(
+        &self,
+        events: &[Event],
+        get: &mut dyn FnMut(&str, &str) -> Result<Option<String>, String>,
+    ) -> Result<Vec<Change>, NativeFailure> {
+        project(events, &mut |collection, id| get(collection, id).map_err(anyhow::Error::msg)).map_err(|e| {
+            NativeFailure { position: events.first().map_or(0, |e| e.position), message: format!("{e:#}") }
+        })
+    }
+}
+
 /// account-summary's logic, natively: decode, read-modify-write through a
-/// batch overlay (as the SDK's `Context` does) over the staged and committed
-/// documents, one upsert per event.
-fn project(events: &[Event], docs: &HashMap<String, Option<String>>) -> Result<Vec<Change>> {
+/// batch overlay (as the SDK's `Context` does) over `get`, one upsert per
+/// event.
+fn project(events: &[Event], get: &mut dyn FnMut(&str, &str) -> Result<Option<String>>) -> Result<Vec<Change>> {
     let mut overlay: HashMap<String, String> = HashMap::new();
     let mut changes = Vec::with_capacity(events.len());
     for event in events {
@@ -523,9 +606,7 @@ fn project(events: &[Event], docs: &HashMap<String, Option<String>>) -> Result<V
         };
         let current = match overlay.get(&event.stream_id) {
             Some(body) => Some(body.clone()),
-            // The run starts from empty tables, so, as in the engine's
-            // document cache, a document it never wrote does not exist.
-            None => docs.get(&event.stream_id).cloned().flatten(),
+            None => get("accounts", &event.stream_id)?,
         };
         let mut account: Account = match current {
             Some(body) => serde_json::from_str(&body)?,
@@ -679,20 +760,6 @@ fn pad(mut open: String) -> String {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// Resets VmHWM to the current RSS (Linux `clear_refs` 5) and returns it, in KiB.
-fn reset_peak_rss() -> u64 {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    status_kib("VmRSS:")
-}
-
-fn peak_rss_kib() -> u64 {
-    status_kib("VmHWM:")
-}
-
-fn status_kib(field: &str) -> u64 {
-    status_file_kib("/proc/self/status", field)
 }
 
 fn machine() -> String {

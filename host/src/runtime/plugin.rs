@@ -17,6 +17,7 @@ use crate::runtime::capabilities::{self, Capability};
 use crate::runtime::guest_output::{Channel, GuestOutput};
 use crate::runtime::limits::{Limits, MemoryLimitHit, MemoryLimiter};
 use crate::runtime::module_cache::ModuleCache;
+use crate::runtime::native::{NativeInstance, NativeProjection};
 use crate::runtime::tiering::{Code, CodeTier, Optimize, Tiering};
 use crate::runtime::world::{self, Projector, ProjectorPre, WitVersion};
 use crate::store::document_cache::DocumentCache;
@@ -197,7 +198,7 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    fn new(projection: String, access: Option<ModelAccess>, limits: &Limits) -> Self {
+    pub(crate) fn new(projection: String, access: Option<ModelAccess>, limits: &Limits) -> Self {
         // An empty WasiCtx: no preopened directories, environment, arguments
         // or sockets. Guests built with Rust std import WASI interfaces, so
         // they must be linked, but they reach nothing of the host. Only
@@ -397,7 +398,7 @@ impl PluginRuntime {
         // `describe` runs under the default limits: a plugin that hangs or
         // bombs at load time is refused like any other bad plugin.
         let limits = Limits::default();
-        let mut instance = Instance::new(&pre, tier, "describe".into(), None, &limits)?;
+        let mut instance = ComponentInstance::new(&pre, tier, "describe".into(), None, &limits)?;
         instance.arm(&limits)?;
         let manifest = instance.bindings.describe(&mut instance.store).map_err(|e| {
             let denied = instance.store.data().denied;
@@ -421,7 +422,7 @@ impl PluginRuntime {
             };
             optimize.spawn(Arc::downgrade(&code));
         }
-        Ok(Plugin { path, hash, code, manifest, cached, compile_time })
+        Ok(Plugin { path, hash, body: Body::Component(code), manifest, cached, compile_time })
     }
 
     fn compiler(&self, tier: CodeTier) -> &Compiler {
@@ -535,7 +536,7 @@ pub fn module_hash(bytes: &[u8]) -> String {
 pub struct Plugin {
     path: PathBuf,
     hash: String,
-    code: Arc<Code>,
+    body: Body,
     manifest: Manifest,
     cached: bool,
     compile_time: std::time::Duration,
@@ -551,7 +552,33 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
+/// What a plugin runs.
+enum Body {
+    /// A component's code.
+    Component(Arc<Code>),
+    /// Native code in place of a component (see [`NativeProjection`]).
+    Native(Arc<dyn NativeProjection>),
+}
+
 impl Plugin {
+    /// A native projection in place of a component, named by `path`, for
+    /// measuring the sandbox's cost against it: not sandboxed, so not for
+    /// user code.
+    #[doc(hidden)]
+    pub fn native(path: &Path, manifest: Manifest, projection: Arc<dyn NativeProjection>) -> Result<Self, PluginError> {
+        if let Err(source) = manifest.validate() {
+            return Err(PluginError::Manifest { path: path.to_owned(), source });
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            hash: module_hash(format!("native:{}", manifest.name).as_bytes()),
+            body: Body::Native(projection),
+            manifest,
+            cached: false,
+            compile_time: Duration::ZERO,
+        })
+    }
+
     /// The manifest returned by `describe`.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -560,7 +587,10 @@ impl Plugin {
     /// The version of the `refract:projection` world the component targets,
     /// e.g. `0.2.0`.
     pub fn wit_version(&self) -> &'static str {
-        self.code.first().version().as_str()
+        match &self.body {
+            Body::Component(code) => code.first().version().as_str(),
+            Body::Native(_) => WitVersion::CURRENT.as_str(),
+        }
     }
 
     /// SHA-256 of the module bytes, hex: identifies the module across restarts.
@@ -579,15 +609,18 @@ impl Plugin {
     }
 
     /// The best code the plugin has now: baseline until its optimizing
-    /// compile is done (see [`Tiering`]).
+    /// compile is done (see [`Tiering`]). Native code counts as optimized.
     pub fn code_tier(&self) -> CodeTier {
-        self.code.best().1
+        match &self.body {
+            Body::Component(code) => code.best().1,
+            Body::Native(_) => CodeTier::Optimized,
+        }
     }
 
     /// Whether `instance` runs code the plugin now has better of: the
     /// runner then starts a new instance before the next batch.
     pub(crate) fn outdated(&self, instance: &Instance) -> bool {
-        instance.tier != self.code_tier()
+        instance.tier() != self.code_tier()
     }
 
     /// Where the plugin was loaded from.
@@ -603,8 +636,7 @@ impl Plugin {
     #[doc(hidden)]
     pub fn handle_detached(&self, batches: &[Vec<Event>]) -> Result<usize, PluginError> {
         let limits = Limits::default();
-        let (pre, tier) = self.code.best();
-        let mut instance = Instance::new(pre, tier, self.manifest.name.clone(), None, &limits)?;
+        let mut instance = self.instance(None, &limits)?;
         let mut changes = 0;
         for batch in batches {
             changes += instance.handle(batch, &limits)?.len();
@@ -613,19 +645,53 @@ impl Plugin {
     }
 
     pub(crate) fn instantiate(&self, access: ModelAccess, limits: &Limits) -> Result<Instance, PluginError> {
-        let (pre, tier) = self.code.best();
-        Instance::new(pre, tier, self.manifest.name.clone(), Some(access), limits)
+        self.instance(Some(access), limits)
+    }
+
+    fn instance(&self, access: Option<ModelAccess>, limits: &Limits) -> Result<Instance, PluginError> {
+        let name = self.manifest.name.clone();
+        Ok(match &self.body {
+            Body::Component(code) => {
+                let (pre, tier) = code.best();
+                Instance::Component(ComponentInstance::new(pre, tier, name, access, limits)?)
+            }
+            Body::Native(projection) => Instance::Native(NativeInstance::new(projection.clone(), name, access, limits)),
+        })
     }
 }
 
 /// A live instance of a plugin, reused across batches until it traps.
-pub(crate) struct Instance {
+pub(crate) enum Instance {
+    Component(ComponentInstance),
+    Native(NativeInstance),
+}
+
+impl Instance {
+    /// Which compiler's code the instance runs.
+    pub(crate) fn tier(&self) -> CodeTier {
+        match self {
+            Self::Component(i) => i.tier,
+            Self::Native(_) => CodeTier::Optimized,
+        }
+    }
+
+    /// Projects one batch under `limits`. Blocks: call from a blocking thread.
+    pub(crate) fn handle(&mut self, events: &[Event], limits: &Limits) -> Result<Vec<Change>, PluginError> {
+        match self {
+            Self::Component(i) => i.handle(events, limits),
+            Self::Native(i) => i.handle(events, limits),
+        }
+    }
+}
+
+/// A live instance of a component.
+pub(crate) struct ComponentInstance {
     store: Store<HostState>,
     bindings: Projector,
     tier: CodeTier,
 }
 
-impl Instance {
+impl ComponentInstance {
     fn new(
         pre: &ProjectorPre,
         tier: CodeTier,
@@ -644,18 +710,12 @@ impl Instance {
         Ok(Self { store, bindings, tier })
     }
 
-    /// Which compiler's code the instance runs.
-    pub(crate) fn tier(&self) -> CodeTier {
-        self.tier
-    }
-
     /// Sets the deadline and fuel for the next call.
     fn arm(&mut self, limits: &Limits) -> Result<(), PluginError> {
         arm_store(&mut self.store, limits)
     }
 
-    /// Projects one batch under `limits`. Blocks: call from a blocking thread.
-    pub fn handle(&mut self, events: &[Event], limits: &Limits) -> Result<Vec<Change>, PluginError> {
+    fn handle(&mut self, events: &[Event], limits: &Limits) -> Result<Vec<Change>, PluginError> {
         self.arm(limits)?;
         self.store.data_mut().denied = None;
         let result = self.bindings.handle(&mut self.store, events);
