@@ -78,7 +78,7 @@ pub enum DbErrorKind {
 }
 
 /// A failure of the database behind a store, without the driver's types.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct DatabaseError {
     kind: DbErrorKind,

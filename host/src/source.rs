@@ -1,5 +1,6 @@
 //! Where events come from: the `EventSource` (read) and `EventStore` (append) traits.
 
+mod group_commit;
 mod jetstream;
 mod postgres;
 mod sqlite;
@@ -23,7 +24,7 @@ impl From<crate::db::sqlite::SqliteError> for SourceError {
 }
 
 /// Errors from reading or appending events.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
     /// Optimistic concurrency check failed; nothing was appended.
     #[error(

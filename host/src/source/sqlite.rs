@@ -12,12 +12,13 @@ use sqlx::AssertSqlSafe;
 use sqlx::SqlitePool;
 use sqlx::sqlite::SqliteConnection;
 
+use super::group_commit::{GroupCommit, GroupWriter, Outcome};
 use super::wake::Wake;
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
 use crate::db::DbTx;
 use crate::db::sqlite::{SqliteDb, Statement};
-use crate::model::event::{AppendRequest, Event, Subscription};
+use crate::model::event::{AppendRequest, Event, NewEvent, Subscription};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -57,6 +58,14 @@ pub struct SqliteEventStore {
     db: SqliteDb,
     path: PathBuf,
     wake: Arc<Wake>,
+    appends: GroupCommit<Writer>,
+}
+
+/// What writes appends: the store's write connection.
+#[derive(Debug)]
+struct Writer {
+    db: SqliteDb,
+    wake: Arc<Wake>,
 }
 
 impl SqliteEventStore {
@@ -64,7 +73,9 @@ impl SqliteEventStore {
     pub async fn open(path: &Path) -> Result<Self, SourceError> {
         let db = SqliteDb::open(path).await?;
         sqlx::query(SCHEMA).execute(&db.writer).await?;
-        Ok(Self { db, path: path.to_owned(), wake: Arc::new(Wake::new()) })
+        let wake = Arc::new(Wake::new());
+        let appends = GroupCommit::new(Writer { db: db.clone(), wake: wake.clone() });
+        Ok(Self { db, path: path.to_owned(), wake, appends })
     }
 
     /// Closes the connections.
@@ -173,9 +184,9 @@ const ROWS_PER_STATEMENT: usize = 128;
 /// streams per statement. Streams without events are absent (version 0).
 async fn stream_versions<'a>(
     conn: &mut SqliteConnection,
-    requests: &'a [AppendRequest],
+    requests: impl Iterator<Item = &'a AppendRequest>,
 ) -> Result<HashMap<&'a str, i64>, sqlx::Error> {
-    let mut streams: Vec<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
+    let mut streams: Vec<&str> = requests.map(|r| r.stream_id.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
     let mut versions = HashMap::with_capacity(streams.len());
@@ -206,29 +217,28 @@ async fn append_in(
     conn: &mut SqliteConnection,
     requests: &[AppendRequest],
 ) -> Result<(Vec<Appended>, u64), SourceError> {
+    let (mut outcomes, head) = append_calls(conn, &[requests]).await?;
+    Ok((outcomes.pop().expect("one outcome per call")?, head))
+}
+
+/// An event row to insert: position, stream, version, event.
+type Row<'a> = (i64, &'a str, i64, &'a NewEvent);
+
+/// Appends several calls' validated requests inside the caller's write
+/// transaction, each call all or nothing on its own: one whose expected
+/// versions do not hold writes nothing (its outcome is the conflict) and
+/// the next is checked as if it had not been made. Returns each call's
+/// outcome and the new head.
+async fn append_calls(
+    conn: &mut SqliteConnection,
+    calls: &[&[AppendRequest]],
+) -> Result<(Vec<Outcome>, u64), SourceError> {
     let mut position: i64 =
         sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(&mut *conn).await?;
     let timestamp = now_ms();
-    let mut versions_now = stream_versions(conn, requests).await?;
-    let mut results = Vec::with_capacity(requests.len());
-    let mut rows = Vec::with_capacity(requests.iter().map(|r| r.events.len()).sum());
-    for r in requests {
-        let current = versions_now.get(r.stream_id.as_str()).copied().unwrap_or(0);
-        check_version(&r.stream_id, r.expected, current as u64)?;
-        let first_position = position + 1;
-        let mut version = current;
-        for e in &r.events {
-            position += 1;
-            version += 1;
-            rows.push((position, r.stream_id.as_str(), version, e));
-        }
-        versions_now.insert(&r.stream_id, version);
-        results.push(Appended {
-            first_position: first_position as u64,
-            last_position: position as u64,
-            stream_version: version as u64,
-        });
-    }
+    let mut versions = stream_versions(conn, calls.iter().flat_map(|&c| c.iter())).await?;
+    let mut rows: Vec<Row<'_>> = Vec::with_capacity(calls.iter().flat_map(|&c| c.iter()).map(|r| r.events.len()).sum());
+    let outcomes = calls.iter().map(|&call| plan(call, &mut versions, &mut position, &mut rows)).collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let marks = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!(
@@ -248,28 +258,67 @@ async fn append_in(
         }
         query.execute(&mut *conn).await?;
     }
-    Ok((results, position as u64))
+    Ok((outcomes, position as u64))
+}
+
+/// Checks one call's requests against the stream versions so far and, if
+/// every one holds, gives its events positions and versions; if one does
+/// not, leaves everything as it was and returns the conflict.
+fn plan<'a>(
+    call: &'a [AppendRequest],
+    versions: &mut HashMap<&'a str, i64>,
+    position: &mut i64,
+    rows: &mut Vec<Row<'a>>,
+) -> Outcome {
+    let (start, rows_before) = (*position, rows.len());
+    let mut after: HashMap<&str, i64> = HashMap::new();
+    let mut results = Vec::with_capacity(call.len());
+    for r in call {
+        let current = after.get(r.stream_id.as_str()).or_else(|| versions.get(r.stream_id.as_str())).copied();
+        if let Err(e) = check_version(&r.stream_id, r.expected, current.unwrap_or(0) as u64) {
+            *position = start;
+            rows.truncate(rows_before);
+            return Err(e);
+        }
+        let first_position = *position + 1;
+        let mut version = current.unwrap_or(0);
+        for e in &r.events {
+            *position += 1;
+            version += 1;
+            rows.push((*position, r.stream_id.as_str(), version, e));
+        }
+        after.insert(&r.stream_id, version);
+        results.push(Appended {
+            first_position: first_position as u64,
+            last_position: *position as u64,
+            stream_version: version as u64,
+        });
+    }
+    versions.extend(after);
+    Ok(results)
+}
+
+#[async_trait]
+impl GroupWriter for Writer {
+    async fn write(&self, calls: &[&[AppendRequest]]) -> Result<Vec<Outcome>, SourceError> {
+        let mut tx = DbTx::begin(&self.db.writer, "BEGIN IMMEDIATE").await?;
+        let (outcomes, head) = append_calls(tx.conn(), calls).await?;
+        if outcomes.iter().any(Result::is_ok) {
+            tx.commit().await?;
+            self.wake.advance(head);
+        } else {
+            // Only conflicts: nothing to write, and the connection is fine.
+            tx.rollback().await?;
+        }
+        Ok(outcomes)
+    }
 }
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, SourceError> {
         validate_append(requests)?;
-        let mut tx = DbTx::begin(&self.db.writer, "BEGIN IMMEDIATE").await?;
-        match append_in(tx.conn(), requests).await {
-            Ok((results, head)) => {
-                tx.commit().await?;
-                self.wake.advance(head);
-                Ok(results)
-            }
-            // A conflict leaves the connection fine: roll back and keep it.
-            // Any other error drops `tx`, which closes the connection.
-            Err(e @ SourceError::Conflict { .. }) => {
-                tx.rollback().await?;
-                Err(e)
-            }
-            Err(e) => Err(e),
-        }
+        self.appends.append(requests).await
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<u64, SourceError> {
@@ -308,6 +357,40 @@ mod tests {
             .await
             .unwrap();
         (dir, store)
+    }
+
+    fn request(stream: &str, expected: ExpectedVersion, events: usize) -> AppendRequest {
+        AppendRequest {
+            stream_id: stream.into(),
+            expected,
+            events: (0..events).map(|i| NewEvent::new("Noted", format!(r#"{{"i":{i}}}"#))).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_written_together_are_each_all_or_nothing_and_see_the_ones_before() {
+        let (_dir, store) = store_with(&["{}"]).await; // s-1 at version 1, head 1
+        let exact = ExpectedVersion::Exact;
+        let first = [request("s-2", exact(0), 2)];
+        // Its second request conflicts: neither is written.
+        let torn = [request("s-3", exact(0), 1), request("s-1", exact(0), 1)];
+        // Checked after `first` and as if `torn` had not been made.
+        let after = [request("s-2", exact(2), 1), request("s-3", exact(0), 1)];
+        let stale = [request("s-2", exact(0), 1)];
+        let writer = Writer { db: store.db.clone(), wake: store.wake.clone() };
+        let outcomes = writer.write(&[&first, &torn, &after, &stale]).await.unwrap();
+        let ok = |o: &Outcome| o.as_ref().unwrap().iter().map(|a| (a.first_position, a.last_position, a.stream_version)).collect::<Vec<_>>();
+        assert_eq!(ok(&outcomes[0]), [(2, 3, 2)]);
+        assert!(matches!(&outcomes[1], Err(SourceError::Conflict { stream_id, expected: 0, actual: 1 }) if stream_id == "s-1"));
+        assert_eq!(ok(&outcomes[2]), [(4, 4, 3), (5, 5, 1)]);
+        assert!(matches!(&outcomes[3], Err(SourceError::Conflict { stream_id, expected: 0, actual: 3 }) if stream_id == "s-2"));
+        let all = store.read(0, 100, &Subscription::default(), 100).await.unwrap();
+        let rows: Vec<_> = all.iter().map(|e| (e.position, e.stream_id.as_str(), e.stream_version)).collect();
+        assert_eq!(rows, [(1, "s-1", 1), (2, "s-2", 1), (3, "s-2", 2), (4, "s-2", 3), (5, "s-3", 1)]);
+        // Only conflicts: nothing is written and the store goes on.
+        let outcomes = writer.write(&[&stale]).await.unwrap();
+        assert!(matches!(&outcomes[0], Err(SourceError::Conflict { .. })));
+        assert_eq!(store.head().await.unwrap(), 5);
     }
 
     #[tokio::test]
