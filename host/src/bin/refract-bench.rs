@@ -145,7 +145,9 @@ async fn run(args: Args) -> Result<()> {
                     rebuilds.extend(rebuild_time);
                     if !skip("native") {
                         let native_plugin = Code::Native(&account_summary, &manifest);
-                        native.push(engine_run(&dir.join("native"), &events, native_plugin, batch, commit, false).await?.0);
+                        native.push(
+                            engine_run(&dir.join("native"), &events, native_plugin, batch, commit, false).await?.0,
+                        );
                     }
                     if !skip("raw") {
                         raw.push(raw_run(&dir.join("raw"), &events, &manifest, batch, commit).await?);

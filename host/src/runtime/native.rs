@@ -118,7 +118,9 @@ mod tests {
         // the failure names the event, as a component's would.
         let mut detached = NativeInstance::new(Arc::new(Echo(true)), "echo".into(), None, &limits);
         match detached.handle(&events(1), &limits) {
-            Err(PluginError::Failed { position: 1, message }) => assert!(message.contains("no read model"), "{message}"),
+            Err(PluginError::Failed { position: 1, message }) => {
+                assert!(message.contains("no read model"), "{message}")
+            }
             other => panic!("expected a failure at position 1, got {other:?}"),
         }
         let mut writer = NativeInstance::new(Arc::new(Echo(false)), "echo".into(), None, &limits);
