@@ -169,8 +169,9 @@ mod tests {
         }]
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn appends_that_wait_are_written_together_and_each_gets_its_own_outcome() {
+    /// Appends to `first` and, while it is being written, to each of
+    /// `then`; returns the recorder and the outcomes of `then`.
+    async fn while_one_is_written(then: &[&'static str]) -> (Arc<Recorder>, Vec<Outcome>) {
         let recorder = Arc::new(Recorder::default());
         let group = GroupCommit::new(recorder.clone());
         let first = tokio::spawn({
@@ -178,15 +179,21 @@ mod tests {
             async move { group.append(&request("a-0")).await }
         });
         tokio::time::sleep(Duration::from_millis(5)).await; // a-0 is being written
-        let rest: Vec<_> = ["a-1", "conflict-2", "a-3"]
-            .into_iter()
-            .map(|s| {
+        let rest: Vec<_> = then
+            .iter()
+            .map(|&s| {
                 let group = group.clone();
                 tokio::spawn(async move { group.append(&request(s)).await })
             })
             .collect();
         assert!(first.await.unwrap().is_ok());
-        let outcomes: Vec<_> = futures_util::future::join_all(rest).await.into_iter().map(Result::unwrap).collect();
+        let outcomes = futures_util::future::join_all(rest).await.into_iter().map(Result::unwrap).collect();
+        (recorder, outcomes)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_that_wait_are_written_together_and_each_gets_its_own_outcome() {
+        let (recorder, outcomes) = while_one_is_written(&["a-1", "conflict-2", "a-3"]).await;
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok());
         assert!(matches!(&outcomes[1], Err(SourceError::Conflict { stream_id, .. }) if stream_id == "conflict-2"));
         let mut transactions = recorder.transactions.lock().unwrap().clone();
@@ -200,23 +207,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_transaction_fails_every_append_in_it() {
-        let recorder = Arc::new(Recorder::default());
-        let group = GroupCommit::new(recorder.clone());
-        let first = tokio::spawn({
-            let group = group.clone();
-            async move { group.append(&request("a-0")).await }
-        });
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let rest: Vec<_> = ["fail-1", "a-2"]
-            .into_iter()
-            .map(|s| {
-                let group = group.clone();
-                tokio::spawn(async move { group.append(&request(s)).await })
-            })
-            .collect();
-        assert!(first.await.unwrap().is_ok());
-        for outcome in futures_util::future::join_all(rest).await {
-            assert!(matches!(outcome.unwrap(), Err(SourceError::Corrupt(m)) if m == "disk on fire"));
+        let (recorder, outcomes) = while_one_is_written(&["fail-1", "a-2"]).await;
+        for outcome in outcomes {
+            assert!(matches!(outcome, Err(SourceError::Corrupt(m)) if m == "disk on fire"));
         }
+        assert_eq!(*recorder.transactions.lock().unwrap(), [["a-0"]]);
     }
 }
