@@ -9,6 +9,7 @@ pub(crate) mod host;
 pub(crate) mod lease;
 pub(crate) mod modules;
 pub(crate) mod policy;
+pub(crate) mod read_ahead;
 pub(crate) mod runner;
 pub(crate) mod verify;
 pub(crate) mod verify_schedule;

@@ -14,6 +14,21 @@ pub(crate) use statement::{SqliteError, Statement};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent readers per database file.
 const READERS: u32 = 4;
+/// Page cache of an event store's writer connection, in KiB: appends to
+/// random streams touch the whole `(stream_id, stream_version)` index, and
+/// it fills only in a process that appends.
+pub(crate) const EVENTS_WRITER_CACHE_KIB: u32 = 64 * 1024;
+/// Page cache of a read-model store's writer connection, in KiB. A commit
+/// rewrites one projection's documents and appends to its change log, so
+/// it touches a few MiB however many projections share the file, and the
+/// OS page cache serves the rest. A large cache here cost memory twice: it
+/// filled with ten projections' change logs, which are only appended to,
+/// and dirty pages grew well past it within a commit (BENCHMARKS.md, peak
+/// RSS of one host), with no gain in speed.
+pub(crate) const MODELS_WRITER_CACHE_KIB: u32 = 4 * 1024;
+/// Page cache of each reader connection, in KiB: readers mostly scan the
+/// event log once, which the OS page cache serves as well.
+const READER_CACHE_KIB: u32 = 1024;
 
 /// A database file opened as one writer connection plus a pool of readers.
 ///
@@ -29,8 +44,9 @@ pub(crate) struct SqliteDb {
 }
 
 impl SqliteDb {
-    /// Opens (creating if needed) the database file at `path`.
-    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+    /// Opens (creating if needed) the database file at `path`, with a page
+    /// cache of `writer_cache_kib` for the writer connection.
+    pub async fn open(path: &Path, writer_cache_kib: u32) -> Result<Self, sqlx::Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
@@ -43,20 +59,17 @@ impl SqliteDb {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT);
         use_wal(&options).await?;
-        // The writer rewrites the same model pages commit after commit, so it
-        // keeps a large cache. Readers mostly scan the event log once, where
-        // the OS page cache serves as well, and a large cache per reader
-        // connection made ten projections' RSS grow by hundreds of MiB.
+        // Negative cache sizes are in KiB.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone().pragma("cache_size", "-65536"))
+            .connect_with(options.clone().pragma("cache_size", format!("-{writer_cache_kib}")))
             .await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
-            .connect_with(options.read_only(true).pragma("cache_size", "-4096"))
+            .connect_with(options.read_only(true).pragma("cache_size", format!("-{READER_CACHE_KIB}")))
             .await?;
         Ok(Self { writer, readers })
     }

@@ -7,7 +7,7 @@
 //! projection's [`FailurePolicy`]: halt there, or skip the event into the
 //! dead-letter table and go on.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,11 @@ use tokio::sync::{broadcast, watch};
 
 use crate::db::DbErrorKind;
 use crate::model::changes::{Change, ChangeError, ChangeSet};
-use crate::model::event::{Event, Subscription};
+use crate::model::event::Event;
 use crate::projection::config::ProjectionConfig;
 use crate::projection::lease::{LeaseBook, NoLease, Renewal, wait_for_lease};
 use crate::projection::policy::FailurePolicy;
+use crate::projection::read_ahead::{ReadAhead, batch_end};
 use crate::runtime::call_thread::CallThread;
 use crate::runtime::plugin::{Instance, ModelAccess, Plugin, PluginError};
 use crate::runtime::tiering::CodeTier;
@@ -257,121 +258,6 @@ pub(crate) struct Committing {
     since: Instant,
     /// Gives the change set back with the outcome, for the commit notice.
     task: tokio::task::JoinHandle<(Arc<ChangeSet>, Result<(), StoreError>)>,
-}
-
-/// Reads of the next batches, started before the current batch is
-/// projected, so that reading (on a store thread) and projecting (on a
-/// plugin thread) overlap instead of taking turns. One batch ahead was not
-/// enough: a read slowed by a commit on the other core held up the runner
-/// for a tenth of its time. The reader keeps several batches ready (see
-/// [`batches_ahead`]) and catches up while the store is idle.
-pub(crate) struct ReadAhead {
-    /// Position the next batch it delivers starts after.
-    from: u64,
-    /// The head it reads up to.
-    up_to: u64,
-    /// Batch size it reads with: a full batch ends at its last event.
-    limit: usize,
-    batches: tokio::sync::mpsc::Receiver<Result<Vec<Event>, SourceError>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Events a runner reads ahead of the one it projects, about 2.5 MiB of
-/// 400-byte events: at batch 1,000, six batches ahead gave about 5% more
-/// events/s than two (the reader uses the core the store leaves idle
-/// between commits) at the same peak RSS with 10 projections.
-const READ_AHEAD_EVENTS: usize = 6_000;
-
-/// Batches read ahead for a batch size: [`READ_AHEAD_EVENTS`] worth, but at
-/// least two (reading overlaps projecting) and at most 64.
-fn batches_ahead(batch_size: usize) -> usize {
-    (READ_AHEAD_EVENTS / batch_size.max(1)).clamp(2, 64)
-}
-
-/// Events the reader asks the store for at once when batches are smaller:
-/// a read costs a query (tens of µs) whatever its size, which at batch 1
-/// was most of a batch's time.
-const READ_CHUNK_EVENTS: usize = 1_000;
-
-/// Takes the next batch off `buffered`, which holds every subscribed event
-/// after the last batch taken, up to `read_to`: the same events and end a
-/// read of `limit` events after that batch would give. `None` while more
-/// must be read first.
-fn next_batch(buffered: &mut VecDeque<Event>, read_to: u64, limit: usize, up_to: u64) -> Option<(Vec<Event>, u64)> {
-    if buffered.len() < limit && read_to < up_to {
-        return None;
-    }
-    let batch: Vec<Event> = buffered.drain(..limit.min(buffered.len())).collect();
-    let end = batch_end(&batch, limit, up_to);
-    Some((batch, end))
-}
-
-impl ReadAhead {
-    /// Starts reading the batches after `from`, up to `up_to`.
-    fn start(source: Arc<dyn EventSource>, subscription: Subscription, from: u64, up_to: u64, limit: usize) -> Self {
-        // One batch waits in the channel while the task reads the next.
-        let (tx, batches) = tokio::sync::mpsc::channel(batches_ahead(limit) - 1);
-        let chunk = limit.max(READ_CHUNK_EVENTS);
-        let task = tokio::spawn(async move {
-            let (mut after, mut read_to) = (from, from);
-            let mut buffered = VecDeque::new();
-            while after < up_to {
-                let Some((batch, end)) = next_batch(&mut buffered, read_to, limit, up_to) else {
-                    match source.read(read_to, up_to, &subscription, chunk).await {
-                        Ok(events) => {
-                            read_to = batch_end(&events, chunk, up_to);
-                            buffered.extend(events);
-                        }
-                        // The runner reads again itself after a failed read.
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                    }
-                    continue;
-                };
-                after = end;
-                if tx.send(Ok(batch)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Self { from, up_to, limit, batches, task }
-    }
-
-    /// The next batch if it starts at `from`, with the head it was read up to.
-    /// `None` when it does not (the runner went back to its checkpoint) or
-    /// the read failed: the caller reads on its own.
-    async fn next(&mut self, from: u64) -> Option<(Vec<Event>, u64)> {
-        if from != self.from {
-            return None;
-        }
-        let events = self.batches.recv().await?.ok()?;
-        self.from = batch_end(&events, self.limit, self.up_to);
-        Some((events, self.up_to))
-    }
-
-    /// Whether it is reading, or has read, the batch after `from`.
-    fn covers(&self, from: u64) -> bool {
-        self.from == from && self.up_to > from
-    }
-}
-
-impl Drop for ReadAhead {
-    /// Reads nobody will use should not hold a reader connection.
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Where a batch read after some position up to `up_to` ends: at its last
-/// event if it is full (more may follow), else at `up_to` (everything up to
-/// it was read, including events the subscription skips).
-fn batch_end(events: &[Event], limit: usize, up_to: u64) -> u64 {
-    match events.last() {
-        Some(last) if events.len() >= limit => last.position,
-        _ => up_to,
-    }
 }
 
 /// Batches projected but not committed yet; their changes wait in the
@@ -694,7 +580,7 @@ impl Runner {
         // asking again costs a store round trip per batch, most of a small
         // batch's time. The head is asked again once that one is reached.
         let head = match self.read_ahead.as_ref().filter(|r| r.covers(read_to)) {
-            Some(r) => r.up_to,
+            Some(r) => r.up_to(),
             None => self.source.head().await.map_err(StepError::from_source)?,
         };
         if read_to >= head {
@@ -1289,80 +1175,5 @@ impl StepError {
             e => e.is_permanent(),
         };
         if corrupt { Self::Fault(Fault::Source(e)) } else { Self::Transient(e.to_string()) }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn events(positions: &[u64]) -> Vec<Event> {
-        positions
-            .iter()
-            .map(|&position| Event {
-                position,
-                stream_id: "s".into(),
-                stream_version: position,
-                event_type: "t".into(),
-                payload: "{}".into(),
-                metadata: "{}".into(),
-                timestamp: 0,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_full_batch_ends_at_its_last_event_any_other_at_the_head() {
-        assert_eq!(batch_end(&events(&[3, 5, 9]), 3, 20), 9, "full: more may follow the last event");
-        assert_eq!(batch_end(&events(&[3, 5]), 3, 20), 20, "partial: everything up to the head was read");
-        assert_eq!(batch_end(&[], 3, 20), 20, "nothing subscribed up to the head");
-    }
-
-    #[test]
-    fn batches_cut_from_chunks_are_the_batches_reads_would_give() {
-        // Every third position is subscribed; a source read as the stores do it.
-        let subscribed: Vec<u64> = (1..=40).filter(|p| p % 3 != 0).collect();
-        let read = |after: u64, up_to: u64, limit: usize| -> Vec<Event> {
-            events(&subscribed.iter().copied().filter(|&p| p > after && p <= up_to).take(limit).collect::<Vec<_>>())
-        };
-        let positions = |batch: &[Event]| batch.iter().map(|e| e.position).collect::<Vec<_>>();
-        for up_to in [1, 2, 3, 17, 39, 40] {
-            for limit in [1, 2, 3, 5, 40, 100] {
-                for chunk in [limit, limit + 1, 7 * limit, 1_000] {
-                    let mut direct = vec![];
-                    let mut after = 0;
-                    while after < up_to {
-                        let batch = read(after, up_to, limit);
-                        after = batch_end(&batch, limit, up_to);
-                        direct.push((positions(&batch), after));
-                    }
-                    let mut cut = vec![];
-                    let (mut after, mut read_to, mut buffered) = (0, 0, VecDeque::new());
-                    while after < up_to {
-                        match next_batch(&mut buffered, read_to, limit, up_to) {
-                            Some((batch, end)) => {
-                                after = end;
-                                cut.push((positions(&batch), end));
-                            }
-                            None => {
-                                let more = read(read_to, up_to, chunk);
-                                read_to = batch_end(&more, chunk, up_to);
-                                buffered.extend(more);
-                            }
-                        }
-                    }
-                    assert_eq!(cut, direct, "up_to {up_to}, limit {limit}, chunk {chunk}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn read_ahead_is_bounded_in_events_but_always_overlaps() {
-        assert_eq!(batches_ahead(1_000), 6);
-        assert_eq!(batches_ahead(100), 60);
-        assert_eq!(batches_ahead(1), 64, "capped for realtime batches");
-        assert_eq!(batches_ahead(0), 64);
-        assert_eq!(batches_ahead(10_000), 2, "large batches still read one ahead while one waits");
     }
 }

@@ -71,7 +71,7 @@ struct Writer {
 impl SqliteEventStore {
     /// Opens or creates the event store file.
     pub async fn open(path: &Path) -> Result<Self, SourceError> {
-        let db = SqliteDb::open(path).await?;
+        let db = SqliteDb::open(path, crate::db::sqlite::EVENTS_WRITER_CACHE_KIB).await?;
         sqlx::query(SCHEMA).execute(&db.writer).await?;
         let wake = Arc::new(Wake::new());
         let appends = GroupCommit::new(Writer { db: db.clone(), wake: wake.clone() });

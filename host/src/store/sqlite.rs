@@ -111,7 +111,7 @@ pub struct SqliteReadModelStore {
 impl SqliteReadModelStore {
     /// Opens or creates the read-model file.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = SqliteDb::open(path).await?;
+        let db = SqliteDb::open(path, crate::db::sqlite::MODELS_WRITER_CACHE_KIB).await?;
         for statement in SCHEMA {
             sqlx::query(*statement).execute(&db.writer).await?;
         }
