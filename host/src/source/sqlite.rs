@@ -10,14 +10,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
 use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
 
 use super::group_commit::{GroupCommit, GroupWriter, Outcome};
 use super::wake::Wake;
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
 use crate::db::DbTx;
-use crate::db::sqlite::{SqliteDb, Statement};
+use crate::db::sqlite::{SqliteDb, SqliteError, Statement};
 use crate::model::event::{AppendRequest, Event, NewEvent, Subscription};
 
 const SCHEMA: &str = "
@@ -174,42 +174,24 @@ fn unsigned(stmt: &Statement<'_>, column: std::ffi::c_int) -> Result<u64, Source
     u64::try_from(n).map_err(|_| SourceError::Corrupt(format!("negative value {n} in column {column}")))
 }
 
-/// Rows (or stream ids) per statement of an append. Each statement costs a
-/// trip to sqlx's SQLite worker thread, so an append of thousands of events
-/// sends a few multi-row statements instead of one per event; 128 rows of 7
-/// values stay under SQLite's oldest limit of 999 bound variables.
-const ROWS_PER_STATEMENT: usize = 128;
-
-/// The current version of every stream the requests append to, a chunk of
-/// streams per statement. Streams without events are absent (version 0).
-async fn stream_versions<'a>(
-    conn: &mut SqliteConnection,
+/// The current version of every stream the requests append to. Streams
+/// without events are at version 0.
+fn stream_versions<'a>(
+    handle: &mut LockedSqliteHandle<'_>,
     requests: impl Iterator<Item = &'a AppendRequest>,
-) -> Result<HashMap<&'a str, i64>, sqlx::Error> {
-    let mut streams: Vec<&str> = requests.map(|r| r.stream_id.as_str()).collect();
-    streams.sort_unstable();
-    streams.dedup();
-    let mut versions = HashMap::with_capacity(streams.len());
-    for chunk in streams.chunks(ROWS_PER_STATEMENT) {
-        let marks = vec!["(?)"; chunk.len()].join(", ");
-        // One MAX per stream, which SQLite answers with a single seek to the
-        // end of the stream in the (stream_id, stream_version) index. A
-        // `GROUP BY stream_id` over `IN (...)` stepped through every event
-        // of each stream instead: appends slowed down as streams grew.
-        let sql = format!(
-            "WITH s(id) AS (VALUES {marks}) \
-             SELECT id, (SELECT MAX(stream_version) FROM events WHERE stream_id = s.id) FROM s"
-        );
-        let mut query = sqlx::query_as::<_, (String, Option<i64>)>(AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        for (id, version) in query.fetch_all(&mut *conn).await? {
-            let Some(version) = version else { continue };
-            // Borrow the request's own string, so the map lives as long as `requests`.
-            if let Ok(i) = chunk.binary_search(&id.as_str()) {
-                versions.insert(chunk[i], version);
-            }
+) -> Result<HashMap<&'a str, i64>, SqliteError> {
+    // One MAX per stream, which SQLite answers with a single seek to the end
+    // of the stream in the (stream_id, stream_version) index. (A `GROUP BY
+    // stream_id` over `IN (...)` stepped through every event of each stream.)
+    let mut stmt =
+        Statement::prepare(handle, "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?")?;
+    let mut versions = HashMap::new();
+    for r in requests {
+        if let std::collections::hash_map::Entry::Vacant(entry) = versions.entry(r.stream_id.as_str()) {
+            stmt.bind_text(1, &r.stream_id)?;
+            stmt.step()?;
+            entry.insert(stmt.column_i64(0));
+            stmt.reset()?;
         }
     }
     Ok(versions)
@@ -234,34 +216,41 @@ type Row<'a> = (i64, &'a str, i64, &'a NewEvent);
 /// versions do not hold writes nothing (its outcome is the conflict) and
 /// the next is checked as if it had not been made. Returns each call's
 /// outcome and the new head.
+///
+/// The statements are stepped here, on this thread, through SQLite's C API,
+/// as `read` does: through sqlx every statement was a round trip to the
+/// connection's worker thread, and those hand-offs, not SQLite, bounded
+/// appends. Nothing here waits on a lock: the caller's `BEGIN IMMEDIATE`
+/// already holds the write lock, so the thread is busy only with SQLite's work.
 async fn append_calls(
     conn: &mut SqliteConnection,
     calls: &[&[AppendRequest]],
 ) -> Result<(Vec<Outcome>, u64), SourceError> {
-    let mut position: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events").fetch_one(&mut *conn).await?;
+    let mut handle = conn.lock_handle().await?;
+    let mut position = {
+        let mut head = Statement::prepare(&mut handle, "SELECT COALESCE(MAX(position), 0) FROM events")?;
+        head.step()?;
+        head.column_i64(0)
+    };
     let timestamp = now_ms();
-    let mut versions = stream_versions(conn, calls.iter().flat_map(|&c| c.iter())).await?;
+    let mut versions = stream_versions(&mut handle, calls.iter().flat_map(|&c| c.iter()))?;
     let mut rows: Vec<Row<'_>> = Vec::with_capacity(calls.iter().flat_map(|&c| c.iter()).map(|r| r.events.len()).sum());
     let outcomes = calls.iter().map(|&call| plan(call, &mut versions, &mut position, &mut rows)).collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let marks = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-        let sql = format!(
-            "INSERT INTO events (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
-             VALUES {marks}"
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (position, stream_id, version, e) in chunk {
-            query = query
-                .bind(*position)
-                .bind(*stream_id)
-                .bind(*version)
-                .bind(e.event_type.as_str())
-                .bind(e.payload.as_str())
-                .bind(e.metadata.as_str())
-                .bind(timestamp);
-        }
-        query.execute(&mut *conn).await?;
+    let mut insert = Statement::prepare(
+        &mut handle,
+        "INSERT INTO events (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for (position, stream_id, version, e) in &rows {
+        insert.bind_i64(1, *position)?;
+        insert.bind_text(2, stream_id)?;
+        insert.bind_i64(3, *version)?;
+        insert.bind_text(4, &e.event_type)?;
+        insert.bind_text(5, &e.payload)?;
+        insert.bind_text(6, &e.metadata)?;
+        insert.bind_i64(7, timestamp)?;
+        insert.step()?;
+        insert.reset()?;
     }
     Ok((outcomes, position as u64))
 }

@@ -5,11 +5,17 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
 
-use super::{ROWS_PER_STATEMENT, SqliteEventStore, append_in};
+use super::{SqliteEventStore, append_in};
 use crate::clock::now_ms;
 use crate::db::DbTx;
 use crate::source::sync_log::{StoredSync, SyncCommit, SyncLog, stale_epoch};
 use crate::source::{SourceError, validate_append};
+
+/// Rows (or keys) per statement. Each statement costs a trip to sqlx's
+/// SQLite worker thread, so thousands of rows go in a few multi-row
+/// statements; 128 rows of 4 values stay under SQLite's oldest limit of 999
+/// bound variables.
+const ROWS_PER_STATEMENT: usize = 128;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sync_state (
