@@ -80,7 +80,7 @@ pub(crate) async fn wait_for_lease(
         if *stop.borrow() {
             return Err(NoLease::Stopped);
         }
-        if !book.may_take() {
+        if !book.reserve(key) {
             if said != settings.node {
                 tracing::info!(projection = %key.projection, generation = key.generation,
                     "this node runs its share of the projections; standing by");
@@ -92,11 +92,12 @@ pub(crate) async fn wait_for_lease(
                 book.recount.notify_one();
             }
         } else {
-            match leases.acquire(key, &settings.node, settings.ttl).await {
-                Ok(LeaseGrant::Granted(lease)) => {
-                    book.took(key);
-                    return Ok(lease);
-                }
+            let asked = leases.acquire(key, &settings.node, settings.ttl).await;
+            if !matches!(asked, Ok(LeaseGrant::Granted(_))) {
+                book.gave_up(key);
+            }
+            match asked {
+                Ok(LeaseGrant::Granted(lease)) => return Ok(lease),
                 Ok(LeaseGrant::Held { owner, .. }) => {
                     if owner != said {
                         tracing::info!(projection = %key.projection, generation = key.generation, owner = %owner,
@@ -188,10 +189,20 @@ impl LeaseBook {
         }
     }
 
-    /// Whether this node may take one more lease.
-    fn may_take(&self) -> bool {
+    /// Counts `key` among the leases this node holds if that keeps it
+    /// within its share; `false` when it does not. Checked and counted
+    /// under one lock: runners that checked first and counted after could
+    /// all take the last place, and the one counted above the share then
+    /// handed its lease over to a node with less work even when there was
+    /// no other node, and stood by for two renewal periods.
+    fn reserve(&self, key: &ModelKey) -> bool {
         let share = self.share.borrow().unwrap_or(usize::MAX);
-        self.held.lock().expect("lease book").len() < share
+        let mut held = self.held.lock().expect("lease book");
+        if held.len() >= share && !held.contains(key) {
+            return false;
+        }
+        held.insert(key.clone());
+        true
     }
 
     /// Whether the runner of `key` should give its lease up: this node
@@ -200,10 +211,6 @@ impl LeaseBook {
         let share = self.share.borrow().unwrap_or(usize::MAX);
         let held = self.held.lock().expect("lease book");
         held.len() > share && held.last() == Some(key)
-    }
-
-    pub(crate) fn took(&self, key: &ModelKey) {
-        self.held.lock().expect("lease book").insert(key.clone());
     }
 
     pub(crate) fn gave_up(&self, key: &ModelKey) {
@@ -248,5 +255,50 @@ pub(crate) struct Heartbeat(tokio::task::JoinHandle<()>);
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(projection: &str) -> ModelKey {
+        ModelKey { projection: projection.into(), generation: 1 }
+    }
+
+    #[test]
+    fn a_node_takes_no_more_than_its_share_and_never_hands_over_within_it() {
+        let book = LeaseBook::new(LeaseSettings { node: "n".into(), ttl: DEFAULT_LEASE_TTL });
+        book.share.send_replace(Some(2));
+        assert!(book.reserve(&key("a")));
+        assert!(book.reserve(&key("b")));
+        assert!(!book.reserve(&key("c")), "the share is full");
+        assert!(book.reserve(&key("b")), "a lease it holds is still its own");
+        assert!(!book.should_release(&key("a")) && !book.should_release(&key("b")));
+        book.gave_up(&key("a"));
+        assert!(book.reserve(&key("c")), "the place given up is free again");
+        // Only when the share shrinks (another node joined) is there a lease to hand over: the highest.
+        book.share.send_replace(Some(1));
+        assert!(book.should_release(&key("c")));
+        assert!(!book.should_release(&key("b")));
+    }
+
+    #[test]
+    fn runners_asking_at_once_cannot_overfill_the_share() {
+        let book = LeaseBook::new(LeaseSettings { node: "n".into(), ttl: DEFAULT_LEASE_TTL });
+        book.share.send_replace(Some(3));
+        let granted = std::thread::scope(|s| {
+            let asks: Vec<_> = (0..16)
+                .map(|i| {
+                    s.spawn({
+                        let book = &book;
+                        move || book.reserve(&key(&format!("p{i:02}")))
+                    })
+                })
+                .collect();
+            asks.into_iter().map(|a| a.join().unwrap()).filter(|&granted| granted).count()
+        });
+        assert_eq!(granted, 3);
+        assert!((0..16).all(|i| !book.should_release(&key(&format!("p{i:02}")))));
     }
 }
