@@ -21,6 +21,7 @@ async fn measure(label: &str, events: Arc<dyn EventStore>, models: Arc<dyn ReadM
     let started = Instant::now();
     append_all(events.as_ref(), &generated).await;
     let appended = started.elapsed();
+    let (read_median, read_max) = stream_reads(events.as_ref()).await;
     let mut host = Host::new(events.clone(), models.clone(), SyncConfig::default()).unwrap();
     let plugin = host.runtime().load(&plugin("account_summary")).unwrap();
     let started = Instant::now();
@@ -30,12 +31,28 @@ async fn measure(label: &str, events: Arc<dyn EventStore>, models: Arc<dyn ReadM
     assert_eq!(host.progress("account-summary").unwrap().checkpoint, n as u64);
     host.shutdown().await;
     eprintln!(
-        "{label}: appended {n} events in {:.1} s ({:.0}/s); projected in {:.1} s, {:.0} events/s",
+        "{label}: appended {n} events in {:.1} s ({:.0}/s); read one stream's events in {:.2} ms (median of 200, max {:.2}); projected in {:.1} s, {:.0} events/s",
         appended.as_secs_f64(),
         n as f64 / appended.as_secs_f64(),
+        read_median * 1e3,
+        read_max * 1e3,
         projected.as_secs_f64(),
         n as f64 / projected.as_secs_f64()
     );
+}
+
+/// How long reading one whole stream takes (as `GET /streams/{id}` does),
+/// over 200 of the streams just appended to: median and max, in seconds.
+async fn stream_reads(events: &dyn EventStore) -> (f64, f64) {
+    let mut times = Vec::new();
+    for i in 0..200 {
+        let started = Instant::now();
+        let read = events.read_stream(&format!("account-{}", i * 37), 0, 10_000).await.unwrap();
+        times.push(started.elapsed().as_secs_f64());
+        assert!(!read.is_empty() && read.iter().zip(1..).all(|(e, v)| e.stream_version == v));
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() - 1])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

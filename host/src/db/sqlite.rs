@@ -14,9 +14,9 @@ pub(crate) use statement::{SqliteError, Statement};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent readers per database file.
 const READERS: u32 = 4;
-/// Page cache of an event store's writer connection, in KiB: appends to
-/// random streams touch the whole `(stream_id, stream_version)` index, and
-/// it fills only in a process that appends.
+/// Page cache of an event store's writer connection, in KiB: each step of
+/// the per-stream index rewrites most of its pages (`source/sqlite/`), and
+/// the cache fills only in a process that appends.
 pub(crate) const EVENTS_WRITER_CACHE_KIB: u32 = 64 * 1024;
 /// Page cache of a read-model store's writer connection, in KiB. A commit
 /// rewrites one projection's documents and appends to its change log, so

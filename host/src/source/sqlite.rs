@@ -1,5 +1,7 @@
 //! The embedded event store: one SQLite file, no server.
 
+mod schema;
+mod stream_index;
 mod sync;
 mod wal;
 
@@ -8,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::AssertSqlSafe;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
 
@@ -19,18 +20,6 @@ use crate::clock::now_ms;
 use crate::db::DbTx;
 use crate::db::sqlite::{SqliteDb, SqliteError, Statement};
 use crate::model::event::{AppendRequest, Event, NewEvent, Subscription};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    position       INTEGER PRIMARY KEY,
-    stream_id      TEXT    NOT NULL,
-    stream_version INTEGER NOT NULL,
-    event_type     TEXT    NOT NULL,
-    payload        TEXT    NOT NULL,
-    metadata       TEXT    NOT NULL,
-    timestamp      INTEGER NOT NULL,
-    UNIQUE (stream_id, stream_version)
-)";
 
 /// Events in a SQLite file, with a gapless global position.
 ///
@@ -72,7 +61,7 @@ impl SqliteEventStore {
     /// Opens or creates the event store file.
     pub async fn open(path: &Path) -> Result<Self, SourceError> {
         let db = SqliteDb::open(path, crate::db::sqlite::EVENTS_WRITER_CACHE_KIB).await?;
-        sqlx::query(SCHEMA).execute(&db.writer).await?;
+        schema::prepare(&db.writer).await?;
         let wake = Arc::new(Wake::new());
         let appends = GroupCommit::new(Writer { db: db.clone(), wake: wake.clone() });
         Ok(Self { db, path: path.to_owned(), wake, appends })
@@ -180,17 +169,12 @@ fn stream_versions<'a>(
     handle: &mut LockedSqliteHandle<'_>,
     requests: impl Iterator<Item = &'a AppendRequest>,
 ) -> Result<HashMap<&'a str, i64>, SqliteError> {
-    // One MAX per stream, which SQLite answers with a single seek to the end
-    // of the stream in the (stream_id, stream_version) index. (A `GROUP BY
-    // stream_id` over `IN (...)` stepped through every event of each stream.)
-    let mut stmt =
-        Statement::prepare(handle, "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?")?;
+    let mut stmt = Statement::prepare(handle, "SELECT version FROM streams WHERE stream_id = ?")?;
     let mut versions = HashMap::new();
     for r in requests {
         if let std::collections::hash_map::Entry::Vacant(entry) = versions.entry(r.stream_id.as_str()) {
             stmt.bind_text(1, &r.stream_id)?;
-            stmt.step()?;
-            entry.insert(stmt.column_i64(0));
+            entry.insert(if stmt.step()? { stmt.column_i64(0) } else { 0 });
             stmt.reset()?;
         }
     }
@@ -252,6 +236,25 @@ async fn append_calls(
         insert.step()?;
         insert.reset()?;
     }
+    drop(insert);
+    // Each stream's new version once, however many of its events the calls wrote.
+    let mut written: HashMap<&str, i64> = HashMap::new();
+    for (_, stream_id, version, _) in &rows {
+        written.insert(stream_id, *version);
+    }
+    let mut stream = Statement::prepare(
+        &mut handle,
+        "INSERT INTO streams (stream_id, version) VALUES (?, ?) \
+         ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
+    )?;
+    for (stream_id, version) in written {
+        stream.bind_text(1, stream_id)?;
+        stream.bind_i64(2, version)?;
+        stream.step()?;
+        stream.reset()?;
+    }
+    drop(stream);
+    stream_index::catch_up(&mut handle, position)?;
     Ok((outcomes, position as u64))
 }
 
@@ -316,7 +319,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<u64, SourceError> {
-        let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_id = ?")
+        let v: i64 = sqlx::query_scalar("SELECT COALESCE((SELECT version FROM streams WHERE stream_id = ?), 0)")
             .bind(stream_id)
             .fetch_one(&self.db.readers)
             .await?;
@@ -324,15 +327,12 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<Event>, SourceError> {
-        let rows: Vec<(i64, String, i64, String, String, String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {} FROM events WHERE stream_id = ? AND stream_version > ? ORDER BY stream_version LIMIT ?",
-            super::EVENT_COLUMNS
-        )))
-        .bind(stream_id)
-        .bind(after.min(i64::MAX as u64) as i64)
-        .bind(limit.min(i64::MAX as usize) as i64)
-        .fetch_all(&self.db.readers)
-        .await?;
+        let rows: Vec<(i64, String, i64, String, String, String, i64)> = sqlx::query_as(stream_index::READ_STREAM)
+            .bind(stream_id)
+            .bind(after.min(i64::MAX as u64) as i64)
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(&self.db.readers)
+            .await?;
         Ok(rows.into_iter().map(super::event_row).collect())
     }
 }
@@ -395,6 +395,43 @@ mod tests {
         let outcomes = writer.write(&[&stale]).await.unwrap();
         assert!(matches!(&outcomes[0], Err(SourceError::Conflict { .. })));
         assert_eq!(store.head().await.unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn stream_reads_join_the_index_and_the_log_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteEventStore::open(&dir.path().join("events.db")).await.unwrap();
+        let per_append: i64 = 40_000;
+        // Each stream's (position, version), computed here as the events are made.
+        let mut expected: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+        let mut position = 0;
+        for _ in 0..3 {
+            let requests: Vec<_> =
+                (0..per_append).map(|i| request(&format!("s-{}", i % 7), ExpectedVersion::Any, 1)).collect();
+            for r in &requests {
+                position += 1;
+                let stream = expected.entry(r.stream_id.clone()).or_default();
+                stream.push((position, stream.len() as u64 + 1));
+            }
+            store.append(&requests).await.unwrap();
+        }
+        // The second append took the log past one step: the index covers
+        // the first two appends, the third is read from the log.
+        let indexed_to: i64 =
+            sqlx::query_scalar("SELECT indexed_to FROM stream_index_state").fetch_one(&store.db.readers).await.unwrap();
+        assert!(per_append < stream_index::STEP && 2 * per_append >= stream_index::STEP);
+        assert_eq!(indexed_to, 2 * per_append);
+        for (stream, events) in &expected {
+            let read = store.read_stream(stream, 0, 100_000).await.unwrap();
+            let got: Vec<_> = read.iter().map(|e| (e.position, e.stream_version)).collect();
+            assert_eq!(&got, events, "{stream}");
+            assert_eq!(store.stream_version(stream).await.unwrap(), events.len() as u64);
+            // A page that starts in the index and ends in the log.
+            let after = events.iter().filter(|(p, _)| *p <= indexed_to as u64).count() as u64 - 2;
+            let page = store.read_stream(stream, after, 4).await.unwrap();
+            let got: Vec<_> = page.iter().map(|e| (e.position, e.stream_version)).collect();
+            assert_eq!(got, events[after as usize..after as usize + 4], "{stream}");
+        }
     }
 
     #[tokio::test]
