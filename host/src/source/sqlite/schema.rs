@@ -47,44 +47,24 @@ CREATE TABLE IF NOT EXISTS stream_index_state (
 INSERT OR IGNORE INTO stream_index_state (id, indexed_to) VALUES (1, 0);
 ";
 
-/// Schema 1's log carried `UNIQUE (stream_id, stream_version)`. Its
-/// streams and index are taken from that index, then the log is copied
-/// into a table without it (SQLite cannot drop a table constraint).
-const FROM_SCHEMA_1: &str = "
-ALTER TABLE events RENAME TO events_schema_1;
-CREATE TABLE streams (
-    stream_id TEXT    PRIMARY KEY,
-    version   INTEGER NOT NULL
-) WITHOUT ROWID;
+/// Schema 1's log carried `UNIQUE (stream_id, stream_version)`. It is set
+/// aside, [`TABLES`] are created beside it, its streams and index are
+/// taken from that unique index, and the log is copied into the new table
+/// without it (SQLite cannot drop a table constraint).
+const FROM_SCHEMA_1: [&str; 3] = [
+    "ALTER TABLE events RENAME TO events_schema_1",
+    TABLES,
+    "
 INSERT INTO streams (stream_id, version)
     SELECT stream_id, MAX(stream_version) FROM events_schema_1 GROUP BY stream_id;
-CREATE TABLE stream_index (
-    stream_id      TEXT    NOT NULL,
-    stream_version INTEGER NOT NULL,
-    position       INTEGER NOT NULL,
-    PRIMARY KEY (stream_id, stream_version)
-) WITHOUT ROWID;
 INSERT INTO stream_index (stream_id, stream_version, position)
     SELECT stream_id, stream_version, position FROM events_schema_1 ORDER BY stream_id, stream_version;
-CREATE TABLE stream_index_state (
-    id         INTEGER PRIMARY KEY CHECK (id = 1),
-    indexed_to INTEGER NOT NULL
-);
-INSERT INTO stream_index_state (id, indexed_to)
-    SELECT 1, COALESCE(MAX(position), 0) FROM events_schema_1;
-CREATE TABLE events (
-    position       INTEGER PRIMARY KEY,
-    stream_id      TEXT    NOT NULL,
-    stream_version INTEGER NOT NULL,
-    event_type     TEXT    NOT NULL,
-    payload        TEXT    NOT NULL,
-    metadata       TEXT    NOT NULL,
-    timestamp      INTEGER NOT NULL
-);
+UPDATE stream_index_state SET indexed_to = (SELECT COALESCE(MAX(position), 0) FROM events_schema_1);
 INSERT INTO events SELECT position, stream_id, stream_version, event_type, payload, metadata, timestamp
     FROM events_schema_1 ORDER BY position;
 DROP TABLE events_schema_1;
-";
+",
+];
 
 /// Creates the tables, or moves a schema-1 file onto them, in one write
 /// transaction: processes opening the same new or old file at once see
@@ -105,11 +85,13 @@ pub(super) async fn prepare(writer: &SqlitePool) -> Result<(), SourceError> {
             )
             .fetch_one(tx.conn())
             .await?;
-            let script = if has_log { FROM_SCHEMA_1 } else { TABLES };
+            let script: &[&'static str] = if has_log { &FROM_SCHEMA_1 } else { &[TABLES] };
             if has_log {
                 tracing::info!("moving the event store onto schema {VERSION}: per-stream tables beside the log");
             }
-            sqlx::raw_sql(script).execute(tx.conn()).await?;
+            for &part in script {
+                sqlx::raw_sql(part).execute(tx.conn()).await?;
+            }
         }
         newer => {
             tx.rollback().await?;
