@@ -18,7 +18,7 @@ use super::wake::Wake;
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
 use crate::db::DbTx;
-use crate::db::sqlite::{SqliteDb, SqliteError, Statement};
+use crate::db::sqlite::{BUSY_TIMEOUT, SqliteDb, SqliteError, Statement, begin_immediate_now, execute, in_transaction};
 use crate::model::event::{AppendRequest, Event, NewEvent, Subscription};
 
 /// Events in a SQLite file, with a gapless global position.
@@ -210,18 +210,25 @@ async fn append_calls(
     conn: &mut SqliteConnection,
     calls: &[&[AppendRequest]],
 ) -> Result<(Vec<Outcome>, u64), SourceError> {
-    let mut handle = conn.lock_handle().await?;
+    append_on(&mut conn.lock_handle().await?, calls)
+}
+
+/// [`append_calls`] on a connection already lent out.
+fn append_on(
+    handle: &mut LockedSqliteHandle<'_>,
+    calls: &[&[AppendRequest]],
+) -> Result<(Vec<Outcome>, u64), SourceError> {
     let mut position = {
-        let mut head = Statement::prepare(&mut handle, "SELECT COALESCE(MAX(position), 0) FROM events")?;
+        let mut head = Statement::prepare(handle, "SELECT COALESCE(MAX(position), 0) FROM events")?;
         head.step()?;
         head.column_i64(0)
     };
     let timestamp = now_ms();
-    let mut versions = stream_versions(&mut handle, calls.iter().flat_map(|&c| c.iter()))?;
+    let mut versions = stream_versions(handle, calls.iter().flat_map(|&c| c.iter()))?;
     let mut rows: Vec<Row<'_>> = Vec::with_capacity(calls.iter().flat_map(|&c| c.iter()).map(|r| r.events.len()).sum());
     let outcomes = calls.iter().map(|&call| plan(call, &mut versions, &mut position, &mut rows)).collect();
     let mut insert = Statement::prepare(
-        &mut handle,
+        handle,
         "INSERT INTO events (position, stream_id, stream_version, event_type, payload, metadata, timestamp) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
     )?;
@@ -243,7 +250,7 @@ async fn append_calls(
         written.insert(stream_id, *version);
     }
     let mut stream = Statement::prepare(
-        &mut handle,
+        handle,
         "INSERT INTO streams (stream_id, version) VALUES (?, ?) \
          ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
     )?;
@@ -254,7 +261,7 @@ async fn append_calls(
         stream.reset()?;
     }
     drop(stream);
-    stream_index::catch_up(&mut handle, position)?;
+    stream_index::catch_up(handle, position)?;
     Ok((outcomes, position as u64))
 }
 
@@ -298,6 +305,36 @@ fn plan<'a>(
 #[async_trait]
 impl GroupWriter for Writer {
     async fn write(&self, calls: &[&[AppendRequest]]) -> Result<Vec<Outcome>, SourceError> {
+        // The whole group in one hand-off of the connection when no other
+        // process holds the write lock, which is almost always.
+        let mut conn = self.db.writer.acquire().await?;
+        let done = {
+            let mut handle = conn.lock_handle().await?;
+            if begin_immediate_now(&mut handle, BUSY_TIMEOUT)? {
+                let appended = append_on(&mut handle, calls);
+                let commit = matches!(&appended, Ok((outcomes, _)) if outcomes.iter().any(Result::is_ok));
+                let ended = execute(&mut handle, if commit { "COMMIT" } else { "ROLLBACK" });
+                if ended.is_err() || appended.is_err() {
+                    let _ = execute(&mut handle, "ROLLBACK");
+                }
+                Some((appended, ended.map(|()| commit), in_transaction(&mut handle)))
+            } else {
+                None
+            }
+        };
+        if let Some((appended, ended, stuck)) = done {
+            if stuck {
+                // Neither COMMIT nor ROLLBACK ended it: the connection is
+                // closed rather than lent out mid-transaction.
+                conn.close_on_drop();
+            }
+            let (outcomes, head) = appended?;
+            if ended? {
+                self.wake.advance(head);
+            }
+            return Ok(outcomes);
+        }
+        drop(conn);
         let mut tx = DbTx::begin(&self.db.writer, "BEGIN IMMEDIATE").await?;
         let (outcomes, head) = append_calls(tx.conn(), calls).await?;
         if outcomes.iter().any(Result::is_ok) {
@@ -432,6 +469,29 @@ mod tests {
             let got: Vec<_> = page.iter().map(|e| (e.position, e.stream_version)).collect();
             assert_eq!(got, events[after as usize..after as usize + 4], "{stream}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_append_waits_for_another_connections_write_lock_then_lands() {
+        let (dir, store) = store_with(&["{}"]).await;
+        // Another process's writer, as `refract import` beside a host.
+        let other = SqliteDb::open(&dir.path().join("events.db"), 1024).await.unwrap();
+        let mut locked = DbTx::begin(&other.writer, "BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("SELECT 1").execute(locked.conn()).await.unwrap();
+        let appending = {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(&[request("s-2", ExpectedVersion::Exact(0), 2)]).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!appending.is_finished(), "the append did not wait for the lock");
+        locked.rollback().await.unwrap();
+        let appended = appending.await.unwrap().unwrap();
+        assert_eq!((appended[0].first_position, appended[0].last_position, appended[0].stream_version), (2, 3, 2));
+        // The fast path again, now that the lock is free, and the head after both.
+        let again = store.append(&[request("s-2", ExpectedVersion::Exact(2), 1)]).await.unwrap();
+        assert_eq!(again[0].first_position, 4);
+        assert_eq!(store.head().await.unwrap(), 4);
+        assert_eq!(store.stream_version("s-2").await.unwrap(), 3);
     }
 
     #[tokio::test]

@@ -181,6 +181,39 @@ impl Drop for Statement<'_> {
     }
 }
 
+/// Runs one statement that returns no rows (`COMMIT`, `ROLLBACK`).
+pub(crate) fn execute(handle: &mut LockedSqliteHandle<'_>, sql: &str) -> Result<(), SqliteError> {
+    Statement::prepare(handle, sql)?.step().map(drop)
+}
+
+/// `BEGIN IMMEDIATE` without waiting: `false`, with nothing begun, when
+/// another connection holds the write lock. The caller then waits where a
+/// wait does not hold its thread. The busy timeout is set back to
+/// `busy_timeout` either way.
+pub(crate) fn begin_immediate_now(
+    handle: &mut LockedSqliteHandle<'_>,
+    busy_timeout: std::time::Duration,
+) -> Result<bool, SqliteError> {
+    let db = handle.as_raw_handle();
+    // SAFETY: the connection is live and locked to this thread.
+    unsafe { ffi::sqlite3_busy_timeout(db.as_ptr(), 0) };
+    let begun = execute(handle, "BEGIN IMMEDIATE");
+    let ms = c_int::try_from(busy_timeout.as_millis()).unwrap_or(c_int::MAX);
+    // SAFETY: as above.
+    unsafe { ffi::sqlite3_busy_timeout(db.as_ptr(), ms) };
+    match begun {
+        Ok(()) => Ok(true),
+        Err(e) if e.code & 0xff == ffi::SQLITE_BUSY => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the connection is inside a transaction.
+pub(crate) fn in_transaction(handle: &mut LockedSqliteHandle<'_>) -> bool {
+    // SAFETY: the connection is live and locked.
+    unsafe { ffi::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) == 0 }
+}
+
 fn param(index: usize) -> Result<c_int, SqliteError> {
     c_int::try_from(index).map_err(|_| SqliteError { code: ffi::SQLITE_RANGE, message: "too many parameters".into() })
 }
