@@ -312,9 +312,9 @@ impl GroupWriter for Writer {
             let mut handle = conn.lock_handle().await?;
             if begin_immediate_now(&mut handle, BUSY_TIMEOUT)? {
                 let appended = append_on(&mut handle, calls);
-                let commit = matches!(&appended, Ok((outcomes, _)) if outcomes.iter().any(Result::is_ok));
+                let commit = matches!(&appended, Ok((outcomes, _)) if anything_to_commit(outcomes));
                 let ended = execute(&mut handle, if commit { "COMMIT" } else { "ROLLBACK" });
-                if ended.is_err() || appended.is_err() {
+                if ended.is_err() {
                     let _ = execute(&mut handle, "ROLLBACK");
                 }
                 Some((appended, ended.map(|()| commit), in_transaction(&mut handle)))
@@ -337,15 +337,20 @@ impl GroupWriter for Writer {
         drop(conn);
         let mut tx = DbTx::begin(&self.db.writer, "BEGIN IMMEDIATE").await?;
         let (outcomes, head) = append_calls(tx.conn(), calls).await?;
-        if outcomes.iter().any(Result::is_ok) {
+        if anything_to_commit(&outcomes) {
             tx.commit().await?;
             self.wake.advance(head);
         } else {
-            // Only conflicts: nothing to write, and the connection is fine.
             tx.rollback().await?;
         }
         Ok(outcomes)
     }
+}
+
+/// A group whose every call was refused (version conflicts) wrote nothing:
+/// it is rolled back, and nobody is woken.
+fn anything_to_commit(outcomes: &[Outcome]) -> bool {
+    outcomes.iter().any(Result::is_ok)
 }
 
 #[async_trait]
