@@ -288,9 +288,9 @@ async fn lag_falls_while_events_are_appended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_started_from_the_page_swaps_generations() {
-    // Batches of one event, so the rebuild takes long enough to show its progress.
-    let host =
-        running::start(20_000, &["account_summary"], &["--batch-size", "1", "--commit-interval-ms", "100"]).await;
+    // The `slow` fixture (2 ms an event): the rebuild takes seconds on a machine of any speed,
+    // long enough for the page to show its progress.
+    let host = running::start(2_000, &["slow"], &["--batch-size", "1", "--commit-interval-ms", "100"]).await;
     let total = host.events.len() as u64;
     let mut http = Http::connect(host.addr).await;
     assert_eq!(http.get(&format!("/ready?min_position={total}&timeout_ms=60000")).await.status, 200);
@@ -298,13 +298,11 @@ async fn a_rebuild_started_from_the_page_swaps_generations() {
     let browser = Browser::open().await;
     browser.client().goto(&format!("http://{}/", host.addr)).await.unwrap();
     browser
-        .wait_rows(Duration::from_secs(20), |rows| {
-            active(rows, "account-summary").is_some_and(|r| r.checkpoint == total)
-        })
+        .wait_rows(Duration::from_secs(20), |rows| active(rows, "slow").is_some_and(|r| r.checkpoint == total))
         .await;
     browser
         .client()
-        .find(Locator::Css("button[aria-label='Rebuild account-summary']"))
+        .find(Locator::Css("button[aria-label='Rebuild slow']"))
         .await
         .expect("a Rebuild button on the active row")
         .click()
@@ -322,10 +320,7 @@ async fn a_rebuild_started_from_the_page_swaps_generations() {
         .await;
     let building = rows.iter().find(|r| r.generation == 2).unwrap();
     assert!(building.progress.is_some_and(|p| (0.0..=100.0).contains(&p)), "{building:?}");
-    assert!(
-        active(&rows, "account-summary").is_some_and(|r| r.generation == 1),
-        "generation 1 serves meanwhile: {rows:#?}"
-    );
+    assert!(active(&rows, "slow").is_some_and(|r| r.generation == 1), "generation 1 serves meanwhile: {rows:#?}");
     let shot = browser.client().screenshot().await.unwrap();
     assert_eq!(&shot[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
     if let Ok(path) = std::env::var("REFRACT_CONSOLE_SCREENSHOT") {
@@ -335,8 +330,7 @@ async fn a_rebuild_started_from_the_page_swaps_generations() {
     // Then it is swapped in: the page shows generation 2 active at the head, and generation 1 is gone.
     let rows = browser
         .wait_rows(Duration::from_secs(120), |rows| {
-            rows.len() == 1
-                && active(rows, "account-summary").is_some_and(|r| r.generation == 2 && r.checkpoint == total)
+            rows.len() == 1 && active(rows, "slow").is_some_and(|r| r.generation == 2 && r.checkpoint == total)
         })
         .await;
     assert_eq!(rows[0].lag, 0, "{rows:#?}");

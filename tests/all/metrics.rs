@@ -74,18 +74,19 @@ async fn the_start_up_catch_up_is_counted_and_compile_times_are_a_histogram() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_has_two_series_told_apart_by_generation_and_role() {
-    // Batches of one event: the rebuild takes seconds, long enough to scrape it.
-    let host = running::start(20_000, &["account_summary"], &["--batch-size", "1"]).await;
+    // The `slow` fixture (2 ms an event): the rebuild takes seconds on a machine of any speed,
+    // long enough to scrape it.
+    let host = running::start(1_000, &["slow"], &["--batch-size", "1"]).await;
     let appended = host.events.len() as u64;
     let mut http = Client::connect(host.addr).await;
     assert_eq!(http.get(&format!("/ready?min_position={appended}&timeout_ms=60000")).await.status, 200);
-    let rebuild = http.request("POST", "/projections/account-summary/rebuild", Vec::new()).await;
+    let rebuild = http.request("POST", "/projections/slow/rebuild", Vec::new()).await;
     assert_eq!(rebuild.status, 200, "{}", rebuild.text);
     assert_eq!(rebuild.json()["generation"], 2);
 
-    let active = series("refract_projection_checkpoint", "account-summary", 1, "active");
-    let building = series("refract_projection_checkpoint", "account-summary", 2, "building");
-    let building_processed = series("refract_events_processed_total", "account-summary", 2, "building");
+    let active = series("refract_projection_checkpoint", "slow", 1, "active");
+    let building = series("refract_projection_checkpoint", "slow", 2, "building");
+    let building_processed = series("refract_events_processed_total", "slow", 2, "building");
     let deadline = Instant::now() + Duration::from_secs(60);
     let (text, samples) = loop {
         let (text, samples) = scrape(&mut http).await;
@@ -99,16 +100,16 @@ async fn a_rebuild_has_two_series_told_apart_by_generation_and_role() {
     let rebuilt = samples[&building];
     assert!(rebuilt > 0.0 && rebuilt <= appended as f64, "{text}");
     // The active generation's counter counts its own events only.
-    let active_processed = series("refract_events_processed_total", "account-summary", 1, "active");
+    let active_processed = series("refract_events_processed_total", "slow", 1, "active");
     assert_eq!(samples.get(&active_processed), Some(&(appended as f64)), "{text}");
     for name in ["refract_projection_lag", "refract_projection_head", "refract_projection_errors"] {
         for (g, role) in [(1, "active"), (2, "building")] {
-            assert!(samples.contains_key(&series(name, "account-summary", g, role)), "no {name} g{g}:\n{text}");
+            assert!(samples.contains_key(&series(name, "slow", g, role)), "no {name} g{g}:\n{text}");
         }
     }
 
     // After the swap only generation 2 is left, now active, with every event counted.
-    let done = series("refract_projection_checkpoint", "account-summary", 2, "active");
+    let done = series("refract_projection_checkpoint", "slow", 2, "active");
     let deadline = Instant::now() + Duration::from_secs(120);
     let (text, samples) = loop {
         let (text, samples) = scrape(&mut http).await;
@@ -119,6 +120,6 @@ async fn a_rebuild_has_two_series_told_apart_by_generation_and_role() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(!text.contains("generation=\"1\""), "{text}");
-    let processed = series("refract_events_processed_total", "account-summary", 2, "active");
+    let processed = series("refract_events_processed_total", "slow", 2, "active");
     assert_eq!(samples.get(&processed), Some(&(appended as f64)), "{text}");
 }
