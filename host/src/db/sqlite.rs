@@ -11,7 +11,7 @@ use sqlx::{ConnectOptions, Connection};
 pub(crate) use statement::{SqliteError, Statement, begin_immediate_now, execute, in_transaction};
 
 /// How long a writer waits for another process's write lock before failing.
-pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent readers per database file.
 const READERS: u32 = 4;
 /// Page cache of an event store's writer connection, in KiB: each step of

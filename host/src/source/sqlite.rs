@@ -18,7 +18,7 @@ use super::wake::Wake;
 use super::{Appended, EventSource, EventStore, SourceError, check_version, validate_append};
 use crate::clock::now_ms;
 use crate::db::DbTx;
-use crate::db::sqlite::{BUSY_TIMEOUT, SqliteDb, SqliteError, Statement, begin_immediate_now, execute, in_transaction};
+use crate::db::sqlite::{SqliteDb, SqliteError, Statement, begin_immediate_now, execute, in_transaction};
 use crate::model::event::{AppendRequest, Event, NewEvent, Subscription};
 
 /// Events in a SQLite file, with a gapless global position.
@@ -310,7 +310,7 @@ impl GroupWriter for Writer {
         let mut conn = self.db.writer.acquire().await?;
         let done = {
             let mut handle = conn.lock_handle().await?;
-            if begin_immediate_now(&mut handle, BUSY_TIMEOUT)? {
+            if begin_immediate_now(&mut handle)? {
                 let appended = append_on(&mut handle, calls);
                 let commit = matches!(&appended, Ok((outcomes, _)) if anything_to_commit(outcomes));
                 let ended = execute(&mut handle, if commit { "COMMIT" } else { "ROLLBACK" });

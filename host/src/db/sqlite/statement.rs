@@ -188,17 +188,14 @@ pub(crate) fn execute(handle: &mut LockedSqliteHandle<'_>, sql: &str) -> Result<
 
 /// `BEGIN IMMEDIATE` without waiting: `false`, with nothing begun, when
 /// another connection holds the write lock. The caller then waits where a
-/// wait does not hold its thread. The busy timeout is set back to
-/// `busy_timeout` either way.
-pub(crate) fn begin_immediate_now(
-    handle: &mut LockedSqliteHandle<'_>,
-    busy_timeout: std::time::Duration,
-) -> Result<bool, SqliteError> {
+/// wait does not hold its thread. The connection's busy timeout is set back
+/// either way.
+pub(crate) fn begin_immediate_now(handle: &mut LockedSqliteHandle<'_>) -> Result<bool, SqliteError> {
     let db = handle.as_raw_handle();
     // SAFETY: the connection is live and locked to this thread.
     unsafe { ffi::sqlite3_busy_timeout(db.as_ptr(), 0) };
     let begun = execute(handle, "BEGIN IMMEDIATE");
-    let ms = c_int::try_from(busy_timeout.as_millis()).unwrap_or(c_int::MAX);
+    let ms = c_int::try_from(super::BUSY_TIMEOUT.as_millis()).unwrap_or(c_int::MAX);
     // SAFETY: as above.
     unsafe { ffi::sqlite3_busy_timeout(db.as_ptr(), ms) };
     match begun {
