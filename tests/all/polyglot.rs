@@ -191,6 +191,7 @@ async fn python_and_js_errors_name_the_file_and_line_of_the_users_code() {
         assert_eq!(progress.state, refract::ProjectionState::Faulted, "{name}: {progress:?}");
         let error = progress.last_error.unwrap_or_default();
         assert!(error.contains(want.as_str()), "{name}: `{want}` not in `{error}`");
+        assert!(error.starts_with("projection error at position 1: "), "{name}: {error}");
         assert!(!error.contains("/plugins/"), "{name}: a build path leaked: {error}");
     }
     host.shutdown().await;

@@ -189,7 +189,10 @@ def _where(err):
     """`` (app.py:12, in handle)``: the innermost frame of the projection's own
     code, so an error points at the user's line, not at this helper. Only the
     file's name: a build path is nobody's business at run time."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if os.path.basename(f.filename) != "refract.py"]
+    # lookup_lines=False: reading a frame's source line opens its file, and
+    # a projection reaching for the file system is reported as such.
+    tb = traceback.walk_tb(err.__traceback__)
+    frames = [f for f in traceback.StackSummary.extract(tb, lookup_lines=False) if os.path.basename(f.filename) != "refract.py"]
     if not frames:
         return ""
     f = frames[-1]
