@@ -12,5 +12,6 @@ pub(crate) mod limits;
 pub(crate) mod module_cache;
 pub(crate) mod native;
 pub(crate) mod plugin;
+pub(crate) mod source_bundle;
 pub(crate) mod tiering;
 pub(crate) mod world;

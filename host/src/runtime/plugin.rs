@@ -18,6 +18,7 @@ use crate::runtime::guest_output::{Channel, GuestOutput};
 use crate::runtime::limits::{Limits, MemoryLimitHit, MemoryLimiter};
 use crate::runtime::module_cache::ModuleCache;
 use crate::runtime::native::{NativeInstance, NativeProjection};
+use crate::runtime::source_bundle::{self, SourceFiles, read_leb128};
 use crate::runtime::tiering::{Code, CodeTier, Optimize, Tiering};
 use crate::runtime::world::{self, Projector, ProjectorPre, WitVersion};
 use crate::store::document_cache::DocumentCache;
@@ -161,9 +162,10 @@ impl PluginError {
         // The wasm backtrace can run to thousands of frames (a stack
         // overflow): keep it in the debug log, and name only the trap.
         tracing::debug!(error = ?e, "plugin call failed");
-        let reason = match e.downcast_ref::<Trap>() {
-            Some(trap) => trap.to_string(),
-            None => e.root_cause().to_string(),
+        let reason = match (e.downcast_ref::<Trap>(), e.downcast_ref::<wasmtime_wasi::I32Exit>()) {
+            (Some(trap), _) => trap.to_string(),
+            (_, Some(exit)) => format!("the plugin exited with status {}", exit.0),
+            _ => e.root_cause().to_string(),
         };
         match denied {
             Some(capability) => Self::CapabilityDenied { capability, detail: reason },
@@ -195,7 +197,15 @@ pub(crate) struct HostState {
     denied: Option<Capability>,
     /// Where the `log` import writes: cut and rate-limited like stdout.
     log: GuestOutput,
+    /// What the `source` import hands an interpreter.
+    source: Arc<SourceFiles>,
+    /// The last message the plugin logged at error level: a failed
+    /// `describe` names it, since `describe` has no error to return.
+    logged_error: Option<String>,
 }
+
+/// The most characters of a logged error a load error repeats.
+const MAX_LOGGED_ERROR: usize = 500;
 
 impl HostState {
     pub(crate) fn new(projection: String, access: Option<ModelAccess>, limits: &Limits) -> Self {
@@ -216,7 +226,20 @@ impl HostState {
             limiter: MemoryLimiter { memory_bytes: limits.memory_bytes },
             denied: None,
             log,
+            source: Arc::default(),
+            logged_error: None,
         }
+    }
+
+    /// Hands `source` to the instance through the `source` import.
+    pub(crate) fn with_source(mut self, source: Arc<SourceFiles>) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The `source` import: the files an interpreter runs.
+    pub(crate) fn source_files(&self) -> SourceFiles {
+        self.source.as_ref().clone()
     }
 }
 
@@ -246,6 +269,11 @@ pub(crate) enum GetRefusal {
 impl HostState {
     /// The `log` import: cut and rate-limited like stdout.
     pub(crate) fn log_message(&mut self, level: tracing::Level, message: &str) {
+        if level == tracing::Level::ERROR {
+            // Cut at a char boundary: this may go into a load error.
+            let end = message.char_indices().nth(MAX_LOGGED_ERROR).map_or(message.len(), |(i, _)| i);
+            self.logged_error = Some(message[..end].to_owned());
+        }
         self.log.log(level, message);
     }
 
@@ -384,9 +412,16 @@ impl PluginRuntime {
             let reason = format!("components are nested more than {MAX_COMPONENT_NESTING} deep");
             return Err(PluginError::Compile { path, reason });
         }
+        // The whole file is the module's identity (its generation); its code
+        // is the file without a `refract:source` section, so projects run by
+        // one interpreter share its compiled code.
         let hash = module_hash(bytes);
+        let (code_bytes, source) =
+            source_bundle::split(bytes).map_err(|reason| PluginError::Compile { path: path.clone(), reason })?;
+        let code_hash = if code_bytes.len() == bytes.len() { hash.clone() } else { module_hash(&code_bytes) };
+        let source = Arc::new(source);
         let started = std::time::Instant::now();
-        let (component, cached, tier) = self.compile(&path, &hash, bytes)?;
+        let (component, cached, tier) = self.compile(&path, &code_hash, &code_bytes)?;
         let compile_time = started.elapsed();
         let compiler = self.compiler(tier);
         let version = self.check_world(&path, compiler, &component)?;
@@ -398,13 +433,20 @@ impl PluginRuntime {
         // `describe` runs under the default limits: a plugin that hangs or
         // bombs at load time is refused like any other bad plugin.
         let limits = Limits::default();
-        let mut instance = ComponentInstance::new(&pre, tier, "describe".into(), None, &limits)?;
+        let mut instance = ComponentInstance::new(&pre, tier, "describe".into(), None, &limits, source.clone())?;
         instance.arm(&limits)?;
         let manifest = instance.bindings.describe(&mut instance.store).map_err(|e| {
-            let denied = instance.store.data().denied;
-            match PluginError::from_call(e, &limits, denied) {
-                PluginError::Trap(m) => PluginError::Trap(format!("in describe: {m}")),
-                other => other,
+            let state = instance.store.data();
+            match (PluginError::from_call(e, &limits, state.denied), &state.logged_error) {
+                // What the plugin logged of its failure beats what the host
+                // infers: an interpreter that reads a source line for its
+                // error message opens a file, which counts as a denied
+                // capability, but the error is the project's.
+                (PluginError::Trap(m) | PluginError::CapabilityDenied { detail: m, .. }, Some(logged)) => {
+                    PluginError::Trap(format!("in describe: {m}; it logged: {logged}"))
+                }
+                (PluginError::Trap(m), None) => PluginError::Trap(format!("in describe: {m}")),
+                (other, _) => other,
             }
         })?;
         if let Err(source) = manifest.validate() {
@@ -414,15 +456,15 @@ impl PluginRuntime {
         if tier == CodeTier::Baseline && self.tiering.optimizes() {
             let optimize = Optimize {
                 path: path.clone(),
-                hash: hash.clone(),
-                bytes: bytes.to_vec(),
+                hash: code_hash,
+                bytes: code_bytes.into_owned(),
                 version,
                 compiler: self.background.clone(),
                 cache: self.cache.clone(),
             };
             optimize.spawn(Arc::downgrade(&code));
         }
-        Ok(Plugin { path, hash, body: Body::Component(code), manifest, cached, compile_time })
+        Ok(Plugin { path, hash, body: Body::Component(code, source), manifest, cached, compile_time })
     }
 
     fn compiler(&self, tier: CodeTier) -> &Compiler {
@@ -496,7 +538,7 @@ fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
     const COMPONENT_SECTION: u8 = 4;
     let Some(mut rest) = bytes.get(8..) else { return false };
     while let Some((&id, after)) = rest.split_first() {
-        let Some((len, after)) = leb128_u32(after) else { return false };
+        let Some((len, after)) = read_leb128(after) else { return false };
         let Some((body, after)) = after.split_at_checked(len as usize) else { return false };
         if id == COMPONENT_SECTION && (max == 0 || nesting_exceeds(body, max - 1)) {
             return true;
@@ -504,18 +546,6 @@ fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
         rest = after;
     }
     false
-}
-
-/// An unsigned LEB128 `u32` and what follows it.
-fn leb128_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
-    let mut value = 0u32;
-    for (i, &b) in bytes.iter().enumerate().take(5) {
-        value |= u32::from(b & 0x7f).checked_shl(7 * i as u32)?;
-        if b & 0x80 == 0 {
-            return Some((value, &bytes[i + 1..]));
-        }
-    }
-    None
 }
 
 /// The message a panic was raised with, if it was text.
@@ -554,8 +584,9 @@ impl std::fmt::Debug for Plugin {
 
 /// What a plugin runs.
 enum Body {
-    /// A component's code.
-    Component(Arc<Code>),
+    /// A component's code, and the source files it is handed (none unless
+    /// it is an interpreter: see `source_bundle`).
+    Component(Arc<Code>, Arc<SourceFiles>),
     /// Native code in place of a component (see [`NativeProjection`]).
     Native(Arc<dyn NativeProjection>),
 }
@@ -588,7 +619,7 @@ impl Plugin {
     /// e.g. `0.2.0`.
     pub fn wit_version(&self) -> &'static str {
         match &self.body {
-            Body::Component(code) => code.first().version().as_str(),
+            Body::Component(code, _) => code.first().version().as_str(),
             Body::Native(_) => WitVersion::CURRENT.as_str(),
         }
     }
@@ -612,7 +643,7 @@ impl Plugin {
     /// compile is done (see [`Tiering`]). Native code counts as optimized.
     pub fn code_tier(&self) -> CodeTier {
         match &self.body {
-            Body::Component(code) => code.best().1,
+            Body::Component(code, _) => code.best().1,
             Body::Native(_) => CodeTier::Optimized,
         }
     }
@@ -651,9 +682,9 @@ impl Plugin {
     fn instance(&self, access: Option<ModelAccess>, limits: &Limits) -> Result<Instance, PluginError> {
         let name = self.manifest.name.clone();
         Ok(match &self.body {
-            Body::Component(code) => {
+            Body::Component(code, source) => {
                 let (pre, tier) = code.best();
-                Instance::Component(ComponentInstance::new(pre, tier, name, access, limits)?)
+                Instance::Component(ComponentInstance::new(pre, tier, name, access, limits, source.clone())?)
             }
             Body::Native(projection) => Instance::Native(NativeInstance::new(projection.clone(), name, access, limits)),
         })
@@ -698,8 +729,9 @@ impl ComponentInstance {
         projection: String,
         access: Option<ModelAccess>,
         limits: &Limits,
+        source: Arc<SourceFiles>,
     ) -> Result<Self, PluginError> {
-        let mut store = Store::new(pre.engine(), HostState::new(projection, access, limits));
+        let mut store = Store::new(pre.engine(), HostState::new(projection, access, limits).with_source(source));
         store.limiter(|s| &mut s.limiter);
         arm_store(&mut store, limits)?;
         let bindings =

@@ -179,10 +179,19 @@ impl Optimize {
     }
 
     fn compile(&self) -> wasmtime::Result<ProjectorPre> {
-        let component = Component::new(&self.compiler.engine, &self.bytes)?;
-        if let Some(cache) = &self.cache {
-            cache.store_compiled(&self.compiler.engine, &self.hash, &component);
-        }
+        let engine = &self.compiler.engine;
+        // Another load of the same code (a dev loop's next save of a project
+        // run by an interpreter) may have compiled it meanwhile.
+        let component = match self.cache.as_ref().and_then(|cache| cache.compiled(engine, &self.hash)) {
+            Some(component) => component,
+            None => {
+                let component = Component::new(engine, &self.bytes)?;
+                if let Some(cache) = &self.cache {
+                    cache.store_compiled(engine, &self.hash, &component);
+                }
+                component
+            }
+        };
         ProjectorPre::new(self.version, self.compiler.linker.instantiate_pre(&component)?)
     }
 }

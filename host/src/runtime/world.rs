@@ -65,6 +65,10 @@ impl std::fmt::Display for WitVersion {
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_1::Projector::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     v0_2::Projector::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    // The `interpreted` world's one import beyond `projector`'s. Only an
+    // interpreter imports it; it answers from the instance's state.
+    let source = format!("refract:projection/source@{}", WitVersion::CURRENT.as_str());
+    linker.instance(&source)?.func_wrap("files", |store, (): ()| Ok((store.data().source_files(),)))?;
     Ok(())
 }
 
