@@ -196,3 +196,151 @@ async fn python_and_js_errors_name_the_file_and_line_of_the_users_code() {
     }
     host.shutdown().await;
 }
+
+/// `refract dev`'s interpreter for a language (`target/polyglot/interpreter-<suffix>.wasm`)
+/// with `files` appended, as `refract dev` writes it, at `dir/<name>.wasm`.
+fn interpreted(suffix: &str, dir: &std::path::Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let interpreter = std::fs::read(polyglot(&format!("interpreter-{suffix}.wasm"))).unwrap();
+    let files: Vec<(String, String)> = files.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect();
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, refract::with_source(&interpreter, &files)).unwrap();
+    path
+}
+
+/// A language's interpreter, as `refract dev` runs a project on every save.
+struct InterpreterCase {
+    /// `py` or `js`: the interpreter's file and the account-summary port's.
+    suffix: &'static str,
+    /// The project's entry file.
+    entry: &'static str,
+    /// The account-summary port's source, with its name edited to come from
+    /// a module of the project, and that module: (edited entry, module path, module).
+    edit: fn(&str) -> (String, &'static str, &'static str),
+    /// Sources that must be refused at load time: (case, entry file, what
+    /// the load error repeats of what the interpreter logged).
+    broken: [(&'static str, &'static str, &'static str); 3],
+}
+
+/// A project run by an interpreter, as `refract dev` runs a Python or JS
+/// project on every save: it writes the same documents as the component
+/// built from the same source; an edit is a new module (a new generation)
+/// that reuses the interpreter's compiled code; a project of several files
+/// imports its own modules; and a broken source, one that imports what the
+/// interpreter lacks, or a bundle that is not one, is refused at load time.
+async fn an_interpreter_runs_a_projects_source_like_its_built_component(case: InterpreterCase) {
+    let suffix = case.suffix;
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(dir.path()).await;
+    let events = bank_events(200, 3_000, 11);
+    append_all(stores.events.as_ref(), &events).await;
+    let expected = expected_accounts(&events);
+    let lang = if suffix == "py" { "python" } else { "js" };
+    let source = format!("plugins/{lang}/account-summary/{}", case.entry);
+    let app = std::fs::read_to_string(root().join(source)).unwrap();
+    let name = format!("account-summary-{suffix}");
+
+    let cache = ModuleCache::new(dir.path().join("cache"));
+    let mut host = stores.host(SyncConfig::default()).with_module_cache(cache).with_tiering(Tiering::Off);
+    let first = host.runtime().load(&interpreted(suffix, dir.path(), "first", &[(case.entry, &app)])).unwrap();
+    assert_eq!(first.manifest().name, name);
+    assert_eq!(first.manifest().version, "1.0.0");
+    assert_eq!(first.manifest().collections[0].search, ["owner"]);
+    assert!(!first.cached(), "the interpreter's first load compiles it");
+
+    // The edit `refract dev` would hand over: the same code, new source, so
+    // a new module hash but the compiled interpreter from the cache.
+    let (edited, module, module_text) = (case.edit)(&app);
+    assert_ne!(edited, app, "the edit applies");
+    let files = [(case.entry, edited.as_str()), (module, module_text)];
+    let second = host.runtime().load(&interpreted(suffix, dir.path(), "second", &files)).unwrap();
+    assert_eq!(second.manifest().name, "account-summary-edited");
+    assert!(second.cached(), "an edit reuses the interpreter's compiled code");
+    assert_ne!(second.hash(), first.hash(), "an edit is a new module, so a new generation");
+
+    // Broken sources are refused when loaded, while describing.
+    let runtime = host.runtime();
+    for (what, text, logged) in case.broken {
+        let e = runtime.load(&interpreted(suffix, dir.path(), what, &[(case.entry, text)])).unwrap_err();
+        assert_eq!(e.kind(), "trap", "{what}: {e}");
+        let e = e.to_string();
+        assert!(e.contains("in describe") && e.contains(&format!("it logged: {logged}")), "{what}: {e}");
+        assert!(!e.contains("/work/") && !e.contains("/tmp/"), "{what}: a host path leaked: {e}");
+    }
+    let e = runtime.load(&interpreted(suffix, dir.path(), "no-entry", &[("other.txt", "")])).unwrap_err();
+    assert_eq!(e.kind(), "trap", "no entry file: {e}");
+    // A section that is not a bundle is refused before anything runs.
+    let mut bad = std::fs::read(polyglot(&format!("interpreter-{suffix}.wasm"))).unwrap();
+    let section = refract::SOURCE_SECTION.as_bytes();
+    let body = b"not json";
+    bad.extend_from_slice(&[0, (1 + section.len() + body.len()) as u8, section.len() as u8]);
+    bad.extend_from_slice(section);
+    bad.extend_from_slice(body);
+    let path = dir.path().join("bad.wasm");
+    std::fs::write(&path, bad).unwrap();
+    let e = runtime.load(&path).unwrap_err();
+    assert_eq!(e.kind(), "invalid component", "{e}");
+    assert!(e.to_string().contains("not a JSON array of [path, text] pairs"), "{e}");
+
+    host.start(first).await.unwrap();
+    host.start(second).await.unwrap();
+    host.wait_until_caught_up().await.unwrap();
+    host.shutdown().await;
+    let models = stores.models_dyn();
+    for name in [name.as_str(), "account-summary-edited"] {
+        let docs = all_documents(models.as_ref(), name, "accounts").await;
+        assert_eq!(docs.len(), expected.len(), "{name}");
+        for (id, want) in &expected {
+            assert_eq!(docs[id]["balance"].as_i64(), Some(want.balance), "{name}: balance of {id}");
+            assert_eq!(docs[id]["transactions"].as_u64(), Some(want.transactions), "{name}: transactions of {id}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_interpreter_runs_a_projects_source_like_its_built_component() {
+    an_interpreter_runs_a_projects_source_like_its_built_component(InterpreterCase {
+        suffix: "py",
+        entry: "app.py",
+        edit: |app| {
+            let edited = app
+                .replace("\"account-summary-py\",", "rules.name(),")
+                .replace("import refract\n", "import refract\nimport rules\n");
+            (edited, "rules.py", "def name():\n    return 'account-summary-edited'\n")
+        },
+        broken: [
+            ("syntax", "import refract\ndef handle(:\n", "SyntaxError: invalid syntax (app.py, line 2)"),
+            (
+                "missing-module",
+                "import refract\nimport sqlite3\n",
+                "ModuleNotFoundError: No module named 'sqlite3' in refract dev's interpreter",
+            ),
+            ("no-projection", "import refract\n", "RuntimeError: app.py defines no `Projection`"),
+        ],
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_interpreter_runs_a_projects_source_like_its_built_component() {
+    an_interpreter_runs_a_projects_source_like_its_built_component(InterpreterCase {
+        suffix: "js",
+        entry: "app.js",
+        edit: |app| {
+            let edited = app.replace("\"account-summary-js\",", "name(),").replace(
+                "from \"../sdk/refract.js\";\n",
+                "from \"../sdk/refract.js\";\nimport { name } from \"./lib/rules.js\";\n",
+            );
+            (edited, "lib/rules.js", "export function name() {\n  return \"account-summary-edited\";\n}\n")
+        },
+        broken: [
+            ("syntax", "export const projection = {\n", "SyntaxError: app.js:"),
+            (
+                "missing-module",
+                "import _ from \"lodash\";\n",
+                "Error: app.js: cannot import \"lodash\" in refract dev's interpreter",
+            ),
+            ("no-projection", "export const other = 1;\n", "Error: app.js exports no `projection`"),
+        ],
+    })
+    .await;
+}

@@ -254,3 +254,140 @@ fn a_js_project_without_node_modules_says_to_run_npm_install() {
     }
     assert!(!dev.log().contains("ERR_MODULE_NOT_FOUND"), "{}", dev.log());
 }
+
+/// The `counters` documents of `projection`, once they are `want`; panics
+/// with the log past the deadline or if `refract dev` exits. Errors in the
+/// log are expected here (a broken save), so they do not end the wait.
+fn wait_for_documents(dev: &mut Dev, dir: &Path, projection: &str, want: &[(String, Value)], started: Instant) {
+    loop {
+        let docs = documents(dir, projection);
+        if docs.as_deref() == Some(want) {
+            return;
+        }
+        if let Some(status) = dev.0.child.try_wait().unwrap() {
+            panic!("refract dev exited ({status}):\n{}", dev.log());
+        }
+        assert!(started.elapsed() < DEADLINE, "{projection} never held {want:?}; last read {docs:?}\n{}", dev.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One language's edits for [`saves_run_in_the_interpreter_without_a_build`].
+struct Saves {
+    lang: &'static str,
+    entry: &'static str,
+    /// The scaffold's entry with counters scaled by a module of the project.
+    scale: fn(&str) -> String,
+    /// That module, with the factor given.
+    module: (&'static str, fn(i64) -> String),
+    /// The line of the scaffold to break (unclosed), and what breaks it.
+    breaks: (&'static str, &'static str),
+    /// How the log names the broken line (`{line}` is its number).
+    reported: &'static str,
+}
+
+/// `refract dev` runs a Python or JS project in its interpreter: the first
+/// build makes the interpreter once, and every later save only writes the
+/// plugin (the interpreter with the project's files), which the host loads
+/// as a new generation without a build. A save that breaks the project is
+/// reported, naming the file and line, and the last good generation keeps
+/// serving until the next good save.
+fn saves_run_in_the_interpreter_without_a_build(saves: Saves) {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let lang = saves.lang;
+    let name = format!("saves-{lang}");
+    run(dir, &["new", &name, "--lang", lang]).unwrap_or_else(|e| panic!("refract new failed: {e}"));
+    if lang == "js" {
+        std::os::unix::fs::symlink(common::root().join("plugins/js/node_modules"), dir.join("plugins/js/node_modules"))
+            .unwrap();
+    }
+    let project = dir.join("plugins").join(lang).join(&name);
+    let app = project.join(saves.entry);
+    let mut dev = Dev::start(dir);
+    while !dev.log().contains("host running") {
+        dev.check();
+        assert!(started.elapsed() < DEADLINE, "refract dev did not start:\n{}", dev.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run(dir, &["import", project.join("events.jsonl").to_str().unwrap()]).unwrap();
+    wait_for_counters(&mut dev, dir, &name, started);
+
+    // A save: counters count ten times what they were given, through a
+    // module of the project's own.
+    let original = std::fs::read_to_string(&app).unwrap();
+    let times = |n: i64| {
+        vec![("counter-1".to_owned(), json!({"value": 5 * n})), ("counter-2".to_owned(), json!({"value": 10 * n}))]
+    };
+    let (module, factor) = saves.module;
+    std::fs::write(project.join(module), factor(10)).unwrap();
+    let edited = (saves.scale)(&original);
+    assert_ne!(edited, original);
+    std::fs::write(&app, &edited).unwrap();
+    wait_for_documents(&mut dev, dir, &name, &times(10), started);
+    let builds = |log: &str| log.lines().filter(|l| l.contains("interpreter (once")).count();
+    assert_eq!(builds(&dev.log()), 1, "the interpreter is built once:\n{}", dev.log());
+    // The plugin is the interpreter with the project's files appended.
+    let suffix = if lang == "python" { "py" } else { "js" };
+    let plugin = std::fs::read(dir.join(format!("plugins/{name}-{suffix}.wasm"))).unwrap();
+    let interpreter = std::fs::read_dir(dir.join(".tools/interpreters")).unwrap().next().unwrap().unwrap().path();
+    let interpreter = std::fs::read(interpreter).unwrap();
+    assert!(plugin.starts_with(&interpreter), "the plugin starts with the interpreter");
+    let tail = String::from_utf8_lossy(&plugin[interpreter.len()..]);
+    assert!(tail.contains(refract::SOURCE_SECTION) && tail.contains("FACTOR = 10"), "{tail}");
+
+    // A broken save is reported at its line; the last good model serves on.
+    let (line, broken_line) = saves.breaks;
+    let broken = edited.replace(line, broken_line);
+    assert_ne!(broken, edited);
+    std::fs::write(&app, &broken).unwrap();
+    let at = broken.lines().position(|l| l == broken_line.trim_end_matches('\n')).unwrap() + 1;
+    let reported = saves.reported.replace("{line}", &at.to_string());
+    while !dev.log().contains(&reported) {
+        assert!(dev.0.child.try_wait().unwrap().is_none(), "refract dev exited:\n{}", dev.log());
+        assert!(started.elapsed() < DEADLINE, "no `{reported}` in:\n{}", dev.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(documents(dir, &name).as_deref(), Some(&times(10)[..]), "the last good generation serves");
+
+    // The next good save is served again: a module of the project changed.
+    std::fs::write(project.join(module), factor(100)).unwrap();
+    std::fs::write(&app, &edited).unwrap();
+    wait_for_documents(&mut dev, dir, &name, &times(100), started);
+    assert_eq!(builds(&dev.log()), 1, "{}", dev.log());
+    eprintln!("{name}: three saves served in {:.1?}", started.elapsed());
+}
+
+#[test]
+fn python_saves_under_refract_dev_run_in_the_interpreter_without_a_build() {
+    saves_run_in_the_interpreter_without_a_build(Saves {
+        lang: "python",
+        entry: "app.py",
+        scale: |app| {
+            app.replace("import refract\n", "import refract\nimport scale\n")
+                .replace("counter[\"value\"] += by", "counter[\"value\"] += by * scale.FACTOR")
+        },
+        module: ("scale.py", |n| format!("FACTOR = {n}\n")),
+        breaks: ("        by = event.payload()[\"by\"]\n", "        by = event.payload()[\"by\"\n"),
+        reported: "app.py\", line {line}",
+    });
+}
+
+#[test]
+fn js_saves_under_refract_dev_run_in_the_interpreter_without_a_build() {
+    saves_run_in_the_interpreter_without_a_build(Saves {
+        lang: "js",
+        entry: "app.js",
+        scale: |app| {
+            app.replace(
+                "from \"../sdk/refract.js\";\n",
+                "from \"../sdk/refract.js\";\nimport { FACTOR } from \"./scale.js\";\n",
+            )
+            .replace("counter.value += by;", "counter.value += by * FACTOR;")
+        },
+        module: ("scale.js", |n| format!("export const FACTOR = {n};\n")),
+        breaks: ("    const { by } = event.payload();\n", "    const { by } = event.payload(;\n"),
+        reported: "SyntaxError: app.js:{line}:",
+    });
+}

@@ -14,6 +14,14 @@
 //!   it, with `../sdk` (the `refract` helper) on the Python path, into
 //!   `<plugins>/<folder>-py.wasm`.
 //!
+//! When a Python or JS helper folder has the interpreter
+//! (`refract_interpreter.py`, `refract_interpreter.js`, written by `refract
+//! new`), a save of a project of that language is not built at all: the
+//! project's source files are appended to a prebuilt interpreter component,
+//! which the host hands them to (`refract:source`, see the library's
+//! `with_source`). The interpreter is built once, into
+//! `.tools/interpreters/`. `--componentize` builds every save instead.
+//!
 //! A change under a project (outside build and dependency folders) rebuilds
 //! it; the new `.wasm` lands in the plugins folder by rename, where the plugin
 //! watcher picks it up like any other replaced file.
@@ -73,6 +81,14 @@ pub enum DevError {
         project: PathBuf,
         /// Where `npm install` installs them: the folder of the tools' `package.json`.
         install_in: PathBuf,
+    },
+    /// A project's source file could not be handed to the interpreter.
+    #[error("{path}: {reason}")]
+    Source {
+        /// The file (or the project folder).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// No `wit/projection.wit` in the project folder or above it.
     #[error("no wit/projection.wit found in {0} or any folder above it")]
@@ -142,8 +158,10 @@ pub fn plugin_projects(plugins_dir: &Path) -> Vec<(PathBuf, Lang)> {
 }
 
 /// Builds one plugin project of any language into `out_dir`. Returns the
-/// written files.
-pub fn build_project(dir: &Path, lang: Lang, out_dir: &Path) -> Result<Vec<PathBuf>, DevError> {
+/// written files. With `interpret`, a Python or JS project whose helper
+/// folder has the interpreter is not built: its source goes into a copy of
+/// the interpreter (see [`Interpreter::bundle`]).
+pub fn build_project(dir: &Path, lang: Lang, out_dir: &Path, interpret: bool) -> Result<Vec<PathBuf>, DevError> {
     let suffix = match lang {
         Lang::Rust => return build_crate(dir, out_dir),
         Lang::Python => "py",
@@ -153,6 +171,10 @@ pub fn build_project(dir: &Path, lang: Lang, out_dir: &Path) -> Result<Vec<PathB
     let to = out_dir.join(format!("{folder}-{suffix}.wasm"));
     let tmp = std::path::absolute(out_dir.join(format!(".{folder}-{suffix}.wasm.building")))
         .map_err(|source| DevError::Copy { from: dir.to_owned(), to: to.clone(), source })?;
+    if let Some(interpreter) = Interpreter::of(lang, dir).filter(|_| interpret) {
+        let bytes = interpreter.bundle(dir, out_dir)?;
+        return write_then_rename(&bytes, &tmp, &to).map(|()| vec![to]);
+    }
     let mut command = match lang {
         Lang::Js => {
             check_js_tools(dir)?;
@@ -161,14 +183,8 @@ pub fn build_project(dir: &Path, lang: Lang, out_dir: &Path) -> Result<Vec<PathB
             c
         }
         _ => {
-            let wit = dir
-                .ancestors()
-                .map(|a| a.join("wit"))
-                .find(|w| w.join("projection.wit").is_file())
-                .ok_or_else(|| DevError::NoWit(dir.to_owned()))?;
-            let venv = std::path::absolute(out_dir.join("../.tools/venv/bin/componentize-py")).unwrap_or_default();
-            let mut c = Command::new(if venv.is_file() { venv.into_os_string() } else { "componentize-py".into() });
-            c.arg("-q").arg("-d").arg(std::path::absolute(&wit).unwrap_or(wit));
+            let mut c = Command::new(componentize_py(out_dir));
+            c.arg("-q").arg("-d").arg(wit_dir(dir)?);
             c.args(["-w", "projector", "componentize", "app", "-p", "."]);
             if dir.join("../sdk/refract.py").is_file() {
                 c.args(["-p", "../sdk"]);
@@ -177,8 +193,18 @@ pub fn build_project(dir: &Path, lang: Lang, out_dir: &Path) -> Result<Vec<PathB
             c
         }
     };
+    run_tool(command.current_dir(dir), dir, lang)?;
+    if !tmp.is_file() {
+        return Err(DevError::NoArtifact(dir.to_owned()));
+    }
+    std::fs::rename(&tmp, &to).map_err(|source| DevError::Copy { from: tmp.clone(), to: to.clone(), source })?;
+    Ok(vec![to])
+}
+
+/// Runs a Python or JS build tool for the project in `dir`.
+fn run_tool(command: &mut Command, dir: &Path, lang: Lang) -> Result<(), DevError> {
     let tool = command.get_program().to_string_lossy().into_owned();
-    let status = command.current_dir(dir).stdin(Stdio::null()).status().map_err(|source| DevError::Tool {
+    let status = command.stdin(Stdio::null()).status().map_err(|source| DevError::Tool {
         tool,
         dir: dir.to_owned(),
         hint: match lang {
@@ -187,14 +213,189 @@ pub fn build_project(dir: &Path, lang: Lang, out_dir: &Path) -> Result<Vec<PathB
         },
         source,
     })?;
-    if !status.success() {
-        return Err(DevError::BuildFailed(dir.to_owned()));
+    if status.success() { Ok(()) } else { Err(DevError::BuildFailed(dir.to_owned())) }
+}
+
+/// componentize-py: from `.tools/venv` next to the plugins folder, else `PATH`.
+fn componentize_py(out_dir: &Path) -> std::ffi::OsString {
+    let venv = std::path::absolute(out_dir.join("../.tools/venv/bin/componentize-py")).unwrap_or_default();
+    if venv.is_file() { venv.into_os_string() } else { "componentize-py".into() }
+}
+
+/// The nearest `wit/` folder with the contract, in `dir` or above it.
+fn wit_dir(dir: &Path) -> Result<PathBuf, DevError> {
+    let wit = dir
+        .ancestors()
+        .map(|a| a.join("wit"))
+        .find(|w| w.join("projection.wit").is_file())
+        .ok_or_else(|| DevError::NoWit(dir.to_owned()))?;
+    Ok(std::path::absolute(&wit).unwrap_or(wit))
+}
+
+/// Writes `bytes` beside `to`, then renames: the plugin watcher must never
+/// see half a module.
+fn write_then_rename(bytes: &[u8], tmp: &Path, to: &Path) -> Result<(), DevError> {
+    std::fs::write(tmp, bytes).and_then(|()| std::fs::rename(tmp, to)).map_err(|source| DevError::Copy {
+        from: tmp.to_owned(),
+        to: to.to_owned(),
+        source,
+    })
+}
+
+/// An interpreter `refract dev` runs the projects of one language with: a
+/// component of the `interpreted` world, built once from a module in the
+/// language's helper folder, that runs the project files the host hands it.
+struct Interpreter {
+    lang: Lang,
+    /// Names the built interpreter in `.tools/interpreters/`.
+    name: &'static str,
+    /// The interpreter's module, in the helper folder (`refract new` writes it).
+    module: &'static str,
+    /// The helper it is built with, beside it.
+    helper: &'static str,
+    /// Extensions of the project files handed to it.
+    extensions: &'static [&'static str],
+    /// The project file it starts from.
+    entry: &'static str,
+}
+
+const INTERPRETERS: [Interpreter; 2] = [
+    Interpreter {
+        lang: Lang::Python,
+        name: "python",
+        module: "refract_interpreter.py",
+        helper: "refract.py",
+        extensions: &["py"],
+        entry: "app.py",
+    },
+    Interpreter {
+        lang: Lang::Js,
+        name: "js",
+        module: "refract_interpreter.js",
+        helper: "refract.js",
+        extensions: &["js", "mjs"],
+        entry: "app.js",
+    },
+];
+
+/// Most files a project may hand an interpreter (the host's own bound).
+const MAX_SOURCE_FILES: usize = 1_000;
+
+impl Interpreter {
+    /// The interpreter for projects of `lang` in `dir`, if its module is in
+    /// the helper folder beside the project.
+    fn of(lang: Lang, dir: &Path) -> Option<&'static Interpreter> {
+        INTERPRETERS.iter().find(|i| i.lang == lang && dir.join("../sdk").join(i.module).is_file())
     }
-    if !tmp.is_file() {
-        return Err(DevError::NoArtifact(dir.to_owned()));
+
+    /// The project in `dir` as a plugin, without a build: the interpreter
+    /// (see [`Self::component`]) with the project's source files appended.
+    /// The host hands the files to the interpreter, which runs the entry
+    /// file; a save is a file write, and the load reuses the interpreter's
+    /// compiled code from the module cache.
+    fn bundle(&self, dir: &Path, out_dir: &Path) -> Result<Vec<u8>, DevError> {
+        let interpreter = self.component(dir, out_dir)?;
+        let mut files = Vec::new();
+        self.collect(dir, dir, &mut files)?;
+        if !files.iter().any(|(path, _)| path == self.entry) {
+            return Err(DevError::Source { path: dir.join(self.entry), reason: "missing".into() });
+        }
+        Ok(refract::with_source(&interpreter, &files))
     }
-    std::fs::rename(&tmp, &to).map_err(|source| DevError::Copy { from: tmp.clone(), to: to.clone(), source })?;
-    Ok(vec![to])
+
+    /// The source files under `dir`, as paths relative to `root` with `/`
+    /// separators, skipping build and dependency folders.
+    fn collect(&self, root: &Path, dir: &Path, files: &mut Vec<(String, String)>) -> Result<(), DevError> {
+        let unreadable =
+            |path: &Path, e: std::io::Error| DevError::Source { path: path.to_owned(), reason: e.to_string() };
+        let entries = std::fs::read_dir(dir).map_err(|e| unreadable(dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| unreadable(dir, e))?.path();
+            if path.file_name().is_some_and(skipped) {
+                continue;
+            }
+            if path.is_dir() {
+                self.collect(root, &path, files)?;
+            } else if path.extension().is_some_and(|e| self.extensions.iter().any(|x| e == *x)) {
+                let bytes = std::fs::read(&path).map_err(|e| unreadable(&path, e))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| DevError::Source { path: path.clone(), reason: "not UTF-8 text".into() })?;
+                let relative = path.strip_prefix(root).expect("walked from root");
+                let parts: Vec<_> = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect();
+                files.push((parts.join("/"), text));
+                if files.len() > MAX_SOURCE_FILES {
+                    let reason = format!("more than {MAX_SOURCE_FILES} source files in the project");
+                    return Err(DevError::Source { path: root.to_owned(), reason });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The interpreter component, built the first time and kept in
+    /// `.tools/interpreters/` next to the plugins folder, named by a hash
+    /// of what it is built from (the interpreter, the helper, the contract
+    /// and the build tool), so an edit of any of them builds a new one.
+    fn component(&self, dir: &Path, out_dir: &Path) -> Result<Vec<u8>, DevError> {
+        let sdk = std::path::absolute(dir.join("../sdk")).unwrap_or_else(|_| dir.join("../sdk"));
+        let wit = wit_dir(dir)?;
+        let mut command = match self.lang {
+            Lang::Js => {
+                check_js_tools(dir)?;
+                let mut c = Command::new("node");
+                c.args(["build.mjs", "--interpreter"]).current_dir(sdk.join(".."));
+                c
+            }
+            _ => {
+                let mut c = Command::new(componentize_py(out_dir));
+                c.arg("-q").arg("-d").arg(&wit);
+                c.args(["-w", "interpreted", "componentize", "refract_interpreter", "-p", "."]).current_dir(&sdk);
+                c
+            }
+        };
+        let mut inputs = Vec::new();
+        let mut read = |file: PathBuf| match std::fs::read(&file) {
+            Ok(bytes) => Ok(inputs.extend(bytes)),
+            Err(e) => Err(DevError::Source { path: file, reason: e.to_string() }),
+        };
+        read(sdk.join(self.module))?;
+        read(sdk.join(self.helper))?;
+        read(wit.join("projection.wit"))?;
+        match self.lang {
+            Lang::Js => {
+                read(sdk.join("../build.mjs"))?;
+                let tools = sdk.ancestors().map(|a| a.join(JS_COMPILER)).find(|p| p.is_file());
+                read(tools.unwrap_or_default()).ok();
+            }
+            _ => {
+                let tool = command.get_program().to_owned();
+                let installed = std::fs::metadata(&tool).and_then(|m| m.modified()).ok();
+                inputs.extend(tool.as_encoded_bytes());
+                inputs.extend(format!("{installed:?}").as_bytes());
+            }
+        }
+        let name = format!("{}-{}", self.name, &refract::module_hash(&inputs)[..16]);
+        let folder = std::path::absolute(out_dir.join("../.tools/interpreters")).unwrap_or_default();
+        let path = folder.join(format!("{name}.wasm"));
+        if let Ok(bytes) = std::fs::read(&path) {
+            return Ok(bytes);
+        }
+        tracing::info!(interpreter = %path.display(), "building the {} interpreter (once for these helpers)", self.name);
+        std::fs::create_dir_all(&folder).map_err(|source| DevError::Copy {
+            from: sdk.clone(),
+            to: folder.clone(),
+            source,
+        })?;
+        let tmp = folder.join(format!(".{name}.wasm.building"));
+        match self.lang {
+            Lang::Js => command.arg(&tmp),
+            _ => command.arg("-o").arg(&tmp),
+        };
+        run_tool(&mut command, &sdk, self.lang)?;
+        let bytes = std::fs::read(&tmp).map_err(|_| DevError::NoArtifact(sdk.clone()))?;
+        std::fs::rename(&tmp, &path).map_err(|source| DevError::Copy { from: tmp, to: path, source })?;
+        Ok(bytes)
+    }
 }
 
 /// The package every JS build imports (`plugins/js/build.mjs`).
@@ -374,7 +575,7 @@ fn key(target: &Target, layout: &Layout) -> Option<PathBuf> {
 /// helper changes, and a project created meanwhile as soon as it appears,
 /// until the returned task is aborted. Build errors are logged; the previous
 /// `.wasm` (and its read model) stays in place.
-pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>, DevError> {
+pub fn spawn_rebuilder(plugins_dir: &Path, interpret: bool) -> Result<tokio::task::JoinHandle<()>, DevError> {
     let layout = std::sync::Arc::new(std::sync::RwLock::new(Layout::new(plugins_dir)));
     let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
     let seen = layout.clone();
@@ -414,7 +615,7 @@ pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>
         let mut watcher = watcher; // Lives as long as the task.
         let first = layout.read().expect("layout lock").projects.clone();
         for (dir, lang) in &first {
-            rebuild(dir, *lang, &out_dir).await;
+            rebuild(dir, *lang, &out_dir, interpret).await;
         }
         debounce(rx, |key| {
             let (layout, out_dir) = (layout.clone(), out_dir.clone());
@@ -435,7 +636,7 @@ pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>
             };
             async move {
                 for (dir, lang) in todo {
-                    rebuild(&dir, lang, &out_dir).await;
+                    rebuild(&dir, lang, &out_dir, interpret).await;
                 }
                 true
             }
@@ -444,11 +645,11 @@ pub fn spawn_rebuilder(plugins_dir: &Path) -> Result<tokio::task::JoinHandle<()>
     }))
 }
 
-async fn rebuild(dir: &Path, lang: Lang, out_dir: &Path) {
+async fn rebuild(dir: &Path, lang: Lang, out_dir: &Path, interpret: bool) {
     tracing::info!(project = %dir.display(), ?lang, "building plugin");
     let (d, o) = (dir.to_owned(), out_dir.to_owned());
     let started = std::time::Instant::now();
-    match tokio::task::spawn_blocking(move || build_project(&d, lang, &o)).await {
+    match tokio::task::spawn_blocking(move || build_project(&d, lang, &o, interpret)).await {
         Ok(Ok(files)) => {
             let seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
             for f in files {

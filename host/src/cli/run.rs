@@ -79,6 +79,11 @@ pub struct RunArgs {
     /// or `baseline-only` (never optimize).
     #[arg(long, env = "REFRACT_TIERING", default_value = "auto", value_name = "WHEN")]
     tiering: refract::Tiering,
+    /// With `dev`: build Python and JS projects into components on every save (componentize-py,
+    /// componentize-js), instead of running their source in refract dev's interpreters (built
+    /// once; a save then takes milliseconds).
+    #[arg(long, env = "REFRACT_COMPONENTIZE")]
+    componentize: bool,
 }
 
 impl RunArgs {
@@ -127,7 +132,7 @@ pub async fn run(data: &Stores, mut args: RunArgs, config: Config, dev: bool) ->
     let _compiling = super::compiling::publish(data, host.compiles());
     // Watch before loading, so a file written meanwhile is not missed.
     let watcher = if batch { None } else { Some(PluginWatcher::new(&args.plugins)?) };
-    let rebuilder = if dev { Some(super::dev::spawn_rebuilder(&args.plugins)?) } else { None };
+    let rebuilder = if dev { Some(super::dev::spawn_rebuilder(&args.plugins, !args.componentize)?) } else { None };
     tracing::info!(plugins = %args.plugins.display(), "loading plugins");
     let failures = match shutdown.unless_requested(host.load_plugins(&args.plugins)).await {
         Some(loaded) => loaded?,

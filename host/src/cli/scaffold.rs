@@ -103,7 +103,10 @@ export const projection = exportProjection({
 
 /// Helpers shared by every Python / JS project, written when missing.
 const PYTHON_SDK: &str = include_str!("../../../plugins/python/sdk/refract.py");
+/// The interpreters `refract dev` runs Python and JS projects with (see `dev::Interpreter`).
+const PYTHON_INTERPRETER: &str = include_str!("../../../plugins/python/sdk/refract_interpreter.py");
 const JS_SDK: &str = include_str!("../../../plugins/js/sdk/refract.js");
+const JS_INTERPRETER: &str = include_str!("../../../plugins/js/sdk/refract_interpreter.js");
 const JS_BUILD: &str = include_str!("../../../plugins/js/build.mjs");
 const JS_TOOLS: &str = include_str!("../../../plugins/js/package.json");
 /// The lock pins componentize-js's whole dependency tree, as in this repository.
@@ -199,6 +202,7 @@ opt-level = "s"
         Lang::Python => {
             files.push((dir.join("app.py"), fill(PYTHON_APP)));
             files.push((plugins_dir.join("python/sdk/refract.py"), PYTHON_SDK.to_owned()));
+            files.push((plugins_dir.join("python/sdk/refract_interpreter.py"), PYTHON_INTERPRETER.to_owned()));
         }
         Lang::Js => {
             files.push((dir.join("app.js"), fill(JS_APP)));
@@ -207,6 +211,7 @@ opt-level = "s"
             );
             files.push((dir.join("package.json"), package));
             files.push((plugins_dir.join("js/sdk/refract.js"), JS_SDK.to_owned()));
+            files.push((plugins_dir.join("js/sdk/refract_interpreter.js"), JS_INTERPRETER.to_owned()));
             files.push((plugins_dir.join("js/build.mjs"), JS_BUILD.to_owned()));
             // Lock and package.json together: a lock for someone else's package.json would mislead npm.
             if !plugins_dir.join("js/package.json").exists() {
