@@ -1,8 +1,8 @@
 //! Loading projection components, checking them against the world, and calling them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -339,6 +339,8 @@ pub struct PluginRuntime {
     background: Compiler,
     tiering: Tiering,
     cache: Option<ModuleCache>,
+    /// Code that loaded plugins hold, by code hash (see `live_code`).
+    live: Arc<Mutex<HashMap<String, Weak<Code>>>>,
 }
 
 impl PluginRuntime {
@@ -358,7 +360,7 @@ impl PluginRuntime {
                 |e| tracing::warn!(error = %e, "no baseline compiler: every plugin is optimized before it runs"),
             )
             .ok();
-        Ok(Self { optimizing, baseline, background, tiering: Tiering::default(), cache: None })
+        Ok(Self { optimizing, baseline, background, tiering: Tiering::default(), cache: None, live: Arc::default() })
     }
 
     /// Sets when an uncached plugin starts on baseline code (see [`Tiering`]).
@@ -421,19 +423,26 @@ impl PluginRuntime {
         let code_hash = if code_bytes.len() == bytes.len() { hash.clone() } else { module_hash(&code_bytes) };
         let source = Arc::new(source);
         let started = std::time::Instant::now();
-        let (component, cached, tier) = self.compile(&path, &code_hash, &code_bytes)?;
+        let (code, compiled) = match self.live_code(&code_hash) {
+            Some(code) => (code, None),
+            None => {
+                let (component, cached, tier) = self.compile(&path, &code_hash, &code_bytes)?;
+                let compiler = self.compiler(tier);
+                let version = self.check_world(&path, compiler, &component)?;
+                let pre = compiler
+                    .linker
+                    .instantiate_pre(&component)
+                    .and_then(|pre| ProjectorPre::new(version, pre))
+                    .map_err(|e| PluginError::WrongWorld { path: path.clone(), reason: format!("{e:#}") })?;
+                (Code::new(pre, tier), Some(cached))
+            }
+        };
         let compile_time = started.elapsed();
-        let compiler = self.compiler(tier);
-        let version = self.check_world(&path, compiler, &component)?;
-        let pre = compiler
-            .linker
-            .instantiate_pre(&component)
-            .and_then(|pre| ProjectorPre::new(version, pre))
-            .map_err(|e| PluginError::WrongWorld { path: path.clone(), reason: format!("{e:#}") })?;
         // `describe` runs under the default limits: a plugin that hangs or
         // bombs at load time is refused like any other bad plugin.
         let limits = Limits::default();
-        let mut instance = ComponentInstance::new(&pre, tier, "describe".into(), None, &limits, source.clone())?;
+        let (pre, tier) = code.best();
+        let mut instance = ComponentInstance::new(pre, tier, "describe".into(), None, &limits, source.clone())?;
         instance.arm(&limits)?;
         let manifest = instance.bindings.describe(&mut instance.store).map_err(|e| {
             let state = instance.store.data();
@@ -452,19 +461,33 @@ impl PluginRuntime {
         if let Err(source) = manifest.validate() {
             return Err(PluginError::Manifest { path, source });
         }
-        let code = Code::new(pre, tier);
-        if tier == CodeTier::Baseline && self.tiering.optimizes() {
+        if compiled.is_some() {
+            self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(code_hash.clone(), Arc::downgrade(&code));
+        }
+        if compiled.is_some() && tier == CodeTier::Baseline && self.tiering.optimizes() {
             let optimize = Optimize {
                 path: path.clone(),
                 hash: code_hash,
                 bytes: code_bytes.into_owned(),
-                version,
+                version: code.first().version(),
                 compiler: self.background.clone(),
                 cache: self.cache.clone(),
             };
             optimize.spawn(Arc::downgrade(&code));
         }
+        // Shared code was not compiled now, as with code from the cache.
+        let cached = compiled.unwrap_or(true);
         Ok(Plugin { path, hash, body: Body::Component(code, source), manifest, cached, compile_time })
+    }
+
+    /// The code of `code_hash` if a plugin this runtime loaded still holds
+    /// it: a load of the same code (the next save of a project that an
+    /// interpreter runs) shares its compiled code, and its optimized code
+    /// once that is ready, instead of compiling again.
+    fn live_code(&self, code_hash: &str) -> Option<Arc<Code>> {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|_, code| code.strong_count() > 0);
+        live.get(code_hash).and_then(Weak::upgrade)
     }
 
     fn compiler(&self, tier: CodeTier) -> &Compiler {
