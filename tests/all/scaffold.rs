@@ -142,6 +142,29 @@ fn wait_for_lines(dev: &mut Dev, needles: &[&str], n: usize, started: Instant) {
     }
 }
 
+/// Links this checkout's JS build tools into the scaffold in `dir`, as the
+/// `npm install` a user runs would install them.
+fn link_js_tools(dir: &Path) {
+    let tools = common::root().join("plugins/js/node_modules");
+    assert!(tools.is_dir(), "{} is missing: run scripts/build-polyglot", tools.display());
+    std::os::unix::fs::symlink(tools, dir.join("plugins/js/node_modules")).unwrap();
+}
+
+/// `refract dev` in `dir`, fed the scaffold's `events.jsonl` of `project`
+/// once it is up, until `projection` holds the counters they make.
+fn dev_on_scaffold_events(dir: &Path, project: &Path, projection: &str, started: Instant) -> Dev {
+    let mut dev = Dev::start(dir);
+    // "In another terminal", once the host is up: both create the stores.
+    while !dev.log().contains("host running") {
+        dev.check();
+        assert!(started.elapsed() < DEADLINE, "refract dev did not start:\n{}", dev.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run(dir, &["import", project.join("events.jsonl").to_str().unwrap()]).unwrap();
+    wait_for_counters(&mut dev, dir, projection, started);
+    dev
+}
+
 fn new_then_dev(lang: &str) {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -154,21 +177,9 @@ fn new_then_dev(lang: &str) {
     };
     assert!(created.contains(&format!("refract import {}", project.join("events.jsonl").display())), "{created}");
     if lang == "js" {
-        let tools = common::root().join("plugins/js/node_modules");
-        assert!(tools.is_dir(), "{} is missing: run scripts/build-polyglot", tools.display());
-        std::os::unix::fs::symlink(tools, dir.join("plugins/js/node_modules")).unwrap();
+        link_js_tools(dir);
     }
-
-    let mut dev = Dev::start(dir);
-    // "In another terminal", once the host is up: both create the stores.
-    while !dev.log().contains("host running") {
-        dev.check();
-        assert!(started.elapsed() < DEADLINE, "refract dev did not start:\n{}", dev.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    run(dir, &["import", project.join("events.jsonl").to_str().unwrap()]).unwrap();
-
-    wait_for_counters(&mut dev, dir, &name, started);
+    let _dev = dev_on_scaffold_events(dir, &project, &name, started);
     let get = run(dir, &["get", &name, "counters", "counter-1"]).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&get).unwrap(), json!({"value": 5}));
     eprintln!("{name}: scaffolded, built, loaded and projected in {:.1?}", started.elapsed());
@@ -300,19 +311,11 @@ fn saves_run_in_the_interpreter_without_a_build(saves: Saves) {
     let name = format!("saves-{lang}");
     run(dir, &["new", &name, "--lang", lang]).unwrap_or_else(|e| panic!("refract new failed: {e}"));
     if lang == "js" {
-        std::os::unix::fs::symlink(common::root().join("plugins/js/node_modules"), dir.join("plugins/js/node_modules"))
-            .unwrap();
+        link_js_tools(dir);
     }
     let project = dir.join("plugins").join(lang).join(&name);
     let app = project.join(saves.entry);
-    let mut dev = Dev::start(dir);
-    while !dev.log().contains("host running") {
-        dev.check();
-        assert!(started.elapsed() < DEADLINE, "refract dev did not start:\n{}", dev.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    run(dir, &["import", project.join("events.jsonl").to_str().unwrap()]).unwrap();
-    wait_for_counters(&mut dev, dir, &name, started);
+    let mut dev = dev_on_scaffold_events(dir, &project, &name, started);
 
     // A save: counters count ten times what they were given, through a
     // module of the project's own.
