@@ -56,7 +56,7 @@ pub use runtime::module_cache::ModuleCache;
 #[doc(hidden)]
 pub use runtime::native::{NativeFailure, NativeProjection};
 pub use runtime::plugin::{Plugin, PluginError, PluginRuntime, module_hash};
-pub use runtime::source_bundle::{SECTION as SOURCE_SECTION, SourceFiles, with_source};
+pub use runtime::source_bundle::{MAX_FILES as MAX_SOURCE_FILES, SECTION as SOURCE_SECTION, SourceFiles, with_source};
 pub use runtime::tiering::{AUTO_BASELINE_BYTES, CodeTier, Tiering};
 pub use source::{
     Appended, EventSource, EventStore, ForeignMapping, ForeignStream, JetStreamEventStore, MappedField,

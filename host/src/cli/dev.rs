@@ -278,9 +278,6 @@ const INTERPRETERS: [Interpreter; 2] = [
     },
 ];
 
-/// Most files a project may hand an interpreter (the host's own bound).
-const MAX_SOURCE_FILES: usize = 1_000;
-
 impl Interpreter {
     /// The interpreter for projects of `lang` in `dir`, if its module is in
     /// the helper folder beside the project.
@@ -323,8 +320,8 @@ impl Interpreter {
                 let relative = path.strip_prefix(root).expect("walked from root");
                 let parts: Vec<_> = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect();
                 files.push((parts.join("/"), text));
-                if files.len() > MAX_SOURCE_FILES {
-                    let reason = format!("more than {MAX_SOURCE_FILES} source files in the project");
+                if files.len() > refract::MAX_SOURCE_FILES {
+                    let reason = format!("more than {} source files in the project", refract::MAX_SOURCE_FILES);
                     return Err(DevError::Source { path: root.to_owned(), reason });
                 }
             }

@@ -18,7 +18,7 @@ use crate::runtime::guest_output::{Channel, GuestOutput};
 use crate::runtime::limits::{Limits, MemoryLimitHit, MemoryLimiter};
 use crate::runtime::module_cache::ModuleCache;
 use crate::runtime::native::{NativeInstance, NativeProjection};
-use crate::runtime::source_bundle::{self, SourceFiles, read_leb128};
+use crate::runtime::source_bundle::{self, SourceFiles};
 use crate::runtime::tiering::{Code, CodeTier, Optimize, Tiering};
 use crate::runtime::world::{self, Projector, ProjectorPre, WitVersion};
 use crate::store::document_cache::DocumentCache;
@@ -461,19 +461,21 @@ impl PluginRuntime {
         if let Err(source) = manifest.validate() {
             return Err(PluginError::Manifest { path, source });
         }
+        // Code compiled now is shared from here on, and optimized behind
+        // baseline code; shared code already is, or is being, optimized.
         if compiled.is_some() {
             self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(code_hash.clone(), Arc::downgrade(&code));
-        }
-        if compiled.is_some() && tier == CodeTier::Baseline && self.tiering.optimizes() {
-            let optimize = Optimize {
-                path: path.clone(),
-                hash: code_hash,
-                bytes: code_bytes.into_owned(),
-                version: code.first().version(),
-                compiler: self.background.clone(),
-                cache: self.cache.clone(),
-            };
-            optimize.spawn(Arc::downgrade(&code));
+            if tier == CodeTier::Baseline && self.tiering.optimizes() {
+                let optimize = Optimize {
+                    path: path.clone(),
+                    hash: code_hash,
+                    bytes: code_bytes.into_owned(),
+                    version: code.first().version(),
+                    compiler: self.background.clone(),
+                    cache: self.cache.clone(),
+                };
+                optimize.spawn(Arc::downgrade(&code));
+            }
         }
         // Shared code was not compiled now, as with code from the cache.
         let cached = compiled.unwrap_or(true);
@@ -559,16 +561,8 @@ impl PluginRuntime {
 fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
     /// Section id of a nested component.
     const COMPONENT_SECTION: u8 = 4;
-    let Some(mut rest) = bytes.get(8..) else { return false };
-    while let Some((&id, after)) = rest.split_first() {
-        let Some((len, after)) = read_leb128(after) else { return false };
-        let Some((body, after)) = after.split_at_checked(len as usize) else { return false };
-        if id == COMPONENT_SECTION && (max == 0 || nesting_exceeds(body, max - 1)) {
-            return true;
-        }
-        rest = after;
-    }
-    false
+    source_bundle::sections(bytes)
+        .any(|(id, _, body)| id == COMPONENT_SECTION && (max == 0 || nesting_exceeds(body, max - 1)))
 }
 
 /// The message a panic was raised with, if it was text.

@@ -23,7 +23,7 @@ pub const SECTION: &str = "refract:source";
 
 /// Most files one section may hold, and the longest path: a dev project is
 /// a handful of files, and a file of thousands is no project.
-const MAX_FILES: usize = 1_000;
+pub const MAX_FILES: usize = 1_000;
 const MAX_PATH: usize = 512;
 
 /// Source files as (relative path, text) pairs, sorted by path.
@@ -53,24 +53,17 @@ pub fn with_source(component: &[u8], files: &[(String, String)]) -> Vec<u8> {
 /// all code, with no files. Err names what is wrong with a section that is
 /// there: the file is then refused, not run without its source.
 pub(crate) fn split(bytes: &[u8]) -> Result<(Cow<'_, [u8]>, SourceFiles), String> {
-    let Some(mut rest) = bytes.get(8..) else { return Ok((Cow::Borrowed(bytes), Vec::new())) };
     let mut found = None;
-    while let Some((&id, after)) = rest.split_first() {
-        let start = bytes.len() - rest.len();
-        // Bytes that do not parse are left to the compiler to refuse.
-        let Some((len, after)) = read_leb128(after) else { break };
-        let Some((body, after)) = after.split_at_checked(len as usize) else { break };
-        if id == 0 {
-            if let Some((name, content)) = read_leb128(body).and_then(|(n, b)| b.split_at_checked(n as usize)) {
-                if name == SECTION.as_bytes() {
-                    if found.is_some() {
-                        return Err(format!("more than one `{SECTION}` section"));
-                    }
-                    found = Some((start..bytes.len() - after.len(), content));
-                }
+    for (id, range, body) in sections(bytes) {
+        let named = read_leb128(body).and_then(|(n, b)| b.split_at_checked(n as usize));
+        if let (0, Some((name, content))) = (id, named)
+            && name == SECTION.as_bytes()
+        {
+            if found.is_some() {
+                return Err(format!("more than one `{SECTION}` section"));
             }
+            found = Some((range, content));
         }
-        rest = after;
     }
     let Some((range, content)) = found else { return Ok((Cow::Borrowed(bytes), Vec::new())) };
     let files = parse(content)?;
@@ -89,7 +82,9 @@ fn parse(content: &[u8]) -> Result<SourceFiles, String> {
     if files.len() > MAX_FILES {
         return Err(format!("`{SECTION}` section holds {} files, more than {MAX_FILES}", files.len()));
     }
-    for (i, (path, _)) in files.iter().enumerate() {
+    let mut files = files;
+    files.sort();
+    for (path, _) in &files {
         let relative = !path.is_empty()
             && path.len() <= MAX_PATH
             && !path.starts_with('/')
@@ -100,12 +95,10 @@ fn parse(content: &[u8]) -> Result<SourceFiles, String> {
                 "`{SECTION}` section: {path:?} is not a relative path of 1 to {MAX_PATH} bytes with `/` separators"
             ));
         }
-        if files[..i].iter().any(|(p, _)| p == path) {
-            return Err(format!("`{SECTION}` section names {path:?} twice"));
-        }
     }
-    let mut files = files;
-    files.sort();
+    if let Some(pair) = files.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(format!("`{SECTION}` section names {:?} twice", pair[0].0));
+    }
     Ok(files)
 }
 
@@ -121,8 +114,24 @@ fn leb128(out: &mut Vec<u8>, mut value: usize) {
     }
 }
 
+/// The top-level sections of a component (or core module) in `bytes`:
+/// each one's id, its byte range in `bytes` (header included) and its body.
+/// Reads only section headers, and stops at bytes that do not parse: the
+/// compiler refuses those with its own message.
+pub(crate) fn sections(bytes: &[u8]) -> impl Iterator<Item = (u8, std::ops::Range<usize>, &[u8])> {
+    let mut rest = bytes.get(8..).unwrap_or_default();
+    std::iter::from_fn(move || {
+        let start = bytes.len() - rest.len();
+        let (&id, after) = rest.split_first()?;
+        let (len, after) = read_leb128(after)?;
+        let (body, after) = after.split_at_checked(len as usize)?;
+        rest = after;
+        Some((id, start..bytes.len() - rest.len(), body))
+    })
+}
+
 /// An unsigned LEB128 `u32` and what follows it.
-pub(crate) fn read_leb128(bytes: &[u8]) -> Option<(u32, &[u8])> {
+fn read_leb128(bytes: &[u8]) -> Option<(u32, &[u8])> {
     let mut value = 0u32;
     for (i, &b) in bytes.iter().enumerate().take(5) {
         value |= u32::from(b & 0x7f).checked_shl(7 * i as u32)?;
