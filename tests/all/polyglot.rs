@@ -326,11 +326,14 @@ async fn the_js_interpreter_runs_a_projects_source_like_its_built_component() {
         suffix: "js",
         entry: "app.js",
         edit: |app| {
-            let edited = app.replace("\"account-summary-js\",", "name(),").replace(
+            let edited = app.replace("\"account-summary-js\",", "name(variant),").replace(
                 "from \"../sdk/refract.js\";\n",
-                "from \"../sdk/refract.js\";\nimport { name } from \"./lib/rules.js\";\n",
+                "from \"../sdk/refract.js\";\nimport { name, variant } from \"./lib/rules.js\";\n",
             );
-            (edited, "lib/rules.js", "export function name() {\n  return \"account-summary-edited\";\n}\n")
+            // The second of two declarators is exported too.
+            let rules = "export const base = \"account-summary\", variant = \"edited\";\n\
+                         export function name(v) {\n  return `${base}-${v}`;\n}\n";
+            (edited, "lib/rules.js", rules)
         },
         broken: [
             ("syntax", "export const projection = {\n", "SyntaxError: app.js:"),

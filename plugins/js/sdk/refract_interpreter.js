@@ -11,8 +11,9 @@
 // The modules are evaluated here, not by the engine's module loader (which
 // only runs while the component is built), so their `import` and `export`
 // statements are rewritten first. What is understood: `import` of a default,
-// a namespace or named bindings, and `export` of declarations, `default`,
-// lists and re-exports, each starting a line. A module may import the
+// a namespace or named bindings, and `export` of declarations (with every
+// name a `const`, `let` or `var` declares), `default`, lists and re-exports,
+// each starting a line. A module may import the
 // project's own files by relative path, `../sdk/refract.js` (the helper built
 // into the interpreter) and `refract:projection/host@0.2.0`.
 import * as refract from "./refract.js";
@@ -42,6 +43,54 @@ function list(text) {
       const [name, alias] = s.split(/\s+as\s+/);
       return [name.trim(), (alias ?? name).trim()];
     });
+}
+
+/** The names a `const`, `let` or `var` statement declares after its first
+ * one, scanned from `at` (just past the first name) to the statement's end:
+ * `export let a = f(1, 2), b;` exports `b` too. Commas inside brackets,
+ * strings and comments separate nothing; the statement ends at a `;`, or at
+ * a line break that neither the line's last character nor the next line's
+ * first continues. */
+function laterDeclarators(text, at) {
+  const names = [];
+  // The next name, past blanks and comments.
+  const name = new RegExp(String.raw`^(?:\s|/\*[\s\S]*?\*/|//[^\n]*\n)*(${IDENT})`);
+  let depth = 0;
+  let last = "";
+  for (let i = at; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"' || c === "'" || c === "`") {
+      for (i++; i < text.length && text[i] !== c; i++) if (text[i] === "\\") i++;
+      last = c;
+    } else if (c === "/" && text[i + 1] === "/") {
+      const end = text.indexOf("\n", i);
+      i = (end < 0 ? text.length : end) - 1;
+    } else if (c === "/" && text[i + 1] === "*") {
+      const end = text.indexOf("*/", i + 2);
+      i = end < 0 ? text.length : end + 1;
+    } else if ("([{".includes(c)) {
+      depth++;
+      last = c;
+    } else if (")]}".includes(c)) {
+      if (depth === 0) break;
+      depth--;
+      last = c;
+    } else if (depth > 0) {
+      if (!/\s/.test(c)) last = c;
+    } else if (c === ";") {
+      break;
+    } else if (c === "\n") {
+      const continued = ",=+-*/%&|^!?:<>.~".includes(last) || /^\s*[,=]/.test(text.slice(i + 1, i + 200));
+      if (!continued) break;
+    } else if (c === ",") {
+      const next = name.exec(text.slice(i + 1, i + 200));
+      if (next) names.push(next[1]);
+      last = c;
+    } else if (!/\s/.test(c)) {
+      last = c;
+    }
+  }
+  return names;
 }
 
 /** The same number of lines as `text`, so errors keep their line numbers. */
@@ -86,11 +135,13 @@ function rewrite(source) {
     })
     // export default ...
     .replace(/^([ \t]*)export\s+default\s+/gm, "$1__exports.default = ")
-    // export const x = ..., export function f() {}, export class C {}
+    // export const x = ..., y = ...; export function f() {}, export class C {}
     .replace(
       new RegExp(String.raw`^([ \t]*)export\s+((?:const|let|var|class|(?:async\s+)?function\s*\*?)\s+)(${IDENT})`, "gm"),
-      (_all, indent, kind, name) => {
-        exported.push([name, name]);
+      (all, indent, kind, name, offset, text) => {
+        const declares = /^(const|let|var)\b/.test(kind);
+        const names = [name, ...(declares ? laterDeclarators(text, offset + all.length) : [])];
+        exported.push(...names.map((n) => [n, n]));
         return indent + kind + name;
       },
     );
