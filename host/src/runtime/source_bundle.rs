@@ -77,13 +77,13 @@ pub(crate) fn split(bytes: &[u8]) -> Result<(Cow<'_, [u8]>, SourceFiles), String
 
 /// The files of a section's body, checked.
 fn parse(content: &[u8]) -> Result<SourceFiles, String> {
-    let files: SourceFiles = serde_json::from_slice(content)
+    let mut files: SourceFiles = serde_json::from_slice(content)
         .map_err(|e| format!("`{SECTION}` section is not a JSON array of [path, text] pairs: {e}"))?;
     if files.len() > MAX_FILES {
         return Err(format!("`{SECTION}` section holds {} files, more than {MAX_FILES}", files.len()));
     }
-    let mut files = files;
-    files.sort();
+    // By path alone: the texts need no comparing, and duplicates are refused below.
+    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (path, _) in &files {
         let relative = !path.is_empty()
             && path.len() <= MAX_PATH
